@@ -1,0 +1,179 @@
+"""The `queue-metrics` command. The only module that reads `os.environ` or writes to stdout/stderr."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import List, Optional, Sequence
+
+import click
+
+from queue_metrics import __version__
+from queue_metrics.config import ConfigError, Settings
+from queue_metrics.format import json_line, librato_lines
+from queue_metrics.loop import StopRequested, StopSignals, run_forever
+from queue_metrics.redis_url import describe_redis_url, secrets_of
+from queue_metrics.sample import TickReport
+
+USAGE_ERROR = 2
+NOTHING_READ = 1
+PROGRAM = "queue-metrics"
+
+
+class Output:
+    """Writes whole lines, flushed at once, with every secret and control character removed."""
+
+    def __init__(self, secrets: Sequence[str] = ()) -> None:
+        self._secrets = tuple(secrets)
+
+    def clean(self, line: str) -> str:
+        for secret in self._secrets:
+            line = line.replace(secret, "***")
+        return line.replace("\r", "\\r").replace("\n", "\\n")
+
+    def out(self, lines: List[str]) -> None:
+        if lines:
+            sys.stdout.write("".join(self.clean(line) + "\n" for line in lines))
+            sys.stdout.flush()
+
+    def err(self, messages: Sequence[str], level: str = "error") -> None:
+        if messages:
+            sys.stderr.write("".join(f"{PROGRAM}: {level}: {self.clean(m)}\n" for m in messages))
+            sys.stderr.flush()
+
+
+def load_settings(output_format: Optional[str] = None, interval: Optional[float] = None) -> Settings:
+    env = dict(os.environ)
+    if output_format:
+        env["QUEUE_METRICS_FORMAT"] = output_format
+    if interval is not None:
+        env["QUEUE_METRICS_INTERVAL"] = repr(interval)
+    try:
+        return Settings.from_env(env)
+    except ConfigError as error:
+        # The message names the variable, never its value when that value is a URL.
+        Output(_env_secrets(env)).err([f"{error}"], level="usage error")
+        raise SystemExit(USAGE_ERROR)
+
+
+def _env_secrets(env) -> List[str]:
+    secrets: List[str] = []
+    for name, value in env.items():
+        if name.endswith("_URL") and "://" in value:
+            secrets.extend(secrets_of(value))
+    return secrets
+
+
+def render(report: TickReport, settings: Settings, now: float) -> List[str]:
+    if settings.output_format == "json":
+        return [json_line(report, time=round(now, 3), source=settings.source)]
+    return librato_lines(report, settings.prefix, settings.source)
+
+
+class Ticker:
+    """Builds the client lazily (nothing at import time) and turns ticks into output."""
+
+    def __init__(self, settings: Settings) -> None:
+        from queue_metrics.collector import Collector  # imports redis: only when it will be used
+        from queue_metrics.connection import connect
+
+        self.settings = settings
+        self.output = Output(secrets_of(settings.redis_url))
+        self.collector = Collector(settings, connect(settings))
+
+    def tick(self) -> TickReport:
+        return self.collector.tick()
+
+    def emit(self, report: TickReport) -> None:
+        self.output.err(report.errors)
+        self.output.out(render(report, self.settings, time.time()))
+
+
+format_option = click.option(
+    "--format", "output_format", type=click.Choice(["librato", "json"]), default=None,
+    help="Output format (default: QUEUE_METRICS_FORMAT, else librato).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROGRAM)
+def main() -> None:
+    """Queue size and latency of Sidekiq, RQ and Celery, read from Redis, printed as log metrics.
+
+    Settings come from QUEUE_METRICS_* environment variables; the Redis URL from
+    QUEUE_METRICS_REDIS_URL or the usual Heroku add-on variables (REDIS_URL, ...).
+    """
+
+
+@main.command()
+@format_option
+def once(output_format: Optional[str]) -> None:
+    """Read every queue once, print the metrics, exit (1 if Redis could not be read)."""
+    settings = load_settings(output_format)
+    ticker = Ticker(settings)
+    report = ticker.tick()
+    ticker.emit(report)
+    if not report.redis_ok:
+        raise SystemExit(NOTHING_READ)
+
+
+@main.command()
+@format_option
+@click.option("--interval", type=float, default=None,
+              help="Seconds between ticks (default: QUEUE_METRICS_INTERVAL, else 30).")
+def run(output_format: Optional[str], interval: Optional[float]) -> None:
+    """Print the metrics now and then every interval, until SIGTERM or SIGINT."""
+    settings = load_settings(output_format, interval)
+    stop = StopSignals()
+    stop.install()
+    try:
+        ticker = Ticker(settings)
+        ticker.output.err([
+            f"reading {describe_redis_url(settings.redis_url)} every {settings.interval:g} s "
+            f"(backends: {','.join(settings.backends) if settings.backends else 'auto'})"
+        ], level="info")
+        run_forever(ticker.tick, ticker.emit, settings.interval, stop)
+    except StopRequested:
+        pass
+    except BrokenPipeError:
+        # Whoever read our output is gone; nothing left to report to.
+        _silence_stdout()
+    finally:
+        stop.restore()
+
+
+@main.command()
+def config() -> None:
+    """Print the settings in effect (the Redis password is never shown)."""
+    settings = load_settings()
+    output = Output(secrets_of(settings.redis_url))
+    lines = []
+    for field, value in vars(settings).items():
+        if field == "redis_url":
+            value = describe_redis_url(value)
+        lines.append(f"{field}={value!r}")
+    output.out(lines)
+
+
+@main.command()
+@click.option("--ticks", type=click.IntRange(1, 100), default=3, show_default=True)
+@click.option("--interval", type=float, default=1.0, show_default=True)
+def demo(ticks: int, interval: float) -> None:
+    """Start a private redis-server, enqueue Sidekiq, RQ and Celery jobs, print a few ticks."""
+    from queue_metrics.demo import DemoError, run_demo
+
+    output = Output()
+    try:
+        run_demo(ticks, interval, output.out, output.err)
+    except DemoError as error:
+        output.err([str(error)])
+        raise SystemExit(NOTHING_READ)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass

@@ -1,0 +1,79 @@
+"""The small protocol every backend speaks, so one pipeline serves all queues at once.
+
+A backend reads a queue with a generator: it yields the commands it needs, receives their
+replies (and the time they arrived), may yield once more for a follow-up read, and returns a
+`QueueSample` (or None when the size itself could not be read). The collector advances every
+queue's generator in lockstep, so N queues cost one round trip per step, not N.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Generator, List, Optional, Tuple
+
+from queue_metrics.sample import QueueSample
+from queue_metrics.timestamps import PayloadError
+
+Command = Tuple[object, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Replies:
+    values: list
+    # Epoch seconds when the replies arrived: the `now` of every latency computed from them.
+    now: float
+
+
+QueueReader = Generator[List[Command], Replies, Optional[QueueSample]]
+
+
+class Problems:
+    """Collects one-line problem messages during a tick."""
+
+    def __init__(self) -> None:
+        self.messages: List[str] = []
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+    def about_queue(self, backend: str, queue: str, message: str) -> None:
+        self.messages.append(f"{backend} queue {show_name(queue)}: {message}")
+
+
+def decode_name(raw: bytes) -> str:
+    """Names are kept as str that turn back into the exact bytes of the key."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def encode_key(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def show_name(name: str, limit: int = 80) -> str:
+    """A name quoted on one line: control characters and odd bytes escaped, long names cut."""
+    shown = json.dumps(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+    if len(shown) > limit:
+        shown = shown[: limit - 4] + '..."'
+    return shown
+
+
+def is_error(reply: object) -> bool:
+    return isinstance(reply, Exception)
+
+
+def describe_reply_error(reply: Exception, expected: str = "a list") -> str:
+    text = str(reply).split("\n", 1)[0]
+    if text.startswith("WRONGTYPE"):
+        return f"its key holds the wrong type of value (expected {expected})"
+    return text or type(reply).__name__
+
+
+def parse_json_object(payload: bytes, what: str) -> dict:
+    try:
+        value = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise PayloadError(f"{what} is not JSON ({len(payload)} bytes)") from None
+    if not isinstance(value, dict):
+        raise PayloadError(f"{what} is JSON but not an object")
+    return value

@@ -1,0 +1,90 @@
+"""RQ: queues are Redis lists of job ids, named (as full keys) in the `rq:queues` set.
+
+Size is `Queue.count` (LLEN). RQ has no latency API: latency is the age of the job at LINDEX 0
+(RPUSH enqueues, workers pop the left end), read from its hash's `enqueued_at`. RQ's own
+`get_jobs` and registry counts clean up as they read; nothing here writes.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+from queue_metrics.reading import (
+    Command,
+    Problems,
+    QueueReader,
+    decode_name,
+    describe_reply_error,
+    encode_key,
+    is_error,
+)
+from queue_metrics.sample import QueueSample
+from queue_metrics.timestamps import PayloadError, iso8601_seconds, latency
+
+NAME = "rq"
+QUEUES_KEY = "rq:queues"  # SET of full queue keys, e.g. rq:queue:default
+QUEUE_KEY_PREFIX = "rq:queue:"  # LIST of job ids; the next job is at 0
+JOB_KEY_PREFIX = "rq:job:"  # HASH per job
+ENQUEUED_AT_FIELD = "enqueued_at"  # "%Y-%m-%dT%H:%M:%S.%fZ", rewritten on every enqueue
+OLDEST_INDEX = 0
+
+
+def job_enqueued_at(value: Optional[bytes], job_id: str) -> float:
+    """Epoch seconds from an RQ job hash's `enqueued_at` field (None: hash or field missing)."""
+    if value is None:
+        raise PayloadError(f"job {job_id[:60]} has no enqueued_at (its hash expired or was deleted)")
+    try:
+        text = value.decode("ascii")
+    except UnicodeDecodeError:
+        raise PayloadError(f"job {job_id[:60]} has an enqueued_at that is not text") from None
+    return iso8601_seconds(text, ENQUEUED_AT_FIELD)
+
+
+class RQReader:
+    name = NAME
+
+    def __init__(self, extra_queues: Sequence[str] = ()) -> None:
+        self._extra_queues = tuple(extra_queues)
+
+    def registry_commands(self) -> List[Command]:
+        return [("SMEMBERS", QUEUES_KEY)]
+
+    def queues_from_registry(self, replies: list, problems: Problems) -> Tuple[List[str], bool]:
+        members = replies[0]
+        if is_error(members):
+            problems.add(f"rq registry {QUEUES_KEY}: {describe_reply_error(members, 'a set')}")
+            members = set()
+        names = set(self._extra_queues)
+        for member in members:
+            key = decode_name(member)
+            if key.startswith(QUEUE_KEY_PREFIX):
+                names.add(key[len(QUEUE_KEY_PREFIX):])
+            else:
+                problems.add(f"rq registry {QUEUES_KEY}: ignoring a member that is not a queue key")
+        return sorted(names), bool(members) or bool(self._extra_queues)
+
+    def read_queue(self, queue: str, problems: Problems) -> QueueReader:
+        key = encode_key(QUEUE_KEY_PREFIX + queue)
+        replies = yield [("LLEN", key), ("LINDEX", key, OLDEST_INDEX)]
+        size, oldest_id = replies.values
+        if is_error(size):
+            problems.about_queue(NAME, queue, describe_reply_error(size))
+            return None
+        if is_error(oldest_id):
+            problems.about_queue(NAME, queue, describe_reply_error(oldest_id))
+            return QueueSample(NAME, queue, size, None)
+        if oldest_id is None:
+            return QueueSample(NAME, queue, size, 0.0)
+
+        job_key = JOB_KEY_PREFIX.encode() + oldest_id
+        replies = yield [("HGET", job_key, ENQUEUED_AT_FIELD)]
+        (enqueued_at,) = replies.values
+        if is_error(enqueued_at):
+            problems.about_queue(NAME, queue, f"latency unknown: job {decode_name(oldest_id)[:60]}: {describe_reply_error(enqueued_at, 'a hash')}")
+            return QueueSample(NAME, queue, size, None)
+        try:
+            seconds: Optional[float] = latency(job_enqueued_at(enqueued_at, decode_name(oldest_id)), replies.now)
+        except PayloadError as error:
+            problems.about_queue(NAME, queue, f"latency unknown: {error}")
+            seconds = None
+        return QueueSample(NAME, queue, size, seconds)

@@ -1,0 +1,85 @@
+"""Sidekiq: queues are Redis lists of JSON jobs, named in the `queues` set.
+
+Matches `Sidekiq::Queue#size` (LLEN) and `#latency` (age of the job at LINDEX -1, the next one a
+worker's BRPOP takes), with Sidekiq 8's millisecond timestamps read too.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+from queue_metrics.reading import (
+    Command,
+    Problems,
+    QueueReader,
+    decode_name,
+    describe_reply_error,
+    encode_key,
+    is_error,
+    parse_json_object,
+)
+from queue_metrics.sample import QueueSample
+from queue_metrics.timestamps import PayloadError, epoch_seconds, latency
+
+NAME = "sidekiq"
+QUEUES_KEY = "queues"  # SET of queue names
+QUEUE_KEY = "queue:{name}"  # LIST; clients LPUSH, workers BRPOP: the oldest job is at -1
+OLDEST_INDEX = -1
+# Sidekiq <= 7 writes float seconds, Sidekiq 8 integer milliseconds; Sidekiq itself uses
+# `created_at` when a job has no `enqueued_at`.
+TIMESTAMP_FIELDS = ("enqueued_at", "created_at")
+
+
+def job_enqueued_at(payload: bytes) -> float:
+    """Epoch seconds at which a Sidekiq job was enqueued, from its JSON payload."""
+    job = parse_json_object(payload, "oldest job")
+    for field in TIMESTAMP_FIELDS:
+        if job.get(field) is not None:
+            return epoch_seconds(job[field], field)
+    raise PayloadError("oldest job has neither enqueued_at nor created_at")
+
+
+def queue_latency(oldest_payload: Optional[bytes], now: float) -> float:
+    """Latency of a queue from its oldest job; an empty queue has none to wait for."""
+    if oldest_payload is None:
+        return 0.0
+    return latency(job_enqueued_at(oldest_payload), now)
+
+
+class SidekiqReader:
+    name = NAME
+
+    def __init__(self, namespace: str = "", extra_queues: Sequence[str] = ()) -> None:
+        # redis-namespace (Sidekiq <= 6) puts `<ns>:` before every key.
+        self._key_prefix = f"{namespace}:" if namespace else ""
+        self._extra_queues = tuple(extra_queues)
+
+    def registry_commands(self) -> List[Command]:
+        return [("SMEMBERS", self._key_prefix + QUEUES_KEY)]
+
+    def queues_from_registry(self, replies: list, problems: Problems) -> Tuple[List[str], bool]:
+        """The queue names to read, and whether the registry shows Sidekiq in use."""
+        members = replies[0]
+        if is_error(members):
+            problems.add(f"sidekiq registry {self._key_prefix + QUEUES_KEY}: {describe_reply_error(members, 'a set')}")
+            members = set()
+        names = {decode_name(member) for member in members}
+        names.update(self._extra_queues)
+        return sorted(names), bool(members) or bool(self._extra_queues)
+
+    def read_queue(self, queue: str, problems: Problems) -> QueueReader:
+        key = encode_key(self._key_prefix + QUEUE_KEY.format(name=queue))
+        replies = yield [("LLEN", key), ("LINDEX", key, OLDEST_INDEX)]
+        size, oldest = replies.values
+        if is_error(size):
+            problems.about_queue(NAME, queue, describe_reply_error(size))
+            return None
+        if is_error(oldest):
+            problems.about_queue(NAME, queue, describe_reply_error(oldest))
+            return QueueSample(NAME, queue, size, None)
+        try:
+            seconds: Optional[float] = queue_latency(oldest, replies.now)
+        except PayloadError as error:
+            problems.about_queue(NAME, queue, f"latency unknown: {error}")
+            seconds = None
+        return QueueSample(NAME, queue, size, seconds)
