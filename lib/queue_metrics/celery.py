@@ -39,6 +39,7 @@ PUBLISHED_AT_PROPERTY = "published_at"  # epoch seconds; set by install() and by
 RUN_AT_HEADER = "run_at"  # ISO 8601; set by hirefire
 SENTRY_HEADER = "sentry-task-enqueued-time"  # epoch seconds; set by sentry-sdk
 ETA_HEADER = "eta"
+DISPATCH_UID = "queue_metrics.celery.published_at"
 
 
 def binding_key(exchange: str, keyprefix: str = "") -> str:
@@ -193,5 +194,11 @@ def install(app: object = None) -> None:
     """
     from celery.signals import before_task_publish  # imported only by apps that opt in
 
-    # weak=False: the receiver is a module function, but keep it alive whatever happens.
-    before_task_publish.connect(stamp_published_at, weak=False, dispatch_uid="queue_metrics.published_at")
+    before_task_publish.connect(stamp_published_at, weak=False, dispatch_uid=DISPATCH_UID)
+
+
+def uninstall() -> None:
+    """Stop stamping tasks published from now on."""
+    from celery.signals import before_task_publish
+
+    before_task_publish.disconnect(stamp_published_at, dispatch_uid=DISPATCH_UID)

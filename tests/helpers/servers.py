@@ -1,0 +1,77 @@
+"""Private redis-server processes for the tests: their own ports, so the machine's shared
+Redis on 6379 is never touched, and killable, pausable and restartable for fault injection."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import List, Optional
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
+
+
+class RedisServer:
+    """One redis-server on a free port. `extra` adds config arguments (ACLs, TLS, ...)."""
+
+    def __init__(self, extra: Optional[List[str]] = None, port: Optional[int] = None,
+                 tls_port: Optional[int] = None) -> None:
+        if REDIS_SERVER is None:
+            raise RuntimeError("redis-server is not installed: run tests/run, which installs it")
+        self.port = port or free_port()
+        self.tls_port = tls_port
+        self.extra = list(extra or [])
+        self.directory = tempfile.mkdtemp(prefix="qm-redis-")
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> "RedisServer":
+        arguments = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                     "--save", "", "--appendonly", "no", "--dir", self.directory]
+        if self.tls_port:
+            arguments += ["--tls-port", str(self.tls_port)]
+        self.process = subprocess.Popen(arguments + self.extra, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        wait_for_port(self.port if self.port else self.tls_port)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def pause(self) -> None:
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)

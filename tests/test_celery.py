@@ -1,0 +1,166 @@
+"""Celery on Redis: tasks sent by a real Celery app; kombu's passive queue_declare is the
+reference for size, the stamp hook (or another tool's stamp) for latency."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from celery import Celery
+from kombu import pools
+
+import queue_metrics.celery as celery_hook
+from helpers.collect import by_queue, collect, make_collector
+
+
+@pytest.fixture
+def app(redis_url):
+    application = Celery("shop", broker=redis_url)
+    application.conf.task_create_missing_queues = True
+    yield application
+    celery_hook.uninstall()
+    application.close()
+    # kombu pools producers per broker URL, process-wide, with the bindings they declared: a
+    # fresh pool per test, as a fresh process would have, since every test empties Redis.
+    pools.reset()
+
+
+@pytest.fixture
+def stamped(app):
+    celery_hook.install(app)
+    return app
+
+
+def kombu_size(app, queue: str) -> int:
+    with app.connection_for_write() as connection:
+        return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+
+
+def send(app, queue: str, count: int = 1, **options) -> None:
+    for index in range(count):
+        app.send_task("shop.tasks.ship", args=[index], queue=queue, **options)
+
+
+def test_sizes_with_priorities_equal_kombu(stamped):
+    app = stamped
+    send(app, "celery", 3)
+    send(app, "high", 2, priority=0)
+    send(app, "high", 2, priority=5)
+    send(app, "high", 1, priority=9)
+    send(app, "reports", 4, priority=3)
+    report = collect(app.conf.broker_url)
+    samples = by_queue(report, "celery")
+    assert report.backends == ("celery",)
+    assert set(samples) == {"celery", "high", "reports"}
+    for name in samples:
+        assert samples[name].size == kombu_size(app, name)
+    assert samples["high"].size == 5
+    assert report.errors == ()
+
+
+def test_priority_sub_lists_really_exist(stamped, client):
+    send(stamped, "high", 1, priority=0)
+    send(stamped, "high", 1, priority=9)
+    keys = {key for key in client.keys("high*")}
+    assert len(keys) == 2, keys  # the base list and one sub-list: the test covers both
+
+
+def test_latency_from_the_oldest_message_across_priority_lists(stamped):
+    send(stamped, "high", 1, priority=9)  # oldest, in a sub-list
+    time.sleep(1.0)
+    send(stamped, "high", 2, priority=0)
+    sample = by_queue(collect(stamped.conf.broker_url))["high"]
+    assert sample.size == 3
+    assert sample.latency == pytest.approx(1.0, abs=0.4)
+
+
+def test_without_a_stamp_size_only(app):
+    send(app, "celery", 2)
+    report = collect(app.conf.broker_url)
+    sample = by_queue(report)["celery"]
+    assert sample.size == 2 == kombu_size(app, "celery")
+    assert sample.latency is None
+    assert report.errors == ()  # not stamping is a choice, not an error
+
+
+def test_hook_stamps_published_at(stamped, client):
+    before = time.time()
+    send(stamped, "celery", 1)
+    import json
+    message = json.loads(client.lindex("celery", -1))
+    assert before <= message["properties"]["published_at"] <= time.time()
+
+
+def test_future_eta_is_not_latency(stamped):
+    send(stamped, "celery", 1, eta=datetime.now(timezone.utc) + timedelta(minutes=10))
+    time.sleep(0.5)
+    sample = by_queue(collect(stamped.conf.broker_url))["celery"]
+    assert sample.size == 1
+    assert sample.latency == 0.0
+
+
+def test_past_eta_waits_since_the_eta(stamped):
+    send(stamped, "celery", 1, countdown=1)
+    time.sleep(2.0)
+    sample = by_queue(collect(stamped.conf.broker_url))["celery"]
+    # Published 2 s ago, due 1 s ago: it has waited for a worker for about 1 s.
+    assert sample.latency == pytest.approx(1.0, abs=0.4)
+
+
+def test_other_tools_stamps(app, client):
+    """Stamps added by hirefire (headers.run_at) and sentry-sdk (sentry-task-enqueued-time)."""
+    now = time.time()
+    run_at = datetime.fromtimestamp(now - 3, timezone.utc).isoformat()
+    app.send_task("shop.tasks.ship", queue="hirefire", headers={"run_at": run_at})
+    app.send_task("shop.tasks.ship", queue="sentry", headers={"sentry-task-enqueued-time": now - 5})
+    samples = by_queue(collect(app.conf.broker_url))
+    assert samples["hirefire"].latency == pytest.approx(3.0, abs=0.5)
+    assert samples["sentry"].latency == pytest.approx(5.0, abs=0.5)
+
+
+def test_worker_control_queues_are_not_task_queues(stamped, client):
+    send(stamped, "celery", 1)
+    # What a running worker's remote control and events add:
+    client.sadd("_kombu.binding.celery.pidbox", "\x06\x16\x06\x16abc@host.celery.pidbox")
+    client.sadd("_kombu.binding.reply.celery.pidbox", "x\x06\x16\x06\x16x.reply.celery.pidbox")
+    client.sadd("_kombu.binding.celeryev", "worker.#\x06\x16\x06\x16celeryev.123")
+    assert set(by_queue(collect(stamped.conf.broker_url))) == {"celery"}
+
+
+def test_custom_exchange_found_by_discovery_scan_once(stamped, redis_url, client):
+    collector = make_collector(redis_url)
+    first = collector.tick()
+    assert first.samples == ()
+    send(stamped, "late", 1)  # a new exchange appears after the first scan
+    second = collector.tick()
+    # Not rescanned before the discovery interval: an unknown exchange stays unknown ...
+    assert "late" not in by_queue(second)
+    assert second.round_trips <= 3
+    # ... unless named explicitly.
+    samples = by_queue(collect(redis_url, QUEUE_METRICS_CELERY_QUEUES="late"))
+    assert samples["late"].size == 1
+
+
+def test_custom_separator_and_key_prefix(redis_url):
+    application = Celery("shop", broker=redis_url)
+    application.conf.task_create_missing_queues = True
+    application.conf.broker_transport_options = {
+        "sep": ":", "priority_steps": list(range(10)), "global_keyprefix": "shop:"}
+    celery_hook.install(application)
+    try:
+        send(application, "bulk", 2, priority=4)
+        send(application, "bulk", 1, priority=0)
+        # kombu's passive queue_declare ignores global_keyprefix (its EXISTS is not prefixed),
+        # so ask the channel for the count that queue_declare reports when it works.
+        with application.connection_for_write() as connection:
+            expected = connection.default_channel._size("bulk")
+        samples = by_queue(collect(
+            redis_url, QUEUE_METRICS_CELERY_SEP=":", QUEUE_METRICS_CELERY_PRIORITY_STEPS="0,1,2,3,4,5,6,7,8,9",
+            QUEUE_METRICS_CELERY_KEYPREFIX="shop:"))
+        assert samples["bulk"].size == expected == 3
+        assert samples["bulk"].latency is not None
+    finally:
+        celery_hook.uninstall()
+        application.close()
+        pools.reset()

@@ -1,0 +1,89 @@
+"""Sidekiq: jobs enqueued by the real Sidekiq client (Ruby); Sidekiq's own API is the reference."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from helpers.collect import by_queue, collect, sidekiq
+
+
+def test_size_and_latency_equal_sidekiq_api(redis_url):
+    theirs = sidekiq(redis_url, {"enqueue": {"default": 5, "mailers": 2, "critical": 1}, "sleep": 1.0})
+    ours = collect(redis_url)
+
+    assert set(theirs["queues"]) == {"default", "mailers", "critical"}
+    assert ours.backends == ("sidekiq",)
+    samples = by_queue(ours, "sidekiq")
+    assert set(samples) == set(theirs["queues"])
+    for name, reference in theirs["queues"].items():
+        assert samples[name].size == reference["size"]
+        assert reference["latency"] >= 1.0
+        assert samples[name].latency == pytest.approx(reference["latency"], abs=0.5)
+    assert ours.errors == ()
+
+
+def test_empty_queue_has_zero_latency_like_sidekiq(redis_url, client):
+    sidekiq(redis_url, {"enqueue": {"default": 1}})
+    client.delete("queue:default")  # drained by a worker; still registered in `queues`
+    theirs = sidekiq(redis_url, {})
+    ours = by_queue(collect(redis_url))
+    assert theirs["queues"]["default"] == {"size": 0, "latency": 0}
+    assert (ours["default"].size, ours["default"].latency) == (0, 0.0)
+
+
+def test_namespaced_sidekiq(redis_url, client):
+    theirs = sidekiq(redis_url, {"enqueue": {"default": 3}, "sleep": 0.3}, namespace="myapp")
+    assert client.exists("myapp:queues")
+    ours = collect(redis_url, QUEUE_METRICS_SIDEKIQ_NAMESPACE="myapp")
+    assert by_queue(ours)["default"].size == theirs["queues"]["default"]["size"] == 3
+    assert by_queue(ours)["default"].latency == pytest.approx(theirs["queues"]["default"]["latency"], abs=0.5)
+    # Without the namespace nothing is found, and nothing is made up.
+    assert collect(redis_url).samples == ()
+
+
+def sidekiq8_job(queue: str, enqueued_ms: int) -> str:
+    # Sidekiq 8 writes integer epoch milliseconds.
+    return json.dumps({"retry": True, "queue": queue, "class": "HardJob", "args": [1],
+                       "jid": "0123456789abcdef01234567", "created_at": enqueued_ms - 5,
+                       "enqueued_at": enqueued_ms})
+
+
+def test_sidekiq8_millisecond_payloads(redis_url, client):
+    now_ms = int(time.time() * 1000)
+    client.sadd("queues", "default")
+    client.lpush("queue:default", sidekiq8_job("default", now_ms - 7000))  # oldest
+    client.lpush("queue:default", sidekiq8_job("default", now_ms - 1000))
+    sample = by_queue(collect(redis_url))["default"]
+    assert sample.size == 2
+    assert sample.latency == pytest.approx(7.0, abs=0.5)
+
+
+def test_queue_mixing_seconds_and_milliseconds(redis_url, client):
+    """During an upgrade, Sidekiq 7 (seconds) and 8 (milliseconds) jobs share a queue."""
+    sidekiq(redis_url, {"enqueue": {"default": 2}})  # real Sidekiq 6 jobs: float seconds, oldest
+    time.sleep(0.2)
+    client.lpush("queue:default", sidekiq8_job("default", int(time.time() * 1000)))
+    theirs = sidekiq(redis_url, {"sleep": 1.0})
+    sample = by_queue(collect(redis_url))["default"]
+    assert sample.size == 3 == theirs["queues"]["default"]["size"]
+    assert sample.latency == pytest.approx(theirs["queues"]["default"]["latency"], abs=0.5)
+
+    # And with the millisecond job the oldest one:
+    client.delete("queue:default")
+    client.lpush("queue:default", sidekiq8_job("default", int(time.time() * 1000) - 9000))
+    sidekiq(redis_url, {"enqueue": {"default": 1}})
+    sample = by_queue(collect(redis_url))["default"]
+    assert sample.latency == pytest.approx(9.0, abs=0.5)
+
+
+def test_string_timestamps_and_created_at_fallback(redis_url, client):
+    now = time.time()
+    client.sadd("queues", "strings", "created")
+    client.lpush("queue:strings", json.dumps({"class": "X", "args": [], "enqueued_at": f"{now - 4:.6f}"}))
+    client.lpush("queue:created", json.dumps({"class": "X", "args": [], "created_at": int((now - 6) * 1000)}))
+    samples = by_queue(collect(redis_url))
+    assert samples["strings"].latency == pytest.approx(4.0, abs=0.5)
+    assert samples["created"].latency == pytest.approx(6.0, abs=0.5)
