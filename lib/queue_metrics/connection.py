@@ -24,6 +24,8 @@ def connect(settings: Settings) -> "redis.Redis":
         # Bytes in, bytes out: queue names and payloads need not be UTF-8.
         decode_responses=False,
         max_connections=2,
+        # RESP2: no HELLO on connect, so Redis < 6 works and a minimal ACL user suffices.
+        protocol=2,
         **_no_client_setinfo(),
     )
     if settings.redis_url.startswith("rediss://"):
