@@ -1,0 +1,22 @@
+# shellcheck shell=bash
+# Sourced (not run) by bash at every dyno start, from $HOME/.profile.d/, installed by the
+# queue-metrics buildpack. Starts the collector's supervisor in the background on one dyno only
+# (QUEUE_METRICS_DYNO, default web.1); on every other dyno it does nothing and prints nothing.
+#
+# Because it is sourced: no `exit`, no `set -e`, no variables or functions left behind.
+
+if [[ "${DYNO:-}" != "${QUEUE_METRICS_DYNO:-web.1}" ]]; then
+	return 0
+fi
+case "${QUEUE_METRICS_DISABLED:-}" in
+	1 | [Tt][Rr][Uu][Ee] | [Yy][Ee][Ss] | [Oo][Nn]) return 0 ;;
+esac
+if [[ -z "${QUEUE_METRICS_REDIS_URL:-}${REDIS_TLS_URL:-}${REDIS_URL:-}${REDISCLOUD_URL:-}${REDISTOGO_URL:-}${OPENREDIS_URL:-}${REDISGREEN_URL:-}" ]]; then
+	echo "queue-metrics: not started: set REDIS_URL (or QUEUE_METRICS_REDIS_URL) to the Redis your queues use" >&2
+	return 0
+fi
+if [[ -x "${HOME}/.queue-metrics/bin/queue-metrics-supervisor" ]]; then
+	# The subshell exits at once: the supervisor is nobody's child but init's, and the dyno's
+	# stdin is never read.
+	("${HOME}/.queue-metrics/bin/queue-metrics-supervisor" </dev/null &)
+fi
