@@ -38,7 +38,9 @@ PYTHON_APP_FILES = ("requirements.txt", "Pipfile", "Pipfile.lock", "pyproject.to
 STACKS_WITH_PYTHON = ("cedar-14", "heroku-16", "heroku-18", "heroku-20", "heroku-22")
 INTERPRETERS = ("app", "system", "bundled")
 INTERPRETER_FILE = "interpreter"
-PYPI_JSON = "https://pypi.org/pypi/{name}/{version}/json"
+# PyPI's simple index in its JSON form (PEP 691): the API pip itself uses.
+PYPI_SIMPLE = "https://pypi.org/simple/{name}/"
+PYPI_SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 # Left out of a bundled interpreter: unused by the collector, and most of the standard library's size.
 STDLIB_LEFT_OUT = ("test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
                    "site-packages", "dist-packages", "__pycache__", "config-*",
@@ -137,15 +139,16 @@ def _cached_wheel(wheel_cache: Path, digest: str) -> Optional[Path]:
 
 
 def _download_wheel(name: str, version: str, digest: str, wheel_cache: Path) -> Path:
-    with urllib.request.urlopen(PYPI_JSON.format(name=name, version=version), timeout=60) as response:
-        release = json.load(response)
-    for file in release.get("urls", []):
-        if file.get("digests", {}).get("sha256") == digest and file["filename"].endswith(".whl"):
-            destination = wheel_cache / file["filename"]
+    request = urllib.request.Request(PYPI_SIMPLE.format(name=name), headers={"Accept": PYPI_SIMPLE_JSON})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        index = json.load(response)
+    for file in index.get("files", []):
+        if file.get("hashes", {}).get("sha256") == digest and file["filename"].endswith(".whl"):
             with urllib.request.urlopen(file["url"], timeout=120) as response:
                 data = response.read()
             if hashlib.sha256(data).hexdigest() != digest:
                 raise BuildError(f"{file['filename']} does not match its pinned hash")
+            destination = wheel_cache / Path(file["filename"]).name
             destination.write_bytes(data)
             return destination
     raise BuildError(f"PyPI has no wheel of {name}=={version} with the pinned hash")
