@@ -58,11 +58,11 @@ def describe_error(error: BaseException, settings: Settings) -> str:
     lowered = text.lower()
     cause = error.__cause__ or error.__context__
 
+    if "noauth" in lowered or "authentication required" in lowered:
+        return f"Redis at {where} needs a password and the URL has none"
     if isinstance(error, redis.AuthenticationError) or "wrongpass" in lowered or "invalid password" in lowered \
             or "invalid username-password" in lowered:
         return f"Redis at {where} rejected the password (check the URL's credentials)"
-    if "noauth" in lowered or "authentication required" in lowered:
-        return f"Redis at {where} needs a password and the URL has none"
     if "invalid db index" in lowered or "db index is out of range" in lowered:
         return f"Redis at {where}: that database number does not exist on this server"
     if "noperm" in lowered or "no permissions" in lowered:

@@ -6,7 +6,7 @@ returns the password or the raw URL text; messages name the host, port and datab
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 SCHEMES = ("redis", "rediss", "unix")
 EXPECTED_FORM = "redis://[:password@]host[:port][/db] or rediss://... or unix:///path"
@@ -60,4 +60,6 @@ def secrets_of(url: str) -> tuple:
         parts = urlsplit(url)
     except ValueError:
         return (url,)
-    return tuple(secret for secret in (parts.password, parts.username) if secret and len(secret) >= 3)
+    # Both as written in the URL and percent-decoded, as redis-py sends it.
+    found = {form for secret in (parts.password, parts.username) if secret for form in (secret, unquote(secret))}
+    return tuple(sorted(secret for secret in found if len(secret) >= 3))
