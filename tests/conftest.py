@@ -46,3 +46,12 @@ def make_server():
     yield start
     for server in servers:
         server.close()
+
+
+# CI runs the property-based tests on a fixed sequence of examples, so a green run stays green;
+# locally every run explores new ones.
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")

@@ -23,6 +23,7 @@ from queue_metrics.reading import (
     encode_key,
     is_error,
     parse_json_object,
+    show_name,
 )
 from queue_metrics.sample import QueueSample
 from queue_metrics.timestamps import PayloadError, epoch_seconds, iso8601_seconds, latency
@@ -140,13 +141,13 @@ class CeleryReader:
         found_any = False
         for key, members in zip(self._sorted_binding_keys, replies):
             if is_error(members):
-                problems.add(f"celery registry {key}: {describe_reply_error(members, 'a set')}")
+                problems.add(f"celery registry {show_name(key)}: {describe_reply_error(members, 'a set')}")
                 continue
             for member in members:
                 found_any = True
                 parts = decode_name(member).split(self._sep)
                 if len(parts) != 3:
-                    problems.add(f"celery registry {key}: ignoring a binding that is not routing_key{self._sep!r}pattern{self._sep!r}queue")
+                    problems.add(f"celery registry {show_name(key)}: ignoring a binding that is not routing_key{self._sep!r}pattern{self._sep!r}queue")
                     continue
                 names[parts[2]] = None
         return sorted(names), found_any or bool(self._extra_queues)
@@ -165,7 +166,7 @@ class CeleryReader:
 
         wrong = [index for index, reply in enumerate(sizes) if is_error(reply)]
         for index in wrong:
-            problems.about_queue(NAME, queue, f"list {decode_name(keys[index])!r}: {describe_reply_error(sizes[index])}")
+            problems.about_queue(NAME, queue, f"list {show_name(decode_name(keys[index]))}: {describe_reply_error(sizes[index])}")
         if len(wrong) == len(keys):
             return None
         # kombu's own size sums the lists that answered with a length.

@@ -68,7 +68,8 @@ def describe_error(error: BaseException, settings: Settings) -> str:
     if "noperm" in lowered or "no permissions" in lowered:
         return f"Redis at {where} refused a read: the user lacks permission ({text[:120]})"
     if isinstance(error, redis.TimeoutError) or isinstance(cause, socket.timeout):
-        return f"Redis at {where} did not answer within {settings.timeout:g} s (timeout)"
+        hint = " (is that port really TLS?)" if settings.redis_url.startswith("rediss://") else ""
+        return f"Redis at {where} did not answer within {settings.timeout:g} s (timeout){hint}"
     if isinstance(cause, ssl.SSLError) or "ssl" in lowered or "certificate" in lowered:
         hint = ""
         if "certificate verify failed" in lowered:

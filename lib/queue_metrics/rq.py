@@ -17,6 +17,7 @@ from queue_metrics.reading import (
     describe_reply_error,
     encode_key,
     is_error,
+    show_name,
 )
 from queue_metrics.sample import QueueSample
 from queue_metrics.timestamps import PayloadError, iso8601_seconds, latency
@@ -32,11 +33,11 @@ OLDEST_INDEX = 0
 def job_enqueued_at(value: Optional[bytes], job_id: str) -> float:
     """Epoch seconds from an RQ job hash's `enqueued_at` field (None: hash or field missing)."""
     if value is None:
-        raise PayloadError(f"job {job_id[:60]} has no enqueued_at (its hash expired or was deleted)")
+        raise PayloadError(f"job {show_name(job_id)} has no enqueued_at (its hash expired or was deleted)")
     try:
         text = value.decode("ascii")
     except UnicodeDecodeError:
-        raise PayloadError(f"job {job_id[:60]} has an enqueued_at that is not text") from None
+        raise PayloadError(f"job {show_name(job_id)} has an enqueued_at that is not text") from None
     return iso8601_seconds(text, ENQUEUED_AT_FIELD)
 
 
@@ -80,7 +81,7 @@ class RQReader:
         replies = yield [("HGET", job_key, ENQUEUED_AT_FIELD)]
         (enqueued_at,) = replies.values
         if is_error(enqueued_at):
-            problems.about_queue(NAME, queue, f"latency unknown: job {decode_name(oldest_id)[:60]}: {describe_reply_error(enqueued_at, 'a hash')}")
+            problems.about_queue(NAME, queue, f"latency unknown: job {show_name(decode_name(oldest_id))}: {describe_reply_error(enqueued_at, 'a hash')}")
             return QueueSample(NAME, queue, size, None)
         try:
             seconds: Optional[float] = latency(job_enqueued_at(enqueued_at, decode_name(oldest_id)), replies.now)
