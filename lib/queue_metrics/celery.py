@@ -11,13 +11,15 @@ This module never imports celery at module level: the collector must stay small.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from queue_metrics.reading import (
-    Command,
+    Batch,
     Problems,
     QueueReader,
+    batch,
     decode_name,
     describe_reply_error,
     encode_key,
@@ -123,6 +125,9 @@ class CeleryReader:
         # Binding keys known so far: the default exchange's, plus what the last scan found.
         self.binding_keys: Set[str] = {binding_key(DEFAULT_EXCHANGE, keyprefix)}
         self._sorted_binding_keys: List[str] = sorted(self.binding_keys)
+        self.list_keys = functools.lru_cache(maxsize=65536)(self._list_keys)
+        self._lengths_batch = functools.lru_cache(maxsize=65536)(self._make_lengths_batch)
+        self._oldest_batch = functools.lru_cache(maxsize=65536)(self._make_oldest_batch)
 
     @property
     def binding_scan_pattern(self) -> str:
@@ -133,8 +138,8 @@ class CeleryReader:
         self.binding_keys.update(key for key in keys if is_task_exchange(key[prefix_length:]))
         self._sorted_binding_keys = sorted(self.binding_keys)
 
-    def registry_commands(self) -> List[Command]:
-        return [("SMEMBERS", encode_key(key)) for key in self._sorted_binding_keys]
+    def registry_batch(self) -> Batch:
+        return batch(*[("SMEMBERS", encode_key(key)) for key in self._sorted_binding_keys])
 
     def queues_from_registry(self, replies: list, problems: Problems) -> Tuple[List[str], bool]:
         names: Dict[str, None] = dict.fromkeys(self._extra_queues)
@@ -152,17 +157,22 @@ class CeleryReader:
                 names[parts[2]] = None
         return sorted(names), found_any or bool(self._extra_queues)
 
-    def list_keys(self, queue: str) -> List[bytes]:
+    def _list_keys(self, queue: str) -> List[bytes]:
         """The lists holding a queue's messages: one per priority step, as kombu names them."""
         base = self._keyprefix + queue
         return [encode_key(base if step == 0 else f"{base}{self._sep}{step}") for step in self._priority_steps]
 
+    def _make_lengths_batch(self, queue: str) -> Batch:
+        return batch(*[("LLEN", key) for key in self.list_keys(queue)])
+
+    @staticmethod
+    def _make_oldest_batch(keys: Tuple[bytes, ...]) -> Batch:
+        return batch(*[("LINDEX", key, OLDEST_INDEX) for key in keys])
+
     def read_queue(self, queue: str, problems: Problems) -> QueueReader:
         keys = self.list_keys(queue)
-        commands: List[Command] = [("LLEN", key) for key in keys]
-        commands += [("LINDEX", key, OLDEST_INDEX) for key in keys]
-        replies = yield commands
-        sizes, oldest = replies.values[: len(keys)], replies.values[len(keys):]
+        replies = yield self._lengths_batch(queue)
+        sizes = replies.values
 
         wrong = [index for index, reply in enumerate(sizes) if is_error(reply)]
         for index in wrong:
@@ -171,10 +181,18 @@ class CeleryReader:
             return None
         # kombu's own size sums the lists that answered with a length.
         size = sum(reply for reply in sizes if not is_error(reply))
-        if any(is_error(reply) for reply in oldest):
+        if wrong:
+            return QueueSample(NAME, queue, size, None)
+        # Only the lists that hold messages are worth a look at their oldest one (most
+        # queues never use their priority sub-lists).
+        filled = [key for key, length in zip(keys, sizes) if length]
+        if not filled:
+            return QueueSample(NAME, queue, 0, 0.0)
+        replies = yield self._oldest_batch(tuple(filled))
+        if any(is_error(reply) for reply in replies.values):
             return QueueSample(NAME, queue, size, None)
         try:
-            seconds = queue_latency(oldest, replies.now)
+            seconds = queue_latency(replies.values, replies.now)
         except PayloadError as error:
             problems.about_queue(NAME, queue, f"latency unknown: {error}")
             seconds = None

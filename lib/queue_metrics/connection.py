@@ -40,6 +40,16 @@ def connect(settings: Settings) -> "redis.Redis":
     return redis.Redis.from_url(settings.redis_url, **options)
 
 
+def take_connection(client: "redis.Redis"):
+    """A connected connection from the client's pool; give it back with `pool.release`."""
+    pool = client.connection_pool
+    parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
+    # redis-py < 5.3 requires a command name; later versions deprecate passing one.
+    if parameter is not None and parameter.default is inspect.Parameter.empty:
+        return pool.get_connection("PING")
+    return pool.get_connection()
+
+
 def _no_client_setinfo() -> dict:
     # redis-py >= 5 sends CLIENT SETINFO on connect; a read-only ACL user is denied it (and the
     # denial is logged), so turn it off. redis-py 8 spells that `driver_info=None`.

@@ -1,31 +1,46 @@
 """The small protocol every backend speaks, so one pipeline serves all queues at once.
 
-A backend reads a queue with a generator: it yields the commands it needs, receives their
-replies (and the time they arrived), may yield once more for a follow-up read, and returns a
-`QueueSample` (or None when the size itself could not be read). The collector advances every
+A backend reads a queue with a generator: it yields a `Batch` of the commands it needs, receives
+their replies (and the time they arrived), may yield once more for a follow-up read, and returns
+a `QueueSample` (or None when the size itself could not be read). The collector advances every
 queue's generator in lockstep, so N queues cost one round trip per step, not N.
+
+Commands travel already packed (RESP bytes): a queue's first batch is the same every tick, so
+readers pack it once and keep it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from typing import Generator, List, Optional, Tuple
+from typing import Generator, List, NamedTuple, Optional, Tuple
 
+from queue_metrics.resp import pack_commands
 from queue_metrics.sample import QueueSample
 from queue_metrics.timestamps import PayloadError
 
 Command = Tuple[object, ...]
 
 
-@dataclasses.dataclass(frozen=True)
-class Replies:
+class Replies(NamedTuple):
     values: list
     # Epoch seconds when the replies arrived: the `now` of every latency computed from them.
     now: float
 
 
-QueueReader = Generator[List[Command], Replies, Optional[QueueSample]]
+
+
+class Batch(NamedTuple):
+    """Commands packed for the wire, and how many replies they will get."""
+
+    packed: bytes
+    count: int
+
+
+def batch(*commands: Command) -> Batch:
+    return Batch(pack_commands(commands), len(commands))
+
+
+QueueReader = Generator[Batch, Replies, Optional[QueueSample]]
 
 
 class Problems:
@@ -71,7 +86,8 @@ def describe_reply_error(reply: Exception, expected: str = "a list") -> str:
 
 def parse_json_object(payload: bytes, what: str) -> dict:
     try:
-        value = json.loads(payload)
+        # Decoding first spares json.loads guessing the encoding of bytes.
+        value = json.loads(payload.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise PayloadError(f"{what} is not JSON ({len(payload)} bytes)") from None
     if not isinstance(value, dict):

@@ -7,12 +7,14 @@ Size is `Queue.count` (LLEN). RQ has no latency API: latency is the age of the j
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence, Tuple
 
 from queue_metrics.reading import (
-    Command,
+    Batch,
     Problems,
     QueueReader,
+    batch,
     decode_name,
     describe_reply_error,
     encode_key,
@@ -46,9 +48,10 @@ class RQReader:
 
     def __init__(self, extra_queues: Sequence[str] = ()) -> None:
         self._extra_queues = tuple(extra_queues)
+        self._queue_batch = functools.lru_cache(maxsize=65536)(self._make_queue_batch)
 
-    def registry_commands(self) -> List[Command]:
-        return [("SMEMBERS", QUEUES_KEY)]
+    def registry_batch(self) -> Batch:
+        return batch(("SMEMBERS", QUEUES_KEY))
 
     def queues_from_registry(self, replies: list, problems: Problems) -> Tuple[List[str], bool]:
         members = replies[0]
@@ -64,9 +67,13 @@ class RQReader:
                 problems.add(f"rq registry {QUEUES_KEY}: ignoring a member that is not a queue key")
         return sorted(names), bool(members) or bool(self._extra_queues)
 
-    def read_queue(self, queue: str, problems: Problems) -> QueueReader:
+    @staticmethod
+    def _make_queue_batch(queue: str) -> Batch:
         key = encode_key(QUEUE_KEY_PREFIX + queue)
-        replies = yield [("LLEN", key), ("LINDEX", key, OLDEST_INDEX)]
+        return batch(("LLEN", key), ("LINDEX", key, OLDEST_INDEX))
+
+    def read_queue(self, queue: str, problems: Problems) -> QueueReader:
+        replies = yield self._queue_batch(queue)
         size, oldest_id = replies.values
         if is_error(size):
             problems.about_queue(NAME, queue, describe_reply_error(size))
@@ -78,7 +85,7 @@ class RQReader:
             return QueueSample(NAME, queue, size, 0.0)
 
         job_key = JOB_KEY_PREFIX.encode() + oldest_id
-        replies = yield [("HGET", job_key, ENQUEUED_AT_FIELD)]
+        replies = yield batch(("HGET", job_key, ENQUEUED_AT_FIELD))
         (enqueued_at,) = replies.values
         if is_error(enqueued_at):
             problems.about_queue(NAME, queue, f"latency unknown: job {show_name(decode_name(oldest_id))}: {describe_reply_error(enqueued_at, 'a hash')}")

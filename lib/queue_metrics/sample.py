@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 
-@dataclasses.dataclass(frozen=True)
-class QueueSample:
-    """One queue's reading. `latency` is None when it cannot be known (never made up)."""
+class QueueSample(NamedTuple):
+    """One queue's reading. `latency` is None when it cannot be known (never made up).
+
+    A NamedTuple: immutable like a frozen dataclass, and several times cheaper to create, which
+    counts at ten thousand queues a tick.
+    """
 
     backend: str
     queue: str

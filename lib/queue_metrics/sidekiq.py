@@ -6,12 +6,14 @@ worker's BRPOP takes), with Sidekiq 8's millisecond timestamps read too.
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Sequence, Tuple
 
 from queue_metrics.reading import (
-    Command,
+    Batch,
     Problems,
     QueueReader,
+    batch,
     decode_name,
     describe_reply_error,
     encode_key,
@@ -53,9 +55,10 @@ class SidekiqReader:
         # redis-namespace (Sidekiq <= 6) puts `<ns>:` before every key.
         self._key_prefix = f"{namespace}:" if namespace else ""
         self._extra_queues = tuple(extra_queues)
+        self._queue_batch = functools.lru_cache(maxsize=65536)(self._make_queue_batch)
 
-    def registry_commands(self) -> List[Command]:
-        return [("SMEMBERS", self._key_prefix + QUEUES_KEY)]
+    def registry_batch(self) -> Batch:
+        return batch(("SMEMBERS", self._key_prefix + QUEUES_KEY))
 
     def queues_from_registry(self, replies: list, problems: Problems) -> Tuple[List[str], bool]:
         """The queue names to read, and whether the registry shows Sidekiq in use."""
@@ -67,9 +70,12 @@ class SidekiqReader:
         names.update(self._extra_queues)
         return sorted(names), bool(members) or bool(self._extra_queues)
 
-    def read_queue(self, queue: str, problems: Problems) -> QueueReader:
+    def _make_queue_batch(self, queue: str) -> Batch:
         key = encode_key(self._key_prefix + QUEUE_KEY.format(name=queue))
-        replies = yield [("LLEN", key), ("LINDEX", key, OLDEST_INDEX)]
+        return batch(("LLEN", key), ("LINDEX", key, OLDEST_INDEX))
+
+    def read_queue(self, queue: str, problems: Problems) -> QueueReader:
+        replies = yield self._queue_batch(queue)
         size, oldest = replies.values
         if is_error(size):
             problems.about_queue(NAME, queue, describe_reply_error(size))

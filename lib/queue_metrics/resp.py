@@ -1,0 +1,112 @@
+"""RESP2 for one big pipeline: packing many commands and reading their replies, fast.
+
+redis-py opens, authenticates and encrypts the connection; a tick's thousands of commands then
+go through here, because redis-py spends ~20 microseconds of CPU per pipelined command while
+these functions spend about one. Only what our read commands answer is parsed: simple
+strings, errors, integers, bulk strings (nil included) and arrays of bulk strings or integers.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import List, Sequence, Tuple
+
+import redis
+
+CRLF = b"\r\n"
+RECEIVE_SIZE = 1 << 16
+
+
+class ReplyError(redis.ResponseError):
+    """A command of the pipeline failed (e.g. WRONGTYPE); it stands in that command's place."""
+
+
+def pack_commands(commands: Sequence[Sequence[object]]) -> bytes:
+    parts: List[bytes] = []
+    append = parts.append
+    for command in commands:
+        append(b"*%d\r\n" % len(command))
+        for argument in command:
+            if isinstance(argument, str):
+                argument = argument.encode("utf-8", "surrogateescape")
+            elif isinstance(argument, int):
+                argument = b"%d" % argument
+            append(b"$%d\r\n%s\r\n" % (len(argument), argument))
+    return b"".join(parts)
+
+
+class NeedMore(Exception):
+    """The buffer ends before the reply does."""
+
+
+def parse_reply(buffer, position: int) -> Tuple[object, int]:
+    """One reply of `buffer` (bytes or bytearray) at `position`; returns it and the position after.
+
+    Raises NeedMore when the buffer ends before the reply does.
+    """
+    end = buffer.find(CRLF, position)
+    if end < 0:
+        raise NeedMore()
+    kind = buffer[position]
+    if kind == 36:  # $ bulk string
+        length = int(buffer[position + 1:end])
+        if length < 0:
+            return None, end + 2
+        stop = end + 2 + length
+        if stop + 2 > len(buffer):
+            raise NeedMore()
+        return bytes(buffer[end + 2:stop]), stop + 2
+    if kind == 58:  # : integer
+        return int(buffer[position + 1:end]), end + 2
+    if kind == 42:  # * array
+        count = int(buffer[position + 1:end])
+        if count < 0:
+            return None, end + 2
+        items = []
+        position = end + 2
+        for _ in range(count):
+            item, position = parse_reply(buffer, position)
+            items.append(item)
+        return items, position
+    if kind == 43:  # + simple string
+        return bytes(buffer[position + 1:end]), end + 2
+    if kind == 45:  # - error
+        return ReplyError(bytes(buffer[position + 1:end]).decode("utf-8", "replace")), end + 2
+    raise redis.ConnectionError(f"unexpected reply type byte {bytes([kind])!r} from Redis")
+
+
+# Past this many parsed bytes the buffer is compacted, so a huge tick holds little at once.
+COMPACT_AFTER = 1 << 20
+
+
+def read_replies(sock: socket.socket, count: int) -> List[object]:
+    """Read exactly `count` replies from the socket (its timeout bounds every wait)."""
+    replies: List[object] = []
+    buffer = bytearray()
+    position = 0
+    while len(replies) < count:
+        try:
+            reply, after = parse_reply(buffer, position)
+        except NeedMore:
+            if position > COMPACT_AFTER:
+                del buffer[:position]
+                position = 0
+            buffer += _receive(sock)
+            continue
+        replies.append(reply)
+        position = after
+    if position != len(buffer):
+        raise redis.ConnectionError("Redis sent more replies than commands")
+    return replies
+
+
+def _receive(sock: socket.socket) -> bytes:
+    try:
+        chunk = sock.recv(RECEIVE_SIZE)
+    except socket.timeout:
+        raise redis.TimeoutError("Timeout reading from socket") from None
+    except OSError as error:
+        raise redis.ConnectionError(f"Error while reading from socket: {error}") from None
+    if not chunk:
+        raise redis.ConnectionError("Connection closed by server.")
+    return chunk
