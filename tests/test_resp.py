@@ -1,0 +1,70 @@
+"""The RESP2 packing and parsing behind a tick's pipeline, on byte strings as Redis sends them,
+and against a real redis-server with replies split across reads."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import redis
+
+from queue_metrics.resp import NeedMore, ReplyError, pack_commands, parse_reply, read_replies
+
+
+def test_pack_matches_the_protocol():
+    assert pack_commands([("LLEN", b"queue:default"), ("LINDEX", "q\x06\x163", -1)]) == (
+        b"*2\r\n$4\r\nLLEN\r\n$13\r\nqueue:default\r\n"
+        b"*3\r\n$6\r\nLINDEX\r\n$4\r\nq\x06\x163\r\n$2\r\n-1\r\n")
+
+
+def test_pack_keeps_undecodable_bytes_of_names():
+    name = b"caf\xe9".decode("utf-8", "surrogateescape")
+    assert pack_commands([("LLEN", name)]) == b"*2\r\n$4\r\nLLEN\r\n$4\r\ncaf\xe9\r\n"
+
+
+@pytest.mark.parametrize("raw, value", [
+    (b":42\r\n", 42),
+    (b"$5\r\nhe\r\no\r\n", b"he\r\no"),
+    (b"$-1\r\n", None),
+    (b"*-1\r\n", None),
+    (b"+OK\r\n", b"OK"),
+    (b"*3\r\n$1\r\na\r\n:7\r\n$-1\r\n", [b"a", 7, None]),
+    (b"*0\r\n", []),
+])
+def test_parse_each_reply_kind(raw, value):
+    assert parse_reply(bytearray(raw), 0) == (value, len(raw))
+
+
+def test_errors_stand_in_their_commands_place():
+    reply, end = parse_reply(bytearray(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"), 0)
+    assert isinstance(reply, ReplyError) and isinstance(reply, redis.ResponseError)
+    assert str(reply).startswith("WRONGTYPE")
+
+
+@pytest.mark.parametrize("raw", [b":4", b"$5\r\nhel", b"$5\r\nhello", b"*2\r\n$1\r\na\r\n", b""])
+def test_incomplete_replies_ask_for_more(raw):
+    with pytest.raises(NeedMore):
+        parse_reply(bytearray(raw), 0)
+
+
+def test_an_unknown_reply_type_is_a_connection_error():
+    with pytest.raises(redis.ConnectionError):
+        parse_reply(bytearray(b"%1\r\n"), 0)
+
+
+def test_read_replies_from_a_real_server_across_many_reads(redis_server, client):
+    big = b"x" * 3_000_000
+    client.rpush("list", big, b"small")
+    commands = [("LINDEX", "list", 0), ("LLEN", "list"), ("LINDEX", "missing", 0), ("SMEMBERS", "list")] * 50
+    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=5) as sock:
+        sock.sendall(pack_commands(commands))
+        replies = read_replies(sock, len(commands))
+    assert replies[0] == big and replies[1] == 2 and replies[2] is None
+    assert isinstance(replies[3], ReplyError) and "WRONGTYPE" in str(replies[3])
+    assert len(replies) == 200 and replies[196:199] == [big, 2, None]
+
+
+def test_a_server_that_goes_silent_times_out(redis_server):
+    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=0.2) as sock:
+        with pytest.raises(redis.TimeoutError):
+            read_replies(sock, 1)  # nothing was asked: nothing comes
