@@ -24,11 +24,12 @@ from queue_metrics.reading import (
     describe_reply_error,
     encode_key,
     is_error,
+    latency_or_report,
     parse_json_object,
     show_name,
 )
 from queue_metrics.sample import QueueSample
-from queue_metrics.timestamps import PayloadError, epoch_seconds, iso8601_seconds, latency
+from queue_metrics.timestamps import epoch_seconds, iso8601_seconds, latency
 
 NAME = "celery"
 BINDING_KEY_PREFIX = "_kombu.binding."  # SET per exchange: routing_key<sep>pattern<sep>queue
@@ -191,11 +192,7 @@ class CeleryReader:
         replies = yield self._oldest_batch(tuple(filled))
         if any(is_error(reply) for reply in replies.values):
             return QueueSample(NAME, queue, size, None)
-        try:
-            seconds = queue_latency(replies.values, replies.now)
-        except PayloadError as error:
-            problems.about_queue(NAME, queue, f"latency unknown: {error}")
-            seconds = None
+        seconds = latency_or_report(NAME, queue, problems, lambda: queue_latency(replies.values, replies.now))
         return QueueSample(NAME, queue, size, seconds)
 
 

@@ -8,7 +8,6 @@ writes to Redis, and only to the redis-server it started itself.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess

@@ -12,7 +12,7 @@ readers pack it once and keep it.
 from __future__ import annotations
 
 import json
-from typing import Generator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Generator, List, NamedTuple, Optional, Tuple
 
 from queue_metrics.resp import pack_commands
 from queue_metrics.sample import QueueSample
@@ -93,3 +93,34 @@ def parse_json_object(payload: bytes, what: str) -> dict:
     if not isinstance(value, dict):
         raise PayloadError(f"{what} is JSON but not an object")
     return value
+
+
+class ListHead(NamedTuple):
+    """A queue list read as LLEN + LINDEX: its size (None: unknown) and its oldest entry."""
+
+    size: Optional[int]
+    oldest: Optional[bytes]
+    # False when the oldest entry could not be read: the latency is then unknown.
+    readable: bool
+
+
+def list_head(backend: str, queue: str, values: list, problems: Problems) -> ListHead:
+    """Checks the replies of LLEN + LINDEX, reporting a failed one as a problem of the queue."""
+    size, oldest = values
+    if is_error(size):
+        problems.about_queue(backend, queue, describe_reply_error(size))
+        return ListHead(None, None, False)
+    if is_error(oldest):
+        problems.about_queue(backend, queue, describe_reply_error(oldest))
+        return ListHead(size, None, False)
+    return ListHead(size, oldest, True)
+
+
+def latency_or_report(backend: str, queue: str, problems: Problems,
+                      compute: Callable[[], Optional[float]]) -> Optional[float]:
+    """The latency `compute` finds, or None with the reason reported when the payload is bad."""
+    try:
+        return compute()
+    except PayloadError as error:
+        problems.about_queue(backend, queue, f"latency unknown: {error}")
+        return None

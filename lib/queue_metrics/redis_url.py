@@ -24,7 +24,7 @@ def check_redis_url(url: str) -> None:
     except ValueError:
         raise RedisURLError(f"is not a valid Redis URL (expected {EXPECTED_FORM})") from None
     if parts.scheme not in SCHEMES:
-        raise RedisURLError(f"is not a Redis URL: it must start with redis://, rediss:// or unix://")
+        raise RedisURLError("is not a Redis URL: it must start with redis://, rediss:// or unix://")
     if parts.scheme == "unix":
         if not parts.path:
             raise RedisURLError("is a unix:// URL without a socket path")

@@ -19,6 +19,8 @@ from queue_metrics.reading import (
     describe_reply_error,
     encode_key,
     is_error,
+    latency_or_report,
+    list_head,
     show_name,
 )
 from queue_metrics.sample import QueueSample
@@ -74,25 +76,21 @@ class RQReader:
 
     def read_queue(self, queue: str, problems: Problems) -> QueueReader:
         replies = yield self._queue_batch(queue)
-        size, oldest_id = replies.values
-        if is_error(size):
-            problems.about_queue(NAME, queue, describe_reply_error(size))
+        head = list_head(NAME, queue, replies.values, problems)
+        if head.size is None:
             return None
-        if is_error(oldest_id):
-            problems.about_queue(NAME, queue, describe_reply_error(oldest_id))
-            return QueueSample(NAME, queue, size, None)
-        if oldest_id is None:
-            return QueueSample(NAME, queue, size, 0.0)
+        if not head.readable:
+            return QueueSample(NAME, queue, head.size, None)
+        if head.oldest is None:
+            return QueueSample(NAME, queue, head.size, 0.0)
 
-        job_key = JOB_KEY_PREFIX.encode() + oldest_id
-        replies = yield batch(("HGET", job_key, ENQUEUED_AT_FIELD))
+        job_id = decode_name(head.oldest)
+        replies = yield batch(("HGET", JOB_KEY_PREFIX.encode() + head.oldest, ENQUEUED_AT_FIELD))
         (enqueued_at,) = replies.values
         if is_error(enqueued_at):
-            problems.about_queue(NAME, queue, f"latency unknown: job {show_name(decode_name(oldest_id))}: {describe_reply_error(enqueued_at, 'a hash')}")
-            return QueueSample(NAME, queue, size, None)
-        try:
-            seconds: Optional[float] = latency(job_enqueued_at(enqueued_at, decode_name(oldest_id)), replies.now)
-        except PayloadError as error:
-            problems.about_queue(NAME, queue, f"latency unknown: {error}")
-            seconds = None
-        return QueueSample(NAME, queue, size, seconds)
+            problems.about_queue(NAME, queue, f"latency unknown: job {show_name(job_id)}: "
+                                              f"{describe_reply_error(enqueued_at, 'a hash')}")
+            return QueueSample(NAME, queue, head.size, None)
+        seconds = latency_or_report(NAME, queue, problems,
+                                    lambda: latency(job_enqueued_at(enqueued_at, job_id), replies.now))
+        return QueueSample(NAME, queue, head.size, seconds)

@@ -18,6 +18,8 @@ from queue_metrics.reading import (
     describe_reply_error,
     encode_key,
     is_error,
+    latency_or_report,
+    list_head,
     parse_json_object,
 )
 from queue_metrics.sample import QueueSample
@@ -76,16 +78,10 @@ class SidekiqReader:
 
     def read_queue(self, queue: str, problems: Problems) -> QueueReader:
         replies = yield self._queue_batch(queue)
-        size, oldest = replies.values
-        if is_error(size):
-            problems.about_queue(NAME, queue, describe_reply_error(size))
+        head = list_head(NAME, queue, replies.values, problems)
+        if head.size is None:
             return None
-        if is_error(oldest):
-            problems.about_queue(NAME, queue, describe_reply_error(oldest))
-            return QueueSample(NAME, queue, size, None)
-        try:
-            seconds: Optional[float] = queue_latency(oldest, replies.now)
-        except PayloadError as error:
-            problems.about_queue(NAME, queue, f"latency unknown: {error}")
-            seconds = None
-        return QueueSample(NAME, queue, size, seconds)
+        if not head.readable:
+            return QueueSample(NAME, queue, head.size, None)
+        seconds = latency_or_report(NAME, queue, problems, lambda: queue_latency(head.oldest, replies.now))
+        return QueueSample(NAME, queue, head.size, seconds)

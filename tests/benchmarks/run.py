@@ -1,0 +1,430 @@
+"""Usage: .venv/bin/python tests/benchmarks/run.py [--quick] [--write BENCHMARKS.md]
+
+Measures queue-metrics side by side with the tools users would pick instead, on the same data,
+in one run: a private redis-server, reached directly and through a proxy that adds 1 ms each way
+and counts round trips (tests/benchmarks/proxy.py). Prints Markdown; --write also saves it.
+Needs what tests/run installs, plus tests/benchmarks/requirements.txt (installed here if missing).
+--quick stops at 1,000 queues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "lib"))
+
+import redis  # noqa: E402
+
+from helpers.servers import RedisServer  # noqa: E402
+from queue_metrics.collector import Collector  # noqa: E402
+from queue_metrics.config import Settings  # noqa: E402
+from queue_metrics.connection import connect  # noqa: E402
+
+DELAY_MS = 1.0
+BACKENDS = ("sidekiq", "rq", "celery")
+DEEP = 1_000_000
+# An alternative gets at least one tick, then more until this many seconds are spent.
+ALTERNATIVE_BUDGET = 20.0
+COMMAND = ".venv/bin/python tests/benchmarks/run.py --write BENCHMARKS.md"
+
+
+class Proxy:
+    def __init__(self, target_port: int, delay_ms: float) -> None:
+        self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("proxy.py")),
+                                         str(target_port), str(delay_ms)], stdout=subprocess.PIPE, text=True)
+        port, control = self.process.stdout.readline().split()
+        self.port = int(port)
+        self.control = socket.create_connection(("127.0.0.1", int(control)))
+        self.control_file = self.control.makefile("rwb")
+
+    def _ask(self, word: str) -> dict:
+        self.control_file.write(word.encode() + b"\n")
+        self.control_file.flush()
+        return json.loads(self.control_file.readline())
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def stats(self) -> dict:
+        return self._ask("stats")
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+# ---- data --------------------------------------------------------------------------------
+
+def populate(client, backend: str, queues: int, depth: int, label: str = "queue") -> list:
+    """`queues` queues of `depth` jobs for one backend, in that system's own layout."""
+    now = time.time()
+    names = [f"{backend}-{label}-{index:05d}" for index in range(queues)]
+    pipe = client.pipeline(transaction=False)
+    for index, name in enumerate(names):
+        if backend == "sidekiq":
+            pipe.sadd("queues", name)
+            job = json.dumps({"class": "HardWorker", "args": [index, "x" * 20], "retry": True, "queue": name,
+                              "jid": uuid.uuid4().hex[:24], "created_at": now - 30, "enqueued_at": now - 30})
+            push(pipe, "lpush", f"queue:{name}", job, depth)
+        elif backend == "rq":
+            # The head job by rq itself (its hash is what RQ's own API insists on); the rest of a
+            # deep queue repeats its id.
+            from rq import Queue
+            job = Queue(name, connection=client).enqueue("builtins.len", "x")
+            push(pipe, "rpush", f"rq:queue:{name}", job.id, depth - 1)
+        else:
+            pipe.sadd("_kombu.binding.celery", f"{name}\x06\x16\x06\x16{name}")
+            message = json.dumps({
+                "body": "W1tdLCB7fSwgeyJjYWxsYmFja3MiOiBudWxsfV0=", "content-encoding": "utf-8",
+                "content-type": "application/json",
+                "headers": {"lang": "py", "task": "tasks.work", "id": str(uuid.uuid4()), "eta": None, "retries": 0,
+                            "run_at": datetime.fromtimestamp(now - 30, timezone.utc).isoformat()},
+                "properties": {"delivery_tag": str(uuid.uuid4()), "priority": 0, "body_encoding": "base64",
+                               "delivery_info": {"exchange": "", "routing_key": name}, "published_at": now - 30}})
+            push(pipe, "lpush", name, message, depth)
+        if index % 500 == 0:
+            pipe.execute()
+    pipe.execute()
+    return names
+
+
+def push(pipe, command: str, key: str, value: str, count: int) -> None:
+    step = 10_000
+    while count > 0:
+        getattr(pipe, command)(key, *([value] * min(step, count)))
+        if count > step:
+            pipe.execute()
+        count -= step
+
+
+# ---- measuring ---------------------------------------------------------------------------
+
+def summarize(walls, cpus, stats, ticks) -> dict:
+    walls_ms = sorted(w * 1000 for w in walls)
+    return {
+        "ticks": ticks,
+        "wall_median": statistics.median(walls_ms),
+        "wall_p10": walls_ms[int(0.1 * (len(walls_ms) - 1))],
+        "wall_p90": walls_ms[int(0.9 * (len(walls_ms) - 1))],
+        "cpu": statistics.mean(cpus) * 1000,
+        "round_trips": stats["round_trips"] / ticks if stats else None,
+        "bytes": stats["bytes_down"] / ticks if stats else None,
+    }
+
+
+def time_ticks(function, ticks: int, proxy=None, budget=None) -> dict:
+    function()  # warm: connections, imports, discovery
+    if proxy:
+        proxy.reset()
+    walls, cpus = [], []
+    spent = 0.0
+    while len(walls) < ticks:
+        wall, cpu = time.perf_counter(), time.process_time()
+        function()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+        spent += walls[-1]
+        if budget and spent > budget:
+            break
+    return summarize(walls, cpus, proxy.stats() if proxy else None, len(walls))
+
+
+def ours(url: str, backends: str):
+    settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_BACKENDS": backends})
+    collector = Collector(settings, connect(settings))
+
+    def tick():
+        report = collector.tick()
+        assert report.redis_ok and not report.errors, report.errors
+    return tick
+
+
+def rq_api(url: str):
+    from rq import Queue
+    from rq.job import Job
+    connection = redis.Redis.from_url(url)
+
+    def tick():
+        for queue in Queue.all(connection=connection):
+            queue.count
+            ids = queue.get_job_ids(0, 1)
+            if ids:
+                Job.fetch(ids[0], connection=connection).enqueued_at
+    return tick
+
+
+_RQ_EXPORTER = []
+
+
+def rq_exporter(url: str):
+    from rq_exporter.collector import RQCollector
+    # It registers a summary in prometheus_client's global registry: one collector per process.
+    if not _RQ_EXPORTER:
+        _RQ_EXPORTER.append(RQCollector(redis.Redis.from_url(url)))
+    collector = _RQ_EXPORTER[0]
+    collector.connection = redis.Redis.from_url(url)
+
+    def tick():
+        for family in collector.collect():
+            list(family.samples)
+    return tick
+
+
+def hirefire_rq(url: str, names: list):
+    from hirefire_resource.macro import rq as hirefire
+
+    def tick():
+        for name in names:
+            hirefire.job_queue_size(name, redis_url=url)
+            hirefire.job_queue_latency(name, redis_url=url)
+    return tick
+
+
+def hirefire_celery(url: str, names: list):
+    from hirefire_resource.macro import celery as hirefire
+
+    def tick():
+        for name in names:
+            hirefire.job_queue_size(name, broker_url=url)
+            hirefire.job_queue_latency(name, broker_url=url)
+    return tick
+
+
+def llen_loop(url: str, names: list):
+    connection = redis.Redis.from_url(url)
+
+    def tick():
+        for name in names:
+            connection.llen(name)
+    return tick
+
+
+def sidekiq_api(url: str, ticks: int, proxy) -> dict:
+    process = subprocess.Popen(["ruby", str(Path(__file__).with_name("sidekiq_api.rb")), url, str(ticks)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process.stdout.readline()
+    proxy.reset()
+    process.stdin.write("go\n")
+    process.stdin.flush()
+    result = json.loads(process.stdout.readline())
+    process.wait()
+    return summarize(result["wall"], result["cpu"], proxy.stats(), len(result["wall"]))
+
+
+def alternatives_for(backend: str, url: str, names: list, ticks: int, proxy) -> dict:
+    if backend == "sidekiq":
+        return {"Sidekiq API (Ruby), as feedforce's buildpack": sidekiq_api(url, ticks, proxy)}
+    if backend == "rq":
+        return {
+            "RQ API per queue": time_ticks(rq_api(url), ticks, proxy, ALTERNATIVE_BUDGET),
+            "rq-exporter collector": time_ticks(rq_exporter(url), ticks, proxy, ALTERNATIVE_BUDGET),
+            "hirefire-resource (rq)": time_ticks(hirefire_rq(url, names), ticks, proxy, ALTERNATIVE_BUDGET),
+        }
+    return {
+        "hirefire-resource (celery)": time_ticks(hirefire_celery(url, names), ticks, proxy, ALTERNATIVE_BUDGET),
+        "per-queue LLEN loop (celery-exporter style)": time_ticks(llen_loop(url, names), ticks, proxy,
+                                                                  ALTERNATIVE_BUDGET),
+    }
+
+
+# ---- the run process ---------------------------------------------------------------------
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure_process(command: list, env: dict, first_line_marker: bytes, warm_lines: int) -> dict:
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    first = None
+    seen = 0
+    for line in process.stdout:
+        if first is None and first_line_marker in line:
+            first = time.perf_counter() - started
+        seen += b"collector.queues=" in line
+        if seen >= warm_lines:
+            break
+    rss = rss_kb(process.pid)
+    process.kill()
+    process.wait()
+    return {"first_line_ms": first * 1000, "rss_mb": rss / 1024}
+
+
+def buildpack_launch(url: str) -> tuple:
+    """Build the slug like Heroku (heroku-22: system python3) and launch as the supervisor does."""
+    build = Path(tempfile.mkdtemp(prefix="qm-bench-build-"))
+    for name in ("app", "cache", "env"):
+        (build / name).mkdir()
+    subprocess.run([str(ROOT / "bin" / "compile"), str(build / "app"), str(build / "cache"), str(build / "env")],
+                   env={**os.environ, "STACK": "heroku-22"}, check=True, capture_output=True)
+    lib = build / "app" / ".queue-metrics" / "lib"
+    launch = ('import sys; sys.path.insert(0, sys.argv.pop(1)); from queue_metrics.cli import main; '
+              'main(prog_name="queue-metrics")')
+    return ["/usr/bin/python3", "-I", "-S", "-c", launch, str(lib), "run"], build
+
+
+def process_figures(url: str) -> dict:
+    env = {"PATH": os.environ["PATH"], "REDIS_URL": url, "QUEUE_METRICS_INTERVAL": "0.1"}
+    command, build = buildpack_launch(url)
+    try:
+        as_deployed = measure_process(command, env, b".size=", 50)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    dev = measure_process([sys.executable, "-m", "queue_metrics", "run"], {**env, "PYTHONPATH": str(ROOT / "lib")},
+                          b".size=", 50)
+    started = time.perf_counter()
+    ruby = subprocess.Popen(["ruby", str(Path(__file__).with_name("sidekiq_api.rb")), url, "0"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ruby.stdout.readline()
+    ruby_first = (time.perf_counter() - started) * 1000
+    ruby_rss = rss_kb(ruby.pid) / 1024
+    ruby.communicate("go\n")
+    return {"as deployed (buildpack, /usr/bin/python3 -I -S, redis-py 5.2.1)": as_deployed,
+            "python -m queue_metrics (dev venv, redis-py " + redis.__version__ + ")": dev,
+            "Sidekiq API (Ruby), process start to first tick": {"first_line_ms": ruby_first, "rss_mb": ruby_rss}}
+
+
+# ---- report ------------------------------------------------------------------------------
+
+def machine() -> list:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
+    ruby = subprocess.run(["ruby", "-e", "require 'sidekiq'; print RUBY_VERSION, ' sidekiq ', Sidekiq::VERSION"],
+                          capture_output=True, text=True).stdout
+    return [f"- CPU: {cpu}, {os.cpu_count()} cores; memory: {memory} GiB",
+            f"- Python {platform.python_version()}, redis-py {redis.__version__}; Redis {redis_version}; Ruby {ruby}",
+            f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"]
+
+
+def fmt(value, digits=1) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def row(label, figures, reference=None) -> str:
+    ratio = ""
+    if reference:
+        ratio = f"{figures['wall_median'] / reference['wall_median']:.1f}x"
+    return (f"| {label} | {figures['ticks']} | {fmt(figures['round_trips'])} | {fmt(figures['wall_median'])} "
+            f"({fmt(figures['wall_p10'])}-{fmt(figures['wall_p90'])}) | {fmt(figures['cpu'])} | "
+            f"{fmt(figures['bytes'] / 1024 if figures['bytes'] is not None else None)} | {ratio} |")
+
+
+HEADER = ("| what | ticks | round trips / tick | wall ms / tick, median (p10-p90) | CPU ms / tick | "
+          "KiB read / tick | wall vs ours |\n|---|---|---|---|---|---|---|")
+
+
+def install_alternatives() -> None:
+    missing = subprocess.run([sys.executable, "-c", "import rq_exporter, hirefire_resource, prometheus_client"],
+                             capture_output=True).returncode
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-r",
+                        str(Path(__file__).with_name("requirements.txt"))], check=True)
+
+
+def main() -> None:
+    install_alternatives()
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--write")
+    arguments = parser.parse_args()
+    sizes = (10, 100, 1000) if arguments.quick else (10, 100, 1000, 10_000)
+
+    server = RedisServer().start()
+    proxy = Proxy(server.port, DELAY_MS)
+    client = redis.Redis.from_url(server.url)
+    direct, proxied = server.url, f"redis://127.0.0.1:{proxy.port}/0"
+    out = ["# Benchmarks", "", f"Reproduce: `{COMMAND}` (after `tests/run` has set up `.venv`; "
+           "`--quick` stops at 1,000 queues).", "", "Machine:", *machine(), "",
+           f"Every figure below comes from one run of that command. \"proxied\" goes through "
+           f"tests/benchmarks/proxy.py, which adds {DELAY_MS:g} ms each way (a Redis 1-2 ms away, as on "
+           "Heroku) and counts round trips and bytes. Wall and CPU times are per tick after one warm-up "
+           "tick; alternatives run one tick, then more until "
+           f"{ALTERNATIVE_BUDGET:g} s are spent.", ""]
+    try:
+        out += ["## Ours by scenario (depth 1 job per queue)", "",
+                "| backend | queues | direct: wall ms median | proxied: round trips | proxied: wall ms median (p10-p90) "
+                "| CPU ms | KiB read |", "|---|---|---|---|---|---|---|"]
+        comparisons = []
+        for queues in sizes:
+            for backend in (*BACKENDS, "mixed"):
+                client.flushall()
+                names = {}
+                for name in (BACKENDS if backend == "mixed" else (backend,)):
+                    names[name] = populate(client, name, queues, 1)
+                backends = ",".join(BACKENDS) if backend == "mixed" else backend
+                ticks = 30 if queues <= 1000 else 10
+                fast = time_ticks(ours(direct, backends), ticks)
+                slow = time_ticks(ours(proxied, backends), ticks, proxy)
+                out.append(f"| {backend} | {queues:,} | {fmt(fast['wall_median'])} | {fmt(slow['round_trips'])} | "
+                           f"{fmt(slow['wall_median'])} ({fmt(slow['wall_p10'])}-{fmt(slow['wall_p90'])}) | "
+                           f"{fmt(slow['cpu'])} | {fmt(slow['bytes'] / 1024)} |")
+                print(out[-1], file=sys.stderr, flush=True)
+                if backend != "mixed":
+                    others = alternatives_for(backend, proxied, names[backend], ticks, proxy)
+                    comparisons.append((backend, queues, slow, others))
+                    for label, figures in others.items():
+                        print(f"  {label}: {figures}", file=sys.stderr, flush=True)
+
+        out += ["", "## Side by side, proxied (1 ms each way), same data", ""]
+        for backend, queues, mine, others in comparisons:
+            out += [f"### {backend}, {queues:,} queues", "", HEADER, row("**queue-metrics**", mine)]
+            out += [row(label, figures, mine) for label, figures in others.items()]
+            out.append("")
+
+        out += ["## Depth: 10 queues, one of them 1 job or 1,000,000 jobs deep (proxied)", "",
+                "| backend | depth of the deep queue | wall ms median (p10-p90) | CPU ms | KiB read |", "|---|---|---|---|---|"]
+        for backend in BACKENDS:
+            for depth in (1, DEEP):
+                client.flushall()
+                populate(client, backend, 1, depth, "deep")
+                populate(client, backend, 9, 1)
+                figures = time_ticks(ours(proxied, backend), 30, proxy)
+                out.append(f"| {backend} | {depth:,} | {fmt(figures['wall_median'], 2)} "
+                           f"({fmt(figures['wall_p10'], 2)}-{fmt(figures['wall_p90'], 2)}) | "
+                           f"{fmt(figures['cpu'], 2)} | {fmt(figures['bytes'] / 1024, 2)} |")
+                print(out[-1], file=sys.stderr, flush=True)
+
+        client.flushall()
+        for backend in BACKENDS:
+            populate(client, backend, 1000, 1)
+        out += ["", "## The `run` process (1,000 queues of each backend, interval 0.1 s, after 50 ticks)", "",
+                "| how | process start to first metric line, ms | resident memory, MB |", "|---|---|---|"]
+        for label, figures in process_figures(direct).items():
+            out.append(f"| {label} | {fmt(figures['first_line_ms'])} | {fmt(figures['rss_mb'])} |")
+            print(out[-1], file=sys.stderr, flush=True)
+    finally:
+        proxy.close()
+        server.close()
+
+    text = "\n".join(out) + "\n"
+    print(text)
+    if arguments.write:
+        Path(arguments.write).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
