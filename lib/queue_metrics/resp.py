@@ -82,19 +82,40 @@ COMPACT_AFTER = 1 << 20
 def read_replies(sock: socket.socket, count: int) -> List[object]:
     """Read exactly `count` replies from the socket (its timeout bounds every wait)."""
     replies: List[object] = []
+    append = replies.append
     buffer = bytearray()
+    find = buffer.find
     position = 0
     while len(replies) < count:
+        # Integers and bulk strings, nearly every reply of a tick, are parsed inline here;
+        # the rest (and any reply cut off by the end of the buffer) by parse_reply.
+        end = find(CRLF, position)
+        if end > 0:
+            kind = buffer[position]
+            if kind == 58:  # :
+                append(int(buffer[position + 1:end]))
+                position = end + 2
+                continue
+            if kind == 36:  # $
+                length = int(buffer[position + 1:end])
+                if length < 0:
+                    append(None)
+                    position = end + 2
+                    continue
+                stop = end + 2 + length
+                if stop + 2 <= len(buffer):
+                    append(bytes(buffer[end + 2:stop]))
+                    position = stop + 2
+                    continue
         try:
-            reply, after = parse_reply(buffer, position)
+            reply, position = parse_reply(buffer, position)
         except NeedMore:
             if position > COMPACT_AFTER:
                 del buffer[:position]
                 position = 0
             buffer += _receive(sock)
             continue
-        replies.append(reply)
-        position = after
+        append(reply)
     if position != len(buffer):
         raise redis.ConnectionError("Redis sent more replies than commands")
     return replies
