@@ -60,11 +60,26 @@ def test_round_trips_do_not_grow_with_queues(redis_url, client, queues):
         pipe.lpush(f"c{index}", "{}")
     pipe.execute()
     collector = make_collector(redis_url)
-    collector.tick()  # the first tick also scans for exchanges
-    report = collector.tick()
-    assert report.round_trips == 3
-    assert len(report.samples) == 3 * queues
-    assert report.errors == ()
+    first = collector.tick()
+    # The first tick: the exchange scan (SCAN ... COUNT 1000 over the whole keyspace), then the
+    # registries, every queue, RQ's job hashes.
+    assert 4 <= first.round_trips <= 3 + client.dbsize() // 1000 + 2
+    # Then the known queues ride along with the registries: only RQ's job hashes need a second.
+    steady = collector.tick()
+    assert steady.round_trips == 2
+    assert len(steady.samples) == 3 * queues and steady.errors == ()
+    assert {s.queue: s.size for s in steady.samples} == {s.queue: s.size for s in first.samples}
+    # New queues of every kind: read once the registry names them, never more than three trips.
+    client.sadd("queues", "new"), client.lpush("queue:new", json.dumps({"enqueued_at": time.time()}))
+    client.sadd("rq:queues", "rq:queue:new"), client.rpush("rq:queue:new", "jobnew")
+    client.hset("rq:job:jobnew", "enqueued_at", "2026-11-23T00:00:00.000000Z")
+    client.sadd("_kombu.binding.celery", "cnew\x06\x16\x06\x16cnew"), client.lpush("cnew\x06\x169", "{}")
+    grown = collector.tick()
+    assert grown.round_trips == 3
+    assert len(grown.samples) == 3 * queues + 3 and grown.errors == ()
+    sidekiq_only = make_collector(redis_url, QUEUE_METRICS_BACKENDS="sidekiq")
+    sidekiq_only.tick()
+    assert sidekiq_only.tick().round_trips == 1
 
 
 def test_only_read_commands_are_sent(redis_url, client):
@@ -109,3 +124,14 @@ def test_unreachable_redis_is_one_clear_error_and_no_samples(make_server):
     assert report.redis_ok is False and report.samples == ()
     assert report.errors == (f"cannot connect to Redis at redis://127.0.0.1:{server.port}/0: "
                              "connection refused (is it running?)",)
+
+
+def test_a_queue_that_leaves_its_registry_is_dropped_without_a_word(redis_url, client):
+    client.sadd("queues", "a", "gone")
+    client.lpush("queue:a", json.dumps({"enqueued_at": time.time()}))
+    client.lpush("queue:gone", "not json")
+    collector = make_collector(redis_url)
+    assert len(collector.tick().errors) == 1
+    client.srem("queues", "gone")  # read early this tick, but no longer listed
+    report = collector.tick()
+    assert [s.queue for s in report.samples] == ["a"] and report.errors == ()

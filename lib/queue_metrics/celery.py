@@ -127,7 +127,7 @@ class CeleryReader:
         self.binding_keys: Set[str] = {binding_key(DEFAULT_EXCHANGE, keyprefix)}
         self._sorted_binding_keys: List[str] = sorted(self.binding_keys)
         self.list_keys = functools.lru_cache(maxsize=65536)(self._list_keys)
-        self._lengths_batch = functools.lru_cache(maxsize=65536)(self._make_lengths_batch)
+        self._first_batch = functools.lru_cache(maxsize=65536)(self._make_first_batch)
         self._oldest_batch = functools.lru_cache(maxsize=65536)(self._make_oldest_batch)
 
     @property
@@ -163,8 +163,10 @@ class CeleryReader:
         base = self._keyprefix + queue
         return [encode_key(base if step == 0 else f"{base}{self._sep}{step}") for step in self._priority_steps]
 
-    def _make_lengths_batch(self, queue: str) -> Batch:
-        return batch(*[("LLEN", key) for key in self.list_keys(queue)])
+    def _make_first_batch(self, queue: str) -> Batch:
+        # The oldest message of the first list is read at once: most queues use no other.
+        keys = self.list_keys(queue)
+        return batch(*[("LLEN", key) for key in keys], ("LINDEX", keys[0], OLDEST_INDEX))
 
     @staticmethod
     def _make_oldest_batch(keys: Tuple[bytes, ...]) -> Batch:
@@ -172,8 +174,8 @@ class CeleryReader:
 
     def read_queue(self, queue: str, problems: Problems) -> QueueReader:
         keys = self.list_keys(queue)
-        replies = yield self._lengths_batch(queue)
-        sizes = replies.values
+        replies = yield self._first_batch(queue)
+        sizes, first_oldest = replies.values[:-1], replies.values[-1]
 
         wrong = [index for index, reply in enumerate(sizes) if is_error(reply)]
         for index in wrong:
@@ -182,17 +184,17 @@ class CeleryReader:
             return None
         # kombu's own size sums the lists that answered with a length.
         size = sum(reply for reply in sizes if not is_error(reply))
-        if wrong:
+        if wrong or is_error(first_oldest):
             return QueueSample(NAME, queue, size, None)
-        # Only the lists that hold messages are worth a look at their oldest one (most
-        # queues never use their priority sub-lists).
-        filled = [key for key, length in zip(keys, sizes) if length]
-        if not filled:
-            return QueueSample(NAME, queue, 0, 0.0)
-        replies = yield self._oldest_batch(tuple(filled))
-        if any(is_error(reply) for reply in replies.values):
-            return QueueSample(NAME, queue, size, None)
-        seconds = latency_or_report(NAME, queue, problems, lambda: queue_latency(replies.values, replies.now))
+        oldest = [first_oldest]
+        # The other priority lists are looked into only when they hold messages.
+        others = tuple(key for key, length in zip(keys[1:], sizes[1:]) if length)
+        if others:
+            replies = yield self._oldest_batch(others)
+            if any(is_error(reply) for reply in replies.values):
+                return QueueSample(NAME, queue, size, None)
+            oldest.extend(replies.values)
+        seconds = latency_or_report(NAME, queue, problems, lambda: queue_latency(oldest, replies.now))
         return QueueSample(NAME, queue, size, seconds)
 
 

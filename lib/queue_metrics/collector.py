@@ -1,9 +1,13 @@
 """One tick: read every queue of every backend in at most three pipelined round trips.
 
-Round trip 1 reads the registries (which queues exist), round trip 2 every queue's length and
-oldest entry, round trip 3 only RQ's job hashes. Discovering Celery's exchanges needs a SCAN,
-which costs O(keyspace): it runs on the first tick and then at most every discovery interval.
-Only read commands are ever sent.
+Round trip 1 reads the registries (which queues exist) and, along with them, the length and
+oldest entry of every queue the previous tick found; round trip 2 reads the queues that are new
+this tick, RQ's job hashes and Celery's non-empty priority lists; round trip 3 only what new
+queues need after that. So a steady tick is one round trip (two with RQ) and never more than
+three, however many queues. Reads of a queue that left its registry are dropped unreported.
+
+Discovering Celery's exchanges needs a SCAN, which costs O(keyspace): it runs on the first tick
+and then at most every discovery interval. Only read commands are ever sent.
 """
 
 from __future__ import annotations
@@ -62,23 +66,37 @@ class Collector:
         self._next_scan_at: Optional[float] = None  # None: scan on the first tick
         self._celery_in_use = self._pinned and self._celery is not None
         self._round_trips = 0
+        # (reader, queue) pairs the last tick found: read at once with the next registries.
+        self._known: List[Tuple[object, str]] = []
 
     def tick(self) -> TickReport:
         started = self._monotonic()
         self._round_trips = 0
         problems = Problems()
+        reads: List[_QueueRead] = []
         try:
             self._maybe_scan_bindings(started)
-            readers, queue_reads = self._discover(problems)
-            samples = self._read_queues(queue_reads, problems)
+            registries = [reader.registry_batch() for reader in self._readers]
+            early = {key: _QueueRead(*key) for key in self._known}
+            replies = self._execute(registries + [read.step for read in early.values()])
+            split = sum(registry.count for registry in registries)
+            in_use, listed = self._discover(replies.values[:split], registries, problems)
+            _advance(list(early.values()), Replies(replies.values[split:], replies.now))
+            reads = [early.get(key) or _QueueRead(*key) for key in listed]
+            pending = [read for read in reads if read.step is not None]
+            while pending:
+                _advance(pending, self._execute([read.step for read in pending]))
+                pending = [read for read in pending if read.step is not None]
+            self._known = listed
         except redis.RedisError as error:
             problems.add(describe_error(error, self._settings))
             return TickReport((), tuple(problems.messages), (), self._monotonic() - started, False, self._round_trips)
-        backends = tuple(reader.name for reader in readers)
+        for read in reads:
+            problems.messages.extend(read.problems.messages)
         return TickReport(
-            tuple(sample for sample in samples if sample is not None),
+            tuple(read.sample for read in reads if read.sample is not None),
             tuple(problems.messages),
-            backends,
+            tuple(reader.name for reader in in_use),
             self._monotonic() - started,
             True,
             self._round_trips,
@@ -101,46 +119,20 @@ class Collector:
         self._celery.add_binding_keys(found)
         self._next_scan_at = now + self._settings.discovery_interval
 
-    def _discover(self, problems: Problems) -> Tuple[list, List[Tuple[object, str]]]:
-        """Round trip 1: the registries. Returns the backends in use and (reader, queue) pairs."""
-        batches = [reader.registry_batch() for reader in self._readers]
-        replies = self._execute(batches)
+    def _discover(self, values: list, registries: Sequence[Batch], problems: Problems) -> Tuple[list, list]:
+        """The backends in use and their (reader, queue) pairs, from the registries' replies."""
         in_use = []
-        queue_reads: List[Tuple[object, str]] = []
+        listed: List[Tuple[object, str]] = []
         offset = 0
-        for reader, registry in zip(self._readers, batches):
-            reader_replies = replies.values[offset: offset + registry.count]
+        for reader, registry in zip(self._readers, registries):
+            queues, detected = reader.queues_from_registry(values[offset: offset + registry.count], problems)
             offset += registry.count
-            queues, detected = reader.queues_from_registry(reader_replies, problems)
             if reader is self._celery:
                 self._celery_in_use = self._pinned or detected
             if self._pinned or detected:
                 in_use.append(reader)
-                queue_reads.extend((reader, queue) for queue in queues)
-        return in_use, queue_reads
-
-    def _read_queues(
-        self, queue_reads: Sequence[Tuple[object, str]], problems: Problems
-    ) -> List[Optional[QueueSample]]:
-        """Round trips 2 and 3: every queue's reader advanced in lockstep."""
-        results: List[Optional[QueueSample]] = [None] * len(queue_reads)
-        pending: List[Tuple[int, QueueReader, Batch]] = []
-        for index, (reader, queue) in enumerate(queue_reads):
-            generator = reader.read_queue(queue, problems)
-            pending.append((index, generator, next(generator)))
-        while pending:
-            replies = self._execute([step for _, _, step in pending])
-            still_pending = []
-            offset = 0
-            for index, generator, step in pending:
-                part = Replies(replies.values[offset: offset + step.count], replies.now)
-                offset += step.count
-                try:
-                    still_pending.append((index, generator, generator.send(part)))
-                except StopIteration as finished:
-                    results[index] = finished.value
-            pending = still_pending
-        return results
+                listed.extend((reader, queue) for queue in queues)
+        return in_use, listed
 
     def _execute(self, batches: Sequence[Batch]) -> Replies:
         """One round trip; a failing command comes back as its exception, in its place.
@@ -163,3 +155,30 @@ class Collector:
             self._client.connection_pool.release(connection)
         self._round_trips += 1
         return Replies(values, self._wall_clock())
+
+
+class _QueueRead:
+    """One queue's reader during one tick: its next batch, its problems, and its result."""
+
+    __slots__ = ("generator", "problems", "step", "sample")
+
+    def __init__(self, reader, queue: str) -> None:
+        # Problems of its own: a read dropped because its queue left the registry says nothing.
+        self.problems = Problems()
+        self.generator: QueueReader = reader.read_queue(queue, self.problems)
+        self.step: Optional[Batch] = next(self.generator)
+        self.sample: Optional[QueueSample] = None
+
+
+def _advance(reads: Sequence[_QueueRead], replies: Replies) -> None:
+    """Hand each read the replies to its batch; each then has a next batch or its sample."""
+    values, now = replies.values, replies.now
+    offset = 0
+    for read in reads:
+        count = read.step.count
+        try:
+            read.step = read.generator.send(Replies(values[offset: offset + count], now))
+        except StopIteration as finished:
+            read.step = None
+            read.sample = finished.value
+        offset += count
