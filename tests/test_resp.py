@@ -68,3 +68,9 @@ def test_a_server_that_goes_silent_times_out(redis_server):
     with socket.create_connection(("127.0.0.1", redis_server.port), timeout=0.2) as sock:
         with pytest.raises(redis.TimeoutError):
             read_replies(sock, 1)  # nothing was asked: nothing comes
+
+
+def test_rq_hand_packed_hget_equals_the_general_packing():
+    from queue_metrics.rq import enqueued_at_batch
+
+    assert enqueued_at_batch(b"0f9c-\xff").packed == pack_commands([("HGET", b"rq:job:0f9c-\xff", "enqueued_at")])
