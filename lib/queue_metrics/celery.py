@@ -26,6 +26,7 @@ from queue_metrics.reading import (
     is_error,
     latency_or_report,
     parse_json_object,
+    registry_members,
     show_name,
 )
 from queue_metrics.sample import QueueSample
@@ -145,11 +146,8 @@ class CeleryReader:
     def queues_from_registry(self, replies: list, problems: Problems) -> Tuple[List[str], bool]:
         names: Dict[str, None] = dict.fromkeys(self._extra_queues)
         found_any = False
-        for key, members in zip(self._sorted_binding_keys, replies):
-            if is_error(members):
-                problems.add(f"celery registry {show_name(key)}: {describe_reply_error(members, 'a set')}")
-                continue
-            for member in members:
+        for key, reply in zip(self._sorted_binding_keys, replies):
+            for member in registry_members(NAME, key, reply, problems):
                 found_any = True
                 parts = decode_name(member).split(self._sep)
                 if len(parts) != 3:

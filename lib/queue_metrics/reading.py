@@ -124,3 +124,11 @@ def latency_or_report(backend: str, queue: str, problems: Problems,
     except PayloadError as error:
         problems.about_queue(backend, queue, f"latency unknown: {error}")
         return None
+
+
+def registry_members(backend: str, key: str, reply: object, problems: Problems) -> list:
+    """The members of a registry set (SMEMBERS), or none with the problem reported."""
+    if is_error(reply):
+        problems.add(f"{backend} registry {show_name(key)}: {describe_reply_error(reply, 'a set')}")
+        return []
+    return reply

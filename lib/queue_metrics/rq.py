@@ -21,6 +21,7 @@ from queue_metrics.reading import (
     is_error,
     latency_or_report,
     list_head,
+    registry_members,
     show_name,
 )
 from queue_metrics.sample import QueueSample
@@ -66,10 +67,7 @@ class RQReader:
         return batch(("SMEMBERS", QUEUES_KEY))
 
     def queues_from_registry(self, replies: list, problems: Problems) -> Tuple[List[str], bool]:
-        members = replies[0]
-        if is_error(members):
-            problems.add(f"rq registry {QUEUES_KEY}: {describe_reply_error(members, 'a set')}")
-            members = set()
+        members = registry_members(NAME, QUEUES_KEY, replies[0], problems)
         names = set(self._extra_queues)
         for member in members:
             key = decode_name(member)

@@ -15,12 +15,11 @@ from queue_metrics.reading import (
     QueueReader,
     batch,
     decode_name,
-    describe_reply_error,
     encode_key,
-    is_error,
     latency_or_report,
     list_head,
     parse_json_object,
+    registry_members,
 )
 from queue_metrics.sample import QueueSample
 from queue_metrics.timestamps import PayloadError, epoch_seconds, latency
@@ -64,10 +63,7 @@ class SidekiqReader:
 
     def queues_from_registry(self, replies: list, problems: Problems) -> Tuple[List[str], bool]:
         """The queue names to read, and whether the registry shows Sidekiq in use."""
-        members = replies[0]
-        if is_error(members):
-            problems.add(f"sidekiq registry {self._key_prefix + QUEUES_KEY}: {describe_reply_error(members, 'a set')}")
-            members = set()
+        members = registry_members(NAME, self._key_prefix + QUEUES_KEY, replies[0], problems)
         names = {decode_name(member) for member in members}
         names.update(self._extra_queues)
         return sorted(names), bool(members) or bool(self._extra_queues)
