@@ -202,23 +202,16 @@ def rq_exporter(url: str):
     return tick
 
 
-def hirefire_rq(url: str, names: list):
-    from hirefire_resource.macro import rq as hirefire
+def hirefire(system: str, url: str, names: list):
+    """hirefire-resource's size and latency functions, once per queue (their per-queue use)."""
+    import importlib
+    macro = importlib.import_module(f"hirefire_resource.macro.{system}")
+    option = {"rq": "redis_url", "celery": "broker_url"}[system]
 
     def tick():
         for name in names:
-            hirefire.job_queue_size(name, redis_url=url)
-            hirefire.job_queue_latency(name, redis_url=url)
-    return tick
-
-
-def hirefire_celery(url: str, names: list):
-    from hirefire_resource.macro import celery as hirefire
-
-    def tick():
-        for name in names:
-            hirefire.job_queue_size(name, broker_url=url)
-            hirefire.job_queue_latency(name, broker_url=url)
+            macro.job_queue_size(name, **{option: url})
+            macro.job_queue_latency(name, **{option: url})
     return tick
 
 
@@ -251,10 +244,11 @@ def alternatives_for(backend: str, url: str, names: list, ticks: int, proxy) -> 
         return {
             "RQ API per queue": time_ticks(rq_api(url), ticks, proxy, ALTERNATIVE_BUDGET),
             "rq-exporter collector": time_ticks(rq_exporter(url), ticks, proxy, ALTERNATIVE_BUDGET),
-            "hirefire-resource (rq)": time_ticks(hirefire_rq(url, names), ticks, proxy, ALTERNATIVE_BUDGET),
+            "hirefire-resource (rq)": time_ticks(hirefire("rq", url, names), ticks, proxy, ALTERNATIVE_BUDGET),
         }
     return {
-        "hirefire-resource (celery)": time_ticks(hirefire_celery(url, names), ticks, proxy, ALTERNATIVE_BUDGET),
+        "hirefire-resource (celery)": time_ticks(hirefire("celery", url, names), ticks, proxy,
+                                                                ALTERNATIVE_BUDGET),
         "per-queue LLEN loop (celery-exporter style)": time_ticks(llen_loop(url, names), ticks, proxy,
                                                                   ALTERNATIVE_BUDGET),
     }
