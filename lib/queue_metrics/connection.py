@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import socket
 import ssl
@@ -43,11 +44,17 @@ def connect(settings: Settings) -> "redis.Redis":
 def take_connection(client: "redis.Redis"):
     """A connected connection from the client's pool; give it back with `pool.release`."""
     pool = client.connection_pool
-    parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
-    # redis-py < 5.3 requires a command name; later versions deprecate passing one.
-    if parameter is not None and parameter.default is inspect.Parameter.empty:
+    if _needs_command_name(type(pool)):
         return pool.get_connection("PING")
     return pool.get_connection()
+
+
+@functools.lru_cache(maxsize=None)
+def _needs_command_name(pool_class: type) -> bool:
+    # redis-py < 5.3 requires a command name; later versions deprecate passing one. Asked once
+    # per pool class: inspecting a signature costs more than a small tick's whole round trip.
+    parameter = inspect.signature(pool_class.get_connection).parameters.get("command_name")
+    return parameter is not None and parameter.default is inspect.Parameter.empty
 
 
 def _no_client_setinfo() -> dict:
