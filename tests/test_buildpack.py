@@ -180,8 +180,8 @@ def test_compile_output_and_layout(system_python_build):
 def test_metrics_reach_the_web_dynos_stdout(system_python_build, jobs, dynos):
     build, _ = system_python_build
     dyno = dynos(build, "web.1", dyno_env(jobs))
-    line = dyno.wait_for(lambda line: "sample#queue.default.size=2" in line, timeout=10)
-    assert "sample#queue.mailers.size=1" in line
+    line = dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=10)
+    assert "sample#queue.sidekiq.mailers.size=1" in line
     dyno.wait_for(lambda line: line.startswith("sample#queue.collector.queues=2 "), timeout=5)
     assert len(dyno.supervisors()) == 1 and len(dyno.collectors()) == 1
 
@@ -198,7 +198,7 @@ def test_other_dynos_print_nothing_and_start_nothing(system_python_build, jobs, 
 def test_queue_metrics_dyno_chooses_another_dyno(system_python_build, jobs, dynos):
     build, _ = system_python_build
     dyno = dynos(build, "worker.1", dyno_env(jobs, QUEUE_METRICS_DYNO="worker.1"))
-    dyno.wait_for(lambda line: "sample#queue.default.size=2" in line, timeout=10)
+    dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=10)
 
 
 @pytest.mark.parametrize("value", ["1", "true", "TRUE"])
@@ -240,7 +240,7 @@ def test_sourcing_leaks_no_variables_or_functions(system_python_build, jobs, tmp
 def test_sourcing_twice_starts_one_loop(system_python_build, jobs, dynos):
     build, _ = system_python_build
     dyno = dynos(build, "web.1", dyno_env(jobs), source_twice=True)
-    dyno.wait_for(lambda line: "sample#queue.default.size=2" in line, timeout=10)
+    dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=10)
     time.sleep(1.0)
     assert len(dyno.supervisors()) == 1 and len(dyno.collectors()) == 1
 
@@ -248,12 +248,12 @@ def test_sourcing_twice_starts_one_loop(system_python_build, jobs, dynos):
 def test_a_killed_collector_is_restarted(system_python_build, jobs, dynos):
     build, _ = system_python_build
     dyno = dynos(build, "web.1", dyno_env(jobs))
-    dyno.wait_for(lambda line: "sample#queue.default.size=2" in line, timeout=10)
+    dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=10)
     (first,) = dyno.collectors()
     os.kill(first, signal.SIGKILL)
     message = dyno.wait_for(lambda line: "restarting" in line, timeout=5, stream="stderr")
     assert message == "queue-metrics: error: the collector stopped (exit status 137); restarting it in 1 s\n"
-    dyno.wait_for(lambda line: "sample#queue.default.size=2" in line, timeout=10)
+    dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=10)
     (second,) = dyno.collectors()
     assert second != first
 
@@ -261,7 +261,7 @@ def test_a_killed_collector_is_restarted(system_python_build, jobs, dynos):
 def test_sigterm_to_the_dyno_leaves_no_process(system_python_build, jobs, dynos):
     build, _ = system_python_build
     dyno = dynos(build, "web.1", dyno_env(jobs))
-    dyno.wait_for(lambda line: "sample#queue.default.size=2" in line, timeout=10)
+    dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=10)
     assert dyno.processes()
     dyno.terminate_all()
     deadline = time.monotonic() + 5
@@ -285,7 +285,7 @@ def test_python_app_uses_the_apps_python_isolated_from_its_packages(tmp_path, jo
     (site / "redis" / "__init__.py").write_text("raise ImportError('the app pinned an incompatible redis')\n")
     (build / "click.py").write_text("raise ImportError('an app module named click')\n")
     dyno = dynos(build, "web.1", dyno_env(jobs))
-    dyno.wait_for(lambda line: "sample#queue.default.size=2" in line, timeout=15)
+    dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=15)
     (collector,) = dyno.collectors()
     assert Path(f"/proc/{collector}/exe").resolve() == Path(OLDEST_PYTHON).resolve()
 
@@ -299,7 +299,7 @@ def test_no_python_at_run_time_uses_the_bundled_one(tmp_path, jobs, dynos):
                  hide_python_script() + "python3 -c 'print(1)'; /usr/bin/python3 -c 'print(1)'"])
     assert "1" not in probe.stdout, "python is still runnable inside the namespace"
     dyno = dynos(build, "web.1", dyno_env(jobs), hide_python=True)
-    dyno.wait_for(lambda line: "sample#queue.default.size=2" in line, timeout=15)
+    dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=15)
     (collector,) = dyno.collectors()
     assert Path(f"/proc/{collector}/exe").resolve() == (build / ".queue-metrics" / "python" / "bin" / "python3")
 

@@ -19,7 +19,7 @@ def test_once_prints_metrics_and_exits_0(redis_url):
     result = queue_metrics("once", env={"REDIS_URL": redis_url})
     assert result.returncode == 0, result.stderr
     lines = lines_of(result.stdout)
-    assert lines[0].startswith("sample#queue.default.size=3 sample#queue.default.latency=")
+    assert lines[0].startswith("sample#queue.sidekiq.default.size=3 sample#queue.sidekiq.default.latency=")
     assert lines[1].startswith("sample#queue.collector.queues=1 sample#queue.collector.errors=0 ")
     assert result.stderr == ""
 
@@ -87,7 +87,7 @@ def test_run_output_arrives_tick_by_tick_through_a_pipe(redis_url):
         arrivals = []
         for _ in range(3):
             line = read_line(process, 5)
-            assert line.startswith("sample#queue.default.size=1 ")
+            assert line.startswith("sample#queue.sidekiq.default.size=1 ")
             assert read_line(process, 5).startswith("sample#queue.collector.")
             arrivals.append(time.monotonic())
         # Lines arrive while the process runs, half a second apart: flushed per tick.

@@ -65,7 +65,7 @@ def test_no_output_ever_shows_the_password(make_server, redis_url):
         out, err = process.communicate()
         outputs.append((out + err).decode())
     text = "\n".join(outputs)
-    assert "sample#queue.default.size=1" in text and "rejected the password" in text
+    assert "sample#queue.sidekiq.default.size=1" in text and "rejected the password" in text
     assert "connection refused" in text and "usage error" in text
     for secret in (PASSWORD, "Dyno-Secret-Pa55!", "Dyno-Secret"):
         assert secret not in text

@@ -58,7 +58,7 @@ def test_redis_down_at_start_then_started(watchers, tmp_path):
         sidekiq(url, {"enqueue": {"default": 2}})
         up = time.monotonic()
         at, _, line = watcher.wait_for(metric_line, timeout=5)
-        assert "sample#queue.default.size=2 " in line
+        assert "sample#queue.sidekiq.default.size=2 " in line
         assert at - up < 0.5 + 0.3  # the first tick after it is up reports
         assert PASSWORD not in watcher.all_text()
     finally:
@@ -89,7 +89,7 @@ def test_redis_killed_mid_run_and_restarted(watchers):
         server.start()
         up = time.monotonic()
         at, _, line = watcher.wait_for(metric_line, timeout=5)
-        assert "sample#queue.default.size=3 " in line
+        assert "sample#queue.sidekiq.default.size=3 " in line
         assert at - up < 0.5 + 0.3  # recovered within one interval
 
         watcher.wait_for(collector_line, timeout=5)
@@ -125,7 +125,7 @@ def test_hung_redis_is_bounded_by_timeouts_and_recovers(watchers, redis_url):
     timeouts = [line for _, stream, line in hung if stream == "stderr"]
     assert timeouts and all(line.endswith("did not answer within 0.5 s (timeout)\n") for line in timeouts), timeouts
     _, _, line = watcher.wait_for(metric_line, timeout=3)
-    assert "sample#queue.default.size=1 " in line
+    assert "sample#queue.sidekiq.default.size=1 " in line
 
 
 def test_sigterm_in_the_middle_of_a_tick(redis_url):
@@ -234,7 +234,7 @@ def test_tls_self_signed_works_by_default_as_on_heroku(tls_server):
     url, _ = tls_server
     result = queue_metrics("once", env={"REDIS_URL": url})
     assert result.returncode == 0, result.stderr
-    assert "sample#queue.default.size=4 " in result.stdout
+    assert "sample#queue.sidekiq.default.size=4 " in result.stdout
     assert PASSWORD not in result.stdout + result.stderr
 
 
@@ -249,4 +249,4 @@ def test_tls_verification_with_the_ca_works(tls_server):
     url, cert = tls_server
     result = queue_metrics("once", env={"REDIS_URL": url, "QUEUE_METRICS_TLS_CA_FILE": str(cert)})
     assert result.returncode == 0, result.stderr
-    assert "sample#queue.default.size=4 " in result.stdout
+    assert "sample#queue.sidekiq.default.size=4 " in result.stdout

@@ -7,12 +7,15 @@ import re
 
 from queue_metrics.format import (
     MAX_LINE_BYTES,
+    collector_metric_name,
     format_seconds,
     json_line,
     librato_lines,
     metric_queue_part,
+    queue_metric_base,
+    system_metric_name,
 )
-from queue_metrics.sample import QueueSample, TickReport
+from queue_metrics.sample import COUNTER, UNIT_RATIO, Figure, QueueSample, SystemSample, TickReport
 
 LOGFMT_PAIR = re.compile(r'^[^\s="]+=[^\s="]+$')
 LIBRATO_NAME = re.compile(r"^[A-Za-z0-9.:_-]{1,255}$")
@@ -25,12 +28,12 @@ def report(*samples, backends=("sidekiq",), errors=(), duration=0.0042):
 def test_the_product_line():
     lines = librato_lines(report(QueueSample("sidekiq", "default", 12, 3.2)))
     assert lines == [
-        "sample#queue.default.size=12 sample#queue.default.latency=3.2s",
+        "sample#queue.sidekiq.default.size=12 sample#queue.sidekiq.default.latency=3.2s",
         "sample#queue.collector.queues=1 sample#queue.collector.errors=0 sample#queue.collector.duration=0.004s",
     ]
 
 
-def test_backend_follows_prefix_with_several_backends_and_source_on_every_line():
+def test_system_follows_prefix_and_source_is_on_every_line():
     lines = librato_lines(
         report(QueueSample("sidekiq", "default", 1, 0.0), QueueSample("rq", "default", 2, None),
                backends=("sidekiq", "rq")),
@@ -42,7 +45,7 @@ def test_backend_follows_prefix_with_several_backends_and_source_on_every_line()
 
 def test_unknown_latency_is_omitted_never_zero():
     line = librato_lines(report(QueueSample("celery", "celery", 4, None), backends=("celery",)))[0]
-    assert line == "sample#queue.celery.size=4"
+    assert line == "sample#queue.celery.celery.size=4"
 
 
 def test_seconds_format():
@@ -92,3 +95,41 @@ def test_json_line():
     ]
     assert document["errors"] == ["rq queue x: broken"]
     assert document["time"] == 1.5 and document["redis_ok"] is True and document["source"] == "web.1"
+
+
+def test_names_do_not_depend_on_which_systems_are_in_use():
+    alone = librato_lines(report(QueueSample("sidekiq", "default", 1, 0.0), backends=("sidekiq",)))
+    together = librato_lines(report(QueueSample("sidekiq", "default", 1, 0.0), QueueSample("rq", "default", 2, None),
+                                    backends=("sidekiq", "rq")))
+    assert alone[0] == "sample#queue.sidekiq.default.size=1 sample#queue.sidekiq.default.latency=0s"
+    assert together[0].startswith(alone[0] + " ")
+
+
+def test_queue_figures_system_figures_and_counters():
+    sample = QueueSample("rq", "default", 3, 1.5, (Figure("failed", 2), Figure("started", 1)))
+    systems = (SystemSample("rq", (Figure("workers", 4), Figure("busy", 1))),
+               SystemSample("sidekiq", (Figure("retry", 5), Figure("utilization", 0.25, UNIT_RATIO),
+                                        Figure("processed", 17, kind=COUNTER))))
+    lines = librato_lines(TickReport((sample,), (), ("rq", "sidekiq"), 0.001, True, 1, systems))
+    assert lines[0] == (
+        "sample#queue.rq.default.size=3 sample#queue.rq.default.latency=1.5s sample#queue.rq.default.failed=2 "
+        "sample#queue.rq.default.started=1 sample#queue.rq.workers=4 sample#queue.rq.busy=1 "
+        "sample#queue.sidekiq.retry=5 sample#queue.sidekiq.utilization=0.25 count#queue.sidekiq.processed=17")
+    document = json.loads(json_line(TickReport((sample,), (), ("rq", "sidekiq"), 0.001, True, 1, systems)))
+    assert document["queues"][0] == {"backend": "rq", "queue": "default", "size": 3, "latency": 1.5,
+                                     "failed": 2, "started": 1}
+    assert document["systems"] == [{"backend": "rq", "workers": 4, "busy": 1},
+                                   {"backend": "sidekiq", "retry": 5, "utilization": 0.25, "processed": 17}]
+
+
+def test_no_queue_name_collides_with_system_or_collector_names():
+    names = ["retry", "dead", "busy", "collector", "sidekiq", "rq", "celery", "retry.size", "a.b", "unacked"]
+    queue_names = {f"{queue_metric_base('queue', system, name)}.{figure}"
+                   for system in ("sidekiq", "rq", "celery") for name in names
+                   for figure in ("size", "latency", "failed", "scheduled", "unacked", "started")}
+    others = {system_metric_name("queue", system, figure)
+              for system in ("sidekiq", "rq", "celery")
+              for figure in ("scheduled", "retry", "dead", "processes", "busy", "concurrency", "utilization",
+                             "processed", "failed", "workers", "unacked")}
+    others |= {collector_metric_name("queue", figure) for figure in ("queues", "errors", "duration", "dropped")}
+    assert not queue_names & others

@@ -1,9 +1,19 @@
 """Turning a TickReport into output lines. Pure functions: no I/O, no clock.
 
-Librato/l2met lines follow the logfmt grammar: `sample#<name>=<value>[unit]`, several pairs per
-line, an optional `source=` for the whole line. Metric names use only `A-Za-z0-9.:_-`; a queue
-name that needs changing to fit gets a hash of its real name appended, so two queues never share
-a metric name.
+Librato/l2met lines follow the logfmt grammar: `sample#<name>=<value>[unit]` for gauges and
+`count#<name>=<value>` for counters, several pairs per line, an optional `source=` for the whole
+line. Metric names use only `A-Za-z0-9.:_-`; a queue name that needs changing to fit gets a hash
+of its real name appended, so two queues never share a metric name.
+
+The naming rule (it depends on nothing but the prefix, the system and the queue, so a name never
+changes while the process runs, nor across restarts):
+
+    <prefix>.<system>.<queue>.<figure>     a queue's figure: queue.sidekiq.default.size
+    <prefix>.<system>.<figure>             a system-wide figure: queue.sidekiq.retry
+    <prefix>.collector.<figure>            the collector's own: queue.collector.errors
+
+After the prefix a queue's names have three or more dot-separated parts and the others two, the
+first of which is a system name or `collector`: no queue name can make them collide.
 """
 
 from __future__ import annotations
@@ -12,13 +22,13 @@ import functools
 import hashlib
 import json
 import re
-from typing import List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
-from queue_metrics.sample import TickReport
+from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, QueueSample, TickReport
 
 # Logplex cuts lines at 10,000 bytes; stay far below so a drain never sees half a line.
 MAX_LINE_BYTES = 1000
-# Keeps `<prefix>.<backend>.<queue>.latency` within Librato's 255-character name limit.
+# Keeps `<prefix>.<system>.<queue>.<figure>` within Librato's 255-character name limit.
 MAX_QUEUE_PART = 120
 NAME_SAFE = re.compile(r"[A-Za-z0-9.:_-]+\Z")
 NAME_UNSAFE_CHAR = re.compile(r"[^A-Za-z0-9.:_-]")
@@ -26,6 +36,7 @@ DIGEST_LENGTH = 8
 # A name that already looks hashed is hashed again, so a real queue name can never equal
 # another queue's hashed form.
 LOOKS_HASHED = re.compile(r"_[0-9a-f]{%d}\Z" % DIGEST_LENGTH)
+COLLECTOR = "collector"
 
 
 @functools.lru_cache(maxsize=65536)
@@ -38,34 +49,83 @@ def metric_queue_part(queue: str) -> str:
     return f"{cleaned}_{digest}"
 
 
+def queue_metric_base(prefix: str, backend: str, queue: str) -> str:
+    """`<prefix>.<system>.<queue>`: add `.<figure>` for a queue's metric name."""
+    return f"{prefix}.{backend}.{metric_queue_part(queue)}"
+
+
+def system_metric_name(prefix: str, backend: str, figure: str) -> str:
+    return f"{prefix}.{backend}.{figure}"
+
+
+def collector_metric_name(prefix: str, figure: str) -> str:
+    return f"{prefix}.{COLLECTOR}.{figure}"
+
+
 def format_seconds(seconds: float) -> str:
     """Seconds with at most millisecond precision and no trailing zeros: 3.2, 0.05, 12."""
     text = f"{max(0.0, seconds):.3f}".rstrip("0").rstrip(".")
     return text or "0"
 
 
-def metric_base(prefix: str, backend: Optional[str], queue: str) -> str:
-    parts = [prefix, backend, metric_queue_part(queue)] if backend else [prefix, metric_queue_part(queue)]
-    return ".".join(parts)
+def format_value(figure: Figure) -> str:
+    """A figure's value as l2met reads it: never negative, seconds with the `s` unit."""
+    if figure.unit == UNIT_SECONDS:
+        return format_seconds(figure.value) + "s"
+    value = max(0.0, figure.value)
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def l2met_pair(name: str, figure: Figure) -> str:
+    kind = "count" if figure.kind == COUNTER else "sample"
+    return f"{kind}#{name}={format_value(figure)}"
+
+
+def collector_figures(report: TickReport, dropped: Optional[int] = None) -> Tuple[Figure, ...]:
+    """The collector's own figures; `dropped` (metrics an output could not send) when outputs run."""
+    figures = [
+        Figure("queues", len(report.samples), "{queue}"),
+        Figure("errors", len(report.errors), "{error}"),
+        Figure("duration", report.duration, UNIT_SECONDS),
+    ]
+    if dropped is not None:
+        figures.append(Figure("dropped", dropped, "{datapoint}", COUNTER))
+    return tuple(figures)
+
+
+def queue_pairs(prefix: str, sample: QueueSample) -> str:
+    base = queue_metric_base(prefix, sample.backend, sample.queue)
+    pairs = f"sample#{base}.size={sample.size}"
+    if sample.latency is not None:
+        pairs += f" sample#{base}.latency={format_seconds(sample.latency)}s"
+    for figure in sample.figures:
+        pairs += f" {l2met_pair(f'{base}.{figure.name}', figure)}"
+    return pairs
 
 
 def librato_lines(report: TickReport, prefix: str = "queue", source: Optional[str] = None,
-                  show_backend: Optional[bool] = None) -> List[str]:
-    """The tick as l2met lines: queue pairs packed into short lines, then the collector line.
-
-    `show_backend` (default: when the tick covered more than one backend) puts the backend
-    name after the prefix: `queue.sidekiq.default.size`.
-    """
-    if show_backend is None:
-        show_backend = len(report.backends) > 1
+                  dropped: Optional[int] = None) -> List[str]:
+    """The tick as l2met lines: queue pairs, then system figures, packed into short lines; then
+    the collector line, alone, every tick."""
     start = f"source={source}" if source else ""
+    groups = [queue_pairs(prefix, sample) for sample in report.samples]
+    for system in report.systems:
+        groups.extend(l2met_pair(system_metric_name(prefix, system.backend, figure.name), figure)
+                      for figure in system.figures)
+    lines = _packed(groups, start)
+    collector = " ".join(l2met_pair(collector_metric_name(prefix, figure.name), figure)
+                         for figure in collector_figures(report, dropped))
+    lines.append(f"{start} {collector}" if start else collector)
+    return lines
+
+
+def _packed(groups: Sequence[str], start: str) -> List[str]:
+    """Groups of pairs joined into lines of at most MAX_LINE_BYTES; a group is never split."""
     lines: List[str] = []
     current = start
-    for sample in report.samples:
-        base = metric_base(prefix, sample.backend if show_backend else None, sample.queue)
-        pairs = f"sample#{base}.size={sample.size}"
-        if sample.latency is not None:
-            pairs += f" sample#{base}.latency={format_seconds(sample.latency)}s"
+    for pairs in groups:
         candidate = f"{current} {pairs}" if current else pairs
         if len(candidate) > MAX_LINE_BYTES and current != start:
             lines.append(current)
@@ -73,36 +133,54 @@ def librato_lines(report: TickReport, prefix: str = "queue", source: Optional[st
         current = candidate
     if current != start:
         lines.append(current)
-    lines.append(collector_line(report, prefix, start))
     return lines
 
 
-def collector_line(report: TickReport, prefix: str, start: str = "") -> str:
-    """Printed every tick, queues or not, so "metric absent" alerts can tell a dead collector."""
-    pairs = (
-        f"sample#{prefix}.collector.queues={len(report.samples)} "
-        f"sample#{prefix}.collector.errors={len(report.errors)} "
-        f"sample#{prefix}.collector.duration={format_seconds(report.duration)}s"
-    )
-    return f"{start} {pairs}" if start else pairs
+def _json_number(figure: Figure) -> object:
+    if figure.unit == UNIT_SECONDS:
+        return round(max(0.0, figure.value), 3)
+    if float(figure.value).is_integer():
+        return int(figure.value)
+    return round(figure.value, 4)
 
 
-def json_line(report: TickReport, time: Optional[float] = None, source: Optional[str] = None) -> str:
-    """The tick as one JSON object on one line."""
-    document = {
+def json_document(report: TickReport, time: Optional[float] = None, source: Optional[str] = None,
+                  dropped: Optional[int] = None) -> Dict[str, object]:
+    queues = []
+    for s in report.samples:
+        entry: Dict[str, object] = {
+            "backend": s.backend, "queue": _json_text(s.queue), "size": s.size,
+            "latency": None if s.latency is None else round(max(0.0, s.latency), 3),
+        }
+        if s.latency_source is not None:
+            entry["latency_source"] = s.latency_source
+        for figure in s.figures:
+            entry[figure.name] = _json_number(figure)
+        queues.append(entry)
+    systems = []
+    for system in report.systems:
+        entry = {"backend": system.backend}
+        entry.update((figure.name, _json_number(figure)) for figure in system.figures)
+        systems.append(entry)
+    document: Dict[str, object] = {
         "time": time,
         "source": source,
         "backends": list(report.backends),
-        "queues": [
-            {"backend": s.backend, "queue": _json_text(s.queue), "size": s.size,
-             "latency": None if s.latency is None else round(max(0.0, s.latency), 3)}
-            for s in report.samples
-        ],
+        "queues": queues,
+        "systems": systems,
         "errors": list(report.errors),
         "duration": round(report.duration, 6),
         "redis_ok": report.redis_ok,
     }
-    return json.dumps(document, separators=(",", ":"))
+    if dropped is not None:
+        document["dropped"] = dropped
+    return document
+
+
+def json_line(report: TickReport, time: Optional[float] = None, source: Optional[str] = None,
+              dropped: Optional[int] = None) -> str:
+    """The tick as one JSON object on one line."""
+    return json.dumps(json_document(report, time, source, dropped), separators=(",", ":"))
 
 
 def _json_text(name: str) -> str:

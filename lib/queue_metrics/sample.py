@@ -1,9 +1,38 @@
-"""What one tick produces: small immutable values, formatted elsewhere."""
+"""What one tick produces: small immutable values, formatted elsewhere.
+
+Every output (log lines, JSON, StatsD, OTLP) is a pure function of a `TickReport`:
+- a `QueueSample` per queue: size, latency, and the queue system's per-queue `figures`;
+- a `SystemSample` per queue system in use: its system-wide `figures` (retry set, busy workers...);
+- the tick's own figures (queues read, errors, duration, round trips).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import NamedTuple, Optional, Tuple
+
+# A gauge is a reading at the tick's moment; a counter is how many happened since the last tick
+# (l2met `count#`, StatsD `|c`, an OTLP delta sum).
+GAUGE = "gauge"
+COUNTER = "counter"
+
+# Units as OpenTelemetry spells them (UCUM): `{job}` is a count of jobs, `s` seconds, `1` a ratio.
+UNIT_JOBS = "{job}"
+UNIT_SECONDS = "s"
+UNIT_RATIO = "1"
+
+# Where a latency came from: a publish time the message carries, or the loop's own observation.
+LATENCY_FROM_STAMP = "stamp"
+LATENCY_OBSERVED = "observed"
+
+
+class Figure(NamedTuple):
+    """One named number beside size and latency, e.g. ("retry", 3, "{job}", GAUGE)."""
+
+    name: str
+    value: float
+    unit: str = UNIT_JOBS
+    kind: str = GAUGE
 
 
 class QueueSample(NamedTuple):
@@ -17,6 +46,17 @@ class QueueSample(NamedTuple):
     queue: str
     size: int
     latency: Optional[float]
+    # The queue system's own per-queue figures (RQ's registries, Celery's unacked messages).
+    figures: Tuple[Figure, ...] = ()
+    # LATENCY_FROM_STAMP, LATENCY_OBSERVED, or None when there is no latency or one kind only.
+    latency_source: Optional[str] = None
+
+
+class SystemSample(NamedTuple):
+    """System-wide figures of one queue system (Sidekiq's retry set, RQ's busy workers, ...)."""
+
+    backend: str
+    figures: Tuple[Figure, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +65,7 @@ class TickReport:
 
     samples: Tuple[QueueSample, ...]
     errors: Tuple[str, ...]
-    # The backends the tick covered (pinned, or detected from their registry keys).
+    # The queue systems the tick covered (pinned, or detected from their keys).
     backends: Tuple[str, ...]
     # Seconds the tick took, from its first command to its last reply.
     duration: float
@@ -33,3 +73,4 @@ class TickReport:
     redis_ok: bool
     # Redis round trips the tick made (discovery scans included).
     round_trips: int = 0
+    systems: Tuple[SystemSample, ...] = ()
