@@ -14,7 +14,10 @@ def test_defaults():
     assert settings.interval == 30.0 and settings.timeout == 5.0
     assert settings.backends is None and settings.prefix == "queue" and settings.source is None
     assert settings.output_format == "librato" and settings.tls_verify is False
-    assert settings.celery_sep == "\x06\x16" and settings.celery_priority_steps == (0, 3, 6, 9)
+    celery = settings.of("celery")
+    assert celery.sep == "\x06\x16" and celery.priority_steps is None and celery.keyprefix is None
+    assert settings.of("sidekiq").namespace == "" and settings.of("rq").queues == ()
+    assert settings.discovery_interval == 15.0
 
 
 def test_redis_url_precedence_follows_heroku_add_ons():
@@ -43,9 +46,11 @@ def test_interval_fractions_and_timeout_below_interval():
     ({"QUEUE_METRICS_BACKENDS": ","}, "names no backend"),
     ({"QUEUE_METRICS_PREFIX": "my queue"}, "QUEUE_METRICS_PREFIX may hold only"),
     ({"QUEUE_METRICS_SOURCE": "web 1"}, "QUEUE_METRICS_SOURCE"),
-    ({"QUEUE_METRICS_FORMAT": "xml"}, "librato, json"),
+    ({"QUEUE_METRICS_FORMAT": "xml"}, "librato, json, table"),
     ({"QUEUE_METRICS_TLS_VERIFY": "maybe"}, "true or false"),
     ({"QUEUE_METRICS_CELERY_PRIORITY_STEPS": "a,b"}, "whole numbers"),
+    ({"QUEUE_METRICS_CELERY_PRIORITY_STEPS": "-1,3"}, "QUEUE_METRICS_CELERY_PRIORITY_STEPS needs whole numbers"),
+    ({"QUEUE_METRICS_CELERY_SEP": "\\x"}, "QUEUE_METRICS_CELERY_SEP is not a valid escaped string"),
     ({"REDIS_URL": "http://h:1"}, "REDIS_URL is not a Redis URL"),
     ({"REDIS_URL": "redis://:secret@host:notaport/0"}, "REDIS_URL is not a valid Redis URL"),
     ({"REDIS_URL": "redis://:secret@host:6379/zero"}, "database that is not a number"),
@@ -65,9 +70,9 @@ def test_backends_lists_and_queue_lists():
         "QUEUE_METRICS_CELERY_SEP": r"\x06\x16", "QUEUE_METRICS_CELERY_PRIORITY_STEPS": "9,0,3",
     })
     assert settings.backends == ("rq", "celery")
-    assert settings.rq_queues == ("a", "b")
-    assert settings.celery_sep == "\x06\x16"
-    assert settings.celery_priority_steps == (0, 3, 9)
+    assert settings.of("rq").queues == ("a", "b")
+    assert settings.of("celery").sep == "\x06\x16"
+    assert settings.of("celery").priority_steps == (0, 3, 9)
     assert Settings.from_env({"QUEUE_METRICS_BACKENDS": "auto"}).backends is None
 
 

@@ -37,8 +37,9 @@ def test_parse_each_reply_kind(raw, value):
 
 def test_errors_stand_in_their_commands_place():
     reply, end = parse_reply(bytearray(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"), 0)
-    assert isinstance(reply, ReplyError) and isinstance(reply, redis.ResponseError)
+    assert isinstance(reply, ReplyError) and reply.code == "WRONGTYPE"
     assert str(reply).startswith("WRONGTYPE")
+    assert parse_reply(bytearray(b"-unknown trouble\r\n"), 0)[0].code == "ERR"
 
 
 @pytest.mark.parametrize("raw", [b":4", b"$5\r\nhel", b"$5\r\nhello", b"*2\r\n$1\r\na\r\n", b""])

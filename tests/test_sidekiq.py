@@ -79,11 +79,15 @@ def test_queue_mixing_seconds_and_milliseconds(redis_url, client):
     assert sample.latency == pytest.approx(9.0, abs=0.5)
 
 
-def test_string_timestamps_and_created_at_fallback(redis_url, client):
+def test_string_timestamps_and_a_job_without_enqueued_at_as_sidekiq_counts_it(redis_url, client):
     now = time.time()
     client.sadd("queues", "strings", "created")
     client.lpush("queue:strings", json.dumps({"class": "X", "args": [], "enqueued_at": f"{now - 4:.6f}"}))
-    client.lpush("queue:created", json.dumps({"class": "X", "args": [], "created_at": int((now - 6) * 1000)}))
+    client.lpush("queue:created", json.dumps({"class": "X", "args": [], "created_at": now - 6}))
     samples = by_queue(collect(redis_url))
     assert samples["strings"].latency == pytest.approx(4.0, abs=0.5)
-    assert samples["created"].latency == pytest.approx(6.0, abs=0.5)
+    # Sidekiq::Queue#latency reads enqueued_at only: a job without one counts 0, here as there.
+    # (Sidekiq 6.4.1 itself raises on a string enqueued_at: that queue goes before asking it.)
+    client.srem("queues", "strings")
+    theirs = sidekiq(redis_url, {})["queues"]
+    assert samples["created"].latency == theirs["created"]["latency"] == 0.0

@@ -2,40 +2,55 @@
 
 A queue is a list named after the queue plus one list per priority step (`<queue><sep><step>`);
 size is their summed LLEN, as kombu's `queue_declare(passive=True).message_count` reports it.
-Queue names come from the `_kombu.binding.<exchange>` sets. Celery messages carry no publish
-time, so latency needs a stamp: `install(app)` adds one; stamps added by judoscale, hirefire and
-sentry-sdk are read too. Without a stamp the queue reports its size only.
+Queue names come from the `_kombu.binding.<exchange>` sets, found by the collector's keyspace
+walk (a SCAN, spread over time) whatever exchange or `global_keyprefix` the app uses.
+
+Priority lists: kombu names a list after each of the app's `priority_steps` (default 0, 3, 6,
+9; all ten when an app uses `list(range(10))`). The lists of the default steps are read every
+tick and one EXISTS asks whether any of the others exists; only then are they read too. So the
+size equals kombu's for any steps within 0-9, with no setting.
+
+Celery messages carry no publish time, so latency needs a stamp: `install(app)` adds one; stamps
+added by judoscale, hirefire and sentry-sdk are read too. A message still in a list waits for a
+worker whatever its ETA: a running worker takes ETA and countdown messages off the list at once
+and holds them itself. Without a stamp the queue reports its size only.
 
 This module never imports celery at module level: the collector must stay small.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
-from queue_metrics.reading import (
+from queue_metrics.config import escaped_text, name_list, whole_numbers
+from queue_metrics.errors import ErrorLog, ReplyError, describe_reply_error, show_name
+from queue_metrics.plugin import (
     Batch,
-    Problems,
+    Found,
     QueueReader,
+    SystemReader,
+    SystemSpec,
     batch,
     decode_name,
-    describe_reply_error,
     encode_key,
-    is_error,
     latency_or_report,
     parse_json_object,
     registry_members,
-    show_name,
 )
 from queue_metrics.sample import QueueSample
 from queue_metrics.timestamps import epoch_seconds, iso8601_seconds, latency
 
 NAME = "celery"
-BINDING_KEY_PREFIX = "_kombu.binding."  # SET per exchange: routing_key<sep>pattern<sep>queue
+BINDING_KEY_MARK = "_kombu.binding."  # SET per exchange: routing_key<sep>pattern<sep>queue
 DEFAULT_EXCHANGE = "celery"
 OLDEST_INDEX = -1  # kombu LPUSHes and BRPOPs
+# kombu's Redis transport defaults (transport options `sep` and `priority_steps`).
+KOMBU_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+ALL_PRIORITY_STEPS = tuple(range(10))
 # Remote control and event exchanges: their queues carry replies and events, not tasks.
 NON_TASK_EXCHANGE_SUFFIXES = (".pidbox",)
 NON_TASK_EXCHANGES = ("celeryev",)
@@ -43,62 +58,57 @@ NON_TASK_EXCHANGES = ("celeryev",)
 PUBLISHED_AT_PROPERTY = "published_at"  # epoch seconds; set by install() and by judoscale
 RUN_AT_HEADER = "run_at"  # ISO 8601; set by hirefire
 SENTRY_HEADER = "sentry-task-enqueued-time"  # epoch seconds; set by sentry-sdk
-ETA_HEADER = "eta"
 DISPATCH_UID = "queue_metrics.celery.published_at"
+SCAN_SPECIAL = str.maketrans({char: f"\\{char}" for char in "*?[]\\"})
 
 
 def binding_key(exchange: str, keyprefix: str = "") -> str:
-    return f"{keyprefix}{BINDING_KEY_PREFIX}{exchange}"
+    return f"{keyprefix}{BINDING_KEY_MARK}{exchange}"
+
+
+def split_binding_key(key: str) -> Optional[Tuple[str, str]]:
+    """(global_keyprefix, exchange) of a binding key; None for a key that is not one."""
+    prefix, mark, exchange = key.partition(BINDING_KEY_MARK)
+    if not mark or not exchange:
+        return None
+    return prefix, exchange
 
 
 def is_task_exchange(exchange: str) -> bool:
     return exchange not in NON_TASK_EXCHANGES and not exchange.endswith(NON_TASK_EXCHANGE_SUFFIXES)
 
 
-def message_times(payload: bytes) -> Tuple[Optional[float], Optional[float]]:
-    """(publish stamp, eta) of a kombu message, each None when the message has none."""
+def message_stamp(payload: bytes) -> Optional[float]:
+    """The publish time a kombu message carries, in epoch seconds; None when it has none."""
     message = parse_json_object(payload, "oldest message")
     headers = message.get("headers")
     properties = message.get("properties")
     headers = headers if isinstance(headers, dict) else {}
     properties = properties if isinstance(properties, dict) else {}
+    if properties.get(PUBLISHED_AT_PROPERTY) is not None:
+        return epoch_seconds(properties[PUBLISHED_AT_PROPERTY], PUBLISHED_AT_PROPERTY)
     # Custom headers sometimes end up nested one level down.
     nested = headers.get("headers")
-    nested = nested if isinstance(nested, dict) else {}
-
-    stamp = None
-    if properties.get(PUBLISHED_AT_PROPERTY) is not None:
-        stamp = epoch_seconds(properties[PUBLISHED_AT_PROPERTY], PUBLISHED_AT_PROPERTY)
-    else:
-        for where in (headers, nested):
-            if where.get(RUN_AT_HEADER) is not None:
-                stamp = iso8601_seconds(where[RUN_AT_HEADER], RUN_AT_HEADER)
-                break
-            if where.get(SENTRY_HEADER) is not None:
-                stamp = epoch_seconds(where[SENTRY_HEADER], SENTRY_HEADER)
-                break
-    eta = None
-    if headers.get(ETA_HEADER) is not None:
-        eta = iso8601_seconds(headers[ETA_HEADER], ETA_HEADER)
-    return stamp, eta
+    for where in (headers, nested if isinstance(nested, dict) else {}):
+        if where.get(RUN_AT_HEADER) is not None:
+            return iso8601_seconds(where[RUN_AT_HEADER], RUN_AT_HEADER)
+        if where.get(SENTRY_HEADER) is not None:
+            return epoch_seconds(where[SENTRY_HEADER], SENTRY_HEADER)
+    return None
 
 
 def message_wait(payload: bytes, now: float) -> Optional[float]:
-    """How long a message has waited for a worker; None when it carries no publish stamp.
+    """How long a message has waited for a worker: since its publish stamp, whatever its ETA.
 
-    A message whose ETA is still ahead is not waiting for a worker: it counts as 0. One whose
-    ETA has passed has waited since the later of its publish time and its ETA.
+    A message still in a list is waiting for a worker: a running worker takes ETA, countdown
+    and retry messages off the list at once and holds them until due. None: no stamp.
     """
-    stamp, eta = message_times(payload)
-    if eta is not None and eta > now:
-        return 0.0
-    if stamp is None:
-        return None
-    return latency(max(stamp, eta) if eta is not None else stamp, now)
+    stamp = message_stamp(payload)
+    return None if stamp is None else latency(stamp, now)
 
 
 def queue_latency(oldest_payloads: Iterable[Optional[bytes]], now: float) -> Optional[float]:
-    """The longest wait over the oldest message of each priority list; None if any is unknown."""
+    """The longest wait over the oldest message of each list; None if any of them is unknown."""
     waits = []
     for payload in oldest_payloads:
         if payload is None:
@@ -110,90 +120,215 @@ def queue_latency(oldest_payloads: Iterable[Optional[bytes]], now: float) -> Opt
     return max(waits, default=0.0)
 
 
-class CeleryReader:
+@dataclasses.dataclass(frozen=True)
+class CelerySettings:
+    # Queues to read besides those bound in `_kombu.binding.*`.
+    queues: Tuple[str, ...] = ()
+    # kombu transport option `sep`.
+    sep: str = KOMBU_SEP
+    # kombu transport option `priority_steps`; None: the defaults plus whichever others exist.
+    priority_steps: Optional[Tuple[int, ...]] = None
+    # kombu transport option `global_keyprefix`; None: every prefix the keyspace walk finds,
+    # and the queue names carry it (`shop:celery`).
+    keyprefix: Optional[str] = None
+
+    @classmethod
+    def from_env(cls, values: Mapping[str, str]) -> "CelerySettings":
+        return cls(
+            queues=name_list(values.get("QUEUE_METRICS_CELERY_QUEUES")),
+            sep=escaped_text(values, "QUEUE_METRICS_CELERY_SEP", KOMBU_SEP),
+            priority_steps=whole_numbers(values, "QUEUE_METRICS_CELERY_PRIORITY_STEPS", 0, 255),
+            keyprefix=values.get("QUEUE_METRICS_CELERY_KEYPREFIX"),
+        )
+
+
+class Celery:
     name = NAME
 
-    def __init__(
-        self,
-        sep: str = "\x06\x16",
-        priority_steps: Sequence[int] = (0, 3, 6, 9),
-        keyprefix: str = "",
-        extra_queues: Sequence[str] = (),
-    ) -> None:
-        self._sep = sep
-        self._priority_steps = tuple(priority_steps)
-        self._keyprefix = keyprefix
-        self._extra_queues = tuple(extra_queues)
-        # Binding keys known so far: the default exchange's, plus what the last scan found.
-        self.binding_keys: Set[str] = {binding_key(DEFAULT_EXCHANGE, keyprefix)}
-        self._sorted_binding_keys: List[str] = sorted(self.binding_keys)
-        self.list_keys = functools.lru_cache(maxsize=65536)(self._list_keys)
+    def __init__(self, settings: Optional[CelerySettings] = None) -> None:
+        self.settings = settings or CelerySettings()
+        self._keyprefix = self.settings.keyprefix or ""
+        # Binding keys known so far: the default exchange's at once, then what the walk finds.
+        self._binding_keys: Set[str] = {binding_key(DEFAULT_EXCHANGE, self._keyprefix)}
+        self._sorted_binding_keys: List[str] = sorted(self._binding_keys)
+        self._registry = self._make_registry_batch()
+        self._steps = self.settings.priority_steps or KOMBU_PRIORITY_STEPS
+        # Without a setting, the steps beyond the defaults are probed with one EXISTS.
+        self._probed = () if self.settings.priority_steps else tuple(
+            step for step in ALL_PRIORITY_STEPS if step not in KOMBU_PRIORITY_STEPS)
         self._first_batch = functools.lru_cache(maxsize=65536)(self._make_first_batch)
-        self._oldest_batch = functools.lru_cache(maxsize=65536)(self._make_oldest_batch)
+        self._follow_up = functools.lru_cache(maxsize=65536)(self._make_follow_up)
+        # What doctor reports: prefixes seen, lists with messages, stamped and unstamped heads.
+        self.prefixes_seen: Set[str] = set()
+        self.steps_seen: Set[int] = set()
+        self.heads_stamped = 0
+        self.heads_unstamped = 0
 
     @property
-    def binding_scan_pattern(self) -> str:
-        return binding_key("*", self._keyprefix)
+    def scan_pattern(self) -> str:
+        if self.settings.keyprefix is None:
+            return f"*{BINDING_KEY_MARK}*"
+        return binding_key("*", self.settings.keyprefix.translate(SCAN_SPECIAL))
 
-    def add_binding_keys(self, keys: Iterable[str]) -> None:
-        prefix_length = len(binding_key("", self._keyprefix))
-        self.binding_keys.update(key for key in keys if is_task_exchange(key[prefix_length:]))
-        self._sorted_binding_keys = sorted(self.binding_keys)
+    def found_keys(self, keys: Iterable[str], complete: bool) -> None:
+        wanted = set()
+        for key in keys:
+            parts = split_binding_key(key)
+            if parts is None or not is_task_exchange(parts[1]):
+                continue
+            if self.settings.keyprefix is not None and parts[0] != self.settings.keyprefix:
+                continue
+            wanted.add(key)
+        default = binding_key(DEFAULT_EXCHANGE, self._keyprefix)
+        keys_now = (wanted | {default}) if complete else (self._binding_keys | wanted)
+        if keys_now != self._binding_keys:
+            self._binding_keys = keys_now
+            self._sorted_binding_keys = sorted(keys_now)
+            self._registry = self._make_registry_batch()
 
-    def registry_batch(self) -> Batch:
+    def _make_registry_batch(self) -> Batch:
         return batch(*[("SMEMBERS", encode_key(key)) for key in self._sorted_binding_keys])
 
-    def queues_from_registry(self, replies: list, problems: Problems) -> Tuple[List[str], bool]:
-        names: Dict[str, None] = dict.fromkeys(self._extra_queues)
-        found_any = False
-        for key, reply in zip(self._sorted_binding_keys, replies):
-            for member in registry_members(NAME, key, reply, problems):
-                found_any = True
-                parts = decode_name(member).split(self._sep)
-                if len(parts) != 3:
-                    problems.add(f"celery registry {show_name(key)}: ignoring a binding that is not routing_key{self._sep!r}pattern{self._sep!r}queue")
-                    continue
-                names[parts[2]] = None
-        return sorted(names), found_any or bool(self._extra_queues)
+    def registry_batch(self) -> Batch:
+        return self._registry
 
-    def _list_keys(self, queue: str) -> List[bytes]:
-        """The lists holding a queue's messages: one per priority step, as kombu names them."""
+    def queues(self, replies: list, errors: ErrorLog) -> Found:
+        names: Dict[str, None] = dict.fromkeys(self.settings.queues)
+        bound = 0
+        sep = self.settings.sep
+        for key, reply in zip(self._sorted_binding_keys, replies):
+            prefix = (split_binding_key(key) or ("", ""))[0]
+            for member in registry_members(NAME, key, reply, errors):
+                parts = decode_name(member).split(sep)
+                if len(parts) != 3:
+                    errors.add(f"celery registry {show_name(key)}: ignoring a binding that is not "
+                               f"routing_key{sep!r}pattern{sep!r}queue (set QUEUE_METRICS_CELERY_SEP "
+                               f"to the app's `sep` transport option)")
+                    continue
+                bound += 1
+                self.prefixes_seen.add(prefix)
+                # With a configured prefix the names are kombu's; found prefixes stay in the name.
+                shown = parts[2] if self.settings.keyprefix is not None else prefix + parts[2]
+                names[shown] = None
+        evidence = None
+        if bound:
+            evidence = f"{len(self._sorted_binding_keys)} _kombu.binding.* set(s) bind {bound} queue(s)"
+        elif self.settings.queues:
+            evidence = "QUEUE_METRICS_CELERY_QUEUES is set"
+        return Found(sorted(names), evidence)
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 (one per collector; queues are few)
+    def list_keys(self, queue: str) -> Tuple[bytes, ...]:
+        """The lists of a queue's steps read every tick, as kombu names them."""
+        return tuple(self._list_key(queue, step) for step in self._steps)
+
+    def _list_key(self, queue: str, step: int) -> bytes:
         base = self._keyprefix + queue
-        return [encode_key(base if step == 0 else f"{base}{self._sep}{step}") for step in self._priority_steps]
+        return encode_key(base if step == 0 else f"{base}{self.settings.sep}{step}")
 
     def _make_first_batch(self, queue: str) -> Batch:
         # The oldest message of the first list is read at once: most queues use no other.
         keys = self.list_keys(queue)
-        return batch(*[("LLEN", key) for key in keys], ("LINDEX", keys[0], OLDEST_INDEX))
+        commands: List[Tuple[object, ...]] = [("LLEN", key) for key in keys]
+        if self._probed:
+            commands.append(("EXISTS", *[self._list_key(queue, step) for step in self._probed]))
+        commands.append(("LINDEX", keys[0], OLDEST_INDEX))
+        return batch(*commands)
 
-    @staticmethod
-    def _make_oldest_batch(keys: Tuple[bytes, ...]) -> Batch:
-        return batch(*[("LINDEX", key, OLDEST_INDEX) for key in keys])
+    def _make_follow_up(self, queue: str, steps: Tuple[int, ...], probed: bool) -> Batch:
+        """LINDEX of the non-empty lists of `steps`, and LLEN + LINDEX of each probed step."""
+        commands: List[Tuple[object, ...]] = [("LINDEX", self._list_key(queue, step), OLDEST_INDEX)
+                                              for step in steps]
+        if probed:
+            for step in self._probed:
+                key = self._list_key(queue, step)
+                commands += [("LLEN", key), ("LINDEX", key, OLDEST_INDEX)]
+        return batch(*commands)
 
-    def read_queue(self, queue: str, problems: Problems) -> QueueReader:
+    def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
         keys = self.list_keys(queue)
         replies = yield self._first_batch(queue)
-        sizes, first_oldest = replies.values[:-1], replies.values[-1]
+        values = replies.values
+        sizes = values[:len(keys)]
+        exists = values[len(keys)] if self._probed else 0
+        first_oldest = values[-1]
 
-        wrong = [index for index, reply in enumerate(sizes) if is_error(reply)]
+        wrong = [index for index, reply in enumerate(sizes) if isinstance(reply, ReplyError)]
         for index in wrong:
-            problems.about_queue(NAME, queue, f"list {show_name(decode_name(keys[index]))}: {describe_reply_error(sizes[index])}")
+            errors.about_queue(NAME, queue, f"list {show_name(decode_name(keys[index]))}: "
+                                            f"{describe_reply_error(sizes[index])}")
+        if isinstance(exists, ReplyError):
+            errors.about_queue(NAME, queue, f"priority lists beyond {KOMBU_PRIORITY_STEPS} not checked: "
+                                            f"{describe_reply_error(exists)}")
+            exists = 0
         if len(wrong) == len(keys):
             return None
         # kombu's own size sums the lists that answered with a length.
-        size = sum(reply for reply in sizes if not is_error(reply))
-        if wrong or is_error(first_oldest):
-            return QueueSample(NAME, queue, size, None)
+        size = sum(reply for reply in sizes if not isinstance(reply, ReplyError))
+        latency_known = not wrong
+        if isinstance(first_oldest, ReplyError):
+            errors.about_queue(NAME, queue, f"latency unknown: {describe_reply_error(first_oldest)}")
+            latency_known = False
         oldest = [first_oldest]
-        # The other priority lists are looked into only when they hold messages.
-        others = tuple(key for key, length in zip(keys[1:], sizes[1:]) if length)
-        if others:
-            replies = yield self._oldest_batch(others)
-            if any(is_error(reply) for reply in replies.values):
-                return QueueSample(NAME, queue, size, None)
-            oldest.extend(replies.values)
-        seconds = latency_or_report(NAME, queue, problems, lambda: queue_latency(oldest, replies.now))
+        # The other lists are looked into only when they hold messages.
+        busy = tuple(step for step, length in zip(self._steps[1:], sizes[1:]) if length and not wrong)
+        if busy or exists:
+            replies = yield self._follow_up(queue, busy, bool(exists))
+            more = replies.values
+            oldest.extend(more[:len(busy)])
+            self.steps_seen.update(busy)
+            for index, step in enumerate(self._probed if exists else ()):
+                length, head = more[len(busy) + 2 * index: len(busy) + 2 * index + 2]
+                if isinstance(length, ReplyError):
+                    errors.about_queue(NAME, queue, f"list {show_name(decode_name(self._list_key(queue, step)))}: "
+                                                    f"{describe_reply_error(length)}")
+                    latency_known = False
+                    continue
+                if length:
+                    self.steps_seen.add(step)
+                size += length
+                oldest.append(head)
+            failed = [reply for reply in oldest if isinstance(reply, ReplyError)]
+            if failed and latency_known:
+                errors.about_queue(NAME, queue, f"latency unknown: {describe_reply_error(failed[0])}")
+                latency_known = False
+        if not latency_known:
+            return QueueSample(NAME, queue, size, None)
+        seconds = latency_or_report(NAME, queue, errors, lambda: self._latency(oldest, replies.now))
         return QueueSample(NAME, queue, size, seconds)
+
+    def _latency(self, oldest: Sequence[Optional[bytes]], now: float) -> Optional[float]:
+        seconds = queue_latency(oldest, now)
+        if any(payload is not None for payload in oldest):
+            if seconds is None:
+                self.heads_unstamped += 1
+            else:
+                self.heads_stamped += 1
+        return seconds
+
+    def read_system(self, errors: ErrorLog) -> Optional[SystemReader]:
+        return None
+
+    def describe(self) -> List[str]:
+        prefixes = ", ".join(repr(prefix) for prefix in sorted(self.prefixes_seen)) or "none found yet"
+        if self.settings.keyprefix is not None:
+            prefix_line = f"global_keyprefix {self.settings.keyprefix!r} (QUEUE_METRICS_CELERY_KEYPREFIX)"
+        else:
+            prefix_line = f"global_keyprefix detected from the binding keys: {prefixes}"
+        steps = sorted({0} | self.steps_seen)
+        if self.settings.priority_steps:
+            steps_line = f"priority steps {list(self.settings.priority_steps)} (QUEUE_METRICS_CELERY_PRIORITY_STEPS)"
+        else:
+            steps_line = (f"priority lists with messages: steps {steps} (lists of every step 0-9 are "
+                          f"counted, as kombu does for any priority_steps)")
+        lines = [prefix_line, steps_line, f"separator {self.settings.sep!r}"]
+        if self.heads_stamped or self.heads_unstamped:
+            lines.append(f"publish stamps: {self.heads_stamped} queue head(s) stamped, "
+                         f"{self.heads_unstamped} without a stamp")
+        return lines
+
+
+SYSTEM = SystemSpec(NAME, CelerySettings.from_env, Celery)  # type: ignore[arg-type]
 
 
 def stamp_published_at(properties: Optional[dict] = None, **_: object) -> None:

@@ -1,47 +1,41 @@
-"""One tick: read every queue of every backend in at most three pipelined round trips.
+"""One tick: read every queue of every queue system in at most three pipelined round trips.
 
-Round trip 1 reads the registries (which queues exist) and, along with them, the length and
-oldest entry of every queue the previous tick found; round trip 2 reads the queues that are new
-this tick, RQ's job hashes and Celery's non-empty priority lists; round trip 3 only what new
-queues need after that. So a steady tick is one round trip (two with RQ) and never more than
-three, however many queues. Reads of a queue that left its registry are dropped unreported.
+Round trip 1 reads every system's registries (which queues exist) and system-wide figures and,
+along with them, every queue the previous tick found; round trip 2 reads the queues that are new
+this tick and the follow-up reads of the others (RQ's job hashes, Celery's priority lists);
+round trip 3 only what new queues need after that. So a steady tick is one or two round trips,
+never more than three, however many queues. Reads of a queue that left its registry are dropped
+unreported.
 
-Discovering Celery's exchanges needs a SCAN, which costs O(keyspace): it runs on the first tick
-and then at most every discovery interval. Only read commands are ever sent.
+Between ticks the keyspace walk (`discovery.KeyspaceWalk`) looks for the keys that reveal queues
+no registry lists, a short SCAN at a time. The collector names no queue system: it drives
+whatever `systems.SYSTEMS` holds. Only read commands are ever sent.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Generator, List, Optional, Sequence, Tuple
 
 import redis
 
-from queue_metrics.celery import CeleryReader
 from queue_metrics.config import Settings
-from queue_metrics.connection import describe_error, take_connection
-from queue_metrics.reading import Batch, Problems, QueueReader, Replies
-from queue_metrics.resp import read_replies
-from queue_metrics.rq import RQReader
-from queue_metrics.sample import QueueSample, TickReport
-from queue_metrics.sidekiq import SidekiqReader
+from queue_metrics.connection import describe_error, round_trip
+from queue_metrics.discovery import KeyspaceWalk
+from queue_metrics.errors import ErrorLog, ReplyError, describe_reply_error
+from queue_metrics.plugin import Batch, Found, QueueSystem, Replies
+from queue_metrics.sample import TickReport
+from queue_metrics.systems import SYSTEMS
 
-SCAN_COUNT = 1000
+# How long the first tick may walk the keyspace before reading, in `run`; the rest of the walk
+# happens between ticks. `once` walks it whole.
+FIRST_WALK_SECONDS = 2.0
 
 
-def make_readers(settings: Settings) -> list:
-    readers = {
-        "sidekiq": SidekiqReader(settings.sidekiq_namespace, settings.sidekiq_queues),
-        "rq": RQReader(settings.rq_queues),
-        "celery": CeleryReader(
-            settings.celery_sep,
-            settings.celery_priority_steps,
-            settings.celery_keyprefix,
-            settings.celery_queues,
-        ),
-    }
-    chosen = settings.backends or tuple(readers)
-    return [readers[name] for name in chosen]
+def make_systems(settings: Settings) -> List[QueueSystem]:
+    specs = {spec.name: spec for spec in SYSTEMS}
+    chosen = settings.backends or tuple(specs)
+    return [specs[name].make(settings.of(name)) for name in chosen]
 
 
 class Collector:
@@ -53,132 +47,163 @@ class Collector:
         client: "redis.Redis",
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        first_walk_seconds: float = FIRST_WALK_SECONDS,
     ) -> None:
         self._settings = settings
         self._client = client
         self._wall_clock = wall_clock
         self._monotonic = monotonic
-        self._readers = make_readers(settings)
+        self._first_walk_seconds = first_walk_seconds
+        self.systems = make_systems(settings)
         self._pinned = settings.backends is not None
-        self._celery: Optional[CeleryReader] = next(
-            (reader for reader in self._readers if isinstance(reader, CeleryReader)), None
-        )
-        self._next_scan_at: Optional[float] = None  # None: scan on the first tick
-        self._celery_in_use = self._pinned and self._celery is not None
+        self.walks = [KeyspaceWalk(system.scan_pattern, settings.discovery_interval, system.found_keys)
+                      for system in self.systems if system.scan_pattern]
+        self._ticks = 0
         self._round_trips = 0
-        # (reader, queue) pairs the last tick found: read at once with the next registries.
-        self._known: List[Tuple[object, str]] = []
+        self._walk_errors: Dict[str, str] = {}
+        # (system, queue) pairs the last tick found: read at once with the next registries.
+        self._known: List[Tuple[QueueSystem, str]] = []
+        # What the last tick found of each system, for `doctor`.
+        self.found: Dict[str, Found] = {}
 
     def tick(self) -> TickReport:
         started = self._monotonic()
         self._round_trips = 0
-        problems = Problems()
-        reads: List[_QueueRead] = []
+        errors = ErrorLog()
+        reads: List[_Read] = []
+        systems: List[_Read] = []
+        scans = 0
         try:
-            self._maybe_scan_bindings(started)
-            registries = [reader.registry_batch() for reader in self._readers]
-            early = {key: _QueueRead(*key) for key in self._known}
-            replies = self._execute(registries + [read.step for read in early.values()])
+            if self._ticks == 0:
+                scans = self.walk(started + self._first_walk_seconds, sleep=None)
+            self._ticks += 1
+            errors.messages.extend(self._walk_errors.values())
+            self._walk_errors.clear()
+            registries = [system.registry_batch() for system in self.systems]
+            early = {key: _queue_read(*key) for key in self._known}
+            for system in self.systems:
+                read = _Read(system, system.read_system)
+                if read.step is not None:
+                    systems.append(read)
+            replies = self._execute(registries + [read.step for read in (*early.values(), *systems)])
             split = sum(registry.count for registry in registries)
-            in_use, listed = self._discover(replies.values[:split], registries, problems)
-            _advance(list(early.values()), Replies(replies.values[split:], replies.now))
-            reads = [early.get(key) or _QueueRead(*key) for key in listed]
-            pending = [read for read in reads if read.step is not None]
+            in_use, listed = self._in_use(replies.values[:split], registries, errors)
+            _advance([*early.values(), *systems], Replies(replies.values[split:], replies.now))
+            reads = [early.get(key) or _queue_read(*key) for key in listed]
+            pending = [read for read in (*reads, *systems) if read.step is not None]
             while pending:
-                _advance(pending, self._execute([read.step for read in pending]))
+                _advance(pending, self._execute([read.step for read in pending]))  # type: ignore[misc]
                 pending = [read for read in pending if read.step is not None]
             self._known = listed
-        except redis.RedisError as error:
-            problems.add(describe_error(error, self._settings))
-            return TickReport((), tuple(problems.messages), (), self._monotonic() - started, False, self._round_trips)
-        for read in reads:
-            problems.messages.extend(read.problems.messages)
+        except (redis.RedisError, ReplyError) as error:
+            errors.add(describe_error(error, self._settings))
+            return TickReport((), tuple(errors.messages), (), self._monotonic() - started, False,
+                              self._round_trips, (), scans)
+        used = {system.name for system in in_use}
+        for read in (*reads, *systems):
+            if read.system.name in used:
+                errors.messages.extend(read.errors.messages)
         return TickReport(
-            tuple(read.sample for read in reads if read.sample is not None),
-            tuple(problems.messages),
-            tuple(reader.name for reader in in_use),
+            tuple(read.result for read in reads if read.result is not None),  # type: ignore[misc]
+            tuple(errors.messages),
+            tuple(system.name for system in in_use),
             self._monotonic() - started,
             True,
             self._round_trips,
+            tuple(read.result for read in systems if read.result is not None and read.system.name in used),
+            scans,
         )
 
-    def _maybe_scan_bindings(self, now: float) -> None:
-        if self._celery is None:
-            return
-        first = self._next_scan_at is None
-        if not first and (not self._celery_in_use or now < self._next_scan_at):
-            return
-        found = []
-        cursor = 0
-        while True:
-            cursor, keys = self._client.scan(cursor, match=self._celery.binding_scan_pattern, count=SCAN_COUNT)
-            self._round_trips += 1
-            found.extend(key.decode("utf-8", "surrogateescape") for key in keys)
-            if cursor == 0:
-                break
-        self._celery.add_binding_keys(found)
-        self._next_scan_at = now + self._settings.discovery_interval
+    def walk(self, deadline: float, sleep: Optional[Callable[[float], None]] = time.sleep) -> int:
+        """Take keyspace walk steps until `deadline` (monotonic); returns the steps taken.
 
-    def _discover(self, values: list, registries: Sequence[Batch], problems: Problems) -> Tuple[list, list]:
-        """The backends in use and their (reader, queue) pairs, from the registries' replies."""
+        With `sleep`, steps keep their pace and the call returns at the deadline; without, the
+        walks run flat out until each has finished a pass (or the deadline comes first).
+        """
+        steps = 0
+        while self.walks:
+            if sleep is None:
+                pending = [walk for walk in self.walks if walk.passes == 0 or walk.in_pass]
+                if not pending or self._monotonic() >= deadline:
+                    return steps
+                walk = pending[0]
+            else:
+                walk = min(self.walks, key=lambda candidate: candidate.due)
+                wait = walk.due - self._monotonic()
+                if walk.due >= deadline:
+                    sleep(max(0.0, deadline - self._monotonic()))
+                    return steps
+                if wait > 0:
+                    sleep(wait)
+            try:
+                values = round_trip(self._client, [walk.command()], 2)
+            except (redis.RedisError, ReplyError, OSError):
+                # The next tick says what is wrong with the connection; walk again after it.
+                return steps
+            steps += 1
+            failed = next((value for value in values if isinstance(value, ReplyError)), None)
+            if failed is not None:
+                self._walk_errors[walk.pattern] = (f"cannot look for queues in the keyspace (SCAN): "
+                                                   f"{describe_reply_error(failed)}")
+                walk.due = self._monotonic() + walk.pass_seconds
+                continue
+            walk.take(values, self._monotonic())
+        if sleep is not None:
+            sleep(max(0.0, deadline - self._monotonic()))
+        return steps
+
+    def _in_use(self, values: list, registries: Sequence[Batch], errors: ErrorLog
+                ) -> Tuple[List[QueueSystem], List[Tuple[QueueSystem, str]]]:
+        """The systems in use and their (system, queue) pairs, from the registries' replies."""
         in_use = []
-        listed: List[Tuple[object, str]] = []
+        listed: List[Tuple[QueueSystem, str]] = []
         offset = 0
-        for reader, registry in zip(self._readers, registries):
-            queues, detected = reader.queues_from_registry(values[offset: offset + registry.count], problems)
+        for system, registry in zip(self.systems, registries):
+            found = system.queues(values[offset: offset + registry.count], errors)
             offset += registry.count
-            if reader is self._celery:
-                self._celery_in_use = self._pinned or detected
-            if self._pinned or detected:
-                in_use.append(reader)
-                listed.extend((reader, queue) for queue in queues)
+            self.found[system.name] = found
+            if self._pinned or found.evidence is not None:
+                in_use.append(system)
+                listed.extend((system, queue) for queue in found.queues)
         return in_use, listed
 
     def _execute(self, batches: Sequence[Batch]) -> Replies:
-        """One round trip; a failing command comes back as its exception, in its place.
-
-        redis-py connects (TLS, AUTH, SELECT, timeouts); the commands and replies themselves go
-        through `resp`, which costs a fraction of redis-py's pipeline per command.
-        """
+        """One round trip; a failing command comes back as its ReplyError, in its place."""
         count = sum(step.count for step in batches)
         if not count:
             return Replies([], self._wall_clock())
-        connection = take_connection(self._client)
-        try:
-            connection.send_packed_command([b"".join(step.packed for step in batches)], check_health=False)
-            values = read_replies(connection._sock, count)
-        except BaseException:
-            # Whatever was left unread would answer the next tick's commands: start afresh.
-            connection.disconnect()
-            raise
-        finally:
-            self._client.connection_pool.release(connection)
+        values = round_trip(self._client, [step.packed for step in batches], count)
         self._round_trips += 1
         return Replies(values, self._wall_clock())
 
 
-class _QueueRead:
-    """One queue's reader during one tick: its next batch, its problems, and its result."""
+class _Read:
+    """One generator during one tick (a queue's or a system's): its next batch and its result."""
 
-    __slots__ = ("generator", "problems", "step", "sample")
+    __slots__ = ("system", "generator", "errors", "step", "result")
 
-    def __init__(self, reader, queue: str) -> None:
-        # Problems of its own: a read dropped because its queue left the registry says nothing.
-        self.problems = Problems()
-        self.generator: QueueReader = reader.read_queue(queue, self.problems)
-        self.step: Optional[Batch] = next(self.generator)
-        self.sample: Optional[QueueSample] = None
+    def __init__(self, system: QueueSystem, start: Callable[[ErrorLog], Optional[Generator]]) -> None:
+        self.system = system
+        # Errors of its own: a read dropped because its queue left the registry says nothing.
+        self.errors = ErrorLog()
+        self.generator = start(self.errors)
+        self.step: Optional[Batch] = None if self.generator is None else next(self.generator)
+        self.result: Optional[object] = None
 
 
-def _advance(reads: Sequence[_QueueRead], replies: Replies) -> None:
-    """Hand each read the replies to its batch; each then has a next batch or its sample."""
+def _queue_read(system: QueueSystem, queue: str) -> _Read:
+    return _Read(system, lambda errors: system.read_queue(queue, errors))
+
+
+def _advance(reads: Sequence[_Read], replies: Replies) -> None:
+    """Hand each read the replies to its batch; each then has a next batch or its result."""
     values, now = replies.values, replies.now
     offset = 0
     for read in reads:
-        count = read.step.count
+        count = read.step.count  # type: ignore[union-attr]
         try:
             read.step = read.generator.send(Replies(values[offset: offset + count], now))
         except StopIteration as finished:
             read.step = None
-            read.sample = finished.value
+            read.result = finished.value
         offset += count

@@ -1,7 +1,8 @@
 """Settings: a typed, frozen view of the environment, built from a mapping passed in.
 
 Only the CLI hands `os.environ` to `Settings.from_env`; everything else receives a `Settings`,
-so tests build one from a plain dict.
+so tests build one from a plain dict. Each queue system parses the settings it owns itself
+(`SystemSpec.settings_from_env`); the helpers below are shared.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Mapping, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
-from queue_metrics.redis_url import RedisURLError, check_redis_url
+from queue_metrics.errors import ConfigError, RedisURLError
+from queue_metrics.redis_url import check_redis_url
 
 # Searched in this order; the first one set wins. Heroku add-ons set the later ones.
 REDIS_URL_VARS = (
@@ -25,8 +27,7 @@ REDIS_URL_VARS = (
 )
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
-BACKEND_NAMES = ("sidekiq", "rq", "celery")
-OUTPUT_FORMATS = ("librato", "json")
+OUTPUT_FORMATS = ("librato", "json", "table")
 
 # Librato metric and source names: these characters only.
 NAME_CHARS = re.compile(r"^[A-Za-z0-9.:_-]+$")
@@ -35,18 +36,13 @@ MAX_SOURCE_LENGTH = 255
 
 DEFAULT_INTERVAL = 30.0
 DEFAULT_TIMEOUT = 5.0
-DEFAULT_DISCOVERY_INTERVAL = 300.0
-
-# kombu's Redis transport defaults (transport options `sep` and `priority_steps`).
-KOMBU_SEP = "\x06\x16"
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+# Seconds for one walk through the whole keyspace looking for queues no registry lists: a
+# queue that appears is found within two walks, and reported at the next tick, so within
+# 2 * 15 + 30 = 60 s with the defaults.
+DEFAULT_DISCOVERY_INTERVAL = 15.0
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
-
-
-class ConfigError(ValueError):
-    """A setting that cannot be used; the message is one line and names the variable."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,17 +61,18 @@ class Settings:
     discovery_interval: float = DEFAULT_DISCOVERY_INTERVAL
     tls_verify: bool = False
     tls_ca_file: Optional[str] = None
-    sidekiq_namespace: str = ""
-    sidekiq_queues: Tuple[str, ...] = ()
-    rq_queues: Tuple[str, ...] = ()
-    celery_queues: Tuple[str, ...] = ()
-    celery_sep: str = KOMBU_SEP
-    celery_priority_steps: Tuple[int, ...] = KOMBU_PRIORITY_STEPS
-    celery_keyprefix: str = ""
+    # (system name, that system's own settings) for every system in `systems.SYSTEMS`.
+    system_settings: Tuple[Tuple[str, Any], ...] = ()
+
+    def of(self, system: str) -> Any:
+        """The settings `system` owns; None when they were not parsed (its defaults apply)."""
+        return dict(self.system_settings).get(system)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
         """Build settings from an environment mapping; raise ConfigError on the first bad value."""
+        from queue_metrics.systems import SYSTEMS  # the systems import redis: not at import time
+
         values = {name: value for name, value in env.items() if value != ""}
 
         redis_url, redis_url_var = DEFAULT_REDIS_URL, None
@@ -106,7 +103,7 @@ class Settings:
             redis_url_var=redis_url_var,
             interval=interval,
             timeout=timeout,
-            backends=_backends(values.get("QUEUE_METRICS_BACKENDS")),
+            backends=_backends(values.get("QUEUE_METRICS_BACKENDS"), tuple(spec.name for spec in SYSTEMS)),
             prefix=_name(values, "QUEUE_METRICS_PREFIX", "queue", MAX_PREFIX_LENGTH),
             source=_name(values, "QUEUE_METRICS_SOURCE", None, MAX_SOURCE_LENGTH),
             output_format=_choice(values, "QUEUE_METRICS_FORMAT", OUTPUT_FORMATS, "librato"),
@@ -115,13 +112,7 @@ class Settings:
             ),
             tls_verify=tls_verify,
             tls_ca_file=tls_ca_file,
-            sidekiq_namespace=values.get("QUEUE_METRICS_SIDEKIQ_NAMESPACE", ""),
-            sidekiq_queues=_name_list(values.get("QUEUE_METRICS_SIDEKIQ_QUEUES")),
-            rq_queues=_name_list(values.get("QUEUE_METRICS_RQ_QUEUES")),
-            celery_queues=_name_list(values.get("QUEUE_METRICS_CELERY_QUEUES")),
-            celery_sep=_escaped(values.get("QUEUE_METRICS_CELERY_SEP"), KOMBU_SEP),
-            celery_priority_steps=_priority_steps(values.get("QUEUE_METRICS_CELERY_PRIORITY_STEPS")),
-            celery_keyprefix=values.get("QUEUE_METRICS_CELERY_KEYPREFIX", ""),
+            system_settings=tuple((spec.name, spec.settings_from_env(values)) for spec in SYSTEMS),
         )
 
 
@@ -171,7 +162,7 @@ def _name(values: Mapping[str, str], name: str, default, max_length: int):
     return text
 
 
-def _backends(text: Optional[str]) -> Optional[Tuple[str, ...]]:
+def _backends(text: Optional[str], names: Tuple[str, ...]) -> Optional[Tuple[str, ...]]:
     if text is None or text.strip().lower() == "auto":
         return None
     chosen = []
@@ -179,10 +170,10 @@ def _backends(text: Optional[str]) -> Optional[Tuple[str, ...]]:
         word = word.strip().lower()
         if not word:
             continue
-        if word not in BACKEND_NAMES:
+        if word not in names:
             raise ConfigError(
                 f"QUEUE_METRICS_BACKENDS: unknown backend {word!r} "
-                f"(choose from {', '.join(BACKEND_NAMES)}, or auto)"
+                f"(choose from {', '.join(names)}, or auto)"
             )
         if word not in chosen:
             chosen.append(word)
@@ -191,34 +182,36 @@ def _backends(text: Optional[str]) -> Optional[Tuple[str, ...]]:
     return tuple(chosen)
 
 
-def _name_list(text: Optional[str]) -> Tuple[str, ...]:
+def name_list(text: Optional[str]) -> Tuple[str, ...]:
+    """A comma list of names, blanks dropped, each once, in order."""
     if text is None:
         return ()
     return tuple(dict.fromkeys(word.strip() for word in text.split(",") if word.strip()))
 
 
-def _escaped(text: Optional[str], default: str) -> str:
+def escaped_text(values: Mapping[str, str], name: str, default: str) -> str:
     """Config vars cannot easily hold control characters, so accept `\\x06\\x16` spelled out."""
-    if text is None:
+    if name not in values:
         return default
+    text = values[name]
     try:
         decoded = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
     except UnicodeDecodeError:
-        raise ConfigError(f"QUEUE_METRICS_CELERY_SEP is not a valid escaped string: {text!r}") from None
+        raise ConfigError(f"{name} is not a valid escaped string: {text!r}") from None
     if not decoded:
-        raise ConfigError("QUEUE_METRICS_CELERY_SEP must not be empty")
+        raise ConfigError(f"{name} must not be empty")
     return decoded
 
 
-def _priority_steps(text: Optional[str]) -> Tuple[int, ...]:
-    if text is None:
-        return KOMBU_PRIORITY_STEPS
+def whole_numbers(values: Mapping[str, str], name: str, lowest: int, highest: int) -> Optional[Tuple[int, ...]]:
+    """A comma list of whole numbers within [lowest, highest], sorted; None when unset."""
+    if name not in values:
+        return None
+    text = values[name]
     try:
-        steps = sorted({int(word) for word in text.split(",") if word.strip()})
+        numbers = sorted({int(word) for word in text.split(",") if word.strip()})
     except ValueError:
-        raise ConfigError(
-            f"QUEUE_METRICS_CELERY_PRIORITY_STEPS must be a comma list of whole numbers, got {text!r}"
-        ) from None
-    if not steps or steps[0] < 0:
-        raise ConfigError("QUEUE_METRICS_CELERY_PRIORITY_STEPS needs whole numbers from 0 up")
-    return tuple(steps)
+        raise ConfigError(f"{name} must be a comma list of whole numbers, got {text!r}") from None
+    if not numbers or numbers[0] < lowest or numbers[-1] > highest:
+        raise ConfigError(f"{name} needs whole numbers from {lowest} to {highest}, got {text!r}")
+    return tuple(numbers)

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit
 
+from queue_metrics.errors import RedisURLError
+
 SCHEMES = ("redis", "rediss", "unix")
 EXPECTED_FORM = "redis://[:password@]host[:port][/db] or rediss://... or unix:///path"
-
-
-class RedisURLError(ValueError):
-    """The URL cannot be used; the message never quotes the URL itself."""
 
 
 def check_redis_url(url: str) -> None:

@@ -13,12 +13,10 @@ from typing import List, Sequence, Tuple
 
 import redis
 
+from queue_metrics.errors import ReplyError
+
 CRLF = b"\r\n"
 RECEIVE_SIZE = 1 << 16
-
-
-class ReplyError(redis.ResponseError):
-    """A command of the pipeline failed (e.g. WRONGTYPE); it stands in that command's place."""
 
 
 def pack_commands(commands: Sequence[Sequence[object]]) -> bytes:

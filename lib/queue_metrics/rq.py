@@ -7,25 +7,27 @@ Size is `Queue.count` (LLEN). RQ has no latency API: latency is the age of the j
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, List, Mapping, Optional, Tuple
 
-from queue_metrics.reading import (
+from queue_metrics.config import name_list
+from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
+from queue_metrics.plugin import (
     Batch,
-    Problems,
+    Found,
     QueueReader,
+    SystemReader,
+    SystemSpec,
     batch,
     decode_name,
-    describe_reply_error,
     encode_key,
-    is_error,
     latency_or_report,
     list_head,
     registry_members,
-    show_name,
 )
 from queue_metrics.sample import QueueSample
-from queue_metrics.timestamps import PayloadError, iso8601_seconds, latency
+from queue_metrics.timestamps import iso8601_seconds, latency
 
 NAME = "rq"
 QUEUES_KEY = "rq:queues"  # SET of full queue keys, e.g. rq:queue:default
@@ -56,35 +58,55 @@ def enqueued_at_batch(job_id: bytes) -> Batch:
     return Batch(b"%s$%d\r\n%s\r\n%s" % (_HGET_HEAD, len(key), key, _HGET_TAIL), 1)
 
 
-class RQReader:
-    name = NAME
+@dataclasses.dataclass(frozen=True)
+class RQSettings:
+    # Queues to read besides those in `rq:queues`.
+    queues: Tuple[str, ...] = ()
 
-    def __init__(self, extra_queues: Sequence[str] = ()) -> None:
-        self._extra_queues = tuple(extra_queues)
+    @classmethod
+    def from_env(cls, values: Mapping[str, str]) -> "RQSettings":
+        return cls(queues=name_list(values.get("QUEUE_METRICS_RQ_QUEUES")))
+
+
+class RQ:
+    name = NAME
+    scan_pattern = None
+
+    def __init__(self, settings: Optional[RQSettings] = None) -> None:
+        self.settings = settings or RQSettings()
+        self._registry = batch(("SMEMBERS", QUEUES_KEY))
         self._queue_batch = functools.lru_cache(maxsize=65536)(self._make_queue_batch)
 
-    def registry_batch(self) -> Batch:
-        return batch(("SMEMBERS", QUEUES_KEY))
+    def found_keys(self, keys: Iterable[str], complete: bool) -> None:
+        """RQ lists its queues in a set: nothing to discover."""
 
-    def queues_from_registry(self, replies: list, problems: Problems) -> Tuple[List[str], bool]:
-        members = registry_members(NAME, QUEUES_KEY, replies[0], problems)
-        names = set(self._extra_queues)
+    def registry_batch(self) -> Batch:
+        return self._registry
+
+    def queues(self, replies: list, errors: ErrorLog) -> Found:
+        members = registry_members(NAME, QUEUES_KEY, replies[0], errors)
+        names = set(self.settings.queues)
         for member in members:
             key = decode_name(member)
             if key.startswith(QUEUE_KEY_PREFIX):
                 names.add(key[len(QUEUE_KEY_PREFIX):])
             else:
-                problems.add(f"rq registry {QUEUES_KEY}: ignoring a member that is not a queue key")
-        return sorted(names), bool(members) or bool(self._extra_queues)
+                errors.add(f"rq registry {QUEUES_KEY}: ignoring a member that is not a queue key")
+        evidence = None
+        if members:
+            evidence = f"the {QUEUES_KEY!r} set names {len(members)} queue(s)"
+        elif self.settings.queues:
+            evidence = "QUEUE_METRICS_RQ_QUEUES is set"
+        return Found(sorted(names), evidence)
 
     @staticmethod
     def _make_queue_batch(queue: str) -> Batch:
         key = encode_key(QUEUE_KEY_PREFIX + queue)
         return batch(("LLEN", key), ("LINDEX", key, OLDEST_INDEX))
 
-    def read_queue(self, queue: str, problems: Problems) -> QueueReader:
+    def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
         replies = yield self._queue_batch(queue)
-        head = list_head(NAME, queue, replies.values, problems)
+        head = list_head(NAME, queue, replies.values, errors)
         if head.size is None:
             return None
         if not head.readable:
@@ -95,10 +117,19 @@ class RQReader:
         job_id = decode_name(head.oldest)
         replies = yield enqueued_at_batch(head.oldest)
         (enqueued_at,) = replies.values
-        if is_error(enqueued_at):
-            problems.about_queue(NAME, queue, f"latency unknown: job {show_name(job_id)}: "
-                                              f"{describe_reply_error(enqueued_at, 'a hash')}")
+        if isinstance(enqueued_at, ReplyError):
+            errors.about_queue(NAME, queue, f"latency unknown: job {show_name(job_id)}: "
+                                            f"{describe_reply_error(enqueued_at, 'a hash')}")
             return QueueSample(NAME, queue, head.size, None)
-        seconds = latency_or_report(NAME, queue, problems,
+        seconds = latency_or_report(NAME, queue, errors,
                                     lambda: latency(job_enqueued_at(enqueued_at, job_id), replies.now))
         return QueueSample(NAME, queue, head.size, seconds)
+
+    def read_system(self, errors: ErrorLog) -> Optional[SystemReader]:
+        return None
+
+    def describe(self) -> List[str]:
+        return []
+
+
+SYSTEM = SystemSpec(NAME, RQSettings.from_env, RQ)  # type: ignore[arg-type]

@@ -71,6 +71,9 @@ class TickReport:
     duration: float
     # False when Redis could not be reached or answered nothing usable.
     redis_ok: bool
-    # Redis round trips the tick made (discovery scans included).
+    # Redis round trips the tick's reads made (at most three).
     round_trips: int = 0
     systems: Tuple[SystemSample, ...] = ()
+    # Keyspace walk steps (SCAN) made within the tick: on the first tick only; later steps
+    # happen between ticks.
+    scan_round_trips: int = 0

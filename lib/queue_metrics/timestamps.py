@@ -9,15 +9,13 @@ import math
 from datetime import datetime, timezone
 from typing import Optional
 
+from queue_metrics.errors import PayloadError
+
 # Epoch values above this are milliseconds (Sidekiq 8); 1e11 seconds is the year 5138,
 # 1e11 milliseconds is 1973.
 MILLISECONDS_ABOVE = 1e11
 # Nothing enqueued a job before 2000-01-01: an older value is garbage, not a late job.
 EARLIEST_PLAUSIBLE = 946684800.0
-
-
-class PayloadError(ValueError):
-    """A job payload or timestamp we cannot read; the message is one short line."""
 
 
 def epoch_seconds(value: object, field: str) -> float:

@@ -1,0 +1,159 @@
+"""Every error of the collector in one place: the exceptions, and the one-line messages users see.
+
+Failures are classified by exception type and by the Redis error code that starts an error
+reply (`NOAUTH`, `WRONGPASS`, `NOPERM`, `WRONGTYPE`, ...), never by searching the message text,
+which carries host names (`redis-ssl.example.com` is no TLS error).
+
+No module-level import of redis: the build step imports the settings, which import this module,
+with a Python that has no redis package.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+from typing import List, Optional
+
+
+class QueueMetricsError(Exception):
+    """Base of the collector's own exceptions."""
+
+
+class ConfigError(QueueMetricsError, ValueError):
+    """A setting that cannot be used; the message is one line and names the variable."""
+
+
+class RedisURLError(QueueMetricsError, ValueError):
+    """A Redis URL that cannot be used; the message never quotes the URL itself."""
+
+
+class PayloadError(QueueMetricsError, ValueError):
+    """A job payload or timestamp we cannot read; the message is one short line."""
+
+
+class ReplyError(QueueMetricsError):
+    """An error reply to one command of a pipeline; it stands in that command's place."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+        # Redis error replies start with an upper-case code: "WRONGTYPE Operation against ...".
+        first = text.split(" ", 1)[0]
+        self.code = first if first.isupper() else "ERR"
+
+
+def is_error(reply: object) -> bool:
+    return isinstance(reply, ReplyError)
+
+
+def describe_reply_error(reply: ReplyError, expected: str = "a list") -> str:
+    """One short phrase for an error reply to one read."""
+    if reply.code == "WRONGTYPE":
+        return f"its key holds the wrong type of value (expected {expected})"
+    if reply.code == "NOPERM":
+        return "the Redis user may not run this read (NOPERM): grant it +@read"
+    return reply.text.split("\n", 1)[0][:200] or reply.code
+
+
+def show_name(name: str, limit: int = 80) -> str:
+    """A name quoted on one line: control characters and odd bytes escaped, long names cut."""
+    shown = json.dumps(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+    if len(shown) > limit:
+        shown = shown[: limit - 4] + '..."'
+    return shown
+
+
+class ErrorLog:
+    """Collects the one-line error messages of a tick."""
+
+    __slots__ = ("messages",)
+
+    def __init__(self) -> None:
+        self.messages: List[str] = []
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+    def about_queue(self, backend: str, queue: str, message: str) -> None:
+        self.messages.append(f"{backend} queue {show_name(queue)}: {message}")
+
+    def about_reply(self, backend: str, what: str, reply: ReplyError, expected: str = "a list") -> None:
+        self.messages.append(f"{backend} {what}: {describe_reply_error(reply, expected)}")
+
+
+# Replies redis-py turns into AuthenticationError when the URL has a password the server does
+# not expect (Redis >= 6, then older).
+NO_PASSWORD_SET_REPLIES = (
+    "AUTH <password> called without any password configured for the default user. "
+    "Are you sure your configuration is correct?",
+    "Client sent AUTH, but no password is set",
+)
+
+
+def _chain(error: BaseException) -> List[BaseException]:
+    """The error and the exceptions it was raised from or while handling."""
+    seen: List[BaseException] = []
+    current: Optional[BaseException] = error
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _first(chain: List[BaseException], kind: type) -> Optional[BaseException]:
+    return next((item for item in chain if isinstance(item, kind)), None)
+
+
+def describe_redis_error(error: BaseException, where: str, timeout: float, tls: bool,
+                         has_password: bool) -> str:
+    """One line for a tick that failed as a whole: where, what, and what to do; no secret.
+
+    `where` is the URL without its credentials.
+    """
+    import redis  # noqa: PLC0415 (see the module docstring)
+
+    chain = _chain(error)
+    code = _code(error)
+    if isinstance(error, redis.AuthenticationError) or code in ("NOAUTH", "WRONGPASS"):
+        if str(error) in NO_PASSWORD_SET_REPLIES:
+            return f"Redis at {where} has no password set, but the URL has one (remove it from the URL)"
+        if code == "NOAUTH" or not has_password:
+            return f"Redis at {where} needs a password and the URL has none"
+        return f"Redis at {where} rejected the password (check the URL's credentials)"
+    if isinstance(error, redis.exceptions.NoPermissionError) or code == "NOPERM":
+        return f"Redis at {where} refused a read: the user lacks permission (grant it +@read)"
+    if isinstance(error, redis.ResponseError) and str(error).startswith(("DB index is out of range",
+                                                                          "invalid DB index")):
+        return f"Redis at {where}: that database number does not exist on this server"
+    if _first(chain, ssl.SSLCertVerificationError) is not None:
+        return (f"TLS with Redis at {where} failed: the server's certificate was not accepted "
+                f"(QUEUE_METRICS_TLS_VERIFY is on: set QUEUE_METRICS_TLS_CA_FILE to the server's CA, "
+                f"or turn verification off)")
+    ssl_error = _first(chain, ssl.SSLError)
+    if ssl_error is not None:
+        reason = getattr(ssl_error, "reason", None) or type(ssl_error).__name__
+        return f"TLS with Redis at {where} failed: {reason} (is that port really TLS?)"
+    if isinstance(error, redis.TimeoutError) or _first(chain, socket.timeout) is not None:
+        hint = " (is that port really TLS?)" if tls else ""
+        return f"Redis at {where} did not answer within {timeout:g} s (timeout){hint}"
+    if _first(chain, socket.gaierror) is not None:
+        return f"cannot resolve the host of Redis at {where} (DNS lookup failed)"
+    if _first(chain, ConnectionRefusedError) is not None:
+        return f"cannot connect to Redis at {where}: connection refused (is it running?)"
+    if _first(chain, FileNotFoundError) is not None:
+        return f"cannot connect to Redis at {where}: no such socket file"
+    if isinstance(error, redis.ConnectionError):
+        os_error = _first(chain, OSError)
+        reason = (os_error.strerror or type(os_error).__name__) if os_error is not None else "connection lost"
+        return f"lost the connection to Redis at {where}: {reason}"
+    text = str(error).strip().split("\n", 1)[0][:200] or type(error).__name__
+    return f"Redis at {where}: {text}"
+
+
+def _code(error: BaseException) -> Optional[str]:
+    """The Redis error code of an error reply: ours keep it, redis-py >= 5.3 keeps it aside."""
+    if isinstance(error, ReplyError):
+        return error.code
+    code = getattr(error, "status_code", None)
+    return code if isinstance(code, str) else None

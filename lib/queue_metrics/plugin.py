@@ -1,0 +1,166 @@
+"""The contract every queue system implements, and the small tools they share.
+
+A queue system is one module (`sidekiq.py`, `rq.py`, `celery.py`) with one row in
+`systems.SYSTEMS`: a `SystemSpec` that names it, parses the settings it owns from the environment,
+and builds its `QueueSystem`. The collector knows nothing else about any system.
+
+A system reads with generators: each yields a `Batch` of commands, receives their `Replies` (and
+the time they arrived), may yield again for a follow-up read, and returns its result. The
+collector advances every generator of a tick in lockstep, so N queues cost one round trip per
+step, not N, and a tick never makes more than three round trips.
+
+Commands travel already packed (RESP bytes): a queue's first batch is the same every tick, so
+systems pack it once and keep it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import (
+    Callable,
+    Generator,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Protocol,
+    Sequence,
+    Tuple,
+)
+
+from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
+from queue_metrics.resp import pack_commands
+from queue_metrics.sample import QueueSample, SystemSample
+
+Command = Tuple[object, ...]
+
+
+class Replies(NamedTuple):
+    values: list
+    # Epoch seconds when the replies arrived: the `now` of every latency computed from them.
+    now: float
+
+
+class Batch(NamedTuple):
+    """Commands packed for the wire, and how many replies they will get."""
+
+    packed: bytes
+    count: int
+
+
+EMPTY_BATCH = Batch(b"", 0)
+
+
+def batch(*commands: Command) -> Batch:
+    return Batch(pack_commands(commands), len(commands))
+
+
+QueueReader = Generator[Batch, Replies, Optional[QueueSample]]
+SystemReader = Generator[Batch, Replies, Optional[SystemSample]]
+
+
+class Found(NamedTuple):
+    """What a system's registries say: its queues, and why it counts as in use."""
+
+    queues: Sequence[str]
+    # A short reason for people ("the `queues` set names 3 queues"); None: no sign of the system.
+    evidence: Optional[str]
+
+
+class QueueSystem(Protocol):
+    """One queue system, as the collector reads it. Only read commands, ever."""
+
+    name: str
+
+    @property
+    def scan_pattern(self) -> Optional[str]:
+        """SCAN MATCH pattern of keys that reveal queues no registry lists; None: none needed."""
+
+    def found_keys(self, keys: Iterable[str], complete: bool) -> None:
+        """Keys matching `scan_pattern`, as the keyspace walk finds them; `complete`: a whole
+        pass ended, and keys it did not find are gone."""
+
+    def registry_batch(self) -> Batch:
+        """Commands that list the queues, read first every tick."""
+
+    def queues(self, replies: list, errors: ErrorLog) -> Found:
+        """The queues to read, from the replies to `registry_batch`."""
+
+    def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
+        """A queue's size and latency (and the system's per-queue figures)."""
+
+    def read_system(self, errors: ErrorLog) -> Optional[SystemReader]:
+        """The system-wide figures, or None for a system that has none."""
+
+    def describe(self) -> List[str]:
+        """What it detected about the app (for `queue-metrics doctor`), one line each."""
+
+
+class SystemSpec(NamedTuple):
+    """A row of `systems.SYSTEMS`."""
+
+    name: str
+    # The settings the system owns: parsed from the environment mapping (raises ConfigError).
+    settings_from_env: Callable[[Mapping[str, str]], object]
+    # Builds the system from those settings.
+    make: Callable[[object], QueueSystem]
+
+
+def decode_name(raw: bytes) -> str:
+    """Names are kept as str that turn back into the exact bytes of the key."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def encode_key(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def parse_json_object(payload: bytes, what: str) -> dict:
+    try:
+        # Decoding first spares json.loads guessing the encoding of bytes.
+        value = json.loads(payload.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise PayloadError(f"{what} is not JSON ({len(payload)} bytes)") from None
+    if not isinstance(value, dict):
+        raise PayloadError(f"{what} is JSON but not an object")
+    return value
+
+
+class ListHead(NamedTuple):
+    """A queue list read as LLEN + LINDEX: its size (None: unknown) and its oldest entry."""
+
+    size: Optional[int]
+    oldest: Optional[bytes]
+    # False when the oldest entry could not be read: the latency is then unknown.
+    readable: bool
+
+
+def list_head(backend: str, queue: str, values: Sequence[object], errors: ErrorLog) -> ListHead:
+    """Checks the replies of LLEN + LINDEX, reporting a failed one as an error of the queue."""
+    size, oldest = values
+    if isinstance(size, ReplyError):
+        errors.about_queue(backend, queue, describe_reply_error(size))
+        return ListHead(None, None, False)
+    if isinstance(oldest, ReplyError):
+        errors.about_queue(backend, queue, f"latency unknown: {describe_reply_error(oldest)}")
+        return ListHead(size, None, False)  # type: ignore[arg-type]
+    return ListHead(size, oldest, True)  # type: ignore[arg-type]
+
+
+def latency_or_report(backend: str, queue: str, errors: ErrorLog,
+                      compute: Callable[[], Optional[float]]) -> Optional[float]:
+    """The latency `compute` finds, or None with the reason reported when the payload is bad."""
+    try:
+        return compute()
+    except PayloadError as error:
+        errors.about_queue(backend, queue, f"latency unknown: {error}")
+        return None
+
+
+def registry_members(backend: str, key: str, reply: object, errors: ErrorLog) -> list:
+    """The members of a registry set (SMEMBERS), or none with the error reported."""
+    if isinstance(reply, ReplyError):
+        errors.about_reply(backend, f"registry {show_name(key)}", reply, "a set")
+        return []
+    return reply  # type: ignore[return-value]
