@@ -11,7 +11,7 @@ import click
 
 from queue_metrics import __version__
 from queue_metrics.config import ConfigError, Settings
-from queue_metrics.format import json_line, librato_lines
+from queue_metrics.format import json_line, librato_lines, table_lines
 from queue_metrics.loop import StopRequested, StopSignals, run_forever
 from queue_metrics.redis_url import describe_redis_url, secrets_of
 from queue_metrics.sample import TickReport
@@ -68,22 +68,29 @@ def _env_secrets(env) -> List[str]:
 def render(report: TickReport, settings: Settings, now: float) -> List[str]:
     if settings.output_format == "json":
         return [json_line(report, time=round(now, 3), source=settings.source)]
+    if settings.output_format == "table":
+        return table_lines(report)
     return librato_lines(report, settings.prefix, settings.source)
 
 
 class Ticker:
     """Builds the client lazily (nothing at import time) and turns ticks into output."""
 
-    def __init__(self, settings: Settings) -> None:
-        from queue_metrics.collector import Collector  # imports redis: only when it will be used
+    def __init__(self, settings: Settings, whole_first_walk: bool = False) -> None:
+        from queue_metrics.collector import FIRST_WALK_SECONDS, Collector  # imports redis: only when used
         from queue_metrics.connection import connect
 
         self.settings = settings
         self.output = Output(secrets_of(settings.redis_url))
-        self.collector = Collector(settings, connect(settings))
+        self.collector = Collector(settings, connect(settings),
+                                   first_walk_seconds=float("inf") if whole_first_walk else FIRST_WALK_SECONDS)
 
     def tick(self) -> TickReport:
         return self.collector.tick()
+
+    def idle(self, deadline: float) -> None:
+        """Between ticks: the keyspace walk, at its own pace, until the next tick is due."""
+        self.collector.walk(deadline)
 
     def emit(self, report: TickReport) -> None:
         self.output.err(report.errors)
@@ -91,8 +98,8 @@ class Ticker:
 
 
 format_option = click.option(
-    "--format", "output_format", type=click.Choice(["librato", "json"]), default=None,
-    help="Output format (default: QUEUE_METRICS_FORMAT, else librato).",
+    "--format", "output_format", type=click.Choice(["librato", "json", "table"]), default=None,
+    help="Output format (default: QUEUE_METRICS_FORMAT, else librato; `once` on a terminal: table).",
 )
 
 
@@ -110,8 +117,10 @@ def main() -> None:
 @format_option
 def once(output_format: Optional[str]) -> None:
     """Read every queue once, print the metrics, exit (1 if Redis could not be read)."""
+    if output_format is None and "QUEUE_METRICS_FORMAT" not in os.environ and sys.stdout.isatty():
+        output_format = "table"
     settings = load_settings(output_format)
-    ticker = Ticker(settings)
+    ticker = Ticker(settings, whole_first_walk=True)
     report = ticker.tick()
     ticker.emit(report)
     if not report.redis_ok:
@@ -133,7 +142,7 @@ def run(output_format: Optional[str], interval: Optional[float]) -> None:
             f"reading {describe_redis_url(settings.redis_url)} every {settings.interval:g} s "
             f"(backends: {','.join(settings.backends) if settings.backends else 'auto'})"
         ], level="info")
-        run_forever(ticker.tick, ticker.emit, settings.interval, stop)
+        run_forever(ticker.tick, ticker.emit, settings.interval, stop, idle=ticker.idle)
     except StopRequested:
         pass
     except BrokenPipeError:
@@ -141,6 +150,23 @@ def run(output_format: Optional[str], interval: Optional[float]) -> None:
         _silence_stdout()
     finally:
         stop.restore()
+
+
+@main.command()
+def doctor() -> None:
+    """Check the connection, permissions, detected systems and queues; say what to fix.
+
+    Exit status 0 when all is well, 1 otherwise.
+    """
+    from queue_metrics.connection import connect
+    from queue_metrics.doctor import checkup
+
+    settings = load_settings()
+    output = Output(secrets_of(settings.redis_url))
+    result = checkup(settings, connect(settings))
+    output.out(result.lines)
+    if not result.healthy:
+        raise SystemExit(NOTHING_READ)
 
 
 @main.command()
@@ -152,6 +178,10 @@ def config() -> None:
     for field, value in vars(settings).items():
         if field == "redis_url":
             value = describe_redis_url(value)
+        if field == "system_settings":
+            for system, own in value:
+                lines.extend(f"{system}.{name}={own_value!r}" for name, own_value in vars(own).items())
+            continue
         lines.append(f"{field}={value!r}")
     output.out(lines)
 

@@ -186,3 +186,21 @@ def json_line(report: TickReport, time: Optional[float] = None, source: Optional
 def _json_text(name: str) -> str:
     # Undecodable bytes are kept as surrogates internally; JSON shows them as \\xNN escapes.
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def table_lines(report: TickReport) -> List[str]:
+    """The tick as a table for people: system, queue, size, latency; then the errors."""
+    rows = [("SYSTEM", "QUEUE", "SIZE", "LATENCY")]
+    for sample in report.samples:
+        shown = _json_text(sample.queue)
+        latency = "unknown" if sample.latency is None else format_seconds(sample.latency) + " s"
+        rows.append((sample.backend, shown if len(shown) <= 60 else shown[:57] + "...", str(sample.size), latency))
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:>{widths[3]}}".rstrip()
+             for row in rows]
+    if not report.samples:
+        lines.append("(no queues found)" if report.redis_ok else "(Redis could not be read)")
+    for system in report.systems:
+        figures = ", ".join(f"{figure.name} {format_value(figure)}" for figure in system.figures)
+        lines.append(f"{system.backend}: {figures}")
+    return lines

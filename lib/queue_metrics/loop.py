@@ -6,7 +6,7 @@ import contextlib
 import math
 import signal
 import time
-from typing import Callable, Iterator, TypeVar
+from typing import Callable, Iterator, Optional, TypeVar
 
 TickResult = TypeVar("TickResult")
 
@@ -68,15 +68,19 @@ def run_forever(
     interval: float,
     stop: StopSignals,
     monotonic: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    idle: Optional[Callable[[float], None]] = None,
 ) -> None:
-    """Tick at once, then every `interval` seconds on a fixed grid, until StopRequested."""
+    """Tick at once, then every `interval` seconds on a fixed grid, until StopRequested.
+
+    Between ticks `idle(deadline)` runs (the keyspace walk); it returns by the monotonic
+    `deadline`. Without it the loop sleeps.
+    """
+    wait = idle or (lambda deadline: time.sleep(max(0.0, deadline - monotonic())))
     due = monotonic()
     while True:
         result = tick()
         with stop.writing():
             emit(result)
         due = next_due(due, interval, monotonic())
-        delay = due - monotonic()
-        if delay > 0:
-            sleep(delay)
+        if due > monotonic():
+            wait(due)
