@@ -139,6 +139,8 @@ class Collector:
                 values = round_trip(self._client, [walk.command()], 2)
             except (redis.RedisError, ReplyError, OSError):
                 # The next tick says what is wrong with the connection; walk again after it.
+                if sleep is not None:
+                    sleep(max(0.0, deadline - self._monotonic()))
                 return steps
             steps += 1
             failed = next((value for value in values if isinstance(value, ReplyError)), None)

@@ -126,8 +126,10 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
     if isinstance(error, redis.ResponseError) and str(error).startswith(("DB index is out of range",
                                                                           "invalid DB index")):
         return f"Redis at {where}: that database number does not exist on this server"
-    if _first(chain, ssl.SSLCertVerificationError) is not None:
-        return (f"TLS with Redis at {where} failed: the server's certificate was not accepted "
+    rejected = _first(chain, ssl.SSLCertVerificationError)
+    if rejected is not None:
+        reason = getattr(rejected, "verify_message", None) or "the server's certificate was not accepted"
+        return (f"TLS with Redis at {where} failed: certificate verify failed: {reason} "
                 f"(QUEUE_METRICS_TLS_VERIFY is on: set QUEUE_METRICS_TLS_CA_FILE to the server's CA, "
                 f"or turn verification off)")
     ssl_error = _first(chain, ssl.SSLError)

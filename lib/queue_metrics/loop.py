@@ -68,6 +68,7 @@ def run_forever(
     interval: float,
     stop: StopSignals,
     monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
     idle: Optional[Callable[[float], None]] = None,
 ) -> None:
     """Tick at once, then every `interval` seconds on a fixed grid, until StopRequested.
@@ -75,12 +76,15 @@ def run_forever(
     Between ticks `idle(deadline)` runs (the keyspace walk); it returns by the monotonic
     `deadline`. Without it the loop sleeps.
     """
-    wait = idle or (lambda deadline: time.sleep(max(0.0, deadline - monotonic())))
     due = monotonic()
     while True:
         result = tick()
         with stop.writing():
             emit(result)
         due = next_due(due, interval, monotonic())
-        if due > monotonic():
-            wait(due)
+        if idle is not None and due > monotonic():
+            idle(due)
+        # Whatever `idle` did, the next tick keeps to the grid.
+        delay = due - monotonic()
+        if delay > 0:
+            sleep(delay)
