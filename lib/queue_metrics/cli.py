@@ -91,7 +91,7 @@ class Ticker:
 
         output_settings = output_settings or OutputSettings()
         self.settings = settings
-        self.output = Output(secrets_of(settings.redis_url) + output_settings.secrets())
+        self.output = Output([*secrets_of(settings.redis_url), *output_settings.secrets()])
         self.outputs = Outputs(output_settings, settings.prefix, settings.source, self.output.err)
         self.collector = Collector(settings, connect(settings))
 
@@ -169,7 +169,7 @@ def config() -> None:
     """Print the settings in effect (the Redis password is never shown)."""
     settings = load_settings()
     output_settings = load_output_settings(settings)
-    output = Output(secrets_of(settings.redis_url) + output_settings.secrets())
+    output = Output([*secrets_of(settings.redis_url), *output_settings.secrets()])
     lines = []
     for field, value in vars(settings).items():
         if field == "redis_url":
