@@ -132,16 +132,17 @@ def describe_endpoint(url: str) -> str:
 
 
 def _endpoint(values: Mapping[str, str]) -> str:
-    if "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" in values:
-        # Used as is: the variable names the whole URL.
-        variable = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
-        url = values[variable].strip()
-    else:
-        variable = "OTEL_EXPORTER_OTLP_ENDPOINT"
-        base = values.get(variable, DEFAULT_BASE_ENDPOINT).strip()
-        url = base + METRICS_PATH if base.endswith("/") else f"{base}/{METRICS_PATH}"
+    variable = "OTEL_EXPORTER_OTLP_ENDPOINT"
     # The value may hold a password or a key in its query: never repeat it in a message.
     try:
+        if "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" in values:
+            # Used as is: the variable names the whole URL.
+            variable = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+            url = values[variable].strip()
+        else:
+            base = urllib.parse.urlsplit(values.get(variable, DEFAULT_BASE_ENDPOINT).strip())
+            # The signal's path goes after the base's path (a query, if any, stays a query).
+            url = base._replace(path=f"{base.path.rstrip('/')}/{METRICS_PATH}").geturl()
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
