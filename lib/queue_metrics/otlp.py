@@ -470,12 +470,13 @@ class OtlpSender:
         if remaining <= 0:
             raise socket.timeout()
         parts = urllib.parse.urlsplit(self.settings.endpoint)
+        host = parts.hostname or ""  # never empty: the settings checked it
         if parts.scheme == "https":
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=remaining, context=ssl.create_default_context()
+                host, parts.port, timeout=remaining, context=ssl.create_default_context()
             )
         else:
-            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=remaining)
+            connection = http.client.HTTPConnection(host, parts.port, timeout=remaining)
         self._connection = connection
         headers = {"Content-Type": CONTENT_TYPES[self.settings.protocol], "User-Agent": f"queue-metrics/{__version__}"}
         headers.update(self.settings.headers)

@@ -121,7 +121,7 @@ def statsd_lines(
     dropped: Optional[int] = None,
 ) -> List[str]:
     """Every figure of the tick, one StatsD line each."""
-    lines = []
+    lines: List[str] = []
     extra = f",source:{source}" if source else ""
     for sample in report.samples:
         figures = [Figure("size", sample.size)]
