@@ -9,14 +9,13 @@ import time
 
 import pytest
 from google.protobuf import json_format
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
-
 from helpers.process import lines_of, queue_metrics, start
 from helpers.producers import fill_three_systems, latency_then
 from helpers.receivers import OtlpReceiver, by_queue, points, resource_of, single
 from helpers.servers import free_port
 from helpers.watch import Watcher, collector_line
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from queue_metrics import protobuf as pb
 from queue_metrics.config import ConfigError
 from queue_metrics.otlp import OtlpSettings, json_request, otlp_metrics, protobuf_request
@@ -35,14 +34,21 @@ def settings(**env: str) -> OtlpSettings:
 def test_endpoint_rules_as_in_the_otel_spec():
     assert settings().endpoint == "http://localhost:4318/v1/metrics"
     assert settings(OTEL_EXPORTER_OTLP_ENDPOINT="https://otlp.example.com/otlp").endpoint == (
-        "https://otlp.example.com/otlp/v1/metrics")
+        "https://otlp.example.com/otlp/v1/metrics"
+    )
     assert settings(OTEL_EXPORTER_OTLP_ENDPOINT="https://otlp.example.com/otlp/").endpoint == (
-        "https://otlp.example.com/otlp/v1/metrics")
+        "https://otlp.example.com/otlp/v1/metrics"
+    )
     assert settings(OTEL_EXPORTER_OTLP_ENDPOINT="https://otlp.example.com?key=1").endpoint == (
-        "https://otlp.example.com/v1/metrics?key=1")
+        "https://otlp.example.com/v1/metrics?key=1"
+    )
     # The signal-specific variable is used as is, and wins.
-    assert settings(OTEL_EXPORTER_OTLP_ENDPOINT="http://a:4318",
-                    OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="http://b:9000/custom").endpoint == "http://b:9000/custom"
+    assert (
+        settings(
+            OTEL_EXPORTER_OTLP_ENDPOINT="http://a:4318", OTEL_EXPORTER_OTLP_METRICS_ENDPOINT="http://b:9000/custom"
+        ).endpoint
+        == "http://b:9000/custom"
+    )
     for value in ("otlp.example.com", "ftp://x/", "http://:80/", "http://host:port/", "http://[::1"):
         with pytest.raises(ConfigError, match="^OTEL_EXPORTER_OTLP_ENDPOINT ") as error:
             settings(OTEL_EXPORTER_OTLP_ENDPOINT=value)
@@ -72,7 +78,8 @@ def test_timeout_protocol_compression():
         settings(OTEL_EXPORTER_OTLP_METRICS_TIMEOUT="-1")
     assert settings().protocol == "http/protobuf"
     assert settings(OTEL_EXPORTER_OTLP_PROTOCOL="grpc", OTEL_EXPORTER_OTLP_METRICS_PROTOCOL="http/json").protocol == (
-        "http/json")
+        "http/json"
+    )
     with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_PROTOCOL must be http/protobuf or http/json"):
         settings(OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
     assert settings().compression is None
@@ -84,10 +91,17 @@ def test_timeout_protocol_compression():
 def test_service_name_and_resource_attributes():
     assert dict(settings().resource) == {"service.name": "queue-metrics"}
     heroku = dict(settings(HEROKU_APP_NAME="shop", HEROKU_APP_ID="9d1b", HEROKU_DYNO_ID="1vac").resource)
-    assert heroku == {"cloud.provider": "heroku", "heroku.app.id": "9d1b", "service.instance.id": "1vac",
-                      "service.name": "shop"}
-    resource = dict(settings(HEROKU_APP_NAME="shop", OTEL_RESOURCE_ATTRIBUTES="deployment.environment=prod%20eu,"
-                                                                            "service.name=from-attrs").resource)
+    assert heroku == {
+        "cloud.provider": "heroku",
+        "heroku.app.id": "9d1b",
+        "service.instance.id": "1vac",
+        "service.name": "shop",
+    }
+    resource = dict(
+        settings(
+            HEROKU_APP_NAME="shop", OTEL_RESOURCE_ATTRIBUTES="deployment.environment=prod%20eu,service.name=from-attrs"
+        ).resource
+    )
     assert resource["deployment.environment"] == "prod eu" and resource["service.name"] == "from-attrs"
     resource = dict(settings(OTEL_RESOURCE_ATTRIBUTES="service.name=a", OTEL_SERVICE_NAME="b").resource)
     assert resource["service.name"] == "b"
@@ -100,12 +114,19 @@ def test_service_name_and_resource_attributes():
 
 def captured_report() -> TickReport:
     return TickReport(
-        samples=(QueueSample("sidekiq", "default", 12, 3.25),
-                 QueueSample("rq", "b\udcffad", 2, None, (Figure("failed", 4),)),
-                 QueueSample("celery", "celery", 0, 0.0, (Figure("unacked", 1),))),
-        errors=("one",), backends=("sidekiq", "rq", "celery"), duration=0.0125, redis_ok=True,
-        systems=(SystemSample("sidekiq", (Figure("failed", 5, kind=COUNTER), Figure("utilization", 0.5, "1"))),
-                 SystemSample("celery", (Figure("unacked", 3),))),
+        samples=(
+            QueueSample("sidekiq", "default", 12, 3.25),
+            QueueSample("rq", "b\udcffad", 2, None, (Figure("failed", 4),)),
+            QueueSample("celery", "celery", 0, 0.0, (Figure("unacked", 1),)),
+        ),
+        errors=("one",),
+        backends=("sidekiq", "rq", "celery"),
+        duration=0.0125,
+        redis_ok=True,
+        systems=(
+            SystemSample("sidekiq", (Figure("failed", 5, kind=COUNTER), Figure("utilization", 0.5, "1"))),
+            SystemSample("celery", (Figure("unacked", 3),)),
+        ),
     )
 
 
@@ -128,9 +149,15 @@ def test_protobuf_and_json_decode_to_the_same_request_with_every_figure():
     assert single(found, "queue.sidekiq.utilization") == 0.5
     assert single(found, "queue.collector.errors") == 1 and single(found, "queue.collector.duration") == 0.0125
     assert single(found, "queue.collector.dropped") == 7
-    units = {metric.name: metric.unit for rm in from_protobuf.resource_metrics for sm in rm.scope_metrics
-             for metric in sm.metrics}
-    assert units["queue.size"] == "{job}" and units["queue.latency"] == "s" and units["queue.sidekiq.utilization"] == "1"
+    units = {
+        metric.name: metric.unit
+        for rm in from_protobuf.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+    assert (
+        units["queue.size"] == "{job}" and units["queue.latency"] == "s" and units["queue.sidekiq.utilization"] == "1"
+    )
     assert len(units) == len(metrics)  # one metric per name
     assert from_protobuf.resource_metrics[0].scope_metrics[0].scope.name == "queue-metrics"
 
@@ -159,8 +186,12 @@ def receivers():
 
 
 def otlp_env(redis_url: str, endpoint: str, **extra: str) -> dict:
-    return {"REDIS_URL": redis_url, "QUEUE_METRICS_OUTPUTS": "logs,otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            **extra}
+    return {
+        "REDIS_URL": redis_url,
+        "QUEUE_METRICS_OUTPUTS": "logs,otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "http/json"])
@@ -168,9 +199,16 @@ def test_every_data_point_equals_the_real_queues(redis_url, receivers, protocol)
     expected = fill_three_systems(redis_url)
     receiver = receivers()
     headers = f"Authorization=Basic%20{API_KEY},X-Scope-OrgID=shop%2Fprod"
-    result = queue_metrics("once", env=otlp_env(
-        redis_url, receiver.url + "/otlp", OTEL_EXPORTER_OTLP_PROTOCOL=protocol, OTEL_EXPORTER_OTLP_HEADERS=headers,
-        HEROKU_APP_NAME="shop-web"))
+    result = queue_metrics(
+        "once",
+        env=otlp_env(
+            redis_url,
+            receiver.url + "/otlp",
+            OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
+            OTEL_EXPORTER_OTLP_HEADERS=headers,
+            HEROKU_APP_NAME="shop-web",
+        ),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert "sample#queue.sidekiq.default.size=3 " in result.stdout  # the log lines still come
@@ -180,8 +218,9 @@ def test_every_data_point_equals_the_real_queues(redis_url, receivers, protocol)
     assert request.headers["authorization"] == f"Basic {API_KEY}"
     assert request.headers["x-scope-orgid"] == "shop/prod"
     assert request.headers["content-encoding"] == "gzip"
-    assert request.headers["content-type"] == ("application/json" if protocol == "http/json"
-                                               else "application/x-protobuf")
+    assert request.headers["content-type"] == (
+        "application/json" if protocol == "http/json" else "application/x-protobuf"
+    )
     assert resource_of(request.decoded)["service.name"] == "shop-web"
 
     found = points(request.decoded)
@@ -216,8 +255,14 @@ def test_a_receiver_that_refuses_gzip_gets_plain_requests(redis_url, receivers):
 
 
 def run_against(redis_url: str, endpoint: str, **extra: str) -> Watcher:
-    env = otlp_env(redis_url, endpoint, QUEUE_METRICS_INTERVAL="0.5", OTEL_EXPORTER_OTLP_TIMEOUT="300",
-                   OTEL_EXPORTER_OTLP_HEADERS=f"Authorization=Bearer%20{API_KEY}", **extra)
+    env = otlp_env(
+        redis_url,
+        endpoint,
+        QUEUE_METRICS_INTERVAL="0.5",
+        OTEL_EXPORTER_OTLP_TIMEOUT="300",
+        OTEL_EXPORTER_OTLP_HEADERS=f"Authorization=Bearer%20{API_KEY}",
+        **extra,
+    )
     return Watcher(start("run", env=env))
 
 
@@ -226,7 +271,8 @@ def check_loop_goes_on(watcher: Watcher, error: str) -> None:
     _, _, line = watcher.wait_for(lambda stream, text: stream == "stderr" and "otlp:" in text, timeout=10)
     assert re.fullmatch(rf"queue-metrics: error: otlp: {error}; dropped \d+ data points\n", line), line
     dropped = watcher.wait_for(
-        lambda stream, text: collector_line(stream, text) and "collector.dropped=0" not in text, timeout=10)[2]
+        lambda stream, text: collector_line(stream, text) and "collector.dropped=0" not in text, timeout=10
+    )[2]
     assert int(re.search(r"count#queue\.collector\.dropped=(\d+)", dropped)[1]) > 0
     ticks = [at for at, stream, text in watcher.drain(2.6) if collector_line(stream, text)]
     assert 4 <= len(ticks) <= 7, ticks
@@ -250,8 +296,11 @@ def test_a_receiver_that_answers_500(redis_url, receivers):
     receiver = receivers("fail")
     watcher = run_against(redis_url, receiver.url)
     try:
-        check_loop_goes_on(watcher, rf"http://127\.0\.0\.1:{receiver.port}/v1/metrics answered HTTP 500 "
-                                    "Internal Server Error")
+        check_loop_goes_on(
+            watcher,
+            rf"http://127\.0\.0\.1:{receiver.port}/v1/metrics answered HTTP 500 "
+            "Internal Server Error",
+        )
     finally:
         watcher.process.kill()
         watcher.process.wait()
@@ -269,25 +318,36 @@ def test_a_receiver_that_is_down_and_a_url_password_never_shown(redis_url):
 
 
 def test_config_shows_outputs_without_secrets():
-    result = queue_metrics("config", env={
-        "QUEUE_METRICS_OUTPUTS": "otlp,statsd", "OTEL_EXPORTER_OTLP_ENDPOINT": f"https://u:{API_KEY}@otlp.example.com",
-        "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Basic%20{API_KEY}"})
+    result = queue_metrics(
+        "config",
+        env={
+            "QUEUE_METRICS_OUTPUTS": "otlp,statsd",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"https://u:{API_KEY}@otlp.example.com",
+            "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization=Basic%20{API_KEY}",
+        },
+    )
     assert result.returncode == 0, result.stderr
     lines = lines_of(result.stdout)
     assert "outputs=statsd,otlp" in lines
     assert "statsd=127.0.0.1:8125 tags=on" in lines
-    assert ("otlp=https://otlp.example.com/v1/metrics protocol=http/protobuf timeout=10s "
-            "compression=gzip (plain if refused) headers=Authorization") in lines
+    assert (
+        "otlp=https://otlp.example.com/v1/metrics protocol=http/protobuf timeout=10s "
+        "compression=gzip (plain if refused) headers=Authorization"
+    ) in lines
     assert API_KEY not in result.stdout + result.stderr
 
 
 def test_bad_output_settings_are_usage_errors():
     for env, message in (
-        ({"QUEUE_METRICS_OUTPUTS": "logs,prometheus"}, "QUEUE_METRICS_OUTPUTS: unknown output 'prometheus' "
-                                                        "(choose from logs, statsd, otlp)"),
+        (
+            {"QUEUE_METRICS_OUTPUTS": "logs,prometheus"},
+            "QUEUE_METRICS_OUTPUTS: unknown output 'prometheus' (choose from logs, statsd, otlp)",
+        ),
         ({"QUEUE_METRICS_OUTPUTS": ","}, "QUEUE_METRICS_OUTPUTS names no output"),
-        ({"QUEUE_METRICS_OUTPUTS": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": f"{API_KEY}"},
-         "OTEL_EXPORTER_OTLP_HEADERS: entry 1 is not key=value"),
+        (
+            {"QUEUE_METRICS_OUTPUTS": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": f"{API_KEY}"},
+            "OTEL_EXPORTER_OTLP_HEADERS: entry 1 is not key=value",
+        ),
     ):
         result = queue_metrics("once", env=env)
         assert result.returncode == 2

@@ -6,23 +6,24 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from helpers.process import lines_of, queue_metrics, start
 from helpers.producers import fill_three_systems, latency_then
 from helpers.receivers import StatsdDaemon, UdpListener, free_udp_port
 from helpers.watch import Watcher, collector_line
+from hypothesis import given
+from hypothesis import strategies as st
 from queue_metrics.config import ConfigError
 from queue_metrics.outputs import OutputSettings
-from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, QueueSample, SystemSample, TickReport
+from queue_metrics.sample import COUNTER, Figure, QueueSample, SystemSample, TickReport
 from queue_metrics.statsd import MAX_DATAGRAM_BYTES, StatsdSettings, datagrams, statsd_lines
 
 # DogStatsD: <name>:<value>|<g|c>[|#<key>:<value>[,<key>:<value>...]], one metric per line. A
 # name holds no ':', '|', '#', ',' or space; a tag value none of ',', '|', '#' or line breaks.
 NAME = r"[A-Za-z0-9._-]+"
 TAG = r"[a-z_]+:[A-Za-z0-9.:_-]+"
-DOGSTATSD_LINE = re.compile(rf"(?P<name>{NAME}):(?P<value>\d+(?:\.\d+)?)\|(?P<type>[gc])(?:\|#(?P<tags>{TAG}(?:,{TAG})*))?\Z")
+DOGSTATSD_LINE = re.compile(
+    rf"(?P<name>{NAME}):(?P<value>\d+(?:\.\d+)?)\|(?P<type>[gc])(?:\|#(?P<tags>{TAG}(?:,{TAG})*))?\Z"
+)
 
 
 def parse(datagram: bytes) -> list:
@@ -38,8 +39,14 @@ def parse(datagram: bytes) -> list:
 
 
 def report_of(*samples: QueueSample, systems=()) -> TickReport:
-    return TickReport(samples=tuple(samples), errors=(), backends=("sidekiq", "rq", "celery"), duration=0.0123,
-                      redis_ok=True, systems=tuple(systems))
+    return TickReport(
+        samples=tuple(samples),
+        errors=(),
+        backends=("sidekiq", "rq", "celery"),
+        duration=0.0123,
+        redis_ok=True,
+        systems=tuple(systems),
+    )
 
 
 # --- pure functions, captured reports ----------------------------------------------------------
@@ -65,7 +72,8 @@ def test_tagged_lines_as_documented():
         "queue.collector.dropped:3|c",
     ]
     assert statsd_lines(report, "app.q", tags=True, source="web.1")[0] == (
-        "app.q.size:12|g|#backend:sidekiq,queue:default,source:web.1")
+        "app.q.size:12|g|#backend:sidekiq,queue:default,source:web.1"
+    )
 
 
 def test_untagged_lines_use_the_l2met_names():
@@ -116,13 +124,16 @@ def test_many_metrics_per_datagram_and_none_over_1432_bytes():
 
 def test_settings():
     assert StatsdSettings.from_env({}, "queue") == StatsdSettings("127.0.0.1", 8125, True)
-    settings = StatsdSettings.from_env({"QUEUE_METRICS_STATSD_ADDRESS": "[::1]:9125",
-                                        "QUEUE_METRICS_STATSD_TAGS": "false"}, "queue")
+    settings = StatsdSettings.from_env(
+        {"QUEUE_METRICS_STATSD_ADDRESS": "[::1]:9125", "QUEUE_METRICS_STATSD_TAGS": "false"}, "queue"
+    )
     assert settings == StatsdSettings("::1", 9125, False)
     assert StatsdSettings.from_env({"QUEUE_METRICS_STATSD_ADDRESS": "dd-agent:8125"}, "q").host == "dd-agent"
-    for env, words in (({"QUEUE_METRICS_STATSD_ADDRESS": "localhost"}, "QUEUE_METRICS_STATSD_ADDRESS must be"),
-                       ({"QUEUE_METRICS_STATSD_ADDRESS": "h:70000"}, "QUEUE_METRICS_STATSD_ADDRESS must be"),
-                       ({"QUEUE_METRICS_STATSD_TAGS": "maybe"}, "QUEUE_METRICS_STATSD_TAGS must be true or false")):
+    for env, words in (
+        ({"QUEUE_METRICS_STATSD_ADDRESS": "localhost"}, "QUEUE_METRICS_STATSD_ADDRESS must be"),
+        ({"QUEUE_METRICS_STATSD_ADDRESS": "h:70000"}, "QUEUE_METRICS_STATSD_ADDRESS must be"),
+        ({"QUEUE_METRICS_STATSD_TAGS": "maybe"}, "QUEUE_METRICS_STATSD_TAGS must be true or false"),
+    ):
         with pytest.raises(ConfigError, match=words):
             StatsdSettings.from_env(env, "queue")
     with pytest.raises(ConfigError, match="QUEUE_METRICS_PREFIX must not contain ':'"):
@@ -133,8 +144,12 @@ def test_settings():
 
 
 def statsd_env(redis_url: str, port: int, **extra: str) -> dict:
-    return {"REDIS_URL": redis_url, "QUEUE_METRICS_OUTPUTS": "logs,statsd",
-            "QUEUE_METRICS_STATSD_ADDRESS": f"127.0.0.1:{port}", **extra}
+    return {
+        "REDIS_URL": redis_url,
+        "QUEUE_METRICS_OUTPUTS": "logs,statsd",
+        "QUEUE_METRICS_STATSD_ADDRESS": f"127.0.0.1:{port}",
+        **extra,
+    }
 
 
 def test_every_datagram_follows_the_grammar_and_carries_the_real_figures(redis_url):
@@ -203,7 +218,8 @@ def test_the_real_statsd_daemon_aggregates_what_we_send(redis_url):
         assert gauges[f"queue.size;backend={backend};queue={queue}"] == reference.size
         assert gauges[f"queue.{backend}.{queue}.size"] == reference.size
         assert gauges[f"queue.{backend}.{queue}.latency"] == pytest.approx(
-            latency_then(reference, reference.at), abs=2.0)
+            latency_then(reference, reference.at), abs=2.0
+        )
     assert gauges["queue.collector.queues"] == len(expected)
     # Nothing we sent was a line the daemon could not read.
     assert sum(f["counters"].get("statsd.bad_lines_seen", 0) for f in flushes) == 0
@@ -233,10 +249,14 @@ def test_a_receiver_that_is_down_costs_nothing_and_is_counted(redis_url):
     watcher = Watcher(process)
     try:
         _, _, error = watcher.wait_for(lambda stream, line: stream == "stderr" and "statsd:" in line, timeout=10)
-        assert re.fullmatch(rf"queue-metrics: error: statsd: cannot send to 127\.0\.0\.1:{port}: connection refused "
-                            r"\(nothing listens there\); dropped \d+ metrics\n", error)
+        assert re.fullmatch(
+            rf"queue-metrics: error: statsd: cannot send to 127\.0\.0\.1:{port}: connection refused "
+            r"\(nothing listens there\); dropped \d+ metrics\n",
+            error,
+        )
         dropped_line = watcher.wait_for(
-            lambda stream, line: collector_line(stream, line) and "collector.dropped=0" not in line, timeout=10)[2]
+            lambda stream, line: collector_line(stream, line) and "collector.dropped=0" not in line, timeout=10
+        )[2]
         assert int(re.search(r"count#queue\.collector\.dropped=(\d+)", dropped_line)[1]) > 0
         # The loop goes on every tick, with the log lines.
         ticks = [item for item in watcher.drain(1.6) if collector_line(item[1], item[2])]

@@ -13,7 +13,7 @@ from queue_metrics import __version__
 from queue_metrics.config import ConfigError, Settings
 from queue_metrics.format import json_line, librato_lines
 from queue_metrics.loop import StopRequested, StopSignals, run_forever
-from queue_metrics.outputs import OutputSettings, Outputs
+from queue_metrics.outputs import Outputs, OutputSettings
 from queue_metrics.redis_url import describe_redis_url, secrets_of
 from queue_metrics.sample import TickReport
 

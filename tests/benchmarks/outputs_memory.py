@@ -1,4 +1,4 @@
-"""Usage: .venv/bin/python tests/benchmarks/outputs_memory.py [--queues N]
+"""Usage: .venv/bin/python tests/benchmarks/outputs_memory.py [--queues N] [--interval S]
 
 What each output costs the `run` process, as deployed (the buildpack's slug, started the way the
 supervisor starts it): resident memory (VmRSS, and the peak VmHWM) after 50 ticks, and CPU time
@@ -22,12 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import redis  # noqa: E402
-
 import run as bench  # noqa: E402
 from helpers.servers import RedisServer  # noqa: E402
 
 TICKS = 50
-INTERVAL = "0.1"
 COMMAND = ".venv/bin/python tests/benchmarks/outputs_memory.py"
 
 
@@ -100,44 +98,66 @@ def measure(command: list, env: dict) -> dict:
     }
     process.kill()
     process.wait()
-    figures["errors"] = sum(1 for line in errors if b"error:" in line)
+    figures["errors"] = [line.decode("utf-8", "replace").strip() for line in errors if b"error:" in line]
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--queues", type=int, default=100, help="queues of each backend (default 100)")
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between ticks (default 0.2)")
     options = parser.parse_args()
+    interval = f"{options.interval:g}"
+    # An OTLP request may take most of the interval; the Redis timeout is half of it by default.
+    otlp_timeout_ms = f"{options.interval * 800:g}"
     server = RedisServer().start()
     client = redis.Redis.from_url(server.url)
     for backend in bench.BACKENDS:
         bench.populate(client, backend, options.queues, 1)
     sinks = Sinks()
     command, build = bench.buildpack_launch(server.url)
-    base = {"PATH": os.environ["PATH"], "REDIS_URL": server.url, "QUEUE_METRICS_INTERVAL": INTERVAL,
-            "QUEUE_METRICS_STATSD_ADDRESS": f"127.0.0.1:{sinks.udp.getsockname()[1]}",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sinks.http.server_address[1]}",
-            "OTEL_EXPORTER_OTLP_TIMEOUT": "80"}
+    base = {
+        "PATH": os.environ["PATH"],
+        "REDIS_URL": server.url,
+        "QUEUE_METRICS_INTERVAL": interval,
+        "QUEUE_METRICS_STATSD_ADDRESS": f"127.0.0.1:{sinks.udp.getsockname()[1]}",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sinks.http.server_address[1]}",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": otlp_timeout_ms,
+    }
     cases = (
         ("logs (the default)", {"QUEUE_METRICS_OUTPUTS": "logs"}),
         ("logs + statsd (DogStatsD tags)", {"QUEUE_METRICS_OUTPUTS": "logs,statsd"}),
         ("logs + otlp (http/protobuf, gzip)", {"QUEUE_METRICS_OUTPUTS": "logs,otlp"}),
-        ("logs + otlp (http/json, gzip)", {"QUEUE_METRICS_OUTPUTS": "logs,otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}),
+        (
+            "logs + otlp (http/json, gzip)",
+            {"QUEUE_METRICS_OUTPUTS": "logs,otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"},
+        ),
         ("logs + statsd + otlp", {"QUEUE_METRICS_OUTPUTS": "logs,statsd,otlp"}),
     )
+    errors = []
     try:
-        print(f"## The `run` process with each output on ({options.queues * 3:,} queues, interval {INTERVAL} s, "
-              f"after {TICKS} ticks)\n")
-        print(f"Reproduce: `{COMMAND}`. As deployed (buildpack slug, /usr/bin/python3 -I -S). CPU is per tick, "
-              "ticks 2 to 50; the receivers count what arrived.\n")
+        print(
+            f"## The `run` process with each output on ({options.queues * 3:,} queues, interval {interval} s, "
+            f"after {TICKS} ticks)\n"
+        )
+        print(
+            f"Reproduce: `{COMMAND} --queues {options.queues} --interval {interval}`. As deployed (buildpack "
+            "slug, /usr/bin/python3 -I -S). CPU is per tick, ticks 2 to 50; the receivers count what arrived.\n"
+        )
         print("| outputs | resident MB | peak MB | CPU ms / tick | datagrams | OTLP requests | error lines |")
         print("|---|---|---|---|---|---|---|")
         for label, extra in cases:
             sinks.reset()
             figures = measure(command, {**base, **extra})
             time.sleep(0.2)
-            print(f"| {label} | {figures['rss_mb']:.1f} | {figures['hwm_mb']:.1f} | {figures['cpu_ms']:.1f} | "
-                  f"{sinks.datagrams:,} | {sinks.requests} | {figures['errors']} |")
+            print(
+                f"| {label} | {figures['rss_mb']:.1f} | {figures['hwm_mb']:.1f} | {figures['cpu_ms']:.1f} | "
+                f"{sinks.datagrams:,} | {sinks.requests} | {len(figures['errors'])} |"
+            )
+            errors += [f"{label}: {line}" for line in figures["errors"]]
+        if errors:
+            print("\nError lines:\n")
+            print("\n".join(f"- `{line}`" for line in errors))
     finally:
         shutil.rmtree(build, ignore_errors=True)
         server.close()

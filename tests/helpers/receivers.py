@@ -77,15 +77,21 @@ class StatsdDaemon:
         self.port = free_udp_port()
         self.flush_file = os.path.join(self.directory, "flushes.jsonl")
         config = {
-            "port": self.port, "address": "127.0.0.1", "mgmt_port": free_port(), "mgmt_address": "127.0.0.1",
-            "flushInterval": 200, "backends": [JSON_BACKEND], "jsonFile": self.flush_file,
+            "port": self.port,
+            "address": "127.0.0.1",
+            "mgmt_port": free_port(),
+            "mgmt_address": "127.0.0.1",
+            "flushInterval": 200,
+            "backends": [JSON_BACKEND],
+            "jsonFile": self.flush_file,
             "deleteIdleStats": False,
         }
         config_path = os.path.join(self.directory, "config.js")
         with open(config_path, "w") as handle:
             handle.write(f"({json.dumps(config)})\n")
-        self.process = subprocess.Popen(["node", STATSD_JS, config_path], stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            ["node", STATSD_JS, config_path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 20
         while not os.path.exists(self.flush_file):
             if time.monotonic() > deadline or self.process.poll() is not None:
