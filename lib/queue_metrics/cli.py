@@ -13,6 +13,7 @@ from queue_metrics import __version__
 from queue_metrics.config import ConfigError, Settings
 from queue_metrics.format import json_line, librato_lines, table_lines
 from queue_metrics.loop import StopRequested, StopSignals, run_forever
+from queue_metrics.outputs import Outputs, OutputSettings
 from queue_metrics.redis_url import describe_redis_url, secrets_of
 from queue_metrics.sample import TickReport
 
@@ -57,6 +58,16 @@ def load_settings(output_format: Optional[str] = None, interval: Optional[float]
         raise SystemExit(USAGE_ERROR)
 
 
+def load_output_settings(settings: Settings) -> OutputSettings:
+    """QUEUE_METRICS_OUTPUTS and the StatsD/OTLP settings; a usage error (exit 2) on a bad one."""
+    env = dict(os.environ)
+    try:
+        return OutputSettings.from_env(env, settings.interval, settings.prefix)
+    except ConfigError as error:
+        Output(_env_secrets(env)).err([f"{error}"], level="usage error")
+        raise SystemExit(USAGE_ERROR)
+
+
 def _env_secrets(env) -> List[str]:
     secrets: List[str] = []
     for name, value in env.items():
@@ -65,23 +76,26 @@ def _env_secrets(env) -> List[str]:
     return secrets
 
 
-def render(report: TickReport, settings: Settings, now: float) -> List[str]:
+def render(report: TickReport, settings: Settings, now: float, dropped: Optional[int] = None) -> List[str]:
     if settings.output_format == "json":
-        return [json_line(report, time=round(now, 3), source=settings.source)]
+        return [json_line(report, time=round(now, 3), source=settings.source, dropped=dropped)]
     if settings.output_format == "table":
         return table_lines(report)
-    return librato_lines(report, settings.prefix, settings.source)
+    return librato_lines(report, settings.prefix, settings.source, dropped=dropped)
 
 
 class Ticker:
     """Builds the client lazily (nothing at import time) and turns ticks into output."""
 
-    def __init__(self, settings: Settings, whole_first_walk: bool = False) -> None:
+    def __init__(self, settings: Settings, output_settings: Optional[OutputSettings] = None,
+                 whole_first_walk: bool = False) -> None:
         from queue_metrics.collector import FIRST_WALK_SECONDS, Collector  # imports redis: only when used
         from queue_metrics.connection import connect
 
+        output_settings = output_settings or OutputSettings()
         self.settings = settings
-        self.output = Output(secrets_of(settings.redis_url))
+        self.output = Output([*secrets_of(settings.redis_url), *output_settings.secrets()])
+        self.outputs = Outputs(output_settings, settings.prefix, settings.source, self.output.err)
         self.collector = Collector(settings, connect(settings),
                                    first_walk_seconds=float("inf") if whole_first_walk else FIRST_WALK_SECONDS)
 
@@ -94,7 +108,12 @@ class Ticker:
 
     def emit(self, report: TickReport) -> None:
         self.output.err(report.errors)
-        self.output.out(render(report, self.settings, time.time()))
+        now = time.time()
+        # What the network outputs dropped since the last tick; None when only the logs are on.
+        dropped = self.outputs.take_dropped()
+        if self.outputs.logs:
+            self.output.out(render(report, self.settings, now, dropped))
+        self.outputs.send(report, now, dropped)
 
 
 format_option = click.option(
@@ -120,9 +139,10 @@ def once(output_format: Optional[str]) -> None:
     if output_format is None and "QUEUE_METRICS_FORMAT" not in os.environ and sys.stdout.isatty():
         output_format = "table"
     settings = load_settings(output_format)
-    ticker = Ticker(settings, whole_first_walk=True)
+    ticker = Ticker(settings, load_output_settings(settings), whole_first_walk=True)
     report = ticker.tick()
     ticker.emit(report)
+    ticker.outputs.wait()
     if not report.redis_ok:
         raise SystemExit(NOTHING_READ)
 
@@ -134,13 +154,15 @@ def once(output_format: Optional[str]) -> None:
 def run(output_format: Optional[str], interval: Optional[float]) -> None:
     """Print the metrics now and then every interval, until SIGTERM or SIGINT."""
     settings = load_settings(output_format, interval)
+    output_settings = load_output_settings(settings)
     stop = StopSignals()
     stop.install()
     try:
-        ticker = Ticker(settings)
+        ticker = Ticker(settings, output_settings)
         ticker.output.err([
             f"reading {describe_redis_url(settings.redis_url)} every {settings.interval:g} s "
-            f"(backends: {','.join(settings.backends) if settings.backends else 'auto'})"
+            f"(backends: {','.join(settings.backends) if settings.backends else 'auto'}; "
+            f"outputs: {','.join(output_settings.names)})"
         ], level="info")
         run_forever(ticker.tick, ticker.emit, settings.interval, stop, idle=ticker.idle)
     except StopRequested:
@@ -173,7 +195,8 @@ def doctor() -> None:
 def config() -> None:
     """Print the settings in effect (the Redis password is never shown)."""
     settings = load_settings()
-    output = Output(secrets_of(settings.redis_url))
+    output_settings = load_output_settings(settings)
+    output = Output([*secrets_of(settings.redis_url), *output_settings.secrets()])
     lines = []
     for field, value in vars(settings).items():
         if field == "redis_url":
@@ -183,7 +206,7 @@ def config() -> None:
                 lines.extend(f"{system}.{name}={own_value!r}" for name, own_value in vars(own).items())
             continue
         lines.append(f"{field}={value!r}")
-    output.out(lines)
+    output.out(lines + output_settings.describe())
 
 
 @main.command()

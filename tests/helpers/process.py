@@ -13,7 +13,7 @@ BASE_ENV_DROP = ("REDIS_URL", "REDIS_TLS_URL", "REDISCLOUD_URL", "REDISTOGO_URL"
 
 def command_env(**env: str) -> Dict[str, str]:
     merged = {name: value for name, value in os.environ.items()
-              if not name.startswith("QUEUE_METRICS_") and name not in BASE_ENV_DROP}
+              if not name.startswith(("QUEUE_METRICS_", "OTEL_")) and name not in BASE_ENV_DROP}
     merged["PYTHONUNBUFFERED"] = ""  # prove we flush ourselves
     merged.pop("PYTHONUNBUFFERED")
     merged.update(env)

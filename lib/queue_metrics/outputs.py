@@ -1,0 +1,110 @@
+"""Where each tick's figures go: the log lines (stdout), StatsD/DogStatsD, OTLP. Several at once.
+
+`Outputs` is built once and fed every report after the log lines. Its senders never hold up the
+loop; what they could not send is dropped, counted, and reported in the next tick's
+`<prefix>.collector.dropped` (a counter, in every output, only when a network output is on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from queue_metrics.config import ConfigError
+from queue_metrics.otlp import OtlpSender, OtlpSettings
+from queue_metrics.sample import TickReport
+from queue_metrics.statsd import StatsdSender, StatsdSettings
+
+LOGS = "logs"
+STATSD = "statsd"
+OTLP = "otlp"
+OUTPUT_NAMES = (LOGS, STATSD, OTLP)
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputSettings:
+    logs: bool = True
+    statsd: Optional[StatsdSettings] = None
+    otlp: Optional[OtlpSettings] = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], interval: float, prefix: str = "queue") -> "OutputSettings":
+        """QUEUE_METRICS_OUTPUTS and the chosen outputs' own settings; ConfigError on a bad one."""
+        names = _output_names(env.get("QUEUE_METRICS_OUTPUTS", ""))
+        return cls(
+            logs=LOGS in names,
+            statsd=StatsdSettings.from_env(env, prefix) if STATSD in names else None,
+            otlp=OtlpSettings.from_env(env, interval) if OTLP in names else None,
+        )
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        return tuple(name for name, on in ((LOGS, self.logs), (STATSD, self.statsd), (OTLP, self.otlp)) if on)
+
+    def describe(self) -> List[str]:
+        """`name=value` lines for the `config` command: no header value, no URL password."""
+        lines = [f"outputs={','.join(self.names)}"]
+        if self.statsd:
+            lines.append(f"statsd={self.statsd.describe()}")
+        if self.otlp:
+            lines.append(f"otlp={self.otlp.describe()}")
+            lines.append(f"otlp_resource={','.join(f'{k}={v}' for k, v in self.otlp.resource)}")
+        return lines
+
+    def secrets(self) -> List[str]:
+        return self.otlp.secrets() if self.otlp else []
+
+
+def _output_names(text: str) -> Tuple[str, ...]:
+    if not text.strip():
+        return (LOGS,)
+    chosen: List[str] = []
+    for word in text.split(","):
+        word = word.strip().lower()
+        if not word:
+            continue
+        if word not in OUTPUT_NAMES:
+            raise ConfigError(f"QUEUE_METRICS_OUTPUTS: unknown output {word!r} (choose from {', '.join(OUTPUT_NAMES)})")
+        if word not in chosen:
+            chosen.append(word)
+    if not chosen:
+        raise ConfigError("QUEUE_METRICS_OUTPUTS names no output")
+    return tuple(chosen)
+
+
+Sender = Union[StatsdSender, OtlpSender]
+
+
+class Outputs:
+    """The network outputs of one process; `logs` says whether the CLI prints the log lines."""
+
+    def __init__(
+        self,
+        settings: OutputSettings,
+        prefix: str,
+        source: Optional[str],
+        err: Callable[[Sequence[str]], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.logs = settings.logs
+        self.senders: List[Sender] = []
+        if settings.statsd:
+            self.senders.append(StatsdSender(settings.statsd, prefix, source, err))
+        if settings.otlp:
+            self.senders.append(OtlpSender(settings.otlp, prefix, err, clock))
+
+    def take_dropped(self) -> Optional[int]:
+        """Data points dropped since the last call; None when only the log lines are on."""
+        if not self.senders:
+            return None
+        return sum(sender.take_dropped() for sender in self.senders)
+
+    def send(self, report: TickReport, now: float, dropped: Optional[int]) -> None:
+        for sender in self.senders:
+            sender.send(report, now, dropped)
+
+    def wait(self) -> None:
+        """Let requests under way finish (each within its timeout), for a command that exits."""
+        for sender in self.senders:
+            sender.wait()

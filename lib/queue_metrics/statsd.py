@@ -1,0 +1,256 @@
+"""StatsD and DogStatsD: settings, the lines (a pure function of a TickReport), their packing
+into datagrams, and a UDP sender that never waits.
+
+With tags (DogStatsD, the default), a name says what is measured and tags say of what:
+
+    <prefix>.size:12|g|#backend:sidekiq,queue:default       a queue's size (and .latency, in s,
+    <prefix>.<figure>:3|g|#backend:rq,queue:default          and its system's per-queue figures)
+    <prefix>.<system>.<figure>:5|c|#backend:sidekiq          a system-wide figure
+    <prefix>.collector.<figure>:0.012|g                      the collector's own
+
+Per-queue series always carry a `queue` tag. A system-wide figure keeps its system in its name,
+so it never shares a name with a per-queue one (Sidekiq's `failed` count against RQ's per-queue
+`failed` registry; Celery's total `unacked` against each queue's): summing a name over its tags
+never mixes two meanings. Without tags the names are the l2met names of the log lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import socket
+from typing import Callable, List, Mapping, Optional, Sequence, Tuple
+
+from queue_metrics.config import ConfigError
+from queue_metrics.format import (
+    DIGEST_LENGTH,
+    collector_figures,
+    collector_metric_name,
+    format_seconds,
+    metric_queue_part,
+    queue_metric_base,
+    system_metric_name,
+)
+from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, TickReport
+
+DEFAULT_ADDRESS = "127.0.0.1:8125"
+# An Ethernet MTU (1,500) less IP and UDP headers, with room to spare: no datagram is fragmented.
+MAX_DATAGRAM_BYTES = 1432
+
+
+@dataclasses.dataclass(frozen=True)
+class StatsdSettings:
+    host: str = "127.0.0.1"
+    port: int = 8125
+    tags: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], prefix: str) -> "StatsdSettings":
+        values = {name: value.strip() for name, value in env.items() if value.strip() != ""}
+        host, port = parse_address(values.get("QUEUE_METRICS_STATSD_ADDRESS", DEFAULT_ADDRESS))
+        tags = _boolean(values, "QUEUE_METRICS_STATSD_TAGS", default=True)
+        if ":" in prefix:
+            raise ConfigError("QUEUE_METRICS_PREFIX must not contain ':' with the statsd output (':' ends a name)")
+        return cls(host, port, tags)
+
+    def describe(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port} tags={'on' if self.tags else 'off'}"
+
+
+def parse_address(text: str) -> Tuple[str, int]:
+    """`host:port` or `[ipv6]:port`."""
+    variable = "QUEUE_METRICS_STATSD_ADDRESS"
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if not bracket:
+            port_text = ""
+    else:
+        host, _, port_text = text.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{variable} must be host:port (e.g. 127.0.0.1:8125), got {text!r}")
+    return host, int(port_text)
+
+
+def _boolean(values: Mapping[str, str], name: str, default: bool) -> bool:
+    word = values.get(name, "").lower()
+    if not word:
+        return default
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {values[name]!r}")
+
+
+# --- the lines: pure functions ---------------------------------------------------------------
+
+
+def statsd_value(figure: Figure) -> str:
+    """Never negative: a leading sign makes a StatsD gauge a change, not a value."""
+    if figure.unit == UNIT_SECONDS:
+        return format_seconds(figure.value)
+    value = max(0.0, float(figure.value))
+    if value.is_integer():
+        return str(int(value))
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def statsd_line(name: str, figure: Figure, tags: str = "") -> str:
+    kind = "c" if figure.kind == COUNTER else "g"
+    return f"{name}:{statsd_value(figure)}|{kind}{tags}"
+
+
+def untagged_queue_base(prefix: str, backend: str, queue: str) -> str:
+    """The l2met `<prefix>.<system>.<queue>`, but with no ':' (it would end a StatsD name): a
+    queue name holding one is cleaned and hashed, like other odd names."""
+    part = metric_queue_part(queue)
+    if ":" not in part:
+        return queue_metric_base(prefix, backend, queue)
+    digest = hashlib.sha1(queue.encode("utf-8", "surrogateescape")).hexdigest()[:DIGEST_LENGTH]
+    return f"{prefix}.{backend}.{part.replace(':', '_')}_{digest}"
+
+
+def statsd_lines(
+    report: TickReport,
+    prefix: str = "queue",
+    tags: bool = True,
+    source: Optional[str] = None,
+    dropped: Optional[int] = None,
+) -> List[str]:
+    """Every figure of the tick, one StatsD line each."""
+    lines: List[str] = []
+    extra = f",source:{source}" if source else ""
+    for sample in report.samples:
+        figures = [Figure("size", sample.size)]
+        if sample.latency is not None:
+            figures.append(Figure("latency", sample.latency, UNIT_SECONDS))
+        figures.extend(sample.figures)
+        if tags:
+            # metric_queue_part keeps only A-Za-z0-9.:_- (odd names are cleaned and hashed): no
+            # ',', '|', '#' or line break can reach the tag.
+            suffix = f"|#backend:{sample.backend},queue:{metric_queue_part(sample.queue)}{extra}"
+            lines.extend(statsd_line(f"{prefix}.{figure.name}", figure, suffix) for figure in figures)
+        else:
+            base = untagged_queue_base(prefix, sample.backend, sample.queue)
+            lines.extend(statsd_line(f"{base}.{figure.name}", figure) for figure in figures)
+    for system in report.systems:
+        suffix = f"|#backend:{system.backend}{extra}" if tags else ""
+        lines.extend(
+            statsd_line(system_metric_name(prefix, system.backend, figure.name), figure, suffix)
+            for figure in system.figures
+        )
+    suffix = f"|#{extra[1:]}" if tags and extra else ""
+    lines.extend(
+        statsd_line(collector_metric_name(prefix, figure.name), figure, suffix)
+        for figure in collector_figures(report, dropped)
+    )
+    return lines
+
+
+def datagrams(lines: Sequence[str], limit: int = MAX_DATAGRAM_BYTES) -> Tuple[List[Tuple[bytes, int]], int]:
+    """Lines packed, newline-separated, into datagrams of at most `limit` bytes.
+
+    Returns (datagram, number of lines in it) pairs, and the number of lines too long for any
+    datagram (dropped; none of ours comes near: names are capped at about 250 characters).
+    """
+    packed: List[Tuple[bytes, int]] = []
+    too_long = 0
+    current = bytearray()
+    count = 0
+    for line in lines:
+        data = line.encode("utf-8", "replace")
+        if len(data) > limit:
+            too_long += 1
+            continue
+        if current and len(current) + 1 + len(data) > limit:
+            packed.append((bytes(current), count))
+            current, count = bytearray(), 0
+        if current:
+            current += b"\n"
+        current += data
+        count += 1
+    if current:
+        packed.append((bytes(current), count))
+    return packed, too_long
+
+
+# --- the sender ------------------------------------------------------------------------------
+
+
+class StatsdSender:
+    """Sends over a non-blocking UDP socket: a send never waits, and what the kernel refuses
+    (a full buffer, a receiver known to be down) is dropped and counted.
+
+    The socket is connected, so the kernel reports "connection refused" after a receiver's host
+    answered an earlier datagram with ICMP port-unreachable; datagrams lost on the way without
+    such an answer cannot be known, as always with UDP.
+    """
+
+    def __init__(
+        self, settings: StatsdSettings, prefix: str, source: Optional[str], err: Callable[[Sequence[str]], None]
+    ) -> None:
+        self.settings = settings
+        self.prefix = prefix
+        self.source = source
+        self._err = err
+        self._socket: Optional[socket.socket] = None
+        self._dropped = 0
+
+    def take_dropped(self) -> int:
+        dropped, self._dropped = self._dropped, 0
+        return dropped
+
+    def send(self, report: TickReport, now: float, dropped: Optional[int] = None) -> None:
+        lines = statsd_lines(report, self.prefix, self.settings.tags, self.source, dropped)
+        packed, too_long = datagrams(lines)
+        lost = too_long
+        failure = None
+        for index, (datagram, count) in enumerate(packed):
+            try:
+                self._connected().send(datagram)
+            except OSError as error:
+                failure = error
+                lost += sum(count for _, count in packed[index:])
+                self._close()
+                break
+        if lost:
+            self._dropped += lost
+            where = self.settings.describe().split(" ")[0]
+            reason = _describe_error(failure) if failure else "lines longer than a datagram"
+            self._err([f"statsd: cannot send to {where}: {reason}; dropped {lost} metrics"])
+
+    def _connected(self) -> socket.socket:
+        if self._socket is None:
+            family, kind, proto, _, address = socket.getaddrinfo(
+                self.settings.host, self.settings.port, type=socket.SOCK_DGRAM
+            )[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setblocking(False)
+                sock.connect(address)
+            except OSError:
+                sock.close()
+                raise
+            self._socket = sock
+        return self._socket
+
+    def _close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def wait(self, timeout: Optional[float] = None) -> None:
+        """Nothing runs in the background: UDP sends are done when `send` returns."""
+
+
+def _describe_error(error: OSError) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused (nothing listens there)"
+    if isinstance(error, socket.gaierror):
+        return "the host name does not resolve"
+    if isinstance(error, BlockingIOError) or error.errno in (errno.EAGAIN, errno.ENOBUFS):
+        return "the send buffer is full"
+    return (error.strerror or error.__class__.__name__).lower()
