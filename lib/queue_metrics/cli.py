@@ -197,7 +197,7 @@ def config() -> None:
     settings = load_settings()
     output_settings = load_output_settings(settings)
     output = Output([*secrets_of(settings.redis_url), *output_settings.secrets()])
-    lines = []
+    lines: List[str] = []
     for field, value in vars(settings).items():
         if field == "redis_url":
             value = describe_redis_url(value)

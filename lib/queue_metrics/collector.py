@@ -15,7 +15,7 @@ whatever `systems.SYSTEMS` holds. Only read commands are ever sent.
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Generator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Tuple
 
 import redis
 
@@ -85,8 +85,9 @@ class Collector:
                 read = _Read(system, system.read_system)
                 if read.step is not None:
                     systems.append(read)
-            replies = self._execute(registries + [read.step for read in (*early.values(), *systems)])
-            split = sum(registry.count for registry in registries)
+            replies = self._execute(registries + [read.step for read in (*early.values(), *systems)
+                                                  if read.step is not None])
+            split = sum(registry.replies for registry in registries)
             in_use, listed = self._in_use(replies.values[:split], registries, errors)
             _advance([*early.values(), *systems], Replies(replies.values[split:], replies.now))
             reads = [early.get(key) or _queue_read(*key) for key in listed]
@@ -110,7 +111,8 @@ class Collector:
             self._monotonic() - started,
             True,
             self._round_trips,
-            tuple(read.result for read in systems if read.result is not None and read.system.name in used),
+            tuple(read.result for read in systems  # type: ignore[misc]
+                  if read.result is not None and read.system.name in used),
             scans,
         )
 
@@ -161,8 +163,8 @@ class Collector:
         listed: List[Tuple[QueueSystem, str]] = []
         offset = 0
         for system, registry in zip(self.systems, registries):
-            found = system.queues(values[offset: offset + registry.count], errors)
-            offset += registry.count
+            found = system.queues(values[offset: offset + registry.replies], errors)
+            offset += registry.replies
             self.found[system.name] = found
             if self._pinned or found.evidence is not None:
                 in_use.append(system)
@@ -171,7 +173,7 @@ class Collector:
 
     def _execute(self, batches: Sequence[Batch]) -> Replies:
         """One round trip; a failing command comes back as its ReplyError, in its place."""
-        count = sum(step.count for step in batches)
+        count = sum(step.replies for step in batches)
         if not count:
             return Replies([], self._wall_clock())
         values = round_trip(self._client, [step.packed for step in batches], count)
@@ -184,7 +186,8 @@ class _Read:
 
     __slots__ = ("system", "generator", "errors", "step", "result")
 
-    def __init__(self, system: QueueSystem, start: Callable[[ErrorLog], Optional[Generator]]) -> None:
+    def __init__(self, system: QueueSystem,
+                 start: Callable[[ErrorLog], Optional[Generator[Batch, Replies, Any]]]) -> None:
         self.system = system
         # Errors of its own: a read dropped because its queue left the registry says nothing.
         self.errors = ErrorLog()
@@ -202,9 +205,9 @@ def _advance(reads: Sequence[_Read], replies: Replies) -> None:
     values, now = replies.values, replies.now
     offset = 0
     for read in reads:
-        count = read.step.count  # type: ignore[union-attr]
+        count = read.step.replies  # type: ignore[union-attr]
         try:
-            read.step = read.generator.send(Replies(values[offset: offset + count], now))
+            read.step = read.generator.send(Replies(values[offset: offset + count], now))  # type: ignore[union-attr]
         except StopIteration as finished:
             read.step = None
             read.result = finished.value

@@ -58,7 +58,7 @@ def round_trip(client: "redis.Redis", packed: Sequence[bytes], count: int) -> Li
     connection = pool.get_connection("PING") if _needs_command_name(type(pool)) else pool.get_connection()
     try:
         connection.send_packed_command([b"".join(packed)], check_health=False)
-        values = read_replies(connection._sock, count)
+        values = read_replies(connection._sock, count)  # type: ignore[arg-type]
     except BaseException:
         # Whatever was left unread would answer the next tick's commands: start afresh.
         connection.disconnect()
@@ -74,7 +74,7 @@ def round_trip(client: "redis.Redis", packed: Sequence[bytes], count: int) -> Li
 def _needs_command_name(pool_class: type) -> bool:
     # redis-py < 5.3 requires a command name; later versions deprecate passing one. Asked once
     # per pool class: inspecting a signature costs more than a small tick's whole round trip.
-    parameter = inspect.signature(pool_class.get_connection).parameters.get("command_name")
+    parameter = inspect.signature(getattr(pool_class, "get_connection")).parameters.get("command_name")
     return parameter is not None and parameter.default is inspect.Parameter.empty
 
 

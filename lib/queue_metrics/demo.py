@@ -106,7 +106,7 @@ def enqueue_demo_jobs(client, now: float) -> None:
 
 
 def run_demo(ticks: int, interval: float, out: Callable[[List[str]], None],
-             err: Callable[[List[str]], None]) -> None:
+             err: Callable[..., None]) -> None:
     import redis
 
     from queue_metrics.collector import Collector

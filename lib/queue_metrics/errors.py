@@ -147,7 +147,9 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
         return f"cannot connect to Redis at {where}: no such socket file"
     if isinstance(error, redis.ConnectionError):
         os_error = _first(chain, OSError)
-        reason = (os_error.strerror or type(os_error).__name__) if os_error is not None else "connection lost"
+        reason = "connection lost"
+        if isinstance(os_error, OSError):
+            reason = os_error.strerror or type(os_error).__name__
         return f"lost the connection to Redis at {where}: {reason}"
     text = str(error).strip().split("\n", 1)[0][:200] or type(error).__name__
     return f"Redis at {where}: {text}"

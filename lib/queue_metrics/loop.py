@@ -35,7 +35,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.requested = False
         self._writing = False
-        self._previous = {}
+        self._previous: dict = {}
 
     def install(self) -> None:
         for signum in self.SIGNALS:

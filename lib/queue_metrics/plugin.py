@@ -46,7 +46,7 @@ class Batch(NamedTuple):
     """Commands packed for the wire, and how many replies they will get."""
 
     packed: bytes
-    count: int
+    replies: int
 
 
 EMPTY_BATCH = Batch(b"", 0)

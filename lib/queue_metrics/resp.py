@@ -26,10 +26,12 @@ def pack_commands(commands: Sequence[Sequence[object]]) -> bytes:
         append(b"*%d\r\n" % len(command))
         for argument in command:
             if isinstance(argument, str):
-                argument = argument.encode("utf-8", "surrogateescape")
+                data = argument.encode("utf-8", "surrogateescape")
             elif isinstance(argument, int):
-                argument = b"%d" % argument
-            append(b"$%d\r\n%s\r\n" % (len(argument), argument))
+                data = b"%d" % argument
+            else:
+                data = bytes(argument)  # type: ignore[call-overload]
+            append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
 

@@ -47,12 +47,13 @@ def iso8601_seconds(value: object, field: str) -> float:
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
+    moment: Optional[datetime]
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         moment = _fromisoformat_long_fraction(text)
-        if moment is None:
-            raise PayloadError(f"{field} is not an ISO 8601 time: {_clip(value)}") from None
+    if moment is None:
+        raise PayloadError(f"{field} is not an ISO 8601 time: {_clip(value)}")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     seconds = moment.timestamp()

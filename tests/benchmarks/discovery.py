@@ -40,7 +40,7 @@ def message() -> str:
 
 
 def main(keys: int) -> None:
-    server = RedisServer().start()
+    server = RedisServer(extra=["--enable-debug-command", "yes"]).start()
     try:
         client = redis.Redis.from_url(server.url)
         client.execute_command("DEBUG", "POPULATE", keys, "unrelated")
