@@ -75,3 +75,11 @@ def test_rq_hand_packed_hget_equals_the_general_packing():
     from queue_metrics.rq import enqueued_at_batch
 
     assert enqueued_at_batch(b"0f9c-\xff").packed == pack_commands([("HGET", b"rq:job:0f9c-\xff", "enqueued_at")])
+
+
+def test_hand_packed_lpos_is_what_pack_commands_writes():
+    from queue_metrics.celery import _LPOS_HEAD, _LPOS_TAIL
+
+    key, message = b"q\x06\x169", b'{"headers": {"id": "x"}}'
+    by_hand = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (_LPOS_HEAD, len(key), key, len(message), message, _LPOS_TAIL)
+    assert by_hand == pack_commands([("LPOS", key, message, "RANK", 1, "MAXLEN", 10000)])

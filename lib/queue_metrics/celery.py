@@ -23,11 +23,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from queue_metrics.config import escaped_text, name_list, whole_numbers
-from queue_metrics.errors import ErrorLog, ReplyError, describe_reply_error, show_name
+from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
+from queue_metrics.observed import SEARCH_DEPTH, ListWatch
 from queue_metrics.plugin import (
+    EMPTY_BATCH,
     Batch,
     Found,
     QueueReader,
@@ -36,17 +38,17 @@ from queue_metrics.plugin import (
     batch,
     decode_name,
     encode_key,
-    latency_or_report,
     parse_json_object,
     registry_members,
 )
-from queue_metrics.sample import QueueSample
+from queue_metrics.sample import LATENCY_FROM_STAMP, LATENCY_OBSERVED, QueueSample
 from queue_metrics.timestamps import epoch_seconds, iso8601_seconds, latency
 
 NAME = "celery"
 BINDING_KEY_MARK = "_kombu.binding."  # SET per exchange: routing_key<sep>pattern<sep>queue
 DEFAULT_EXCHANGE = "celery"
 OLDEST_INDEX = -1  # kombu LPUSHes and BRPOPs
+NEWEST_INDEX = 0
 # kombu's Redis transport defaults (transport options `sep` and `priority_steps`).
 KOMBU_SEP = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
@@ -59,6 +61,7 @@ PUBLISHED_AT_PROPERTY = "published_at"  # epoch seconds; set by install() and by
 RUN_AT_HEADER = "run_at"  # ISO 8601; set by hirefire
 SENTRY_HEADER = "sentry-task-enqueued-time"  # epoch seconds; set by sentry-sdk
 DISPATCH_UID = "queue_metrics.celery.published_at"
+STAMP_MARKS = tuple(f'"{name}"'.encode() for name in (PUBLISHED_AT_PROPERTY, RUN_AT_HEADER, SENTRY_HEADER))
 SCAN_SPECIAL = str.maketrans({char: f"\\{char}" for char in "*?[]\\"})
 
 
@@ -79,7 +82,13 @@ def is_task_exchange(exchange: str) -> bool:
 
 
 def message_stamp(payload: bytes) -> Optional[float]:
-    """The publish time a kombu message carries, in epoch seconds; None when it has none."""
+    """The publish time a kombu message carries, in epoch seconds; None when it has none.
+
+    A message that names no stamp is not parsed at all: most carry none, and their latency is
+    observed instead (parsing a 1 KB message costs more than the rest of its queue's reading).
+    """
+    if not any(mark in payload for mark in STAMP_MARKS):
+        return None
     message = parse_json_object(payload, "oldest message")
     headers = message.get("headers")
     properties = message.get("properties")
@@ -157,7 +166,10 @@ class Celery:
         self._probed = () if self.settings.priority_steps else tuple(
             step for step in ALL_PRIORITY_STEPS if step not in KOMBU_PRIORITY_STEPS)
         self._first_batch = functools.lru_cache(maxsize=65536)(self._make_first_batch)
-        self._follow_up = functools.lru_cache(maxsize=65536)(self._make_follow_up)
+        # Each list's history, for latency without a stamp (observed.py), and the lists read
+        # this tick: a list no tick reads any more loses its history.
+        self._watches: Dict[bytes, ListWatch] = {}
+        self._watched: Set[bytes] = set()
         # What doctor reports: prefixes seen, lists with messages, stamped and unstamped heads.
         self.prefixes_seen: Set[str] = set()
         self.steps_seen: Set[int] = set()
@@ -193,6 +205,9 @@ class Celery:
         return self._registry
 
     def queues(self, replies: list, errors: ErrorLog) -> Found:
+        if len(self._watches) > len(self._watched):
+            self._watches = {key: watch for key, watch in self._watches.items() if key in self._watched}
+        self._watched = set()
         names: Dict[str, None] = dict.fromkeys(self.settings.queues)
         bound = 0
         sep = self.settings.sep
@@ -227,31 +242,51 @@ class Celery:
         return encode_key(base if step == 0 else f"{base}{self.settings.sep}{step}")
 
     def _make_first_batch(self, queue: str) -> Batch:
-        # The oldest message of the first list is read at once: most queues use no other.
+        # The first list's oldest and newest messages are read at once: most queues use no other.
         keys = self.list_keys(queue)
         commands: List[Tuple[object, ...]] = [("LLEN", key) for key in keys]
         if self._probed:
             commands.append(("EXISTS", *[self._list_key(queue, step) for step in self._probed]))
-        commands.append(("LINDEX", keys[0], OLDEST_INDEX))
+        commands += [("LINDEX", keys[0], OLDEST_INDEX), ("LINDEX", keys[0], NEWEST_INDEX)]
         return batch(*commands)
 
-    def _make_follow_up(self, queue: str, steps: Tuple[int, ...], probed: bool) -> Batch:
-        """LINDEX of the non-empty lists of `steps`, and LLEN + LINDEX of each probed step."""
-        commands: List[Tuple[object, ...]] = [("LINDEX", self._list_key(queue, step), OLDEST_INDEX)
-                                              for step in steps]
-        if probed:
-            for step in self._probed:
-                key = self._list_key(queue, step)
-                commands += [("LLEN", key), ("LINDEX", key, OLDEST_INDEX)]
-        return batch(*commands)
+    def _search(self, key: bytes) -> Batch:
+        """LPOS of the list's newest message at the last tick, when there was one: how many
+        messages were pushed since (see observed.py)."""
+        watch = self._watches.get(key)
+        if watch is None or watch.newest is None:
+            return EMPTY_BATCH
+        # LPOS <key> <message> RANK 1 MAXLEN <depth>, packed by hand: once a list and tick.
+        newest = watch.newest
+        return Batch(b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (_LPOS_HEAD, len(key), key, len(newest), newest, _LPOS_TAIL),
+                     1)
+
+    def _list_reads(self, lists: Sequence[Tuple[bytes, bool]]) -> Batch:
+        """For each (key, length known): [LLEN], oldest, newest, [LPOS of the last newest]."""
+        packed, replies = [], 0
+        for key, length_known in lists:
+            part = self._heads_batch(key, length_known)
+            search = self._search(key)
+            packed += [part.packed, search.packed]
+            replies += part.replies + search.replies
+        return Batch(b"".join(packed), replies)
+
+    @functools.lru_cache(maxsize=65536)  # noqa: B019 (one per collector)
+    def _heads_batch(self, key: bytes, length_known: bool) -> Batch:
+        commands: List[Tuple[object, ...]] = [] if length_known else [("LLEN", key)]
+        return batch(*commands, ("LINDEX", key, OLDEST_INDEX), ("LINDEX", key, NEWEST_INDEX))
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
         keys = self.list_keys(queue)
-        replies = yield self._first_batch(queue)
+        first = self._first_batch(queue)
+        search = self._search(keys[0])
+        replies = yield Batch(first.packed + search.packed, first.replies + search.replies)
         values = replies.values
         sizes = values[:len(keys)]
         exists = values[len(keys)] if self._probed else 0
-        first_oldest = values[-1]
+        at = len(keys) + (1 if self._probed else 0)
+        base = _ListRead(keys[0], sizes[0], values[at], values[at + 1],
+                         values[at + 2] if search.replies else None, replies.now)
 
         wrong = [index for index, reply in enumerate(sizes) if isinstance(reply, ReplyError)]
         for index in wrong:
@@ -265,46 +300,78 @@ class Celery:
             return None
         # kombu's own size sums the lists that answered with a length.
         size = sum(reply for reply in sizes if not isinstance(reply, ReplyError))
-        latency_known = not wrong
-        if isinstance(first_oldest, ReplyError):
-            errors.about_queue(NAME, queue, f"latency unknown: {describe_reply_error(first_oldest)}")
-            latency_known = False
-        oldest = [first_oldest]
+        lists = [base]
         # The other lists are looked into only when they hold messages.
-        busy = tuple(step for step, length in zip(self._steps[1:], sizes[1:]) if length and not wrong)
-        if busy or exists:
-            replies = yield self._follow_up(queue, busy, bool(exists))
-            more = replies.values
-            oldest.extend(more[:len(busy)])
-            self.steps_seen.update(busy)
-            for index, step in enumerate(self._probed if exists else ()):
-                length, head = more[len(busy) + 2 * index: len(busy) + 2 * index + 2]
-                if isinstance(length, ReplyError):
-                    errors.about_queue(NAME, queue, f"list {show_name(decode_name(self._list_key(queue, step)))}: "
-                                                    f"{describe_reply_error(length)}")
-                    latency_known = False
-                    continue
-                if length:
-                    self.steps_seen.add(step)
-                size += length
-                oldest.append(head)
-            failed = [reply for reply in oldest if isinstance(reply, ReplyError)]
-            if failed and latency_known:
-                errors.about_queue(NAME, queue, f"latency unknown: {describe_reply_error(failed[0])}")
-                latency_known = False
-        if not latency_known:
+        busy = [(key, length) for key, length in zip(keys[1:], sizes[1:]) if length and not wrong]
+        probed = [self._list_key(queue, step) for step in self._probed] if exists else []
+        if busy or probed:
+            plan = [(key, True) for key, _ in busy] + [(key, False) for key in probed]
+            replies = yield self._list_reads(plan)
+            more = iter(replies.values)
+            for key, length in [*busy, *[(key, None) for key in probed]]:
+                if length is None:
+                    length = next(more)
+                    if not isinstance(length, ReplyError):
+                        size += length
+                oldest, newest = next(more), next(more)
+                pushed = next(more) if self._search_sent(key) else None
+                lists.append(_ListRead(key, length, oldest, newest, pushed, replies.now))
+            self.steps_seen.update(self._step_of(queue, read.key) for read in lists[1:] if read.length)
+        failed = next((read for read in lists if read.error() is not None), None)
+        if wrong or failed is not None:
+            if failed is not None and not wrong:
+                errors.about_queue(NAME, queue, f"latency unknown: list {show_name(decode_name(failed.key))}: "
+                                                f"{describe_reply_error(failed.error())}")  # type: ignore[arg-type]
             return QueueSample(NAME, queue, size, None)
-        seconds = latency_or_report(NAME, queue, errors, lambda: self._latency(oldest, replies.now))
-        return QueueSample(NAME, queue, size, seconds)
+        try:
+            seconds, source = self._latency(lists)
+        except PayloadError as error:
+            errors.about_queue(NAME, queue, f"latency unknown: {error}")
+            return QueueSample(NAME, queue, size, None)
+        return QueueSample(NAME, queue, size, seconds, latency_source=source)
 
-    def _latency(self, oldest: Sequence[Optional[bytes]], now: float) -> Optional[float]:
-        seconds = queue_latency(oldest, now)
-        if any(payload is not None for payload in oldest):
-            if seconds is None:
+    def _search_sent(self, key: bytes) -> bool:
+        watch = self._watches.get(key)
+        return watch is not None and watch.newest is not None
+
+    def _step_of(self, queue: str, key: bytes) -> int:
+        return int(decode_name(key)[len(self._keyprefix + queue + self.settings.sep):] or 0)
+
+    def _latency(self, lists: Sequence["_ListRead"]) -> Tuple[Optional[float], Optional[str]]:
+        """The longest wait over the queue's lists, and where it came from (stamp or observed).
+
+        A stamp wins; an unstamped message waits as long as its list's history says (a lower
+        bound until the loop has seen it arrive; nothing at all while that bound is still 0).
+        """
+        waits: List[float] = []
+        observed = False
+        unknown = False
+        for read in lists:
+            self._watched.add(read.key)
+            watch = self._watches.get(read.key)
+            if not read.length or read.oldest is None:
+                if watch is not None:
+                    watch.observe(read.now, 0, None, None)
+                continue
+            if watch is None:
+                watch = self._watches[read.key] = ListWatch()
+            seen = watch.observe(read.now, read.length, read.newest, read.pushed)  # type: ignore[arg-type]
+            wait = message_wait(read.oldest, read.now)  # type: ignore[arg-type]
+            if wait is None:
                 self.heads_unstamped += 1
+                observed = True
+                if not watch.exact and seen == 0.0:
+                    unknown = True
+                    continue
+                wait = seen
             else:
                 self.heads_stamped += 1
-        return seconds
+            waits.append(wait)
+        if unknown:
+            return None, None
+        if not waits:
+            return 0.0, None
+        return max(waits), LATENCY_OBSERVED if observed else LATENCY_FROM_STAMP
 
     def read_system(self, errors: ErrorLog) -> Optional[SystemReader]:
         return None
@@ -326,6 +393,25 @@ class Celery:
             lines.append(f"publish stamps: {self.heads_stamped} queue head(s) stamped, "
                          f"{self.heads_unstamped} without a stamp")
         return lines
+
+
+_LPOS_HEAD = b"*7\r\n$4\r\nLPOS\r\n"
+_LPOS_TAIL = b"$4\r\nRANK\r\n$1\r\n1\r\n$6\r\nMAXLEN\r\n$%d\r\n%d\r\n" % (len(str(SEARCH_DEPTH)), SEARCH_DEPTH)
+
+
+class _ListRead(NamedTuple):
+    """One list of a queue as read this tick."""
+
+    key: bytes
+    length: object  # an int, or the ReplyError of its LLEN
+    oldest: object
+    newest: object
+    pushed: object  # LPOS of the last newest message, or None
+    now: float
+
+    def error(self) -> Optional[ReplyError]:
+        return next((value for value in (self.length, self.oldest, self.newest, self.pushed)
+                     if isinstance(value, ReplyError)), None)
 
 
 SYSTEM = SystemSpec(NAME, CelerySettings.from_env, Celery)  # type: ignore[arg-type]

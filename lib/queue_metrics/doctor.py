@@ -21,7 +21,8 @@ from queue_metrics.resp import pack_commands
 # Every command the collector may send, tried on a key that does not exist.
 PROBE_KEY = "queue-metrics:doctor:no-such-key"
 READ_COMMANDS: Tuple[Tuple[object, ...], ...] = (
-    ("SMEMBERS", PROBE_KEY), ("LLEN", PROBE_KEY), ("LINDEX", PROBE_KEY, -1), ("HGET", PROBE_KEY, "f"),
+    ("SMEMBERS", PROBE_KEY), ("LLEN", PROBE_KEY), ("LINDEX", PROBE_KEY, -1), ("LPOS", PROBE_KEY, "m"),
+    ("HGET", PROBE_KEY, "f"),
     ("EXISTS", PROBE_KEY), ("SCAN", 0, "MATCH", PROBE_KEY, "COUNT", 1), ("DBSIZE",),
 )
 

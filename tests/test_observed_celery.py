@@ -1,0 +1,145 @@
+"""Celery latency with no stamp, observed from the lists alone, against real unstamped producers
+and a real worker that consumes slower than they publish. The truth is each task's own publish
+time, recorded by the producer when it sent it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from celery import Celery
+from kombu import pools
+
+import queue_metrics.celery as stamp_hook
+from helpers.collect import by_queue, make_collector
+from queue_metrics.sample import LATENCY_OBSERVED
+
+HELPERS = os.path.join(os.path.dirname(__file__), "helpers")
+INTERVAL = 1.0
+QUEUES = {"reports": (0,), "ranked": (0, 9)}  # queue -> priorities its producer uses
+
+
+class Producer(threading.Thread):
+    """Publishes unstamped tasks round-robin over QUEUES at a steady rate, recording publish times."""
+
+    def __init__(self, url: str, per_second: float) -> None:
+        super().__init__(daemon=True)
+        stamp_hook.uninstall()
+        self.app = Celery("shop", broker=url)
+        self.app.conf.task_create_missing_queues = True
+        self.per_second = per_second
+        self.published = {}
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        turn = 0
+        while not self.stopping.is_set():
+            for queue, priorities in QUEUES.items():
+                priority = priorities[turn % len(priorities)]
+                sent_at = time.time()
+                result = self.app.send_task("shop.tasks.nap", args=[0.4], queue=queue, priority=priority)
+                self.published[result.id] = sent_at
+            turn += 1
+            self.stopping.wait(len(QUEUES) / self.per_second)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=10)
+        self.app.close()
+
+
+def truth(client, queue: str, published: dict, now: float) -> float:
+    """now minus the publish time of the oldest message waiting in any of the queue's lists."""
+    oldest = []
+    for key in client.keys(f"{queue}*"):
+        payload = client.lindex(key, -1)
+        if payload is not None:
+            oldest.append(published[json.loads(payload)["headers"]["id"]])
+    return max((now - sent_at for sent_at in oldest), default=0.0)
+
+
+def start_worker(url: str) -> subprocess.Popen:
+    env = {**os.environ, "CELERY_BROKER_URL": url, "PYTHONPATH": HELPERS}
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool", "solo",
+         "-Q", ",".join(QUEUES), "--without-gossip", "--without-mingle", "--without-heartbeat",
+         "--loglevel", "WARNING"],
+        cwd=HELPERS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def cleanup():
+    yield
+    stamp_hook.uninstall()
+    pools.reset()
+
+
+def compare(collector, client, producer, ticks: int, checked: list) -> None:
+    for _ in range(ticks):
+        report = collector.tick()
+        assert report.errors == ()
+        now = time.time()
+        for queue in QUEUES:
+            sample = by_queue(report).get(queue)
+            if sample is None or sample.latency is None:
+                continue
+            expected = truth(client, queue, producer.published, now)
+            assert sample.latency_source == LATENCY_OBSERVED
+            checked.append((queue, sample.latency, expected))
+        time.sleep(INTERVAL)
+
+
+def test_observed_latency_follows_the_truth_while_backlogs_grow(redis_url, client, cleanup):
+    producer = Producer(redis_url, per_second=6)  # the worker naps 0.4 s a task: ~2.5 a second
+    worker = start_worker(redis_url)
+    producer.start()
+    checked = []
+    try:
+        time.sleep(1.0)  # bindings exist, the worker has started taking tasks
+        collector = make_collector(redis_url, QUEUE_METRICS_INTERVAL=str(INTERVAL))
+        compare(collector, client, producer, 12, checked)
+        # The loop restarted mid-run: a backlog older than the new loop, a lower bound at first.
+        restarted = make_collector(redis_url, QUEUE_METRICS_INTERVAL=str(INTERVAL))
+        compare(restarted, client, producer, 4, checked)
+    finally:
+        producer.stop()
+        worker.terminate()
+        worker.wait(timeout=20)
+    assert len(checked) >= 20, checked
+    for queue, reported, expected in checked:
+        # Never above the truth; never more than one interval below it once the loop has seen the
+        # oldest message arrive (before that, a lower bound: below, never above).
+        assert reported <= expected + 0.5, (queue, reported, expected)
+    late = [expected - reported for _, reported, expected in checked[len(checked) // 3: 2 * len(checked) // 3]]
+    assert max(late) <= INTERVAL + 0.5, late
+
+
+def test_a_queue_that_empties_and_refills(redis_url, client, cleanup):
+    stamp_hook.uninstall()
+    app = Celery("shop", broker=redis_url)
+    app.conf.task_create_missing_queues = True
+    collector = make_collector(redis_url)
+    sent = time.time()
+    app.send_task("shop.tasks.ship", queue="bursty")
+    collector.tick()
+    time.sleep(INTERVAL)
+    first = by_queue(collector.tick())["bursty"]
+    # Seen since the first tick only: a lower bound, never above the truth.
+    assert 0 < first.latency <= time.time() - sent
+    client.delete("bursty")  # drained (as a worker's BRPOP would)
+    assert by_queue(collector.tick())["bursty"].latency == 0.0
+    time.sleep(INTERVAL)
+    refilled = time.time()
+    app.send_task("shop.tasks.ship", queue="bursty")
+    collector.tick()
+    time.sleep(2 * INTERVAL)
+    sample = by_queue(collector.tick())["bursty"]
+    now = time.time()
+    # Seen arriving between two ticks: within one interval of the truth, never above it.
+    assert now - refilled - INTERVAL - 0.5 <= sample.latency <= now - refilled + 0.5
+    app.close()
