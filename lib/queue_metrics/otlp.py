@@ -67,6 +67,7 @@ HEROKU_RESOURCE = (
 
 if TYPE_CHECKING:
     import http.client
+    import ssl
 
 Pairs = Tuple[Tuple[str, str], ...]
 
@@ -411,6 +412,7 @@ class OtlpSender:
         self._dropped = 0
         self._thread: Optional[threading.Thread] = None
         self._connection: Optional[http.client.HTTPConnection] = None
+        self._ssl_context: Optional[ssl.SSLContext] = None
         self._started = 0.0
         # Delta sums cover the time since the previous export (the process start at first).
         self._last_ns = int(clock() * 1e9)
@@ -476,6 +478,9 @@ class OtlpSender:
         except (OSError, http.client.HTTPException, ValueError) as error:
             self._drop(count, f"cannot send to {self._where}: {_describe_error(error)}")
             return
+        except Exception as error:  # noqa: BLE001 - a thread's traceback would be many lines
+            self._drop(count, f"cannot send to {self._where}: unexpected {error.__class__.__name__}")
+            return
         if not 200 <= status < 300:
             self._drop(count, f"{self._where} answered HTTP {status} {reason}".rstrip())
 
@@ -490,8 +495,11 @@ class OtlpSender:
         parts = urllib.parse.urlsplit(self.settings.endpoint)
         host = parts.hostname or ""  # never empty: the settings checked it
         if parts.scheme == "https":
+            if self._ssl_context is None:
+                # The system's CA certificates, read once.
+                self._ssl_context = ssl.create_default_context()
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, parts.port, timeout=remaining, context=ssl.create_default_context()
+                host, parts.port, timeout=remaining, context=self._ssl_context
             )
         else:
             connection = http.client.HTTPConnection(host, parts.port, timeout=remaining)
