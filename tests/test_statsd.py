@@ -265,3 +265,17 @@ def test_a_receiver_that_is_down_costs_nothing_and_is_counted(redis_url):
     finally:
         process.kill()
         process.wait()
+
+
+def test_statsd_alone_prints_no_log_lines(redis_url):
+    expected = fill_three_systems(redis_url)
+    listener = UdpListener()
+    try:
+        result = queue_metrics("once", env={**statsd_env(redis_url, listener.port), "QUEUE_METRICS_OUTPUTS": "statsd"})
+        received = listener.collect(1.0)
+    finally:
+        listener.close()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""
+    metrics = [metric for datagram in received for metric in parse(datagram)]
+    assert len([name for name, *_ in metrics if name == "queue.size"]) == len(expected)
