@@ -231,7 +231,7 @@ def test_every_data_point_equals_the_real_queues(redis_url, receivers, protocol)
     latencies = by_queue(found, "queue.latency")
     assert set(latencies) == set(expected)
     for key, reference in expected.items():
-        assert latencies[key] == pytest.approx(latency_then(reference, sent_at), abs=1.0), key
+        assert latencies[key] == pytest.approx(latency_then(reference, sent_at), abs=0.5), key
     assert single(found, "queue.collector.queues") == len(expected)
     assert single(found, "queue.collector.errors") == 0
     assert single(found, "queue.collector.dropped") == 0
