@@ -5,6 +5,7 @@ with the real queues; receivers that hang, fail, are down, or refuse gzip."""
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 
 import pytest
@@ -230,7 +231,7 @@ def test_every_data_point_equals_the_real_queues(redis_url, receivers, protocol)
     latencies = by_queue(found, "queue.latency")
     assert set(latencies) == set(expected)
     for key, reference in expected.items():
-        assert latencies[key] == pytest.approx(latency_then(reference, sent_at), abs=1.0), key
+        assert latencies[key] == pytest.approx(latency_then(reference, sent_at), abs=0.5), key
     assert single(found, "queue.collector.queues") == len(expected)
     assert single(found, "queue.collector.errors") == 0
     assert single(found, "queue.collector.dropped") == 0
@@ -353,3 +354,53 @@ def test_bad_output_settings_are_usage_errors():
         assert result.returncode == 2
         assert lines_of(result.stderr) == [f"queue-metrics: usage error: {message}"]
         assert API_KEY not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("otlp-tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+def test_https_endpoint_verified_against_the_system_certificates(redis_url, certificate):
+    expected = fill_three_systems(redis_url)
+    receiver = OtlpReceiver(tls=certificate)
+    try:
+        # Untrusted (self-signed): refused, in one line.
+        result = queue_metrics("once", env=otlp_env(redis_url, receiver.url))
+        assert result.returncode == 0
+        assert re.fullmatch(
+            rf"queue-metrics: error: otlp: cannot send to https://localhost:{receiver.port}/v1/metrics: "
+            r"TLS failed \(CERTIFICATE_VERIFY_FAILED\); dropped \d+ data points\n",
+            result.stderr,
+        )
+        # Trusted (OpenSSL's SSL_CERT_FILE names the CA bundle): sent over TLS.
+        result = queue_metrics("once", env=otlp_env(redis_url, receiver.url, SSL_CERT_FILE=certificate[0]))
+        assert result.returncode == 0 and result.stderr == ""
+        found = points(receiver.next().decoded)
+        assert by_queue(found, "queue.size") == {key: reference.size for key, reference in expected.items()}
+    finally:
+        receiver.close()

@@ -18,6 +18,7 @@ per-queue `unacked` against its total): one OTLP metric name has one type and on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import socket
@@ -30,7 +31,7 @@ from queue_metrics import __version__
 from queue_metrics import protobuf as pb
 from queue_metrics.config import ConfigError
 from queue_metrics.format import collector_figures, collector_metric_name, system_metric_name
-from queue_metrics.sample import COUNTER, UNIT_JOBS, UNIT_RATIO, UNIT_SECONDS, Figure, TickReport
+from queue_metrics.sample import COUNTER, GAUGE, UNIT_JOBS, UNIT_RATIO, UNIT_SECONDS, Figure, TickReport
 
 PROTOBUF = "http/protobuf"
 JSON = "http/json"
@@ -66,6 +67,7 @@ HEROKU_RESOURCE = (
 
 if TYPE_CHECKING:
     import http.client
+    import ssl
 
 Pairs = Tuple[Tuple[str, str], ...]
 
@@ -252,23 +254,33 @@ def _point(attributes: Pairs, figure: Figure) -> Point:
     return Point(attributes, max(0.0, float(figure.value)), _is_integer(figure))
 
 
-def queue_text(name: str) -> str:
-    """A queue name as text: undecodable bytes (kept as surrogates) shown as \\xNN escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+@functools.lru_cache(maxsize=65536)
+def queue_attributes(backend: str, queue: str) -> Pairs:
+    """A queue's attributes; undecodable bytes in its name (kept as surrogates) shown as \\xNN.
+
+    Cached, like the log lines' names: the same queues come back every tick.
+    """
+    text = queue.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return ((ATTR_SYSTEM, backend), (ATTR_DESTINATION, text))
 
 
 def otlp_metrics(report: TickReport, prefix: str = "queue", dropped: Optional[int] = None) -> List[Metric]:
     """Every figure of the tick as OTLP metrics, one metric per name, one point per series."""
-    groups: Dict[Tuple[str, str, str], List[Point]] = {}
+    sizes: List[Point] = []
+    latencies: List[Point] = []
+    groups: Dict[Tuple[str, str, str], List[Point]] = {
+        (f"{prefix}.size", UNIT_JOBS, GAUGE): sizes,
+        (f"{prefix}.latency", UNIT_SECONDS, GAUGE): latencies,
+    }
 
     def add(name: str, attributes: Pairs, figure: Figure) -> None:
         groups.setdefault((name, figure.unit, figure.kind), []).append(_point(attributes, figure))
 
     for sample in report.samples:
-        attributes = ((ATTR_SYSTEM, sample.backend), (ATTR_DESTINATION, queue_text(sample.queue)))
-        add(f"{prefix}.size", attributes, Figure("size", sample.size, UNIT_JOBS))
+        attributes = queue_attributes(sample.backend, sample.queue)
+        sizes.append(Point(attributes, max(0, sample.size), True))
         if sample.latency is not None:
-            add(f"{prefix}.latency", attributes, Figure("latency", sample.latency, UNIT_SECONDS))
+            latencies.append(Point(attributes, max(0.0, sample.latency), False))
         for figure in sample.figures:
             add(f"{prefix}.{figure.name}", attributes, figure)
     for system in report.systems:
@@ -276,13 +288,14 @@ def otlp_metrics(report: TickReport, prefix: str = "queue", dropped: Optional[in
             add(system_metric_name(prefix, system.backend, figure.name), ((ATTR_SYSTEM, system.backend),), figure)
     for figure in collector_figures(report, dropped):
         add(collector_metric_name(prefix, figure.name), (), figure)
-    return [Metric(name, unit, kind, tuple(points)) for (name, unit, kind), points in groups.items()]
+    return [Metric(name, unit, kind, tuple(points)) for (name, unit, kind), points in groups.items() if points]
 
 
 def point_count(metrics: Sequence[Metric]) -> int:
     return sum(len(metric.points) for metric in metrics)
 
 
+@functools.lru_cache(maxsize=65536)
 def _pb_attributes(field: int, attributes: Pairs) -> bytes:
     # KeyValue { string key = 1; AnyValue value = 2 }, AnyValue { string string_value = 1 }
     return pb.repeated_messages(
@@ -290,11 +303,14 @@ def _pb_attributes(field: int, attributes: Pairs) -> bytes:
     )
 
 
-def _pb_point(point: Point, start_ns: int, time_ns: int) -> bytes:
-    # NumberDataPoint { start_time_unix_nano = 2; time_unix_nano = 3; as_double = 4; as_int = 6;
-    #                   attributes = 7 }
-    value = pb.sfixed64_field(6, int(point.value)) if point.integer else pb.double_field(4, point.value)
-    return pb.fixed64_field(2, start_ns) + pb.fixed64_field(3, time_ns) + value + _pb_attributes(7, point.attributes)
+def _pb_points(points: Sequence[Point], times: bytes) -> bytes:
+    """NumberDataPoint { start_time_unix_nano = 2; time_unix_nano = 3; as_double = 4; as_int = 6;
+    attributes = 7 }, each wrapped as field 1 (`data_points`) of Gauge or Sum."""
+    encoded = []
+    for point in points:
+        value = pb.sfixed64_field(6, int(point.value)) if point.integer else pb.double_field(4, point.value)
+        encoded.append(pb.message_field(1, times + value + _pb_attributes(7, point.attributes)))
+    return b"".join(encoded)
 
 
 def protobuf_request(metrics: Sequence[Metric], resource: Pairs, start_ns: int, time_ns: int) -> bytes:
@@ -303,14 +319,16 @@ def protobuf_request(metrics: Sequence[Metric], resource: Pairs, start_ns: int, 
     Gauges carry only their time; delta sums carry the interval since the previous export.
     """
     encoded = []
+    gauge_times = pb.fixed64_field(3, time_ns)
+    sum_times = pb.fixed64_field(2, start_ns) + gauge_times
     for metric in metrics:
         if metric.kind == COUNTER:
             # Sum { data_points = 1; aggregation_temporality = 2; is_monotonic = 3 }
-            points = pb.repeated_messages(1, (_pb_point(p, start_ns, time_ns) for p in metric.points))
+            points = _pb_points(metric.points, sum_times)
             data = pb.message_field(7, points + pb.uint_field(2, DELTA) + pb.uint_field(3, 1))
         else:
             # Gauge { data_points = 1 }
-            data = pb.message_field(5, pb.repeated_messages(1, (_pb_point(p, 0, time_ns) for p in metric.points)))
+            data = pb.message_field(5, _pb_points(metric.points, gauge_times))
         # Metric { name = 1; unit = 3; gauge = 5; sum = 7 }
         encoded.append(pb.string_field(1, metric.name) + pb.string_field(3, metric.unit) + data)
     # InstrumentationScope { name = 1; version = 2 }
@@ -324,6 +342,7 @@ def protobuf_request(metrics: Sequence[Metric], resource: Pairs, start_ns: int, 
 
 
 def _json_attributes(attributes: Pairs) -> list:
+    # Not cached, unlike the protobuf form: nested dicts would cost far more memory than bytes.
     return [{"key": k, "value": {"stringValue": v}} for k, v in attributes]
 
 
@@ -393,6 +412,7 @@ class OtlpSender:
         self._dropped = 0
         self._thread: Optional[threading.Thread] = None
         self._connection: Optional[http.client.HTTPConnection] = None
+        self._ssl_context: Optional[ssl.SSLContext] = None
         self._started = 0.0
         # Delta sums cover the time since the previous export (the process start at first).
         self._last_ns = int(clock() * 1e9)
@@ -458,6 +478,9 @@ class OtlpSender:
         except (OSError, http.client.HTTPException, ValueError) as error:
             self._drop(count, f"cannot send to {self._where}: {_describe_error(error)}")
             return
+        except Exception as error:  # noqa: BLE001 - a thread's traceback would be many lines
+            self._drop(count, f"cannot send to {self._where}: unexpected {error.__class__.__name__}")
+            return
         if not 200 <= status < 300:
             self._drop(count, f"{self._where} answered HTTP {status} {reason}".rstrip())
 
@@ -472,8 +495,11 @@ class OtlpSender:
         parts = urllib.parse.urlsplit(self.settings.endpoint)
         host = parts.hostname or ""  # never empty: the settings checked it
         if parts.scheme == "https":
+            if self._ssl_context is None:
+                # The system's CA certificates, read once.
+                self._ssl_context = ssl.create_default_context()
             connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, parts.port, timeout=remaining, context=ssl.create_default_context()
+                host, parts.port, timeout=remaining, context=self._ssl_context
             )
         else:
             connection = http.client.HTTPConnection(host, parts.port, timeout=remaining)

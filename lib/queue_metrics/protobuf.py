@@ -8,6 +8,7 @@ may be omitted, as proto3 encoders do. Decoding is the tests' job, with the offi
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Iterable
 
@@ -18,10 +19,13 @@ LENGTH_DELIMITED = 2
 _FIXED64 = struct.Struct("<Q")
 _SFIXED64 = struct.Struct("<q")
 _DOUBLE = struct.Struct("<d")
+_ONE_BYTE = tuple(bytes((number,)) for number in range(0x80))
 
 
 def varint(number: int) -> bytes:
     """Base-128 varint; a negative int64 is written as its 64-bit two's complement (10 bytes)."""
+    if 0 <= number < 0x80:
+        return _ONE_BYTE[number]
     if number < 0:
         number += 1 << 64
     out = bytearray()
@@ -32,6 +36,7 @@ def varint(number: int) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=None)
 def key(field: int, wire_type: int) -> bytes:
     return varint((field << 3) | wire_type)
 

@@ -18,6 +18,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -102,24 +103,21 @@ def measure(command: list, env: dict) -> dict:
     return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--queues", type=int, default=100, help="queues of each backend (default 100)")
-    parser.add_argument("--interval", type=float, default=0.2, help="seconds between ticks (default 0.2)")
-    options = parser.parse_args()
-    interval = f"{options.interval:g}"
+def section(queues: int = 100, interval: float = 0.2) -> List[str]:
+    """The Markdown section: `queues` queues of each backend in a private Redis."""
+    text = f"{interval:g}"
     # An OTLP request may take most of the interval; the Redis timeout is half of it by default.
-    otlp_timeout_ms = f"{options.interval * 800:g}"
+    otlp_timeout_ms = f"{interval * 800:g}"
     server = RedisServer().start()
     client = redis.Redis.from_url(server.url)
     for backend in bench.BACKENDS:
-        bench.populate(client, backend, options.queues, 1)
+        bench.populate(client, backend, queues, 1)
     sinks = Sinks()
     command, build = bench.buildpack_launch(server.url)
     base = {
         "PATH": os.environ["PATH"],
         "REDIS_URL": server.url,
-        "QUEUE_METRICS_INTERVAL": interval,
+        "QUEUE_METRICS_INTERVAL": text,
         "QUEUE_METRICS_STATSD_ADDRESS": f"127.0.0.1:{sinks.udp.getsockname()[1]}",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sinks.http.server_address[1]}",
         "OTEL_EXPORTER_OTLP_TIMEOUT": otlp_timeout_ms,
@@ -134,33 +132,42 @@ def main() -> None:
         ),
         ("logs + statsd + otlp", {"QUEUE_METRICS_OUTPUTS": "logs,statsd,otlp"}),
     )
-    errors = []
+    out = [
+        f"## The `run` process with each output on ({queues * 3:,} queues, interval {text} s, after {TICKS} ticks)",
+        "",
+        f"Reproduce: `{COMMAND} --queues {queues} --interval {text}`. As deployed (buildpack slug, "
+        "/usr/bin/python3 -I -S); local receivers (a UDP socket, an HTTP server answering 200) count what arrived. "
+        "CPU is per tick, ticks 2 to 50.",
+        "",
+        "| outputs | resident MB | peak MB | CPU ms / tick | datagrams | OTLP requests | error lines |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    errors: List[str] = []
     try:
-        print(
-            f"## The `run` process with each output on ({options.queues * 3:,} queues, interval {interval} s, "
-            f"after {TICKS} ticks)\n"
-        )
-        print(
-            f"Reproduce: `{COMMAND} --queues {options.queues} --interval {interval}`. As deployed (buildpack "
-            "slug, /usr/bin/python3 -I -S). CPU is per tick, ticks 2 to 50; the receivers count what arrived.\n"
-        )
-        print("| outputs | resident MB | peak MB | CPU ms / tick | datagrams | OTLP requests | error lines |")
-        print("|---|---|---|---|---|---|---|")
         for label, extra in cases:
             sinks.reset()
             figures = measure(command, {**base, **extra})
             time.sleep(0.2)
-            print(
+            out.append(
                 f"| {label} | {figures['rss_mb']:.1f} | {figures['hwm_mb']:.1f} | {figures['cpu_ms']:.1f} | "
                 f"{sinks.datagrams:,} | {sinks.requests} | {len(figures['errors'])} |"
             )
+            print(out[-1], file=sys.stderr, flush=True)
             errors += [f"{label}: {line}" for line in figures["errors"]]
-        if errors:
-            print("\nError lines:\n")
-            print("\n".join(f"- `{line}`" for line in errors))
     finally:
         shutil.rmtree(build, ignore_errors=True)
         server.close()
+    if errors:
+        out += ["", "Error lines:", "", *(f"- `{line}`" for line in errors)]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--queues", type=int, default=100, help="queues of each backend (default 100)")
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between ticks (default 0.2)")
+    options = parser.parse_args()
+    print("\n".join(section(options.queues, options.interval)))
 
 
 if __name__ == "__main__":

@@ -467,6 +467,10 @@ def main() -> None:
             out.append(f"| {label} | {fmt(figures['first_line_ms'])} | {fmt(figures['rss_mb'])} |")
             print(out[-1], file=sys.stderr, flush=True)
         out += ["", *targets(measured, sizes, processes)]
+        # What each output (logs, StatsD, OTLP) costs the `run` process: tests/benchmarks/outputs_memory.py.
+        from outputs_memory import section as outputs_section
+
+        out += ["", *outputs_section(1000, 0.5)]
     finally:
         proxy.close()
         server.close()

@@ -68,3 +68,11 @@ def fill_three_systems(url: str) -> Dict[Tuple[str, str], Reference]:
 def latency_then(reference: Reference, at: float) -> Optional[float]:
     """The reference latency carried forward to `at` (a queue nobody works grows older)."""
     return None if reference.latency is None else reference.latency + (at - reference.at)
+
+
+def latency_within(value: float, reference: Reference, start: float, end: float, slack: float = 0.5) -> bool:
+    """Whether `value` is the queue's latency at some moment between `start` and `end` (epoch s),
+    the span in which the collector read it."""
+    low, high = latency_then(reference, start), latency_then(reference, end)
+    assert low is not None and high is not None
+    return low - slack <= value <= high + slack

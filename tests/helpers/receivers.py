@@ -9,12 +9,13 @@ import os
 import queue
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -131,7 +132,7 @@ class OtlpReceiver:
     """An OTLP/HTTP metrics receiver. `mode`: "ok" (200), "fail" (500), "hang" (never answers),
     "no-gzip" (415 to a gzip body, 200 to a plain one)."""
 
-    def __init__(self, mode: str = "ok") -> None:
+    def __init__(self, mode: str = "ok", tls: Optional[Tuple[str, str]] = None) -> None:
         self.mode = mode
         self.requests: "queue.Queue[Request]" = queue.Queue()
         self.hits = 0
@@ -176,6 +177,12 @@ class OtlpReceiver:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        if tls:
+            # tls: (certificate file, key file). Real TLS, as an https:// endpoint has.
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def next(self, timeout: float = 10.0) -> Request:
