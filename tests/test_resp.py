@@ -6,9 +6,9 @@ from __future__ import annotations
 import socket
 
 import pytest
-import redis
 
-from queue_metrics.resp import NeedMore, ReplyError, pack_commands, parse_reply, read_replies
+from queue_metrics.errors import RedisTimeout, RedisUnavailable, ReplyError
+from queue_metrics.resp import NeedMore, pack_commands, parse_reply, read_replies
 
 
 def test_pack_matches_the_protocol():
@@ -49,7 +49,7 @@ def test_incomplete_replies_ask_for_more(raw):
 
 
 def test_an_unknown_reply_type_is_a_connection_error():
-    with pytest.raises(redis.ConnectionError):
+    with pytest.raises(RedisUnavailable):
         parse_reply(bytearray(b"%1\r\n"), 0)
 
 
@@ -67,7 +67,7 @@ def test_read_replies_from_a_real_server_across_many_reads(redis_server, client)
 
 def test_a_server_that_goes_silent_times_out(redis_server):
     with socket.create_connection(("127.0.0.1", redis_server.port), timeout=0.2) as sock:
-        with pytest.raises(redis.TimeoutError):
+        with pytest.raises(RedisTimeout):
             read_replies(sock, 1)  # nothing was asked: nothing comes
 
 

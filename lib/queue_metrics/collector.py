@@ -17,12 +17,10 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Tuple
 
-import redis
-
 from queue_metrics.config import Settings
-from queue_metrics.connection import describe_error, round_trip
+from queue_metrics.connection import RedisConnection, describe_error, round_trip
 from queue_metrics.discovery import KeyspaceWalk
-from queue_metrics.errors import ErrorLog, ReplyError, describe_reply_error
+from queue_metrics.errors import ErrorLog, RedisUnavailable, ReplyError, describe_reply_error
 from queue_metrics.plugin import Batch, Found, QueueSystem, Replies
 from queue_metrics.sample import TickReport
 from queue_metrics.systems import SYSTEMS
@@ -44,7 +42,7 @@ class Collector:
     def __init__(
         self,
         settings: Settings,
-        client: "redis.Redis",
+        client: RedisConnection,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         first_walk_seconds: float = FIRST_WALK_SECONDS,
@@ -96,7 +94,7 @@ class Collector:
                 _advance(pending, self._execute([read.step for read in pending]))  # type: ignore[misc]
                 pending = [read for read in pending if read.step is not None]
             self._known = listed
-        except (redis.RedisError, ReplyError) as error:
+        except (RedisUnavailable, ReplyError) as error:
             errors.add(describe_error(error, self._settings))
             return TickReport((), tuple(errors.messages), (), self._monotonic() - started, False,
                               self._round_trips, (), scans)
@@ -139,7 +137,7 @@ class Collector:
                     sleep(wait)
             try:
                 values = round_trip(self._client, [walk.command()], 2)
-            except (redis.RedisError, ReplyError, OSError):
+            except (RedisUnavailable, ReplyError, OSError):
                 # The next tick says what is wrong with the connection; walk again after it.
                 if sleep is not None:
                     sleep(max(0.0, deadline - self._monotonic()))

@@ -1,100 +1,140 @@
-"""The Redis client the collector reads through.
+"""The one connection the collector reads through: a socket, TLS when the URL says so, AUTH and
+SELECT, and pipelined round trips of packed commands.
 
-redis-py opens, authenticates and encrypts the connection; the commands of a tick then go
-through `round_trip`, the one function that touches redis-py's internals (its pool, a
-connection's socket), because redis-py's pipeline costs ~20 microseconds of CPU per command and
-our own RESP code about one.
+Our own, not redis-py's: the loop lives inside a customer's web dyno, and importing redis-py
+costs about 15 MB of memory and 170 ms of start-up (BENCHMARKS.md), for a connection that needs
+a hundred lines. Replies are parsed by `resp`.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
-from typing import Any, List, Sequence
-
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+import socket
+import ssl
+from typing import Any, List, NamedTuple, Optional, Sequence
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from queue_metrics.config import Settings
-from queue_metrics.errors import ReplyError, describe_redis_error
+from queue_metrics.errors import RedisTimeout, RedisUnavailable, ReplyError, describe_redis_error
 from queue_metrics.redis_url import describe_redis_url
-from queue_metrics.resp import read_replies
+from queue_metrics.resp import pack_commands, read_replies
+
+DEFAULT_PORT = 6379
 
 
-def connect(settings: Settings) -> "redis.Redis":
-    """A client that fails fast: bounded timeouts, no retries (the next tick is the retry)."""
-    options: dict = dict(
-        socket_timeout=settings.timeout,
-        socket_connect_timeout=settings.timeout,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-        # Bytes in, bytes out: queue names and payloads need not be UTF-8.
-        decode_responses=False,
-        max_connections=2,
-        # RESP2: no HELLO on connect, so Redis < 6 works and a minimal ACL user suffices.
-        protocol=2,
-        **_no_client_setinfo(),
-    )
-    if settings.redis_url.startswith("rediss://"):
-        if settings.tls_verify:
-            options.update(ssl_cert_reqs="required", ssl_check_hostname=True)
-            if settings.tls_ca_file:
-                options["ssl_ca_certs"] = settings.tls_ca_file
-        else:
+class Address(NamedTuple):
+    """Where and how to connect, from a Redis URL (already checked by `redis_url`)."""
+
+    host: Optional[str]
+    port: int
+    path: Optional[str]  # a unix socket
+    tls: bool
+    username: Optional[str]
+    password: Optional[str]
+    database: int
+
+
+def parse_address(url: str) -> Address:
+    parts = urlsplit(url)
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password is not None else None
+    if parts.scheme == "unix":
+        database = int(parse_qs(parts.query).get("db", ["0"])[0] or 0)
+        return Address(None, 0, parts.path, False, username, password, database)
+    database = int(parts.path.lstrip("/") or 0)
+    return Address(parts.hostname, parts.port or DEFAULT_PORT, None, parts.scheme == "rediss",
+                   username, password, database)
+
+
+class RedisConnection:
+    """Connects on first use and after any failure; every wait is bounded by the timeout."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.address = parse_address(settings.redis_url)
+        self._sock: Optional[socket.socket] = None
+
+    def round_trip(self, packed: Sequence[bytes], count: int) -> List[Any]:
+        """Send the packed commands in one write and read their `count` replies.
+
+        A command that fails comes back as a ReplyError in its place; a connection that is not
+        authenticated (NOAUTH), a lost connection or a timeout raise, and the next call starts
+        afresh.
+        """
+        try:
+            sock = self._sock or self._connect()
+            sock.sendall(b"".join(packed))
+            values = read_replies(sock, count)
+        except BaseException:
+            # Whatever was left unread would answer the next commands: start afresh.
+            self.close()
+            raise
+        if values and isinstance(values[0], ReplyError) and values[0].code == "NOAUTH":
+            raise values[0]
+        return values
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+
+    def _connect(self) -> socket.socket:
+        address, timeout = self.address, self.settings.timeout
+        try:
+            if address.path is not None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(timeout)
+                sock.connect(address.path)
+            else:
+                sock = socket.create_connection((address.host, address.port), timeout=timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if address.tls:
+                    sock = self._tls_context().wrap_socket(sock, server_hostname=address.host)
+        except socket.timeout as error:
+            raise RedisTimeout("timed out connecting") from error
+        except OSError as error:
+            raise RedisUnavailable("cannot connect") from error
+        sock.settimeout(timeout)
+        self._sock = sock
+        handshake = []
+        if address.password is not None:
+            credentials = (address.username, address.password) if address.username else (address.password,)
+            handshake.append(("AUTH", *credentials))
+        if address.database:
+            handshake.append(("SELECT", address.database))
+        if handshake:
+            replies = self.round_trip([pack_commands(handshake)], len(handshake))
+            failed = next((reply for reply in replies if isinstance(reply, ReplyError)), None)
+            if failed is not None:
+                self.close()
+                raise failed
+        return sock
+
+    def _tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.settings.tls_ca_file)
+        if not self.settings.tls_verify:
             # Heroku Key-Value Store presents self-signed certificates; Heroku's guidance for
             # Python clients is to skip verification (the connection is still encrypted).
-            options.update(ssl_cert_reqs=None, ssl_check_hostname=False)
-    return redis.Redis.from_url(settings.redis_url, **options)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
 
-def round_trip(client: "redis.Redis", packed: Sequence[bytes], count: int) -> List[Any]:
-    """Send the packed commands in one write and read their `count` replies.
-
-    A command that fails comes back as a ReplyError in its place; a connection that is not
-    authenticated (NOAUTH), a lost connection or a timeout raise, and fail the whole tick.
-    """
-    pool = client.connection_pool
-    connection = pool.get_connection("PING") if _needs_command_name(type(pool)) else pool.get_connection()
-    try:
-        connection.send_packed_command([b"".join(packed)], check_health=False)
-        values = read_replies(connection._sock, count)  # type: ignore[arg-type]
-    except BaseException:
-        # Whatever was left unread would answer the next tick's commands: start afresh.
-        connection.disconnect()
-        raise
-    finally:
-        pool.release(connection)
-    if values and isinstance(values[0], ReplyError) and values[0].code == "NOAUTH":
-        raise values[0]
-    return values
+def connect(settings: Settings) -> RedisConnection:
+    """A connection that fails fast: bounded timeouts, no retries (the next tick is the retry)."""
+    return RedisConnection(settings)
 
 
-@functools.lru_cache(maxsize=None)
-def _needs_command_name(pool_class: type) -> bool:
-    # redis-py < 5.3 requires a command name; later versions deprecate passing one. Asked once
-    # per pool class: inspecting a signature costs more than a small tick's whole round trip.
-    parameter = inspect.signature(getattr(pool_class, "get_connection")).parameters.get("command_name")
-    return parameter is not None and parameter.default is inspect.Parameter.empty
-
-
-def _no_client_setinfo() -> dict:
-    # redis-py >= 5 sends CLIENT SETINFO on connect; a read-only ACL user is denied it (and the
-    # denial is logged), so turn it off. redis-py 8 spells that `driver_info=None`.
-    parameters = inspect.signature(redis.Redis.__init__).parameters
-    if "driver_info" in parameters:
-        return {"driver_info": None}
-    if "lib_name" in parameters:
-        return {"lib_name": None, "lib_version": None}
-    return {}
+def round_trip(connection: RedisConnection, packed: Sequence[bytes], count: int) -> List[Any]:
+    return connection.round_trip(packed, count)
 
 
 def describe_error(error: BaseException, settings: Settings) -> str:
     """One line for a failed tick: where, and what went wrong, without any secret."""
-    from urllib.parse import urlsplit
-
     try:
-        has_password = bool(urlsplit(settings.redis_url).password)
+        has_password = parse_address(settings.redis_url).password is not None
     except ValueError:
         has_password = False
     return describe_redis_error(error, describe_redis_url(settings.redis_url), settings.timeout,

@@ -8,12 +8,10 @@ from __future__ import annotations
 import time
 from typing import List, NamedTuple, Tuple
 
-import redis
-
 from queue_metrics.collector import Collector
 from queue_metrics.config import Settings
-from queue_metrics.connection import describe_error, round_trip
-from queue_metrics.errors import ReplyError
+from queue_metrics.connection import RedisConnection, describe_error, round_trip
+from queue_metrics.errors import RedisUnavailable, ReplyError
 from queue_metrics.format import table_lines
 from queue_metrics.redis_url import describe_redis_url
 from queue_metrics.resp import pack_commands
@@ -32,13 +30,13 @@ class Checkup(NamedTuple):
     healthy: bool
 
 
-def checkup(settings: Settings, client: "redis.Redis") -> Checkup:
+def checkup(settings: Settings, client: RedisConnection) -> Checkup:
     lines = [f"Redis: {describe_redis_url(settings.redis_url)} (from {settings.redis_url_var or 'the default'})"]
     problems: List[str] = []
     try:
         lines.append(f"Server: {_server_version(client)}")
         replies = round_trip(client, [pack_commands(READ_COMMANDS)], len(READ_COMMANDS))
-    except (redis.RedisError, ReplyError) as error:
+    except (RedisUnavailable, ReplyError) as error:
         lines.append(f"Problem: {describe_error(error, settings)}")
         return Checkup(lines, False)
     denied = [str(command[0]) for command, reply in zip(READ_COMMANDS, replies) if isinstance(reply, ReplyError)]
@@ -80,7 +78,7 @@ def checkup(settings: Settings, client: "redis.Redis") -> Checkup:
     return Checkup(lines, not problems and report.redis_ok)
 
 
-def _server_version(client: "redis.Redis") -> str:
+def _server_version(client: RedisConnection) -> str:
     (info,) = round_trip(client, [pack_commands([("INFO", "server")])], 1)
     if isinstance(info, ReplyError):
         return "version unknown (INFO is not allowed for this user, which is fine)"

@@ -4,8 +4,8 @@ Failures are classified by exception type and by the Redis error code that start
 reply (`NOAUTH`, `WRONGPASS`, `NOPERM`, `WRONGTYPE`, ...), never by searching the message text,
 which carries host names (`redis-ssl.example.com` is no TLS error).
 
-No module-level import of redis: the build step imports the settings, which import this module,
-with a Python that has no redis package.
+Standard library only: the build step imports the settings, which import this module, with a
+Python that has no packages.
 """
 
 from __future__ import annotations
@@ -82,8 +82,15 @@ class ErrorLog:
         self.messages.append(f"{backend} {what}: {describe_reply_error(reply, expected)}")
 
 
-# Replies redis-py turns into AuthenticationError when the URL has a password the server does
-# not expect (Redis >= 6, then older).
+class RedisUnavailable(QueueMetricsError):
+    """The connection failed or was lost; the OSError behind it is its cause."""
+
+
+class RedisTimeout(RedisUnavailable):
+    """Redis did not answer within the timeout."""
+
+
+# Replies to AUTH when the URL has a password the server does not expect (Redis >= 6, then older).
 NO_PASSWORD_SET_REPLIES = (
     "AUTH <password> called without any password configured for the default user. "
     "Are you sure your configuration is correct?",
@@ -111,21 +118,9 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
 
     `where` is the URL without its credentials.
     """
-    import redis  # noqa: PLC0415 (see the module docstring)
-
+    if isinstance(error, ReplyError):
+        return _describe_reply(error, where, has_password)
     chain = _chain(error)
-    code = _code(error)
-    if isinstance(error, redis.AuthenticationError) or code in ("NOAUTH", "WRONGPASS"):
-        if str(error) in NO_PASSWORD_SET_REPLIES:
-            return f"Redis at {where} has no password set, but the URL has one (remove it from the URL)"
-        if code == "NOAUTH" or not has_password:
-            return f"Redis at {where} needs a password and the URL has none"
-        return f"Redis at {where} rejected the password (check the URL's credentials)"
-    if isinstance(error, redis.exceptions.NoPermissionError) or code == "NOPERM":
-        return f"Redis at {where} refused a read: the user lacks permission (grant it +@read)"
-    if isinstance(error, redis.ResponseError) and str(error).startswith(("DB index is out of range",
-                                                                          "invalid DB index")):
-        return f"Redis at {where}: that database number does not exist on this server"
     rejected = _first(chain, ssl.SSLCertVerificationError)
     if rejected is not None:
         reason = getattr(rejected, "verify_message", None) or "the server's certificate was not accepted"
@@ -136,7 +131,7 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
     if ssl_error is not None:
         reason = getattr(ssl_error, "reason", None) or type(ssl_error).__name__
         return f"TLS with Redis at {where} failed: {reason} (is that port really TLS?)"
-    if isinstance(error, redis.TimeoutError) or _first(chain, socket.timeout) is not None:
+    if isinstance(error, RedisTimeout) or _first(chain, socket.timeout) is not None:
         hint = " (is that port really TLS?)" if tls else ""
         return f"Redis at {where} did not answer within {timeout:g} s (timeout){hint}"
     if _first(chain, socket.gaierror) is not None:
@@ -145,9 +140,9 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
         return f"cannot connect to Redis at {where}: connection refused (is it running?)"
     if _first(chain, FileNotFoundError) is not None:
         return f"cannot connect to Redis at {where}: no such socket file"
-    if isinstance(error, redis.ConnectionError):
+    if isinstance(error, RedisUnavailable):
         os_error = _first(chain, OSError)
-        reason = "connection lost"
+        reason = str(error) or "connection lost"
         if isinstance(os_error, OSError):
             reason = os_error.strerror or type(os_error).__name__
         return f"lost the connection to Redis at {where}: {reason}"
@@ -155,9 +150,17 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
     return f"Redis at {where}: {text}"
 
 
-def _code(error: BaseException) -> Optional[str]:
-    """The Redis error code of an error reply: ours keep it, redis-py >= 5.3 keeps it aside."""
-    if isinstance(error, ReplyError):
-        return error.code
-    code = getattr(error, "status_code", None)
-    return code if isinstance(code, str) else None
+def _describe_reply(error: ReplyError, where: str, has_password: bool) -> str:
+    """An error reply that failed the whole tick: to AUTH or SELECT, or NOAUTH to a read."""
+    body = error.text[len(error.code) + 1:] if error.text.startswith(error.code + " ") else error.text
+    if body in NO_PASSWORD_SET_REPLIES:
+        return f"Redis at {where} has no password set, but the URL has one (remove it from the URL)"
+    if error.code == "NOAUTH" or (error.code == "WRONGPASS" and not has_password):
+        return f"Redis at {where} needs a password and the URL has none"
+    if error.code == "WRONGPASS" or body == "invalid password":
+        return f"Redis at {where} rejected the password (check the URL's credentials)"
+    if error.code == "NOPERM":
+        return f"Redis at {where} refused a read: the user lacks permission (grant it +@read)"
+    if body.startswith(("DB index is out of range", "invalid DB index")):
+        return f"Redis at {where}: that database number does not exist on this server"
+    return f"Redis at {where}: {error.text.split(chr(10), 1)[0][:200]}"
