@@ -40,7 +40,7 @@ MAX_TICKS = 128
 class ListWatch:
     """What one list's history says about its oldest message. Pure: times are passed in."""
 
-    __slots__ = ("newest", "since", "times", "lengths", "pops_at", "pops")
+    __slots__ = ("newest", "since", "times", "lengths", "pops_at", "pops", "length", "seen_at")
 
     def __init__(self) -> None:
         # The newest message at the last tick, to find with LPOS at the next.
@@ -51,6 +51,9 @@ class ListWatch:
         self.lengths = array("d")
         self.pops_at = array("d")
         self.pops = 0.0
+        # The list's length at the last tick, and when that was.
+        self.length = 0
+        self.seen_at: Optional[float] = None
 
     def observe(self, now: float, length: int, newest: Optional[bytes], pushed: Optional[int]) -> float:
         """Take one tick's reading; return how long the oldest message has waited (a lower bound).
@@ -68,15 +71,20 @@ class ListWatch:
             if length < SEARCH_DEPTH:
                 # The last newest message is gone, so is all that was older: everything now in
                 # the list came after the last tick.
-                self._forget(self.times[-1] if self.times else self.since)
+                self._forget(self.seen_at)
             else:
                 self._forget(None)
         else:
-            self.pops += self.lengths[-1] + pushed - length
-        self.times.append(now)
-        self.lengths.append(length)
-        self.pops_at.append(self.pops)
+            self.pops += self.length + pushed - length
+        self.length = length
         self.newest = newest
+        self.seen_at = now
+        # When nothing arrived since the last tick no message can be first seen now, so the tick
+        # needs no entry: a queue stuck for hours costs no more than one stuck for a tick.
+        if pushed != 0 or not self.times:
+            self.times.append(now)
+            self.lengths.append(length)
+            self.pops_at.append(self.pops)
         first = self._first_present()
         if first > 0:
             self.since = self.times[first - 1]
@@ -100,6 +108,8 @@ class ListWatch:
 
     def _forget(self, since: Optional[float]) -> None:
         self.newest = None
+        self.length = 0
+        self.seen_at = None
         self.since = since
         del self.times[:], self.lengths[:], self.pops_at[:]
 
