@@ -44,6 +44,8 @@ output::python_step() {
 	local lib line status=0
 	lib="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 	OUTPUT_FAILURE=""
+	# Streamed line by line (a bundle takes seconds); the exit status comes as a last `status:` line.
+	# shellcheck disable=SC2312
 	while IFS= read -r line; do
 		case "${line}" in
 			"") ;;
@@ -54,8 +56,12 @@ output::python_step() {
 			*) output::info "${line}" ;;
 		esac
 	done < <(
+		# A subshell: the caller's ERR trap and errexit must not act here, or no status would follow.
+		trap - ERR
+		set +e
 		python3 -I -S -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); from buildpack.__main__ import main; sys.exit(main(sys.argv[1:]))' \
-			"${lib}" "$@" 2>&1 || echo "status:$?"
+			"${lib}" "$@" 2>&1
+		echo "status:$?"
 	)
 	if ((status != 0)) && [[ -z ${OUTPUT_FAILURE} ]]; then
 		OUTPUT_FAILURE="python3 -m buildpack $1 stopped with exit status ${status}"

@@ -15,6 +15,7 @@ if [[ "${DYNO:-}" != "${QUEUE_METRICS_DYNO:-web.1}" ]]; then
 fi
 case "${QUEUE_METRICS_DISABLED:-}" in
 	1 | [Tt][Rr][Uu][Ee] | [Yy][Ee][Ss] | [Oo][Nn]) return 0 ;;
+	*) ;;
 esac
 if [[ -z "${QUEUE_METRICS_REDIS_URL:-}${REDIS_TLS_URL:-}${REDIS_URL:-}${REDISCLOUD_URL:-}${REDISTOGO_URL:-}${OPENREDIS_URL:-}${REDISGREEN_URL:-}" ]]; then
 	echo "queue-metrics: not started: set REDIS_URL (or QUEUE_METRICS_REDIS_URL) to the Redis your queues use" >&2

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-from buildpack.bundle import Bundle, BundleError, bundle_key, bundle_python, check_bundle, compile_tree, tree_size
+from buildpack.bundle import (Bundle, BundleError, bundle_key, bundle_python, check_bundle, compile_tree,
+                              run_image_packages, tree_size)
 from buildpack.interpreter import Choice, choose_interpreter
 from buildpack.wheels import WheelError, install_wheels
 from queue_metrics.config import REDIS_URL_VARS
@@ -109,7 +110,7 @@ def install(arguments: argparse.Namespace) -> Iterator[str]:
     config = read_env_dir(Path(arguments.env_dir))
     stack = arguments.stack
     if arguments.interpreter:
-        choice = Choice(arguments.interpreter, f"a copy of this build's Python ({stack} has no Python at run time)")
+        choice = Choice(arguments.interpreter, f"a copy of this build's Python ({stack or 'this stack'} has no Python at run time)")
     else:
         choice = choose_interpreter(build_dir, stack, config)
     yield from choice_lines(choice)
@@ -134,8 +135,8 @@ def install(arguments: argparse.Namespace) -> Iterator[str]:
         yield (f"info:Bundled Python {bundle.python_version}{' (from the build cache)' if reused else ''}: "
                f"{len(bundle.copied)} libraries copied ({', '.join(bundle.copied) or 'none'}), "
                f"{len(bundle.left_to_run_image)} left to the run image's packages (security updates reach them)")
-        if stack and not (BUILDPACK_DIR / "lib" / "buildpack" / "run-images" / f"{stack}.txt").is_file():
-            yield (f"warning:This buildpack has no package list for stack {stack!r}: the bundled Python carries its "
+        if run_image_packages(stack) is None:
+            yield (f"warning:This buildpack has no package list for stack {stack or '(unknown)'!r}: the bundled Python carries its "
                    "own copies of every library, which the stack's security updates will not reach. "
                    "Fix: update queue-metrics (heroku buildpacks), then redeploy.")
     if choice.kind != "app":
