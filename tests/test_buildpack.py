@@ -201,7 +201,8 @@ def test_no_redis_url_is_one_clear_line_and_nothing_started(system_python_build,
     build, _ = system_python_build
     dyno = dynos(build, "web.1", {"QUEUE_METRICS_INTERVAL": "0.5"})
     line = dyno.wait_for(lambda line: bool(line), timeout=5, stream="stderr")
-    assert line == "queue-metrics: not started: set REDIS_URL (or QUEUE_METRICS_REDIS_URL) to the Redis your queues use\n"
+    assert line == ("queue-metrics: not started: set REDIS_URL (or QUEUE_METRICS_REDIS_URL) to the Redis your "
+                    "queues use\n")
     time.sleep(1.0)
     assert dyno.processes() == [] and dyno.read_line(0.2, "stderr") == ""
 
@@ -273,7 +274,8 @@ def test_heroku_python_before_us_the_apps_python_isolated_from_its_packages(tmp_
     build.mkdir()
     app_python = fake_heroku_python(build, OLDEST_PYTHON)
     result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("requirements.txt",))
-    assert "Interpreter at run time: the app's Python (/app/.heroku/python), installed by heroku/python" in result.stdout
+    assert ("Interpreter at run time: the app's Python (/app/.heroku/python), installed by heroku/python"
+            in result.stdout)
     assert not (build / ".queue-metrics" / "python").exists()
     # Packages of the app's that must not shadow ours.
     site = next((app_python / "lib").glob("python3.*/site-packages"))
@@ -320,7 +322,8 @@ def test_ruby_app_with_python_tooling_files_gets_a_bundled_python(tmp_path, jobs
     assert python_is_hidden(), "a Python is still runnable inside the namespace"
     result = compile_app(tmp_path, stack, {"REDIS_URL": jobs},
                          app_files=("Gemfile", ".python-version", "pyproject.toml", "requirements.txt"))
-    assert f"Interpreter at run time: a copy of this build's Python ({stack} has no Python at run time)" in result.stdout
+    assert (f"Interpreter at run time: a copy of this build's Python ({stack} has no Python at run time)"
+            in result.stdout)
     assert "list queue-metrics after it to leave the bundled Python out of the slug" in result.stdout
     build = tmp_path / "build"
     dyno = dynos(build, "web.1", dyno_env(jobs), hide_python=True)
@@ -489,7 +492,8 @@ def test_one_off_dynos_have_the_queue_metrics_command(tmp_path, jobs, dynos):
     compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("Gemfile",))
     build = tmp_path / "build"
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(build), "DYNO": "run.4242", "REDIS_URL": jobs}
-    script = 'for script in "$HOME"/.profile.d/*.sh; do source "$script"; done; queue-metrics once; queue-metrics config'
+    script = ('for script in "$HOME"/.profile.d/*.sh; do source "$script"; done; '
+              'queue-metrics once; queue-metrics config')
     result = run(["unshare", "-m", "--propagation", "private", "bash", "-c",
                   hide_python_script() + 'exec bash -c "$0"', script], env=env, cwd=build)
     assert result.returncode == 0, result.stderr

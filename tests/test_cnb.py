@@ -150,7 +150,8 @@ def test_build_writes_the_layers_and_the_process_type(built):
     lifecycle, result = built
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("-----> Installing queue-metrics")
-    assert "       Interpreter at run time: a copy of this build's Python (heroku-24 has no Python at run time)" in result.stdout
+    assert ("       Interpreter at run time: a copy of this build's Python (heroku-24 has no Python at run time)"
+            in result.stdout)
     assert "       Process type queue-metrics runs the collector: heroku ps:scale queue-metrics=1" in result.stdout
     assert result.stderr == ""  # REDIS_URL was read from <platform>/env: no warning
     assert lifecycle.toml("queue-metrics") == {
@@ -209,8 +210,8 @@ def test_a_failed_build_is_a_warning_and_leaves_no_process_type(tmp_path):
         wheel.unlink()
     lifecycle = Lifecycle(tmp_path / "root", {})
     result = run([*NO_NETWORK, str(buildpack / "bin" / "build")], cwd=lifecycle.app,
-                 env={**lifecycle.base_env(), "CNB_BUILDPACK_DIR": str(buildpack), "CNB_LAYERS_DIR": str(lifecycle.layers),
-                      "CNB_BP_PLAN_PATH": str(tmp_path / "none.toml")})
+                 env={**lifecycle.base_env(), "CNB_BUILDPACK_DIR": str(buildpack),
+                      "CNB_LAYERS_DIR": str(lifecycle.layers), "CNB_BP_PLAN_PATH": str(tmp_path / "none.toml")})
     assert result.returncode == 0, result.stderr
     assert " !     Cause: no wheel of click==8.1.8 with the pinned sha256" in result.stderr
     assert not (lifecycle.layers / "launch.toml").exists() and not (lifecycle.layers / "queue-metrics").exists()

@@ -56,7 +56,8 @@ def config_lines(config: Dict[str, str], cnb: bool) -> Iterator[str]:
                f"{', '.join(name for name in REDIS_URL_VARS if name != 'REDIS_URL')}): the collector will "
                "not start until one is. Fix: heroku config:set REDIS_URL=...")
     if config.get("QUEUE_METRICS_DISABLED", "").strip().lower() in TRUE_WORDS:
-        yield "warning:QUEUE_METRICS_DISABLED is set: the collector will not start. Fix: heroku config:unset QUEUE_METRICS_DISABLED"
+        yield ("warning:QUEUE_METRICS_DISABLED is set: the collector will not start. "
+               "Fix: heroku config:unset QUEUE_METRICS_DISABLED")
 
 
 def choice_lines(choice: Choice) -> Iterator[str]:
@@ -110,7 +111,8 @@ def install(arguments: argparse.Namespace) -> Iterator[str]:
     config = read_env_dir(Path(arguments.env_dir))
     stack = arguments.stack
     if arguments.interpreter:
-        choice = Choice(arguments.interpreter, f"a copy of this build's Python ({stack or 'this stack'} has no Python at run time)")
+        choice = Choice(arguments.interpreter,
+                        f"a copy of this build's Python ({stack or 'this stack'} has no Python at run time)")
     else:
         choice = choose_interpreter(build_dir, stack, config)
     yield from choice_lines(choice)
@@ -136,8 +138,8 @@ def install(arguments: argparse.Namespace) -> Iterator[str]:
                f"{len(bundle.copied)} libraries copied ({', '.join(bundle.copied) or 'none'}), "
                f"{len(bundle.left_to_run_image)} left to the run image's packages (security updates reach them)")
         if run_image_packages(stack) is None:
-            yield (f"warning:This buildpack has no package list for stack {stack or '(unknown)'!r}: the bundled Python carries its "
-                   "own copies of every library, which the stack's security updates will not reach. "
+            yield (f"warning:This buildpack has no package list for stack {stack or '(unknown)'!r}: the bundled "
+                   "Python carries its own copies of every library, which the stack's security updates will not reach. "
                    "Fix: update queue-metrics (heroku buildpacks), then redeploy.")
     if choice.kind != "app":
         # The dyno's interpreter is this build's (bundled) or the same stack's (system): compiled now,
