@@ -46,6 +46,10 @@ def megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB"
 
 
+def counted(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
+
+
 def config_lines(config: Dict[str, str], cnb: bool) -> Iterator[str]:
     if cnb:
         yield "info:Process type queue-metrics runs the collector: heroku ps:scale queue-metrics=1"
@@ -135,7 +139,7 @@ def install(arguments: argparse.Namespace) -> Iterator[str]:
         if problems:
             raise BundleError("the bundled Python would not run on this stack: " + "; ".join(problems))
         yield (f"info:Bundled Python {bundle.python_version}{' (from the build cache)' if reused else ''}: "
-               f"{len(bundle.copied)} libraries copied ({', '.join(bundle.copied) or 'none'}), "
+               f"{counted(len(bundle.copied), 'library', 'libraries')} copied ({', '.join(bundle.copied) or 'none'}), "
                f"{len(bundle.left_to_run_image)} left to the run image's packages (security updates reach them)")
         if run_image_packages(stack) is None:
             yield (f"warning:This buildpack has no package list for stack {stack or '(unknown)'!r}: the bundled "
