@@ -508,6 +508,17 @@ def test_one_off_dynos_have_the_queue_metrics_command(tmp_path, jobs, dynos):
     assert dyno.supervisors() == []
 
 
+def test_a_dyno_with_no_python_at_all_says_so_once_and_does_not_retry(system_python_build, jobs, dynos):
+    """Built for heroku-22's /usr/bin/python3, started where there is none (an image swapped under it)."""
+    build, _ = system_python_build
+    dyno = dynos(build, "web.1", dyno_env(jobs), hide_python=True)
+    line = dyno.wait_for(lambda line: bool(line), timeout=5, stream="stderr")
+    assert line.startswith("queue-metrics: error: no Python interpreter on this dyno (looked for ")
+    assert line.rstrip().endswith("set QUEUE_METRICS_PYTHON=bundled and redeploy")
+    time.sleep(2.5)
+    assert dyno.read_line(0.2, "stderr") == "" and dyno.processes() == []
+
+
 def test_the_hook_puts_the_command_on_path_once(system_python_build):
     build, _ = system_python_build
     script = ('source "$HOME/.profile.d/queue-metrics.sh"; source "$HOME/.profile.d/queue-metrics.sh"; '
