@@ -153,7 +153,7 @@ def test_odd_queue_names_stay_valid_logfmt_and_distinct(client, redis_url):
                 names.append(key[len("sample#"):])
                 assert LIBRATO_NAME.match(key[len("sample#"):]), key
     assert len(names) == len(set(names)) == len(ODD_NAMES)
-    assert "queue.a_b.size" in names and "queue.a.b.size" in names and "queue.a:b.size" in names
+    assert "queue.sidekiq.a_b.size" in names and "queue.sidekiq.a.b.size" in names and "queue.sidekiq.a:b.size" in names
 
 
 def test_odd_names_in_json_round_trip(client, redis_url):
@@ -174,6 +174,6 @@ def test_ten_thousand_queues_all_appear_on_short_lines(client, redis_url):
     assert result.returncode == 0, result.stderr
     lines = lines_of(result.stdout)
     assert max(len(line.encode()) for line in lines) <= 1000
-    sizes = re.findall(r"sample#queue\.(queue-number-\d{5})\.size=1 ", result.stdout + " ")
+    sizes = re.findall(r"sample#queue\.sidekiq\.(queue-number-\d{5})\.size=1 ", result.stdout + " ")
     assert len(set(sizes)) == 10_000
     assert lines[-1].startswith("source=web.1 sample#queue.collector.queues=10000 sample#queue.collector.errors=0 ")
