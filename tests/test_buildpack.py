@@ -219,7 +219,8 @@ def test_sourcing_leaks_no_variables_or_functions(system_python_build, jobs, tmp
             subprocess.run(["bash", "-c", script], stdout=handle, stderr=subprocess.STDOUT, timeout=30,
                            env={"PATH": os.environ["PATH"], "HOME": str(build), "DYNO": name,
                                 "REDIS_URL": jobs, "QUEUE_METRICS_INTERVAL": "0.5"})
-        assert output.read_text().splitlines()[0] == "same", output.read_text()
+        # The collector started on web.1 writes to the same file, maybe before the check's line.
+        assert "same" in output.read_text().splitlines(), output.read_text()
     leftover = Dyno.__new__(Dyno)
     leftover.build = build
     for pid, _ in leftover.processes():

@@ -127,7 +127,6 @@ def install(arguments: argparse.Namespace) -> Iterator[str]:
     yield f"info:Installed the collector with {', '.join(installed)} (shipped in this buildpack, hash-checked)"
     install_commands(dest)
     (dest / "interpreter").write_text(choice.kind + "\n")
-    collector_size = tree_size(dest)
     if choice.kind == "bundled":
         cache = Path(arguments.cache) if arguments.cache else None
         reused = False
@@ -137,6 +136,8 @@ def install(arguments: argparse.Namespace) -> Iterator[str]:
         bundle = cached_bundle(dest / "python", stack, cache)
         problems = check_bundle(dest / "python", stack)
         if problems:
+            if cache is not None:
+                shutil.rmtree(cache / f"python-{bundle_key(stack)}", ignore_errors=True)
             raise BundleError("the bundled Python would not run on this stack: " + "; ".join(problems))
         yield (f"info:Bundled Python {bundle.python_version}{' (from the build cache)' if reused else ''}: "
                f"{counted(len(bundle.copied), 'library', 'libraries')} copied ({', '.join(bundle.copied) or 'none'}), "
@@ -150,9 +151,10 @@ def install(arguments: argparse.Namespace) -> Iterator[str]:
         # nothing is compiled or written at boot.
         compile_tree(lib_dir)
     total = tree_size(dest)
-    detail = f"collector and packages {megabytes(collector_size)}"
+    python_size = tree_size(dest / "python") if choice.kind == "bundled" else 0
+    detail = f"collector and packages {megabytes(total - python_size)}"
     if choice.kind == "bundled":
-        detail += f", Python {megabytes(total - collector_size)}"
+        detail += f", Python {megabytes(python_size)}"
     yield f"info:Added {megabytes(total)} to the slug ({detail})"
 
 

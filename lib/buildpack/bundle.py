@@ -163,8 +163,11 @@ def strip_debug_symbols(root: Path) -> None:
 
 def compile_tree(root: Path) -> None:
     """Bytecode checked against nothing at import: the slug's files never change after the build."""
-    compileall.compile_dir(str(root), quiet=2, workers=0, ddir=None,
-                           invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    mode = py_compile.PycInvalidationMode.UNCHECKED_HASH
+    try:
+        compileall.compile_dir(str(root), quiet=2, workers=0, invalidation_mode=mode)
+    except (OSError, ImportError, NotImplementedError):  # no process pool here: one process will do
+        compileall.compile_dir(str(root), quiet=2, workers=1, invalidation_mode=mode)
 
 
 def check_bundle(destination: Path, stack: str) -> List[str]:
