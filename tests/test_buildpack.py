@@ -365,6 +365,22 @@ def test_the_bundle_leaves_the_run_images_libraries_to_it(tmp_path, redis_server
                      result.stdout), result.stdout
 
 
+def test_a_distro_python_like_herokus_build_image_copies_no_library(tmp_path, jobs, dynos):
+    """Heroku's build images have Ubuntu's python3, as this Debian machine has /usr/bin/python3:
+    every library it needs is a package of the run image, so the bundle copies none."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "python3").symlink_to("/usr/bin/python3")
+    result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("Gemfile",),
+                         path=f"{tools}:{os.environ['PATH']}")
+    assert re.search(r"Bundled Python 3\.\d+\.\d+: 0 libraries copied \(none\), \d+ left", result.stdout), result.stdout
+    build = tmp_path / "build"
+    (stdlib,) = (build / ".queue-metrics" / "python" / "lib").iterdir()  # no library beside it
+    assert re.fullmatch(r"python3\.\d+", stdlib.name)
+    dyno = dynos(build, "web.1", dyno_env(jobs), hide_python=True)
+    dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=15)
+
+
 def test_the_bundled_standard_library_is_precompiled_and_never_rechecked(tmp_path, redis_server):
     compile_app(tmp_path, "heroku-24", {"REDIS_URL": redis_server.url}, app_files=("Gemfile",))
     stdlib = next((tmp_path / "build" / ".queue-metrics" / "python" / "lib").glob("python3.*"))
