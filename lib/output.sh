@@ -11,11 +11,6 @@ output::info() {
 	echo "       $*"
 }
 
-# Usage: some-command | output::indent   (sub-step output, indented under the step)
-output::indent() {
-	sed -u 's/^/       /'
-}
-
 # Usage: output::warning "text"  or  output::warning <<-EOF ... EOF   (to stderr, Heroku's style;
 # a multi-line warning is set off by blank lines)
 output::warning() {
@@ -29,11 +24,6 @@ output::warning() {
 		echo " !     ${line}" >&2
 	done
 	echo >&2
-}
-
-# Usage: output::error "text"   (to stderr)
-output::error() {
-	echo " !     ERROR: $*" >&2
 }
 
 # Usage: output::python_step ARGS...
