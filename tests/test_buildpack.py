@@ -431,9 +431,10 @@ def test_the_slug_gets_the_collector_only(system_python_build):
 
 
 def test_pip_install_gets_the_collector_only(tmp_path):
-    target = tmp_path / "target"
+    source, target = tmp_path / "source", tmp_path / "target"  # a copy: the build writes into its tree
+    shutil.copytree(BUILDPACK, source, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "build", "*.egg-info"))
     result = run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-                  "--target", str(target), str(BUILDPACK)])
+                  "--target", str(target), str(source)])
     assert result.returncode == 0, result.stderr
     installed = {path.name for path in target.iterdir() if not path.name.endswith((".dist-info", ".egg-info"))}
     assert installed == {"queue_metrics", "bin"}
