@@ -5,6 +5,7 @@ against a real redis-server holding jobs."""
 from __future__ import annotations
 
 import os
+import re
 import select
 import shutil
 import signal
@@ -15,20 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers.buildpack import BUILDPACK, NO_NETWORK, hide_python_script, python_is_hidden, run
 from helpers.collect import sidekiq
 
-BUILDPACK = Path(__file__).resolve().parent.parent
 OLDEST_PYTHON = "/root/.pyenv/versions/3.9.18/bin/python3.9"
-# Every python binary on this machine, hidden from the "no Python at run time" dyno.
-PYTHON_GLOBS = ("/usr/bin/python*", "/usr/local/bin/python*", "/root/.pyenv/versions/*/bin/python*",
-                "/root/.pyenv/shims/python*", "/usr/libexec/python*")
 
 
-def run(command, **options) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, **options)
-
-
-def compile_app(tmp_path: Path, stack: str, config: dict, app_files=()) -> subprocess.CompletedProcess:
+def compile_app(tmp_path: Path, stack: str, config: dict, app_files=(), path=None) -> subprocess.CompletedProcess:
+    """bin/detect, then bin/compile with no network at all, as Heroku runs them."""
     build, cache, env = tmp_path / "build", tmp_path / "cache", tmp_path / "env"
     for directory in (build, cache, env):
         directory.mkdir(exist_ok=True)
@@ -38,21 +33,22 @@ def compile_app(tmp_path: Path, stack: str, config: dict, app_files=()) -> subpr
         (env / name).write_text(value)
     detect = run([str(BUILDPACK / "bin" / "detect"), str(build)])
     assert detect.returncode == 0 and detect.stdout.strip() == "queue-metrics"
-    environment = {**os.environ, "STACK": stack}
-    result = run([str(BUILDPACK / "bin" / "compile"), str(build), str(cache), str(env)], env=environment)
+    environment = {**os.environ, "STACK": stack, **({"PATH": path} if path else {})}
+    result = run([*NO_NETWORK, str(BUILDPACK / "bin" / "compile"), str(build), str(cache), str(env)], env=environment)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
-DYNO_SCRIPT = 'for script in "$HOME"/.profile.d/*.sh; do source "$script"; done; {extra} exec sleep 600'
+DYNO_SCRIPT = 'for script in "$HOME"/.profile.d/*.sh; do source "$script"; done; {extra} exec {command}'
 
 
 class Dyno:
     """bash sourcing .profile.d, then exec'ing a long-running web command, as a dyno starts."""
 
-    def __init__(self, build: Path, dyno: str, env: dict, source_twice=False, hide_python=False) -> None:
+    def __init__(self, build: Path, dyno: str, env: dict, source_twice=False, hide_python=False,
+                 command="sleep 600") -> None:
         extra = 'for script in "$HOME"/.profile.d/*.sh; do source "$script"; done;' if source_twice else ""
-        script = DYNO_SCRIPT.format(extra=extra)
+        script = DYNO_SCRIPT.format(extra=extra, command=command)
         command = ["bash", "-c", script]
         if hide_python:
             command = ["unshare", "-m", "--propagation", "private", "bash", "-c",
@@ -96,7 +92,7 @@ class Dyno:
         return found
 
     def collectors(self) -> list:
-        return [pid for pid, cmdline in self.processes() if "queue_metrics.cli" in cmdline]
+        return [pid for pid, cmdline in self.processes(needle="queue_metrics.cli")]
 
     def supervisors(self) -> list:
         return [pid for pid, cmdline in self.processes() if "queue-metrics-supervisor" in cmdline]
@@ -116,14 +112,6 @@ class Dyno:
         except ProcessLookupError:
             pass
         self.process.wait(timeout=10)
-
-
-def hide_python_script() -> str:
-    import glob
-    binaries = sorted({path for pattern in PYTHON_GLOBS for path in glob.glob(pattern)
-                       if os.path.isfile(path) and not os.path.islink(path)})
-    assert binaries, "found no python binary to hide"
-    return "".join(f"mount --bind /dev/null {path} && " for path in binaries)
 
 
 @pytest.fixture
@@ -213,7 +201,8 @@ def test_no_redis_url_is_one_clear_line_and_nothing_started(system_python_build,
     build, _ = system_python_build
     dyno = dynos(build, "web.1", {"QUEUE_METRICS_INTERVAL": "0.5"})
     line = dyno.wait_for(lambda line: bool(line), timeout=5, stream="stderr")
-    assert line == "queue-metrics: not started: set REDIS_URL (or QUEUE_METRICS_REDIS_URL) to the Redis your queues use\n"
+    assert line == ("queue-metrics: not started: set REDIS_URL (or QUEUE_METRICS_REDIS_URL) to the Redis your "
+                    "queues use\n")
     time.sleep(1.0)
     assert dyno.processes() == [] and dyno.read_line(0.2, "stderr") == ""
 
@@ -230,7 +219,8 @@ def test_sourcing_leaks_no_variables_or_functions(system_python_build, jobs, tmp
             subprocess.run(["bash", "-c", script], stdout=handle, stderr=subprocess.STDOUT, timeout=30,
                            env={"PATH": os.environ["PATH"], "HOME": str(build), "DYNO": name,
                                 "REDIS_URL": jobs, "QUEUE_METRICS_INTERVAL": "0.5"})
-        assert output.read_text().splitlines()[0] == "same", output.read_text()
+        # The collector started on web.1 writes to the same file, maybe before the check's line.
+        assert "same" in output.read_text().splitlines(), output.read_text()
     leftover = Dyno.__new__(Dyno)
     leftover.build = build
     for pid, _ in leftover.processes():
@@ -271,16 +261,25 @@ def test_sigterm_to_the_dyno_leaves_no_process(system_python_build, jobs, dynos)
     dyno.process.wait(timeout=5)
 
 
-def test_python_app_uses_the_apps_python_isolated_from_its_packages(tmp_path, jobs, dynos):
-    """heroku/python ran too: /app/.heroku/python exists, with its own (here: broken) redis."""
+def fake_heroku_python(build: Path, base: str) -> Path:
+    """What heroku/python leaves in the build dir: a Python at .heroku/python (here a venv)."""
+    run([base, "-m", "venv", "--without-pip", str(build / ".heroku" / "python")])
+    return build / ".heroku" / "python"
+
+
+def test_heroku_python_before_us_the_apps_python_isolated_from_its_packages(tmp_path, jobs, dynos):
+    """heroku/python ran first: /app/.heroku/python exists, with its own (here: broken) redis."""
     if not os.path.exists(OLDEST_PYTHON):
         pytest.fail(f"{OLDEST_PYTHON} is missing: this test runs the collector on the oldest supported Python")
-    result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("requirements.txt",))
-    assert "Interpreter at run time: the app's Python (/app/.heroku/python): requirements.txt" in result.stdout
     build = tmp_path / "build"
-    # What heroku/python leaves behind, with packages of the app's that must not shadow ours.
-    run([OLDEST_PYTHON, "-m", "venv", "--without-pip", str(build / ".heroku" / "python")])
-    site = next((build / ".heroku" / "python" / "lib").glob("python3.*/site-packages"))
+    build.mkdir()
+    app_python = fake_heroku_python(build, OLDEST_PYTHON)
+    result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("requirements.txt",))
+    assert ("Interpreter at run time: the app's Python (/app/.heroku/python), installed by heroku/python"
+            in result.stdout)
+    assert not (build / ".queue-metrics" / "python").exists()
+    # Packages of the app's that must not shadow ours.
+    site = next((app_python / "lib").glob("python3.*/site-packages"))
     (site / "redis").mkdir()
     (site / "redis" / "__init__.py").write_text("raise ImportError('the app pinned an incompatible redis')\n")
     (build / "click.py").write_text("raise ImportError('an app module named click')\n")
@@ -290,51 +289,272 @@ def test_python_app_uses_the_apps_python_isolated_from_its_packages(tmp_path, jo
     assert Path(f"/proc/{collector}/exe").resolve() == Path(OLDEST_PYTHON).resolve()
 
 
-def test_no_python_at_run_time_uses_the_bundled_one(tmp_path, jobs, dynos):
-    """heroku-24 Ruby app: no python on the dyno at all (hidden by a mount namespace)."""
-    result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("Gemfile",))
-    assert "Interpreter at run time: a copy of this build's Python" in result.stdout
+def test_heroku_python_before_us_with_a_shared_libpython_needs_no_profile_d_order(tmp_path, jobs, dynos):
+    """heroku/python's own builds need LD_LIBRARY_PATH=/app/.heroku/python/lib, which its .profile.d
+    script sets, maybe after ours has started the collector. Here the app's Python is such a build
+    (a relocated interpreter whose libpython is only in .heroku/python/lib), its .profile.d script
+    runs after ours, and every other Python is hidden."""
     build = tmp_path / "build"
-    probe = run(["unshare", "-m", "--propagation", "private", "bash", "-c",
-                 hide_python_script() + "python3 -c 'print(1)'; /usr/bin/python3 -c 'print(1)'"])
-    assert "1" not in probe.stdout, "python is still runnable inside the namespace"
+    build.mkdir()
+    bundle = run([*NO_NETWORK, "python3", "-I", "-S", "-c",
+                  "import sys; sys.path.insert(0, sys.argv.pop(1)); from buildpack.__main__ import main; "
+                  "sys.exit(main(sys.argv[1:]))", str(BUILDPACK / "lib"),
+                  "bundle", str(build / ".heroku" / "python"), "--stack", "heroku-24"])
+    assert bundle.returncode == 0, bundle.stdout + bundle.stderr
+    app_python = build / ".heroku" / "python" / "bin" / "python3"
+    assert list((build / ".heroku" / "python" / "lib").glob("libpython3*.so*"))
+    alone = run(["unshare", "-m", "--propagation", "private", "bash", "-c",
+                 hide_python_script() + f"{app_python} -c 'print(1)'"])
+    assert alone.returncode != 0 and "libpython" in alone.stderr, "the app's Python must need LD_LIBRARY_PATH"
+    result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("requirements.txt",))
+    assert "the app's Python (/app/.heroku/python), installed by heroku/python" in result.stdout
+    (build / ".profile.d" / "zz-python.sh").write_text(
+        'export LD_LIBRARY_PATH="$HOME/.heroku/python/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"\n')
     dyno = dynos(build, "web.1", dyno_env(jobs), hide_python=True)
+    dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=15)
+    (collector,) = dyno.collectors()
+    assert Path(f"/proc/{collector}/exe").resolve() == app_python.resolve()
+
+
+@pytest.mark.parametrize("stack", ["heroku-24", "heroku-26"])
+def test_ruby_app_with_python_tooling_files_gets_a_bundled_python(tmp_path, jobs, dynos, stack):
+    """A Sidekiq app that keeps .python-version, pyproject.toml and requirements.txt for tooling,
+    built without heroku/python: the dyno has no Python at all, and metrics still flow."""
+    assert python_is_hidden(), "a Python is still runnable inside the namespace"
+    result = compile_app(tmp_path, stack, {"REDIS_URL": jobs},
+                         app_files=("Gemfile", ".python-version", "pyproject.toml", "requirements.txt"))
+    assert (f"Interpreter at run time: a copy of this build's Python ({stack} has no Python at run time)"
+            in result.stdout)
+    assert "list queue-metrics after it to leave the bundled Python out of the slug" in result.stdout
+    build = tmp_path / "build"
+    dyno = dynos(build, "web.1", dyno_env(jobs), hide_python=True)
+    line = dyno.wait_for(lambda line: ".size=" in line, timeout=15)
+    assert "sample#queue.sidekiq.default.size=2" in line
+    (collector,) = dyno.collectors()
+    assert Path(f"/proc/{collector}/exe").resolve() == (build / ".queue-metrics" / "python" / "bin" / "python3")
+
+
+def test_heroku_python_after_us_the_dyno_still_runs_the_chosen_python(tmp_path, jobs, dynos):
+    """Our buildpack first, heroku/python after it: at build time nothing says heroku/python will
+    run, so a Python is bundled; the dyno then has both and runs the bundled one it was built for."""
+    result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("requirements.txt",))
+    assert "a copy of this build's Python" in result.stdout
+    build = tmp_path / "build"
+    fake_heroku_python(build, OLDEST_PYTHON)
+    dyno = dynos(build, "web.1", dyno_env(jobs))
     dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=15)
     (collector,) = dyno.collectors()
     assert Path(f"/proc/{collector}/exe").resolve() == (build / ".queue-metrics" / "python" / "bin" / "python3")
 
 
-def test_rebuild_uses_the_cache(tmp_path, redis_server):
-    compile_app(tmp_path, "heroku-22", {"REDIS_URL": redis_server.url})
-    again = compile_app(tmp_path, "heroku-22", {"REDIS_URL": redis_server.url})
-    assert "Using cached packages" in again.stdout
+def test_the_bundle_leaves_the_run_images_libraries_to_it(tmp_path, redis_server):
+    """No copy of OpenSSL, zlib, libffi, ... in the slug: the stack's updates must reach them."""
+    result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": redis_server.url}, app_files=("Gemfile",))
+    python = tmp_path / "build" / ".queue-metrics" / "python"
+    copied = sorted(path.name for path in (python / "lib").iterdir() if path.is_file())
+    for library in ("libssl", "libcrypto", "libz.", "libffi", "liblzma", "libbz2", "libuuid", "libexpat", "libcrypt."):
+        assert not [name for name in copied if name.startswith(library)], copied
+    ssl_module = next((python / "lib").glob("python3.*/lib-dynload/_ssl.*.so"))
+    ldd = run(["ldd", str(ssl_module)], env={"LD_LIBRARY_PATH": str(python / "lib")})
+    assert re.search(r"libssl\.so\.3 => (/usr)?/lib/", ldd.stdout), ldd.stdout
+    bundled = re.search(r"Bundled Python [0-9.]+: (\d+) librar\w+ copied \(([^)]*)\), (\d+) left to the run "
+                        r"image's packages", result.stdout)
+    assert bundled, result.stdout
+    assert bundled.group(2).split(", ") == copied and int(bundled.group(3)) >= 5
+    assert re.search(r"Added \d+\.\d MB to the slug \(collector and packages \d+\.\d MB, Python \d+\.\d MB\)",
+                     result.stdout), result.stdout
+
+
+def test_a_distro_python_like_herokus_build_image_copies_no_library(tmp_path, jobs, dynos):
+    """Heroku's build images have Ubuntu's python3, as this Debian machine has /usr/bin/python3:
+    every library it needs is a package of the run image, so the bundle copies none."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "python3").symlink_to("/usr/bin/python3")
+    result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("Gemfile",),
+                         path=f"{tools}:{os.environ['PATH']}")
+    assert re.search(r"Bundled Python 3\.\d+\.\d+: 0 libraries copied \(none\), \d+ left", result.stdout), result.stdout
+    build = tmp_path / "build"
+    (stdlib,) = (build / ".queue-metrics" / "python" / "lib").iterdir()  # no library beside it
+    assert re.fullmatch(r"python3\.\d+", stdlib.name)
+    dyno = dynos(build, "web.1", dyno_env(jobs), hide_python=True)
+    dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=15)
+
+
+def test_the_bundled_standard_library_is_precompiled_and_never_rechecked(tmp_path, redis_server):
+    compile_app(tmp_path, "heroku-24", {"REDIS_URL": redis_server.url}, app_files=("Gemfile",))
+    stdlib = next((tmp_path / "build" / ".queue-metrics" / "python" / "lib").glob("python3.*"))
+    sources = [path for path in stdlib.rglob("*.py") if "lib-dynload" not in path.parts]
+    assert len(sources) > 300
+    tag = sys.implementation.cache_tag
+    missing = [path for path in sources if not (path.parent / "__pycache__" / f"{path.stem}.{tag}.pyc").is_file()]
+    assert len(missing) <= len(sources) // 100, missing[:10]  # a few files are not valid Python on purpose
+    for source in (stdlib / "os.py", stdlib / "json" / "decoder.py", stdlib / "ssl.py"):
+        header = (source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc").read_bytes()[:16]
+        assert int.from_bytes(header[4:8], "little") == 0b01, "not an unchecked hash-based pyc"
+    for package in ("redis", "click", "queue_metrics"):
+        lib = tmp_path / "build" / ".queue-metrics" / "lib" / package
+        assert (lib / "__pycache__" / f"__init__.{tag}.pyc").is_file()
+
+
+def test_rebuild_reuses_the_bundle_from_the_cache(tmp_path, redis_server):
+    first = compile_app(tmp_path, "heroku-24", {"REDIS_URL": redis_server.url})
+    assert "(from the build cache)" not in first.stdout
+    again = compile_app(tmp_path, "heroku-24", {"REDIS_URL": redis_server.url})
+    assert "Bundled Python 3." in again.stdout and "(from the build cache)" in again.stdout
+    assert (tmp_path / "build" / ".queue-metrics" / "python" / "bin" / "python3").is_file()
     assert (tmp_path / "build" / ".queue-metrics" / "lib" / "redis" / "__init__.py").is_file()
 
 
-def test_build_without_pip_fetches_hashed_wheels(tmp_path, redis_server):
+def test_build_with_no_network_and_no_pip(tmp_path, redis_server):
+    """No build image has pip, and PyPI may be down: the wheels come from the buildpack itself."""
     no_pip = tmp_path / "no-pip"
     run([sys.executable, "-m", "venv", "--without-pip", str(no_pip)])
-    env_path = f"{no_pip / 'bin'}:{os.environ['PATH']}"
-    build, cache, env = tmp_path / "build", tmp_path / "cache", tmp_path / "env"
-    for directory in (build, cache, env):
-        directory.mkdir()
-    result = run([str(BUILDPACK / "bin" / "compile"), str(build), str(cache), str(env)],
-                 env={**os.environ, "PATH": env_path, "STACK": "heroku-22"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "no pip in this build image" in result.stdout
-    assert "No Redis URL config var" in result.stderr
+    result = compile_app(tmp_path, "heroku-22", {}, path=f"{no_pip / 'bin'}:{os.environ['PATH']}")
+    assert "Installed the collector with redis==5.2.1, click==8.1.8, async-timeout==5.0.1" in result.stdout
+    assert "No Redis URL config var is set" in result.stderr
     probe = run(["/usr/bin/python3", "-I", "-S", "-c",
                  "import sys; sys.path.insert(0, sys.argv[1]); import redis, click; print(redis.__version__)",
-                 str(build / ".queue-metrics" / "lib")])
+                 str(tmp_path / "build" / ".queue-metrics" / "lib")])
     assert probe.stdout.strip() == "5.2.1", probe.stderr
 
 
+def test_the_slug_gets_the_collector_only(system_python_build):
+    """Build-time code (interpreter choice, wheel install, bundling) stays in the buildpack."""
+    build, _ = system_python_build
+    lib = build / ".queue-metrics" / "lib"
+    packages = sorted(path.name for path in lib.iterdir() if not path.name.endswith(".dist-info"))
+    assert packages == ["async_timeout", "click", "queue_metrics", "redis"]
+    assert not list(build.rglob("build.py")) and not list(build.rglob("buildpack"))
+    installed = sorted(path.name for path in (build / ".queue-metrics").iterdir() if path.name != "supervisor.lock")
+    assert installed == ["bin", "interpreter", "lib", "libexec"]  # the lock: the dynos of earlier tests
+
+
+def test_pip_install_gets_the_collector_only(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "target"  # a copy: the build writes into its tree
+    shutil.copytree(BUILDPACK, source, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "build", "*.egg-info"))
+    result = run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                  "--target", str(target), str(source)])
+    assert result.returncode == 0, result.stderr
+    installed = {path.name for path in target.iterdir() if not path.name.endswith((".dist-info", ".egg-info"))}
+    assert installed == {"queue_metrics", "bin"}
+    assert not list(target.rglob("build.py")) and not list(target.rglob("run-images"))
+
+
+def buildpack_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "buildpack"
+    shutil.copytree(BUILDPACK, copy, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "__pycache__"))
+    return copy
+
+
+def compile_with(buildpack: Path, tmp_path: Path, stack="heroku-24", path=None) -> subprocess.CompletedProcess:
+    build, cache, env = tmp_path / "build", tmp_path / "cache", tmp_path / "env"
+    for directory in (build, cache, env):
+        directory.mkdir(exist_ok=True)
+    (build / "Gemfile").write_text("")
+    environment = {**os.environ, "STACK": stack, **({"PATH": path} if path else {})}
+    return run([*NO_NETWORK, str(buildpack / "bin" / "compile"), str(build), str(cache), str(env)], env=environment)
+
+
+def assert_skipped_with_a_warning(result: subprocess.CompletedProcess, build: Path, cause: str) -> None:
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "-----> Installing queue-metrics" in result.stdout
+    assert " !     queue-metrics was not installed, and this app deploys without it.\n" in result.stderr
+    assert f" !     Cause: {cause}" in result.stderr, result.stderr
+    assert result.stderr.count("Cause:") == 1 and "Done:" not in result.stdout
+    assert not (build / ".queue-metrics").exists() and not (build / ".profile.d" / "queue-metrics.sh").exists()
+
+
+def test_a_wheel_that_fails_its_hash_skips_us_and_the_deploy_goes_on(tmp_path):
+    buildpack = buildpack_copy(tmp_path)
+    wheel = next((buildpack / "vendor" / "wheels").glob("redis-*.whl"))
+    wheel.write_bytes(wheel.read_bytes() + b"tampered")
+    result = compile_with(buildpack, tmp_path)
+    assert_skipped_with_a_warning(result, tmp_path / "build", "no wheel of redis==5.2.1 with the pinned sha256")
+
+
+def test_a_failing_shell_step_skips_us_and_the_deploy_goes_on(tmp_path):
+    buildpack = buildpack_copy(tmp_path)
+    (buildpack / "profile.d" / "queue-metrics.sh").unlink()
+    result = compile_with(buildpack, tmp_path)
+    assert_skipped_with_a_warning(result, tmp_path / "build", "bin/compile failed at line ")
+    assert "cp: cannot stat" in result.stderr
+
+
+def test_a_build_image_without_python_skips_us_with_the_fix(tmp_path):
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("bash", "dirname", "cat", "rm", "mkdir", "cp", "sed", "unshare"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    result = compile_with(BUILDPACK, tmp_path, path=str(tools))
+    assert result.returncode == 0, result.stderr
+    assert "Cause: this build image has no python3" in result.stderr
+    assert "Fix: use a Heroku stack (heroku stack:set heroku-24), or add heroku/python" in result.stderr
+    assert not (tmp_path / "build" / ".queue-metrics").exists()
+
+
+def test_test_compile_for_heroku_ci_skips_the_bundle_and_the_hook(tmp_path):
+    build, cache, env = tmp_path / "build", tmp_path / "cache", tmp_path / "env"
+    for directory in (build, cache, env):
+        directory.mkdir()
+    result = run([*NO_NETWORK, str(BUILDPACK / "bin" / "test-compile"), str(build), str(cache), str(env)],
+                 env={**os.environ, "STACK": "heroku-24"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("-----> queue-metrics: nothing to install for Heroku CI\n       ")
+    assert list(build.iterdir()) == [] and list(cache.iterdir()) == []
+
+
+def test_one_off_dynos_have_the_queue_metrics_command(tmp_path, jobs, dynos):
+    """`heroku run queue-metrics once` on a heroku-24 Ruby app: no Python on the dyno, the same
+    interpreter and packages as the loop, and the hook itself prints and starts nothing."""
+    compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("Gemfile",))
+    build = tmp_path / "build"
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(build), "DYNO": "run.4242", "REDIS_URL": jobs}
+    script = ('for script in "$HOME"/.profile.d/*.sh; do source "$script"; done; '
+              'queue-metrics once; queue-metrics config')
+    result = run(["unshare", "-m", "--propagation", "private", "bash", "-c",
+                  hide_python_script() + 'exec bash -c "$0"', script], env=env, cwd=build)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert re.search(r"^sample#queue\.sidekiq\.default\.size=2 ", result.stdout, re.M), result.stdout
+    assert "redis_url_var='REDIS_URL'" in result.stdout
+    # `heroku run queue-metrics run`: the process is the bundled Python, as on web.1.
+    dyno = dynos(build, "run.4243", dyno_env(jobs), hide_python=True, command="queue-metrics run")
+    dyno.wait_for(lambda line: ".size=" in line, timeout=15)
+    (collector,) = dyno.collectors()
+    assert Path(f"/proc/{collector}/exe").resolve() == (build / ".queue-metrics" / "python" / "bin" / "python3")
+    assert dyno.supervisors() == []
+
+
+def test_a_dyno_with_no_python_at_all_says_so_once_and_does_not_retry(system_python_build, jobs, dynos):
+    """Built for heroku-22's /usr/bin/python3, started where there is none (an image swapped under it)."""
+    build, _ = system_python_build
+    dyno = dynos(build, "web.1", dyno_env(jobs), hide_python=True)
+    line = dyno.wait_for(lambda line: bool(line), timeout=5, stream="stderr")
+    assert line.startswith("queue-metrics: error: no Python interpreter on this dyno (looked for ")
+    assert line.rstrip().endswith("set QUEUE_METRICS_PYTHON=bundled and redeploy")
+    time.sleep(2.5)
+    assert dyno.read_line(0.2, "stderr") == "" and dyno.processes() == []
+
+
+def test_the_hook_puts_the_command_on_path_once(system_python_build):
+    build, _ = system_python_build
+    script = ('source "$HOME/.profile.d/queue-metrics.sh"; source "$HOME/.profile.d/queue-metrics.sh"; '
+              'echo "$PATH"; command -v queue-metrics')
+    result = run(["bash", "-c", script], env={"PATH": "/usr/bin:/bin", "HOME": str(build), "DYNO": "worker.1"})
+    assert result.stdout.splitlines() == [f"/usr/bin:/bin:{build}/.queue-metrics/bin",
+                                          f"{build}/.queue-metrics/bin/queue-metrics"]
+    assert result.stderr == ""
+
+
 def test_shellcheck():
-    scripts = [str(path) for path in (BUILDPACK / "bin").iterdir()] + [
-        str(BUILDPACK / "profile.d" / "queue-metrics.sh"), str(BUILDPACK / "lib" / "output.sh"),
-        str(BUILDPACK / "tests" / "run"), str(BUILDPACK / ".ci" / "run")]
+    """The buildpack's shell with every optional check; the test runner's with the default ones."""
+    buildpack_scripts = [str(path) for path in (BUILDPACK / "bin").iterdir()] + [
+        str(BUILDPACK / "profile.d" / "queue-metrics.sh"), str(BUILDPACK / "lib" / "output.sh")]
     assert shutil.which("shellcheck"), "shellcheck is not installed: run tests/run"
-    result = run(["shellcheck", "-x", *scripts], cwd=BUILDPACK)
+    result = run(["shellcheck", "-x", "-o", "all", *buildpack_scripts], cwd=BUILDPACK)
+    assert result.returncode == 0, result.stdout
+    result = run(["shellcheck", "-x", str(BUILDPACK / "tests" / "run"), str(BUILDPACK / ".ci" / "run")], cwd=BUILDPACK)
     assert result.returncode == 0, result.stdout
 
 
