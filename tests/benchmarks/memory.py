@@ -1,8 +1,8 @@
 """Usage: .venv/bin/python tests/benchmarks/memory.py
 
 Where the `run` process's resident memory goes, as deployed (the buildpack's layout, started
-the way the supervisor starts it): the interpreter alone, with our imports, and after 50 ticks
-over 0, 300 and 3,000 queues.
+the way the supervisor starts it): the interpreter alone, what each import adds, and after 50
+ticks over 0, 300 and 3,000 queues.
 """
 
 from __future__ import annotations
@@ -38,14 +38,18 @@ def main() -> None:
     server = RedisServer().start()
     client = redis.Redis.from_url(server.url)
     command, build = bench.buildpack_launch(server.url)
-    lib = command[5]
+    lib = str(build / "app" / ".queue-metrics" / "lib")
     env = {"PATH": os.environ["PATH"], "REDIS_URL": server.url, "QUEUE_METRICS_INTERVAL": "0.05"}
     try:
         print("| what | resident memory, MB |\n|---|---|")
+        run_path = "queue_metrics.runner, queue_metrics.collector, queue_metrics.connection"
         for label, code in (("/usr/bin/python3 -I -S, nothing imported", "import time; time.sleep(2)"),
-                            ("... plus `import redis`", "import redis, time; time.sleep(2)"),
-                            ("... plus the collector and the CLI",
-                             "import redis, time, queue_metrics.cli, queue_metrics.collector; time.sleep(2)")):
+                            ("... plus `ssl` and `socket`", "import ssl, socket, time; time.sleep(2)"),
+                            ("... plus the `run` path as deployed (our modules only)",
+                             f"import time, {run_path}; time.sleep(2)"),
+                            ("... plus `click` (every other command)", f"import time, click, {run_path}; time.sleep(2)"),
+                            ("... plus `redis` (redis-py: only `demo` imports it)",
+                             f"import time, click, redis, {run_path}; time.sleep(2)")):
             process = subprocess.Popen(["/usr/bin/python3", "-I", "-S", "-c",
                                         f"import sys; sys.path.insert(0, {lib!r}); {code}"])
             import time

@@ -287,10 +287,8 @@ def buildpack_launch(url: str) -> tuple:
         (build / name).mkdir()
     subprocess.run([str(ROOT / "bin" / "compile"), str(build / "app"), str(build / "cache"), str(build / "env")],
                    env={**os.environ, "STACK": "heroku-22"}, check=True, capture_output=True)
-    lib = build / "app" / ".queue-metrics" / "lib"
-    launch = ('import sys; sys.path.insert(0, sys.argv.pop(1)); from queue_metrics.cli import main; '
-              'main(prog_name="queue-metrics")')
-    return ["/usr/bin/python3", "-I", "-S", "-c", launch, str(lib), "run"], build
+    # As the supervisor starts it: the slug's `queue-metrics` command, which picks the interpreter.
+    return [str(build / "app" / ".queue-metrics" / "bin" / "queue-metrics"), "run"], build
 
 
 def process_figures(url: str) -> dict:
