@@ -10,7 +10,8 @@ from rq import Queue
 
 from helpers.collect import by_queue, collect, make_collector, sidekiq
 
-READ_COMMANDS = {"smembers", "llen", "lindex", "hget", "exists", "scan", "dbsize", "ping", "select", "auth", "info"}
+READ_COMMANDS = {"smembers", "llen", "lindex", "hget", "exists", "scan", "dbsize", "ping", "select", "auth", "info",
+                 "zcard", "get", "hmget", "hlen", "hscan"}
 
 
 def command_counts(client) -> dict:

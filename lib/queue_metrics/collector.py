@@ -35,7 +35,7 @@ FIRST_WALK_SECONDS = 2.0
 def make_systems(settings: Settings) -> List[QueueSystem]:
     specs = {spec.name: spec for spec in SYSTEMS}
     chosen = settings.backends or tuple(specs)
-    return [specs[name].make(settings.of(name)) for name in chosen]
+    return [specs[name].make(settings.of(name), settings.extras) for name in chosen]
 
 
 class Collector:
@@ -85,12 +85,14 @@ class Collector:
                 read = _Read(system, system.read_system)
                 if read.step is not None:
                     systems.append(read)
-            replies = self._execute(registries + [read.step for read in (*early.values(), *systems)])
+            # At every step the system reads go before the queue reads: a queue's read can use
+            # what its system's read found in the same round trip (Celery's held messages).
+            replies = self._execute(registries + [read.step for read in (*systems, *early.values())])
             split = sum(registry.count for registry in registries)
             in_use, listed = self._in_use(replies.values[:split], registries, errors)
-            _advance([*early.values(), *systems], Replies(replies.values[split:], replies.now))
+            _advance([*systems, *early.values()], Replies(replies.values[split:], replies.now))
             reads = [early.get(key) or _queue_read(*key) for key in listed]
-            pending = [read for read in (*reads, *systems) if read.step is not None]
+            pending = [read for read in (*systems, *reads) if read.step is not None]
             while pending:
                 _advance(pending, self._execute([read.step for read in pending]))  # type: ignore[misc]
                 pending = [read for read in pending if read.step is not None]

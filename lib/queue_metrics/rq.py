@@ -3,6 +3,11 @@
 Size is `Queue.count` (LLEN). RQ has no latency API: latency is the age of the job at LINDEX 0
 (RPUSH enqueues, workers pop the left end), read from its hash's `enqueued_at`. RQ's own
 `get_jobs` and registry counts clean up as they read; nothing here writes.
+
+Per queue, the sizes of its job registries (sorted sets, read with ZCARD as
+`registry.get_job_count(cleanup=False)` does); system-wide, the workers of `Worker.all()` (members
+of `rq:workers` whose hash still exists: rq drops the others from the set as it lists them, we
+only skip them) and those whose `state` is `busy`.
 """
 
 from __future__ import annotations
@@ -16,17 +21,19 @@ from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_re
 from queue_metrics.plugin import (
     Batch,
     Found,
+    MemberReads,
     QueueReader,
     SystemReader,
     SystemSpec,
     batch,
     decode_name,
     encode_key,
+    joined,
     latency_or_report,
     list_head,
     registry_members,
 )
-from queue_metrics.sample import QueueSample
+from queue_metrics.sample import Figure, QueueSample, SystemSample
 from queue_metrics.timestamps import iso8601_seconds, latency
 
 NAME = "rq"
@@ -35,6 +42,18 @@ QUEUE_KEY_PREFIX = "rq:queue:"  # LIST of job ids; the next job is at 0
 JOB_KEY_PREFIX = "rq:job:"  # HASH per job
 ENQUEUED_AT_FIELD = "enqueued_at"  # "%Y-%m-%dT%H:%M:%S.%fZ", rewritten on every enqueue
 OLDEST_INDEX = 0
+# Each queue's job registries (rq 2.x and 3.x key templates), in the order their figures come.
+REGISTRY_KEYS = (
+    ("started", "rq:wip:{name}"),  # one member per running execution
+    ("failed", "rq:failed:{name}"),
+    ("finished", "rq:finished:{name}"),
+    ("deferred", "rq:deferred:{name}"),  # waiting for the jobs they depend on
+    ("scheduled", "rq:scheduled:{name}"),
+    ("canceled", "rq:canceled:{name}"),
+)
+WORKERS_KEY = "rq:workers"  # SET of worker keys, rq:worker:<name>; each a HASH
+WORKER_STATE_FIELD = "state"
+BUSY_STATE = b"busy"
 
 
 def job_enqueued_at(value: Optional[bytes], job_id: str) -> float:
@@ -72,10 +91,13 @@ class RQ:
     name = NAME
     scan_pattern = None
 
-    def __init__(self, settings: Optional[RQSettings] = None) -> None:
+    def __init__(self, settings: Optional[RQSettings] = None, extras: bool = True) -> None:
         self.settings = settings or RQSettings()
+        self.extras = extras
         self._registry = batch(("SMEMBERS", QUEUES_KEY))
         self._queue_batch = functools.lru_cache(maxsize=65536)(self._make_queue_batch)
+        self._workers_batch = batch(("SMEMBERS", WORKERS_KEY))
+        self._workers = MemberReads(lambda key: batch(("EXISTS", key), ("HGET", key, WORKER_STATE_FIELD)))
 
     def found_keys(self, keys: Iterable[str], complete: bool) -> None:
         """RQ lists its queues in a set: nothing to discover."""
@@ -99,20 +121,23 @@ class RQ:
             evidence = "QUEUE_METRICS_RQ_QUEUES is set"
         return Found(sorted(names), evidence)
 
-    @staticmethod
-    def _make_queue_batch(queue: str) -> Batch:
+    def _make_queue_batch(self, queue: str) -> Batch:
         key = encode_key(QUEUE_KEY_PREFIX + queue)
-        return batch(("LLEN", key), ("LINDEX", key, OLDEST_INDEX))
+        registries = [("ZCARD", encode_key(template.format(name=queue)))
+                      for _, template in REGISTRY_KEYS] if self.extras else []
+        return batch(("LLEN", key), ("LINDEX", key, OLDEST_INDEX), *registries)
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
         replies = yield self._queue_batch(queue)
-        head = list_head(NAME, queue, replies.values, errors)
+        values = replies.values
+        head = list_head(NAME, queue, values[:2], errors)
         if head.size is None:
             return None
+        figures = registry_figures(queue, values[2:], errors) if self.extras else ()
         if not head.readable:
-            return QueueSample(NAME, queue, head.size, None)
+            return QueueSample(NAME, queue, head.size, None, figures)
         if head.oldest is None:
-            return QueueSample(NAME, queue, head.size, 0.0)
+            return QueueSample(NAME, queue, head.size, 0.0, figures)
 
         job_id = decode_name(head.oldest)
         replies = yield enqueued_at_batch(head.oldest)
@@ -120,16 +145,44 @@ class RQ:
         if isinstance(enqueued_at, ReplyError):
             errors.about_queue(NAME, queue, f"latency unknown: job {show_name(job_id)}: "
                                             f"{describe_reply_error(enqueued_at, 'a hash')}")
-            return QueueSample(NAME, queue, head.size, None)
+            return QueueSample(NAME, queue, head.size, None, figures)
         seconds = latency_or_report(NAME, queue, errors,
                                     lambda: latency(job_enqueued_at(enqueued_at, job_id), replies.now))
-        return QueueSample(NAME, queue, head.size, seconds)
+        return QueueSample(NAME, queue, head.size, seconds, figures)
 
     def read_system(self, errors: ErrorLog) -> Optional[SystemReader]:
-        return None
+        return self._read_system(errors) if self.extras else None
+
+    def _read_system(self, errors: ErrorLog) -> SystemReader:
+        first = self._workers_batch
+        replies = yield joined((first, self._workers.known_batch))
+        members = registry_members(NAME, WORKERS_KEY, replies.values[0], errors)
+        workers = yield from self._workers.read(members, replies.values[first.count:])
+        alive = busy = 0
+        for key, (exists, state) in workers:
+            failed = exists if isinstance(exists, ReplyError) else state
+            if isinstance(failed, ReplyError):
+                errors.about_reply(NAME, f"worker {show_name(decode_name(key))}", failed, "a hash")
+                continue
+            if exists:
+                alive += 1
+                busy += state == BUSY_STATE
+        return SystemSample(NAME, (Figure("workers", alive, "{worker}"), Figure("busy", busy, "{worker}")))
 
     def describe(self) -> List[str]:
         return []
+
+
+def registry_figures(queue: str, sizes: list, errors: ErrorLog) -> Tuple[Figure, ...]:
+    """The sizes of a queue's registries (the ZCARD replies, in REGISTRY_KEYS order)."""
+    figures = []
+    for (name, template), size in zip(REGISTRY_KEYS, sizes):
+        if isinstance(size, ReplyError):
+            errors.about_queue(NAME, queue, f"{name} registry {show_name(template.format(name=queue))}: "
+                                            f"{describe_reply_error(size, 'a sorted set')}")
+        else:
+            figures.append(Figure(name, size))
+    return tuple(figures)
 
 
 SYSTEM = SystemSpec(NAME, RQSettings.from_env, RQ)  # type: ignore[arg-type]
