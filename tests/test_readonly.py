@@ -14,6 +14,7 @@ from rq import Queue
 import queue_metrics.celery as celery_hook
 from helpers.collect import by_queue, make_collector, sidekiq
 from helpers.process import queue_metrics
+from helpers.workers import add_workers
 
 READER_PASSWORD = "reader-Pa55word"
 
@@ -38,6 +39,7 @@ def all_three(redis_url, client):
         celery_hook.uninstall()
         app.close()
         pools.reset()
+    add_workers(client)  # a Sidekiq process, an rq worker, a held Celery message
     return redis_url
 
 

@@ -147,7 +147,8 @@ def test_sets_processes_and_throughput_equal_sidekiq_stats_and_process_set(sidek
     assert ours["utilization"].value == pytest.approx(theirs["busy"] / theirs["concurrency"])
     assert "processed" not in ours and "failed" not in ours  # the first tick has no interval
 
-    sidekiq(redis_url, {"jobs": [{"class": "QuickJob"}, {"class": "QuickJob"}, {"class": "DoomedJob", "retry": 0}]}, namespace)
+    more = [{"class": "QuickJob"}, {"class": "QuickJob"}, {"class": "DoomedJob", "retry": 0}]
+    sidekiq(redis_url, {"jobs": more}, namespace)
     wait_for(lambda: settled(7, 2), "three more jobs to be reported")
     report, later = reference_around(redis_url, namespace, collector.tick)
     ours = system_figures(report, "sidekiq")
@@ -160,3 +161,16 @@ def test_sets_processes_and_throughput_equal_sidekiq_stats_and_process_set(sidek
     report, _ = reference_around(redis_url, namespace, collector.tick)
     quiet = system_figures(report, "sidekiq")
     assert (quiet["processed"].value, quiet["failed"].value) == (0, 0)
+
+
+def test_processed_and_failed_count_per_tick_and_survive_a_reset(redis_url, client):
+    sidekiq(redis_url, {"enqueue": {"default": 1}})
+    collector = make_collector(redis_url)
+    counts = []
+    # What Sidekiq's heartbeats add (INCRBY), then Sidekiq::Stats#reset, then a missing key.
+    for processed, failed in ((10, 1), (15, 1), (15, 4), (2, 0), (5, 0), (None, None)):
+        for key, value in (("stat:processed", processed), ("stat:failed", failed)):
+            client.delete(key) if value is None else client.set(key, value)
+        ours = system_figures(collector.tick(), "sidekiq")
+        counts.append(tuple(ours[name].value if name in ours else None for name in ("processed", "failed")))
+    assert counts == [(None, None), (5, 0), (0, 3), (2, 0), (3, 0), (0, 0)]

@@ -68,8 +68,9 @@ RUN_AT_HEADER = "run_at"  # ISO 8601; set by hirefire
 SENTRY_HEADER = "sentry-task-enqueued-time"  # epoch seconds; set by sentry-sdk
 DISPATCH_UID = "queue_metrics.celery.published_at"
 UNACKED_KEY = "unacked"  # HASH delivery tag -> JSON [message, exchange, routing_key]
-# Held messages are attributed to queues when the hash has no more entries than this: one HSCAN
-# of this COUNT then returns it whole (cursor 0); a bigger hash gives its total only.
+# Held messages are attributed to queues when the hash has fewer entries than this: one HSCAN of
+# this COUNT (in entries: Redis counts a field and its value once) then returns it whole, with
+# cursor 0. A bigger hash gives its total only, and costs no more than this many entries read.
 HELD_SCAN_COUNT = 1000
 UNIT_MESSAGES = "{message}"
 SCAN_SPECIAL = str.maketrans({char: f"\\{char}" for char in "*?[]\\"})
@@ -464,6 +465,10 @@ class Celery:
             steps_line = (f"priority lists with messages: steps {steps} (lists of every step 0-9 are "
                           f"counted, as kombu does for any priority_steps)")
         lines = [prefix_line, steps_line, f"separator {self.settings.sep!r}"]
+        if self.held_attributed is not None:
+            lines.append("held (unacked) messages: " + (
+                "counted per queue" if self.held_attributed else
+                f"total only (per queue needs fewer than {HELD_SCAN_COUNT} in the unacked hash)"))
         if self.heads_stamped or self.heads_unstamped:
             lines.append(f"publish stamps: {self.heads_stamped} queue head(s) stamped, "
                          f"{self.heads_unstamped} without a stamp")

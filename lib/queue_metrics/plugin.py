@@ -195,7 +195,7 @@ class MemberReads:
         self.known_batch = EMPTY_BATCH
 
     def read(self, members: Sequence[bytes], known_values: Sequence[object]
-             ) -> Generator[Batch, Replies, List[Tuple[bytes, list]]]:
+             ) -> Generator[Batch, Replies, List[Tuple[bytes, Sequence[object]]]]:
         """Each current member with the replies to its batch; `known_values` are the replies to
         `known_batch` (read with `members`)."""
         width = self._width

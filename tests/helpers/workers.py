@@ -4,6 +4,7 @@ waiting for what they do."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -49,3 +50,16 @@ def system_figures(report: TickReport, backend: str) -> Dict[str, Figure]:
 def queue_figures(report: TickReport, backend: str, queue: str) -> Dict[str, float]:
     (sample,) = [s for s in report.samples if (s.backend, s.queue) == (backend, queue)]
     return {figure.name: figure.value for figure in sample.figures}
+
+
+def add_workers(client, name: str = "1") -> None:
+    """A Sidekiq process's heartbeat hash as Sidekiq 6.4.1 writes it, an rq worker's hash, and a
+    message a Celery worker holds (as a real worker writes it: see tests/payloads)."""
+    identity = f"web.{name}:1:0123456789ab"
+    client.sadd("processes", identity)
+    info = {"hostname": f"web.{name}", "started_at": time.time(), "pid": 1, "tag": "", "concurrency": 10,
+            "queues": ["default"], "labels": [], "identity": identity}
+    client.hset(identity, mapping={"info": json.dumps(info), "busy": 2, "beat": time.time(), "quiet": "false"})
+    client.sadd("rq:workers", f"rq:worker:{name}")
+    client.hset(f"rq:worker:{name}", mapping={"state": "busy", "birth": "2026-11-23T00:00:00.000000Z"})
+    client.hset("unacked", f"tag-{name}", json.dumps([{"body": "", "properties": {}}, "", "celery"]))
