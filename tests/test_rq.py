@@ -142,3 +142,26 @@ def test_registries_and_workers_equal_rq_registries_and_worker_all(redis_url, cl
     assert len(workers) == 2
     assert (ours["workers"].value, ours["busy"].value) == (
         len(workers), sum(worker.get_state() == WorkerStatus.BUSY for worker in workers)) == (2, 1)
+
+
+def test_registries_that_appear_change_and_go_are_counted_every_tick(redis_url, client):
+    """An idle queue's registries cost one EXISTS; once one has jobs they are counted at once."""
+    queue = Queue("default", connection=client)
+    queue.enqueue("builtins.len", "x")
+    collector = make_collector(redis_url)
+    ticks = []
+    for step in ("none", "scheduled", "two scheduled", "one left", "none again", "none still"):
+        if step == "scheduled":
+            first = queue.enqueue_in(timedelta(hours=1), "builtins.len", "later")
+        elif step == "two scheduled":
+            queue.enqueue_in(timedelta(hours=2), "builtins.len", "later")
+        elif step == "one left":
+            queue.scheduled_job_registry.remove(first)
+        elif step == "none again":
+            client.delete(queue.scheduled_job_registry.key)
+        report = collector.tick()
+        assert queue_figures(report, "rq", "default") == registry_sizes(queue), step
+        ticks.append((report.round_trips, queue_figures(report, "rq", "default")["scheduled"]))
+    # Round trips: the first tick reads the queue after the registry, then the job hash; later the
+    # job hash needs a second in any case, and a registry that appears rides along with it.
+    assert ticks == [(3, 0), (2, 1), (2, 2), (2, 1), (2, 0), (2, 0)]

@@ -5,7 +5,9 @@ Size is `Queue.count` (LLEN). RQ has no latency API: latency is the age of the j
 `get_jobs` and registry counts clean up as they read; nothing here writes.
 
 Per queue, the sizes of its job registries (sorted sets, read with ZCARD as
-`registry.get_job_count(cleanup=False)` does); system-wide, the workers of `Worker.all()` (members
+`registry.get_job_count(cleanup=False)` does; a queue that had none last tick costs one EXISTS of
+all six, and only when one appears are they counted, in the follow-up round trip that the job
+hash read usually needs anyway); system-wide, the workers of `Worker.all()` (members
 of `rq:workers` whose hash still exists: rq drops the others from the set as it lists them, we
 only skip them) and those whose `state` is `busy`.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from queue_metrics.config import name_list
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
@@ -51,6 +53,7 @@ REGISTRY_KEYS = (
     ("scheduled", "rq:scheduled:{name}"),
     ("canceled", "rq:canceled:{name}"),
 )
+FIGURES_CACHED = 4096
 WORKERS_KEY = "rq:workers"  # SET of worker keys, rq:worker:<name>; each a HASH
 WORKER_STATE_FIELD = "state"
 BUSY_STATE = b"busy"
@@ -96,6 +99,11 @@ class RQ:
         self.extras = extras
         self._registry = batch(("SMEMBERS", QUEUES_KEY))
         self._queue_batch = functools.lru_cache(maxsize=65536)(self._make_queue_batch)
+        self._sizes_batch = functools.lru_cache(maxsize=65536)(self._make_sizes_batch)
+        # Queues that had jobs in a registry last tick: their registries are counted at once.
+        self._with_registries: Set[str] = set()
+        # Registry figures by their sizes: most queues share a few (all zero, above all).
+        self._figures: Dict[Tuple[object, ...], Tuple[Figure, ...]] = {}
         self._workers_batch = batch(("SMEMBERS", WORKERS_KEY))
         self._workers = MemberReads(lambda key: batch(("EXISTS", key), ("HGET", key, WORKER_STATE_FIELD)))
 
@@ -121,34 +129,79 @@ class RQ:
             evidence = "QUEUE_METRICS_RQ_QUEUES is set"
         return Found(sorted(names), evidence)
 
-    def _make_queue_batch(self, queue: str) -> Batch:
+    def _make_queue_batch(self, queue: str, counted: bool) -> Batch:
+        """LLEN + LINDEX and, with the extras, the queue's registries: their ZCARDs when it had
+        any last tick (`counted`), else one EXISTS of all six, nearly always 0 for an idle queue."""
         key = encode_key(QUEUE_KEY_PREFIX + queue)
-        registries = [("ZCARD", encode_key(template.format(name=queue)))
-                      for _, template in REGISTRY_KEYS] if self.extras else []
-        return batch(("LLEN", key), ("LINDEX", key, OLDEST_INDEX), *registries)
+        commands: List[Tuple[object, ...]] = [("LLEN", key), ("LINDEX", key, OLDEST_INDEX)]
+        if self.extras:
+            keys = self._registry_keys(queue)
+            commands += [("ZCARD", registry) for registry in keys] if counted else [("EXISTS", *keys)]
+        return batch(*commands)
+
+    @staticmethod
+    def _registry_keys(queue: str) -> List[bytes]:
+        return [encode_key(template.format(name=queue)) for _, template in REGISTRY_KEYS]
+
+    def _make_sizes_batch(self, queue: str) -> Batch:
+        return batch(*[("ZCARD", registry) for registry in self._registry_keys(queue)])
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
-        replies = yield self._queue_batch(queue)
+        counted = queue in self._with_registries
+        replies = yield self._queue_batch(queue, counted)
         values = replies.values
         head = list_head(NAME, queue, values[:2], errors)
         if head.size is None:
             return None
-        figures = registry_figures(queue, values[2:], errors) if self.extras else ()
+        figures: Tuple[Figure, ...] = ()
+        count_now = False  # a registry appeared since the last tick: ZCARDs in the follow-up
+        if counted:
+            figures = self._registry_figures(queue, values[2:], errors)
+        elif self.extras:
+            exists = values[2]
+            if isinstance(exists, ReplyError):
+                errors.about_queue(NAME, queue, f"registries: {describe_reply_error(exists, 'a sorted set')}")
+            elif exists:
+                count_now = True
+            else:
+                figures = NO_REGISTRIES
+        job_id = None if not head.readable or head.oldest is None else head.oldest
+        if count_now:
+            follow_up = [self._sizes_batch(queue)]
+            if job_id is not None:
+                follow_up.insert(0, enqueued_at_batch(job_id))
+            replies = yield joined(follow_up)
+            figures = self._registry_figures(queue, replies.values[-len(REGISTRY_KEYS):], errors)
         if not head.readable:
             return QueueSample(NAME, queue, head.size, None, figures)
-        if head.oldest is None:
+        if job_id is None:
             return QueueSample(NAME, queue, head.size, 0.0, figures)
-
-        job_id = decode_name(head.oldest)
-        replies = yield enqueued_at_batch(head.oldest)
-        (enqueued_at,) = replies.values
+        if not count_now:
+            replies = yield enqueued_at_batch(job_id)
+        enqueued_at = replies.values[0]
+        shown_id = decode_name(job_id)
         if isinstance(enqueued_at, ReplyError):
-            errors.about_queue(NAME, queue, f"latency unknown: job {show_name(job_id)}: "
+            errors.about_queue(NAME, queue, f"latency unknown: job {show_name(shown_id)}: "
                                             f"{describe_reply_error(enqueued_at, 'a hash')}")
             return QueueSample(NAME, queue, head.size, None, figures)
         seconds = latency_or_report(NAME, queue, errors,
-                                    lambda: latency(job_enqueued_at(enqueued_at, job_id), replies.now))
+                                    lambda: latency(job_enqueued_at(enqueued_at, shown_id), replies.now))
         return QueueSample(NAME, queue, head.size, seconds, figures)
+
+    def _registry_figures(self, queue: str, sizes: list, errors: ErrorLog) -> Tuple[Figure, ...]:
+        """The registries' figures from their ZCARDs; remembers whether the queue has any."""
+        figures = self._figures.get(tuple(sizes))
+        if figures is None:
+            figures = registry_figures(queue, sizes, errors)
+            if len(figures) == len(REGISTRY_KEYS):  # no error: the same sizes give the same figures
+                if len(self._figures) >= FIGURES_CACHED:
+                    self._figures.clear()
+                self._figures[tuple(sizes)] = figures
+        if any(figure.value for figure in figures):
+            self._with_registries.add(queue)
+        else:
+            self._with_registries.discard(queue)
+        return figures
 
     def read_system(self, errors: ErrorLog) -> Optional[SystemReader]:
         return self._read_system(errors) if self.extras else None
@@ -184,5 +237,7 @@ def registry_figures(queue: str, sizes: list, errors: ErrorLog) -> Tuple[Figure,
             figures.append(Figure(name, size))
     return tuple(figures)
 
+
+NO_REGISTRIES = tuple(Figure(name, 0) for name, _ in REGISTRY_KEYS)
 
 SYSTEM = SystemSpec(NAME, RQSettings.from_env, RQ)  # type: ignore[arg-type]
