@@ -233,11 +233,16 @@ class Celery:
         self.steps_seen: Set[int] = set()
         self.heads_stamped = 0
         self.heads_unstamped = 0
-        # (prefix, exchange, routing key) -> the queues it binds, as shown: this tick's bindings.
-        self._routes: Dict[Tuple[str, str, str], Dict[str, None]] = {}
+        # This tick's binding keys and their SMEMBERS replies; the routes made from them.
+        self._bindings: Tuple[List[str], list] = ([], [])
+        self._routes_made: Tuple[Tuple[List[str], list], Dict[Tuple[str, str, str], Dict[str, None]]] = (
+            ([], []), {})
         self._held_batch = self._make_held_batch()
         # This tick's held messages per queue; None: not known (a hash too big to read whole).
         self._held: Optional[Dict[str, int]] = None
+        # The per-queue figure for each count seen (fewer than HELD_SCAN_COUNT): most queues share
+        # a few, 0 above all.
+        self._held_figures: Dict[int, Tuple[Figure, ...]] = {}
         self.held_attributed: Optional[bool] = None
 
     @property
@@ -286,9 +291,10 @@ class Celery:
         names: Dict[str, None] = dict.fromkeys(self.settings.queues)
         bound = 0
         sep = self.settings.sep
-        routes: Dict[Tuple[str, str, str], Dict[str, None]] = {}
+        # Kept to find the queues of held messages, only when there are some (see _routes).
+        self._bindings = (self._sorted_binding_keys, replies)
         for key, reply in zip(self._sorted_binding_keys, replies):
-            prefix, exchange = split_binding_key(key) or ("", "")
+            prefix = (split_binding_key(key) or ("", ""))[0]
             for member in registry_members(NAME, key, reply, errors):
                 parts = decode_name(member).split(sep)
                 if len(parts) != 3:
@@ -301,9 +307,6 @@ class Celery:
                 # With a configured prefix the names are kombu's; found prefixes stay in the name.
                 shown = parts[2] if self.settings.keyprefix is not None else prefix + parts[2]
                 names[shown] = None
-                if self.extras:
-                    routes.setdefault((prefix, exchange, parts[0]), {})[shown] = None
-        self._routes = routes
         evidence = None
         if bound:
             evidence = f"{len(self._sorted_binding_keys)} _kombu.binding.* set(s) bind {bound} queue(s)"
@@ -339,14 +342,38 @@ class Celery:
                 commands += [("LLEN", key), ("LINDEX", key, OLDEST_INDEX)]
         return batch(*commands)
 
-    def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
-        sample = yield from self._read_lists(queue, errors)
-        if sample is None or self._held is None:
-            return sample
-        # The system read (advanced before the queues' at each step) counted them this tick.
-        return sample._replace(figures=(Figure("unacked", self._held.get(queue, 0), UNIT_MESSAGES),))
+    def _routes(self) -> Dict[Tuple[str, str, str], Dict[str, None]]:
+        """(prefix, exchange, routing key) -> the queues (as shown) it binds, from this tick's
+        bindings; made again only when they changed."""
+        made_from, routes = self._routes_made
+        if made_from == self._bindings:
+            return routes
+        routes = {}
+        sep = self.settings.sep
+        for key, reply in zip(*self._bindings):
+            if isinstance(reply, ReplyError):
+                continue
+            prefix, exchange = split_binding_key(key) or ("", "")
+            shown_prefix = "" if self.settings.keyprefix is not None else prefix
+            for member in reply:
+                parts = decode_name(member).split(sep)
+                if len(parts) == 3:
+                    routes.setdefault((prefix, exchange, parts[0]), {})[shown_prefix + parts[2]] = None
+        self._routes_made = (self._bindings, routes)
+        return routes
 
-    def _read_lists(self, queue: str, errors: ErrorLog) -> QueueReader:
+    def _with_held(self, queue: str, size: int, seconds: Optional[float]) -> QueueSample:
+        """The queue's sample, with its held messages when this tick's system read counted them
+        (it is advanced before the queues' reads at each step)."""
+        if self._held is None:
+            return QueueSample(NAME, queue, size, seconds)
+        count = self._held.get(queue, 0)
+        figures = self._held_figures.get(count)
+        if figures is None:
+            figures = self._held_figures[count] = (Figure("unacked", count, UNIT_MESSAGES),)
+        return QueueSample(NAME, queue, size, seconds, figures)
+
+    def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
         keys = self.list_keys(queue)
         replies = yield self._first_batch(queue)
         values = replies.values
@@ -394,9 +421,9 @@ class Celery:
                 errors.about_queue(NAME, queue, f"latency unknown: {describe_reply_error(failed[0])}")
                 latency_known = False
         if not latency_known:
-            return QueueSample(NAME, queue, size, None)
+            return self._with_held(queue, size, None)
         seconds = latency_or_report(NAME, queue, errors, lambda: self._latency(oldest, replies.now))
-        return QueueSample(NAME, queue, size, seconds)
+        return self._with_held(queue, size, seconds)
 
     def _latency(self, oldest: Sequence[Optional[bytes]], now: float) -> Optional[float]:
         seconds = queue_latency(oldest, now)
@@ -445,7 +472,7 @@ class Celery:
             if not exchange:  # the anonymous exchange routes to the queue named by the key
                 queues: Iterable[str] = (shown_prefix + routing_key,) if routing_key else ()
             else:
-                queues = self._routes.get((prefix, exchange, routing_key or ""), ())
+                queues = self._routes().get((prefix, exchange, routing_key or ""), ())
             for queue in queues:
                 held[queue] = held.get(queue, 0) + 1
         if unreadable:
