@@ -2,8 +2,9 @@
 
 Round trip 1 reads every system's registries (which queues exist) and system-wide figures and,
 along with them, every queue the previous tick found; round trip 2 reads the queues that are new
-this tick and the follow-up reads of the others (RQ's job hashes, Celery's priority lists);
-round trip 3 only what new queues need after that. So a steady tick is one or two round trips,
+this tick and the follow-up reads of the others (RQ's job hashes, Celery's priority lists, the
+hashes of Sidekiq processes and RQ workers that are new this tick); round trip 3 only what new
+queues need after that. At each step the system reads get their replies before the queue reads. So a steady tick is one or two round trips,
 never more than three, however many queues. Reads of a queue that left its registry are dropped
 unreported.
 

@@ -10,9 +10,9 @@ collector advances every generator of a tick in lockstep, so N queues cost one r
 step, not N, and a tick never makes more than three round trips.
 
 Commands travel already packed (RESP bytes): a queue's first batch is the same every tick, so
-systems pack it once and keep it. A reader that yields `EMPTY_BATCH` waits one step at no cost:
-no round trip is made for a step of empty batches (Celery's queues wait so for the figures its
-system read finds in the same round trip).
+systems pack it once and keep it. At every step the collector hands the replies to the system
+reads before the queue reads, so a queue's read can use what its system's read found in the same
+round trip (Celery's held messages per queue).
 
 Besides size and latency, systems report "extras" (retries, workers, held messages): per queue
 in `QueueSample.figures`, system-wide from `read_system`. They are made with `extras=False` when

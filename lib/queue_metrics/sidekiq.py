@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from queue_metrics.config import name_list
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, show_name
@@ -131,7 +131,7 @@ class Sidekiq:
             lambda identity: batch(("HMGET", prefix.encode() + identity, *PROCESS_FIELDS)))
         self._interval = Interval()
         # A process's `info` is the same at every heartbeat: parsed once.
-        self._concurrency: dict = {}
+        self._concurrency: Dict[bytes, int] = {}
 
     def found_keys(self, keys: Iterable[str], complete: bool) -> None:
         """Sidekiq lists its queues in a set: nothing to discover."""
@@ -200,7 +200,7 @@ class Sidekiq:
         """Live processes, busy threads, concurrency and utilization, as `ProcessSet` sums them."""
         live = busy = concurrency = 0
         concurrency_known = True
-        parsed = {}
+        parsed: Dict[bytes, int] = {}
         for identity, (reply,) in processes:  # HMGET: [info, busy], or an error reply
             if isinstance(reply, ReplyError):
                 errors.about_reply(NAME, f"process {show_name(decode_name(identity))}", reply, "a hash")

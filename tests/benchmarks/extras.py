@@ -1,10 +1,13 @@
-"""Usage: .venv/bin/python tests/benchmarks/extras.py [--ticks N]
+"""Usage: .venv/bin/python tests/benchmarks/extras.py [--ticks N] [--paired N]
 
 What the extras (QUEUE_METRICS_EXTRAS: retry/dead sets, workers, throughput, held Celery
 messages) cost at 1,000 queues: round trips and time per tick, with the extras on and off, through
-the same 1 ms proxy as run.py. Each scenario's Redis also holds what the extras read: 4 Sidekiq
-processes with their heartbeat hashes, 50 jobs in each Sidekiq set, 4 rq workers and 20 jobs in
-each of a queue's registries, 50 messages held by Celery workers.
+the same 1 ms proxy as run.py: first each alone (round trips and bytes as the proxy counts them),
+then both in turn, tick for tick ("paired"), so that a busy machine slows both alike.
+
+Each scenario's Redis also holds what the extras read: 4 Sidekiq processes with their heartbeat
+hashes, 50 jobs in each Sidekiq set, 4 rq workers and 20 jobs in each of a queue's registries, 50
+messages held by Celery workers.
 
 To compare with a version without extras, run this file from that version's tree (it uses that
 tree's run.py and lib/; QUEUE_METRICS_EXTRAS is then ignored):
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 import uuid
@@ -87,9 +91,27 @@ def collector_tick(url: str, backends: str, extras: bool):
     return tick, own
 
 
+def paired(url: str, backends: str, ticks: int) -> dict:
+    """Extras off and on, tick for tick in turn on one machine: whatever else the machine is
+    doing slows both alike. Per-tick wall and CPU ms medians of each."""
+    ticks_by = {extras: collector_tick(url, backends, extras)[0] for extras in (False, True)}
+    for tick in ticks_by.values():
+        tick()  # warm up
+    walls: dict = {False: [], True: []}
+    cpus: dict = {False: [], True: []}
+    for index in range(2 * ticks):
+        extras = bool(index % 2)
+        wall, cpu = time.perf_counter(), time.process_time()
+        ticks_by[extras]()
+        walls[extras].append((time.perf_counter() - wall) * 1000)
+        cpus[extras].append((time.process_time() - cpu) * 1000)
+    return {extras: (statistics.median(walls[extras]), statistics.median(cpus[extras])) for extras in walls}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--ticks", type=int, default=30)
+    parser.add_argument("--paired", type=int, default=200, help="ticks of each in the paired comparison")
     arguments = parser.parse_args()
     server = RedisServer().start()
     proxy = Proxy(server.port, DELAY_MS)
@@ -97,8 +119,9 @@ def main() -> None:
     proxied = f"redis://127.0.0.1:{proxy.port}/0"
     print(*machine(), sep="\n")
     print(f"- Code: {Path(__file__).resolve().parents[2]}\n")
-    print("| backend | queues | extras | round trips (proxy / own, max) | wall ms median (p10-p90) | CPU ms | KiB read |")
-    print("|---|---|---|---|---|---|---|")
+    print("| backend | queues | extras | round trips (proxy / own, max) | wall ms median (p10-p90) | CPU ms | KiB read "
+          "| paired: wall ms median | paired: CPU ms median |")
+    print("|---|---|---|---|---|---|---|---|---|")
     try:
         for backend in (*BACKENDS, "mixed"):
             client.flushall()
@@ -107,13 +130,15 @@ def main() -> None:
                 share = QUEUES // len(chosen) + (index < QUEUES % len(chosen))
                 populate(client, name, share, 1)
             add_extras_data(client, chosen)
+            pairs = paired(proxied, ",".join(chosen), arguments.paired)
             for extras in (False, True):
                 tick, own = collector_tick(proxied, ",".join(chosen), extras)
                 figures = time_ticks(tick, arguments.ticks, proxy)
+                wall, cpu = pairs[extras]
                 print(f"| {backend} | {QUEUES:,} | {'on' if extras else 'off'} | {fmt(figures['round_trips'])} / "
                       f"{max(own[1:])} | {fmt(figures['wall_median'])} ({fmt(figures['wall_p10'])}-"
-                      f"{fmt(figures['wall_p90'])}) | {fmt(figures['cpu'])} | {fmt(figures['bytes'] / 1024)} |",
-                      flush=True)
+                      f"{fmt(figures['wall_p90'])}) | {fmt(figures['cpu'])} | {fmt(figures['bytes'] / 1024)} "
+                      f"| {fmt(wall)} | {fmt(cpu)} |", flush=True)
     finally:
         proxy.close()
         server.close()
