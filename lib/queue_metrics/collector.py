@@ -4,9 +4,9 @@ Round trip 1 reads every system's registries (which queues exist) and system-wid
 along with them, every queue the previous tick found; round trip 2 reads the queues that are new
 this tick and the follow-up reads of the others (RQ's job hashes, Celery's priority lists, the
 hashes of Sidekiq processes and RQ workers that are new this tick); round trip 3 only what new
-queues need after that. At each step the system reads get their replies before the queue reads. So a steady tick is one or two round trips,
-never more than three, however many queues. Reads of a queue that left its registry are dropped
-unreported.
+queues need after that. So a steady tick is one or two round trips, never more than three,
+however many queues. At each step the system reads get their replies before the queue reads.
+Reads of a queue that left its registry are dropped unreported.
 
 Between ticks the keyspace walk (`discovery.KeyspaceWalk`) looks for the keys that reveal queues
 no registry lists, a short SCAN at a time. The collector names no queue system: it drives
