@@ -78,5 +78,10 @@ def test_every_key_is_unchanged_after_1000_ticks(all_three, client):
     assert len(before) > 15
     collector = make_collector(all_three)
     for _ in range(1000):
-        collector.tick()
+        report = collector.tick()
     assert snapshot(client) == before
+    # Dead workers are skipped, and stay in their sets: no clean-up, as rq and Sidekiq would do.
+    assert [(system.backend, figure.name, figure.value) for system in report.systems
+            for figure in system.figures if figure.name in ("processes", "workers")] == [
+        ("sidekiq", "processes", 1), ("rq", "workers", 1)]
+    assert client.scard("processes") == client.scard("rq:workers") == 2

@@ -135,6 +135,8 @@ def test_sets_processes_and_throughput_equal_sidekiq_stats_and_process_set(sidek
                 and client.get(f"{prefix}stat:processed") == str(processed).encode())
     wait_for(lambda: settled(4, 1), "the jobs to run and a heartbeat to report them")
     # A process that died without cleaning up: its identity stays in the set, its hash expired.
+    # (Sidekiq's own scheduler prunes such members now and then; we skip them and never prune:
+    # tests/test_readonly.py holds one through 1,000 ticks.)
     client.sadd(f"{prefix}processes", "ghost.example.com:1:0123456789ab")
 
     collector = make_collector(redis_url, QUEUE_METRICS_SIDEKIQ_NAMESPACE=namespace)
@@ -156,8 +158,6 @@ def test_sets_processes_and_throughput_equal_sidekiq_stats_and_process_set(sidek
                                                                later["failed"] - theirs["failed"]) == (3, 1)
     assert (ours["processed"].kind, ours["failed"].kind) == (COUNTER, COUNTER)
     assert ours["dead"].value == later["dead"] == 2
-    # Read-only: the dead process is skipped, never removed.
-    assert client.sismember(f"{prefix}processes", "ghost.example.com:1:0123456789ab")
     report, _ = reference_around(redis_url, namespace, collector.tick)
     quiet = system_figures(report, "sidekiq")
     assert (quiet["processed"].value, quiet["failed"].value) == (0, 0)

@@ -54,9 +54,11 @@ def queue_figures(report: TickReport, backend: str, queue: str) -> Dict[str, flo
 
 def add_workers(client, name: str = "1") -> None:
     """A Sidekiq process's heartbeat hash as Sidekiq 6.4.1 writes it, an rq worker's hash, and a
-    message a Celery worker holds (as a real worker writes it: see tests/payloads)."""
+    message a Celery worker holds (as a real worker writes it: see tests/payloads). Plus a dead
+    Sidekiq process and a dead rq worker: still in their sets, their hashes expired."""
     identity = f"web.{name}:1:0123456789ab"
-    client.sadd("processes", identity)
+    client.sadd("processes", identity, f"dead.{name}:1:0123456789ab")
+    client.sadd("rq:workers", f"rq:worker:dead-{name}")
     info = {"hostname": f"web.{name}", "started_at": time.time(), "pid": 1, "tag": "", "concurrency": 10,
             "queues": ["default"], "labels": [], "identity": identity}
     client.hset(identity, mapping={"info": json.dumps(info), "busy": 2, "beat": time.time(), "quiet": "false"})
