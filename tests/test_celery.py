@@ -198,12 +198,12 @@ def test_held_messages_equal_kombus_unacked_hash(redis_url, client, keyprefix):
             for queue in ("high", "high", "celery"):
                 app.send_task("shop.nap", args=[0], queue=queue, countdown=3600)
             wait_for(lambda: client.hlen(unacked) == 3, "the worker to hold the ETA tasks")
-            # One long task keeps the (solo) worker busy, held until it ends; the others wait in the
-            # list or are prefetched.
+            # One long task keeps the (solo) worker busy; of the others it prefetches what its
+            # prefetch limit allows, and the rest wait in the list.
             for seconds in (120, 0, 0, 0, 0, 0, 0):
                 app.send_task("shop.nap", args=[seconds], queue="celery")
-            wait_for(lambda: client.hlen(unacked) > 3, "the worker to take the long task")
-            time.sleep(1.0)  # and whatever else it prefetches
+            wait_for(lambda: client.hlen(unacked) > 3, "the worker to take more than the ETA tasks")
+            time.sleep(1.0)  # until it has taken all it will
 
             before = kombu_held(app)
             report = make_collector(redis_url).tick()
@@ -215,7 +215,7 @@ def test_held_messages_equal_kombus_unacked_hash(redis_url, client, keyprefix):
 
     total, per_queue = theirs
     assert report.errors == ()
-    assert total > 3 and per_queue["high"] == 2 and per_queue["celery"] > 1  # ETA and prefetched
+    assert total > 3 and per_queue["high"] == 2 and per_queue["celery"] > 1  # ETA tasks, and more
     assert system_figures(report, "celery")["unacked"].value == total
     assert sum(per_queue.values()) == total
     for queue in ("celery", "high"):
