@@ -3,15 +3,21 @@ reference for size, the stamp hook (or another tool's stamp) for latency."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
+from typing import Tuple
 
 import pytest
 from celery import Celery
 from kombu import pools
 
 import queue_metrics.celery as celery_hook
+from helpers.celery_worker_app import make_app
 from helpers.collect import by_queue, collect, make_collector
+from helpers.workers import HELPERS, queue_figures, system_figures, wait_for, worker_process
 
 
 @pytest.fixture
@@ -161,3 +167,58 @@ def test_custom_separator_and_key_prefix(redis_url):
         celery_hook.uninstall()
         application.close()
         pools.reset()
+
+
+# ---- extras: a real Celery worker holding messages, with kombu's `unacked` hash as the reference
+
+def kombu_held(app) -> Tuple[int, Counter]:
+    """The held messages as kombu's Redis transport sees them: the `unacked` hash's size, and the
+    queues each entry goes back to when restored (the channel's own `_lookup`)."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        client = channel.client  # prefixes the keys of these commands with global_keyprefix
+        per_queue: Counter = Counter()
+        for tag in client.zrange(channel.unacked_index_key, 0, -1):
+            _message, exchange, routing_key = json.loads(client.hget(channel.unacked_key, tag))
+            per_queue.update(channel._lookup(exchange, routing_key))
+        return client.hlen(channel.unacked_key), per_queue
+
+
+@pytest.mark.parametrize("keyprefix", ["", "shop:"])
+def test_held_messages_equal_kombus_unacked_hash(redis_url, client, keyprefix):
+    app = make_app(redis_url, keyprefix)
+    command = [sys.executable, "-m", "celery", "-A", "celery_worker_app", "worker", "-P", "solo", "-c", "1",
+               "-Q", "celery,high", "--without-heartbeat", "--without-mingle", "--without-gossip"]
+    env = {"CELERY_BROKER_URL": redis_url, "CELERY_KEYPREFIX": keyprefix, "PYTHONPATH": HELPERS}
+    unacked = f"{keyprefix}unacked"
+    try:
+        with worker_process(command, env):
+            wait_for(lambda: client.exists(f"{keyprefix}_kombu.binding.high"), "the worker to bind its queues")
+            # ETA tasks: the worker takes them at once and holds them until due.
+            for queue in ("high", "high", "celery"):
+                app.send_task("shop.nap", args=[0], queue=queue, countdown=3600)
+            wait_for(lambda: client.hlen(unacked) == 3, "the worker to hold the ETA tasks")
+            # One long task keeps the (solo) worker busy; of the others it prefetches what its
+            # prefetch limit allows, and the rest wait in the list.
+            for seconds in (120, 0, 0, 0, 0, 0, 0):
+                app.send_task("shop.nap", args=[seconds], queue="celery")
+            wait_for(lambda: client.hlen(unacked) > 3, "the worker to take more than the ETA tasks")
+            time.sleep(1.0)  # until it has taken all it will
+
+            before = kombu_held(app)
+            report = make_collector(redis_url).tick()
+            theirs = kombu_held(app)
+        assert theirs == before, "the messages were still moving: the comparison would prove nothing"
+    finally:
+        app.close()
+        pools.reset()
+
+    total, per_queue = theirs
+    assert report.errors == ()
+    assert total > 3 and per_queue["high"] == 2 and per_queue["celery"] > 1  # ETA tasks, and more
+    assert system_figures(report, "celery")["unacked"].value == total
+    assert sum(per_queue.values()) == total
+    for queue in ("celery", "high"):
+        assert queue_figures(report, "celery", keyprefix + queue) == {"unacked": per_queue[queue]}
+    # And in no queue's size: the list holds the others only.
+    assert by_queue(report)[keyprefix + "celery"].size == client.llen(f"{keyprefix}celery") == 10 - total

@@ -9,8 +9,12 @@ import pytest
 from rq import Queue
 
 from helpers.collect import by_queue, collect, make_collector, sidekiq
+from helpers.workers import add_workers, queue_figures, system_figures
+from queue_metrics.celery import HELD_SCAN_COUNT
+from queue_metrics.format import json_document, librato_lines
 
-READ_COMMANDS = {"smembers", "llen", "lindex", "lpos", "hget", "exists", "scan", "dbsize", "ping", "select", "auth", "info"}
+READ_COMMANDS = {"smembers", "llen", "lindex", "lpos", "hget", "exists", "scan", "dbsize", "ping", "select", "auth",
+                 "info", "zcard", "get", "hmget", "hlen", "hscan"}
 
 
 def command_counts(client) -> dict:
@@ -59,10 +63,12 @@ def test_round_trips_do_not_grow_with_queues(redis_url, client, queues):
         pipe.sadd("_kombu.binding.celery", f"c{index}\x06\x16\x06\x16c{index}")
         pipe.lpush(f"c{index}", "{}")
     pipe.execute()
+    add_workers(client)
     collector = make_collector(redis_url)
     first = collector.tick()
     # The first tick: a keyspace walk (SCAN ... COUNT 1000, one step a round trip, apart from the
-    # tick's reads), then the registries, every queue, RQ's job hashes.
+    # tick's reads), then the registries and system figures, every queue and the workers' hashes,
+    # RQ's job hashes.
     assert first.round_trips == 3
     assert 1 <= first.scan_round_trips <= client.dbsize() // 1000 + 2
     # Then the known queues ride along with the registries: only RQ's job hashes need a second.
@@ -78,13 +84,18 @@ def test_round_trips_do_not_grow_with_queues(redis_url, client, queues):
     grown = collector.tick()
     assert grown.round_trips == 3
     assert len(grown.samples) == 3 * queues + 3 and grown.errors == ()
+    assert [len(system.figures) for system in grown.systems] == [9, 2, 1]
     sidekiq_only = make_collector(redis_url, QUEUE_METRICS_BACKENDS="sidekiq")
     sidekiq_only.tick()
     assert sidekiq_only.tick().round_trips == 1
+    # A process that starts has its hash read in a follow-up once; the next ticks read it at once.
+    add_workers(client, "2")
+    assert [sidekiq_only.tick().round_trips for _ in range(2)] == [2, 1]
 
 
 def test_only_read_commands_are_sent(redis_url, client):
     fill_all_three(client, redis_url)
+    add_workers(client)
     client.config_resetstat()
     collector = make_collector(redis_url)
     for _ in range(5):
@@ -136,3 +147,77 @@ def test_a_queue_that_leaves_its_registry_is_dropped_without_a_word(redis_url, c
     client.srem("queues", "gone")  # read early this tick, but no longer listed
     report = collector.tick()
     assert [s.queue for s in report.samples] == ["a"] and report.errors == ()
+
+
+EXTRA_READS = {"zcard", "get", "hmget", "hlen", "hscan"}
+
+
+def test_extras_off_reads_and_reports_size_and_latency_only(redis_url, client):
+    fill_all_three(client, redis_url)
+    add_workers(client)
+    client.config_resetstat()
+    plain = make_collector(redis_url, QUEUE_METRICS_EXTRAS="off")
+    reports = [plain.tick() for _ in range(2)]
+    assert reports[-1].systems == () and all(sample.figures == () for sample in reports[-1].samples)
+    assert not EXTRA_READS & set(command_counts(client))
+    assert reports[-1].round_trips == 2  # the same as before extras existed (RQ's job hashes)
+
+    full = make_collector(redis_url, QUEUE_METRICS_EXTRAS="on")
+    report = [full.tick() for _ in range(2)][-1]
+    assert report.round_trips == 2 and report.errors == ()
+    assert [system.backend for system in report.systems] == ["sidekiq", "rq", "celery"]
+    assert {(s.backend, s.queue): len(s.figures) for s in report.samples} == {
+        ("sidekiq", "default"): 0, ("sidekiq", "mailers"): 0, ("rq", "default"): 6, ("celery", "celery"): 1}
+    assert EXTRA_READS <= set(command_counts(client))
+
+
+def test_a_queue_named_like_a_system_figure_stays_distinct(redis_url, client):
+    sidekiq(redis_url, {"enqueue": {"retry": 1, "dead": 3}, "jobs": [{"class": "X", "in": 600}]})
+    client.zadd("retry", {"job-a": 1, "job-b": 2})
+    report = collect(redis_url)
+    pairs = [pair for line in librato_lines(report) for pair in line.split()]
+    names = [pair.split("=")[0] for pair in pairs]
+    assert len(names) == len(set(names))
+    assert {"sample#queue.sidekiq.retry.size=1", "sample#queue.sidekiq.retry=2", "sample#queue.sidekiq.dead.size=3",
+            "sample#queue.sidekiq.dead=0", "sample#queue.sidekiq.scheduled=1"} <= set(pairs)
+    document = json_document(report)
+    assert {queue["queue"]: queue["size"] for queue in document["queues"]} == {"retry": 1, "dead": 3}
+    assert document["systems"][0]["retry"] == 2
+
+
+def test_extras_of_the_wrong_type_or_unreadable_lose_only_that_figure(redis_url, client):
+    fill_all_three(client, redis_url)
+    add_workers(client)
+    client.set("retry", "oops")
+    client.hset("web.1:1:0123456789ab", "info", "not json")
+    client.hset("rq:wip:default", "oops", "1")
+    client.hset("unacked", "tag-garbage", "not json")
+    report = collect(redis_url)
+    sidekiq_figures = system_figures(report, "sidekiq")
+    assert "retry" not in sidekiq_figures and sidekiq_figures["dead"].value == 0
+    assert (sidekiq_figures["processes"].value, sidekiq_figures["busy"].value) == (1, 2)
+    assert "concurrency" not in sidekiq_figures and "utilization" not in sidekiq_figures
+    assert "started" not in queue_figures(report, "rq", "default")
+    assert queue_figures(report, "rq", "default")["failed"] == 0
+    assert system_figures(report, "celery")["unacked"].value == 2
+    assert queue_figures(report, "celery", "celery") == {"unacked": 1}
+    assert len(report.errors) == 4, report.errors
+    assert any('sidekiq retry set "retry"' in error and "wrong type" in error for error in report.errors)
+    assert any("sidekiq process" in error and "not JSON" in error for error in report.errors)
+    assert any('rq queue "default": started registry' in error for error in report.errors)
+    assert any("celery held messages" in error and "1 not JSON" in error for error in report.errors)
+
+
+@pytest.mark.parametrize("held, per_queue", [(HELD_SCAN_COUNT - 1, True), (HELD_SCAN_COUNT * 3, False)])
+def test_held_messages_per_queue_only_when_the_hash_is_small(redis_url, client, held, per_queue):
+    fill_all_three(client, redis_url)
+    client.sadd("_kombu.binding.celery", "reports\x06\x16\x06\x16reports")  # exchange celery, key reports
+    routes = [("celery", "reports") if index % 3 == 0 else ("", "celery") for index in range(held)]
+    entries = {f"tag-{index}": json.dumps([{"body": "x" * 100}, *route]) for index, route in enumerate(routes)}
+    client.hset("unacked", mapping=entries)
+    report = collect(redis_url)
+    assert system_figures(report, "celery")["unacked"].value == held
+    expected = {"celery": sum(1 for index in range(held) if index % 3), "reports": (held + 2) // 3}
+    for queue, count in expected.items():
+        assert queue_figures(report, "celery", queue) == ({"unacked": count} if per_queue else {})
+    assert report.errors == ()

@@ -18,6 +18,13 @@ def test_defaults():
     assert celery.sep == "\x06\x16" and celery.priority_steps is None and celery.keyprefix is None
     assert settings.of("sidekiq").namespace == "" and settings.of("rq").queues == ()
     assert settings.discovery_interval == 15.0
+    assert settings.extras is True
+
+
+@pytest.mark.parametrize("word, extras", [("0", False), ("off", False), (" No ", False), ("false", False),
+                                          ("1", True), ("ON", True), ("yes", True), ("", True)])
+def test_extras_switch(word, extras):
+    assert Settings.from_env({"QUEUE_METRICS_EXTRAS": word}).extras is extras
 
 
 def test_redis_url_precedence_follows_heroku_add_ons():
@@ -48,6 +55,7 @@ def test_interval_fractions_and_timeout_below_interval():
     ({"QUEUE_METRICS_SOURCE": "web 1"}, "QUEUE_METRICS_SOURCE"),
     ({"QUEUE_METRICS_FORMAT": "xml"}, "librato, json, table"),
     ({"QUEUE_METRICS_TLS_VERIFY": "maybe"}, "true or false"),
+    ({"QUEUE_METRICS_EXTRAS": "sometimes"}, "QUEUE_METRICS_EXTRAS must be true or false, got 'sometimes'"),
     ({"QUEUE_METRICS_CELERY_PRIORITY_STEPS": "a,b"}, "whole numbers"),
     ({"QUEUE_METRICS_CELERY_PRIORITY_STEPS": "-1,3"}, "QUEUE_METRICS_CELERY_PRIORITY_STEPS needs whole numbers"),
     ({"QUEUE_METRICS_CELERY_SEP": "\\x"}, "QUEUE_METRICS_CELERY_SEP is not a valid escaped string"),

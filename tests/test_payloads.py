@@ -6,6 +6,8 @@ import json
 import os
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from queue_metrics import celery, rq, sidekiq
 from queue_metrics.timestamps import PayloadError, epoch_seconds, iso8601_seconds, latency
@@ -137,3 +139,24 @@ def test_epoch_seconds_rejects_non_finite():
     for value in (float("nan"), float("inf"), "nan", None):
         with pytest.raises(PayloadError):
             epoch_seconds(value, "enqueued_at")
+
+
+def test_celery_held_entry_captured_from_a_real_worker():
+    # An ETA task a real Celery 5.7 worker held: Celery publishes to the anonymous exchange.
+    entry = captured("celery_unacked_entry.json")
+    assert celery.held_route(entry) == ("", "celery") == tuple(json.loads(entry)[1:])
+
+
+@given(message=st.dictionaries(st.text(), st.text() | st.integers() | st.none()),
+       exchange=st.text() | st.none(), routing_key=st.text() | st.none(),
+       ascii_only=st.booleans(), indent=st.sampled_from([None, 1]))
+def test_celery_held_entry_route_read_from_the_tail_equals_json(message, exchange, routing_key, ascii_only, indent):
+    entry = json.dumps([message, exchange, routing_key], ensure_ascii=ascii_only, indent=indent)
+    assert celery.held_route(entry.encode("utf-8", "surrogatepass")) == (exchange, routing_key)
+
+
+@pytest.mark.parametrize("entry", [b"", b"[]", b'["celery"]', b'{"a": "b"}', b'[{}, 1, "celery"]',
+                                   b'"x", "y"]', b'[{}, "a", "b\\"]', b'[{}, "a", celery]', b'[{}, "a" "b"]'])
+def test_celery_held_entry_that_is_not_one_says_so(entry):
+    with pytest.raises(PayloadError, match="held message is not JSON"):
+        celery.held_route(entry)

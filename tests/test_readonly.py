@@ -14,6 +14,7 @@ from rq import Queue
 import queue_metrics.celery as celery_hook
 from helpers.collect import by_queue, make_collector, sidekiq
 from helpers.process import queue_metrics
+from helpers.workers import add_workers
 
 READER_PASSWORD = "reader-Pa55word"
 
@@ -38,6 +39,7 @@ def all_three(redis_url, client):
         celery_hook.uninstall()
         app.close()
         pools.reset()
+    add_workers(client)  # a Sidekiq process, an rq worker, a held Celery message
     return redis_url
 
 
@@ -76,5 +78,10 @@ def test_every_key_is_unchanged_after_1000_ticks(all_three, client):
     assert len(before) > 15
     collector = make_collector(all_three)
     for _ in range(1000):
-        collector.tick()
+        report = collector.tick()
     assert snapshot(client) == before
+    # Dead workers are skipped, and stay in their sets: no clean-up, as rq and Sidekiq would do.
+    assert [(system.backend, figure.name, figure.value) for system in report.systems
+            for figure in system.figures if figure.name in ("processes", "workers")] == [
+        ("sidekiq", "processes", 1), ("rq", "workers", 1)]
+    assert client.scard("processes") == client.scard("rq:workers") == 2

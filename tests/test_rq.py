@@ -3,13 +3,26 @@ the reference."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from rq import Queue
+from rq import Queue, Worker
+from rq.job import JobStatus
+from rq.registry import (
+    CanceledJobRegistry,
+    DeferredJobRegistry,
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+from rq.worker import WorkerStatus
 
-from helpers.collect import by_queue, collect
+from helpers.collect import by_queue, collect, make_collector
+from helpers.workers import HELPERS, queue_figures, system_figures, wait_for, worker_process
 
 
 def enqueue(client, queue_name: str, count: int, **options):
@@ -79,3 +92,76 @@ def test_expired_job_hash_omits_latency_only(redis_url, client):
     assert samples["default"].latency is None
     assert samples["other"].latency is not None
     assert len(report.errors) == 1 and "enqueued_at" in report.errors[0]
+
+
+# ---- extras: real `rq worker` processes, with rq's registries and Worker.all as the reference
+
+REGISTRIES = {"started": StartedJobRegistry, "failed": FailedJobRegistry, "finished": FinishedJobRegistry,
+              "deferred": DeferredJobRegistry, "scheduled": ScheduledJobRegistry, "canceled": CanceledJobRegistry}
+
+
+def registry_sizes(queue: Queue) -> dict:
+    # get_job_count(cleanup=False) is rq's ZCARD of the registry, without rq's clean-up writes.
+    return {name: registry(queue=queue).get_job_count(cleanup=False) for name, registry in REGISTRIES.items()}
+
+
+def rq_worker(url: str, *queues: str):
+    return worker_process([os.path.join(os.path.dirname(sys.executable), "rq"), "worker", "--url", url,
+                           "--path", HELPERS, *queues], {})
+
+
+def test_registries_and_workers_equal_rq_registries_and_worker_all(redis_url, client):
+    default, low = Queue("default", connection=client), Queue("low", connection=client)
+    with rq_worker(redis_url, "default"), rq_worker(redis_url, "low"):
+        default.enqueue("rq_jobs.quick")
+        default.enqueue("rq_jobs.fail")
+        napping = default.enqueue("rq_jobs.nap", 120)
+        wait_for(lambda: napping.get_status(refresh=True) == JobStatus.STARTED, "the long job to start")
+        default.enqueue("rq_jobs.quick", depends_on=napping)  # deferred until the long job ends
+        default.enqueue_in(timedelta(hours=1), "rq_jobs.quick")
+        default.enqueue("rq_jobs.quick")  # waits behind the long job
+        default.enqueue("rq_jobs.quick").cancel()
+        low.enqueue_in(timedelta(hours=1), "rq_jobs.quick")
+        wait_for(lambda: len(Worker.all_keys(connection=client)) == 2, "both workers to register")
+        # A worker that died without cleaning up: listed, its hash expired.
+        client.sadd("rq:workers", "rq:worker:ghost")
+
+        before = {name: registry_sizes(queue) for name, queue in (("default", default), ("low", low))}
+        report = make_collector(redis_url).tick()
+        theirs = {name: registry_sizes(queue) for name, queue in (("default", default), ("low", low))}
+        assert theirs == before, "the jobs were still moving: the comparison would prove nothing"
+        workers = Worker.all(connection=client)  # after our read: it removes the dead worker's key
+
+    assert report.errors == ()
+    assert theirs["default"] == {"started": 1, "failed": 1, "finished": 1, "deferred": 1, "scheduled": 1,
+                                 "canceled": 1}
+    for name in ("default", "low"):
+        assert queue_figures(report, "rq", name) == theirs[name]
+    assert by_queue(report)["default"].size == default.count == 1
+    ours = system_figures(report, "rq")
+    assert len(workers) == 2
+    assert (ours["workers"].value, ours["busy"].value) == (
+        len(workers), sum(worker.get_state() == WorkerStatus.BUSY for worker in workers)) == (2, 1)
+
+
+def test_registries_that_appear_change_and_go_are_counted_every_tick(redis_url, client):
+    """An idle queue's registries cost one EXISTS; once one has jobs they are counted at once."""
+    queue = Queue("default", connection=client)
+    queue.enqueue("builtins.len", "x")
+    collector = make_collector(redis_url)
+    ticks = []
+    for step in ("none", "scheduled", "two scheduled", "one left", "none again", "none still"):
+        if step == "scheduled":
+            first = queue.enqueue_in(timedelta(hours=1), "builtins.len", "later")
+        elif step == "two scheduled":
+            queue.enqueue_in(timedelta(hours=2), "builtins.len", "later")
+        elif step == "one left":
+            queue.scheduled_job_registry.remove(first)
+        elif step == "none again":
+            client.delete(queue.scheduled_job_registry.key)
+        report = collector.tick()
+        assert queue_figures(report, "rq", "default") == registry_sizes(queue), step
+        ticks.append((report.round_trips, queue_figures(report, "rq", "default")["scheduled"]))
+    # Round trips: the first tick reads the queue after the registry, then the job hash; later the
+    # job hash needs a second in any case, and a registry that appears rides along with it.
+    assert ticks == [(3, 0), (2, 1), (2, 2), (2, 1), (2, 0), (2, 0)]

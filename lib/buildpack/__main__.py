@@ -18,11 +18,20 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-from buildpack.bundle import (Bundle, BundleError, bundle_key, bundle_python, check_bundle, compile_tree,
-                              run_image_packages, tree_size)
+from queue_metrics.config import REDIS_URL_VARS
+
+from buildpack.bundle import (
+    Bundle,
+    BundleError,
+    bundle_key,
+    bundle_python,
+    check_bundle,
+    compile_tree,
+    run_image_packages,
+    tree_size,
+)
 from buildpack.interpreter import Choice, choose_interpreter
 from buildpack.wheels import WheelError, install_wheels
-from queue_metrics.config import REDIS_URL_VARS
 
 BUILDPACK_DIR = Path(__file__).resolve().parent.parent.parent
 REQUIREMENTS = BUILDPACK_DIR / "lib" / "runtime-requirements.txt"

@@ -15,6 +15,13 @@ added by judoscale, hirefire and sentry-sdk are read too. A message still in a l
 worker whatever its ETA: a running worker takes ETA and countdown messages off the list at once
 and holds them itself. Without a stamp the queue reports its size only.
 
+Held messages: a worker that takes a message (prefetched, an ETA/countdown task it holds until
+due, a running `acks_late` task) keeps a copy in kombu's `unacked` hash until it acknowledges it,
+as JSON `[message, exchange, routing_key]`; they are in no queue list. The total is the hash's
+HLEN; per queue, the hash is read whole when it is small (one HSCAN of HELD_SCAN_COUNT entries
+that comes back complete) and each entry's exchange and routing key, parsed from its tail only,
+find its queues through the bindings as kombu's restore does.
+
 This module never imports celery at module level: the collector must stay small.
 """
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
@@ -41,7 +49,7 @@ from queue_metrics.plugin import (
     parse_json_object,
     registry_members,
 )
-from queue_metrics.sample import LATENCY_FROM_STAMP, LATENCY_OBSERVED, QueueSample
+from queue_metrics.sample import LATENCY_FROM_STAMP, LATENCY_OBSERVED, Figure, QueueSample, SystemSample
 from queue_metrics.timestamps import epoch_seconds, iso8601_seconds, latency
 
 NAME = "celery"
@@ -62,6 +70,12 @@ RUN_AT_HEADER = "run_at"  # ISO 8601; set by hirefire
 SENTRY_HEADER = "sentry-task-enqueued-time"  # epoch seconds; set by sentry-sdk
 DISPATCH_UID = "queue_metrics.celery.published_at"
 STAMP_MARKS = tuple(f'"{name}"'.encode() for name in (PUBLISHED_AT_PROPERTY, RUN_AT_HEADER, SENTRY_HEADER))
+UNACKED_KEY = "unacked"  # HASH delivery tag -> JSON [message, exchange, routing_key]
+# Held messages are attributed to queues when the hash has fewer entries than this: one HSCAN of
+# this COUNT (in entries: Redis counts a field and its value once) then returns it whole, with
+# cursor 0. A bigger hash gives its total only, and costs no more than this many entries read.
+HELD_SCAN_COUNT = 1000
+UNIT_MESSAGES = "{message}"
 SCAN_SPECIAL = str.maketrans({char: f"\\{char}" for char in "*?[]\\"})
 
 
@@ -79,6 +93,61 @@ def split_binding_key(key: str) -> Optional[Tuple[str, str]]:
 
 def is_task_exchange(exchange: str) -> bool:
     return exchange not in NON_TASK_EXCHANGES and not exchange.endswith(NON_TASK_EXCHANGE_SUFFIXES)
+
+
+JSON_SPACE = b" \t\r\n"
+NOT_A_HELD_ENTRY = "held message is not JSON [message, exchange, routing_key]"
+
+
+def _end_of_token(text: bytes, end: int) -> int:
+    """Where the JSON token before `end` ends, white space skipped."""
+    while end > 0 and text[end - 1] in JSON_SPACE:
+        end -= 1
+    return end
+
+
+def _tail_token(text: bytes, end: int) -> Tuple[Optional[str], int]:
+    """The JSON string (or null) that ends just before `end`, and where it starts."""
+    end = _end_of_token(text, end)
+    if text.endswith(b"null", 0, end):
+        return None, end - 4
+    if end < 2 or text[end - 1] != ord('"'):
+        raise PayloadError(NOT_A_HELD_ENTRY)
+    start = end - 1
+    while True:
+        start = text.rfind(b'"', 0, start)
+        if start < 0:
+            raise PayloadError(NOT_A_HELD_ENTRY)
+        # A quote after an odd number of backslashes is inside the string.
+        backslashes = 0
+        while start > backslashes and text[start - 1 - backslashes] == ord("\\"):
+            backslashes += 1
+        if backslashes % 2 == 0:
+            break
+    try:
+        value = json.loads(text[start:end].decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise PayloadError(NOT_A_HELD_ENTRY) from None
+    return value, start
+
+
+def _comma_before(text: bytes, start: int) -> int:
+    end = _end_of_token(text, start)
+    if not end or text[end - 1] != ord(","):
+        raise PayloadError(NOT_A_HELD_ENTRY)
+    return end - 1
+
+
+def held_route(entry: bytes) -> Tuple[Optional[str], Optional[str]]:
+    """(exchange, routing_key) of an `unacked` entry, JSON `[message, exchange, routing_key]`,
+    read from its end: the message itself (most of the bytes) is never parsed."""
+    end = _end_of_token(entry, len(entry))
+    if not end or entry[end - 1] != ord("]"):
+        raise PayloadError(NOT_A_HELD_ENTRY)
+    routing_key, start = _tail_token(entry, end - 1)
+    exchange, start = _tail_token(entry, _comma_before(entry, start))
+    _comma_before(entry, start)
+    return exchange, routing_key
 
 
 def message_stamp(payload: bytes) -> Optional[float]:
@@ -154,8 +223,9 @@ class CelerySettings:
 class Celery:
     name = NAME
 
-    def __init__(self, settings: Optional[CelerySettings] = None) -> None:
+    def __init__(self, settings: Optional[CelerySettings] = None, extras: bool = True) -> None:
         self.settings = settings or CelerySettings()
+        self.extras = extras
         self._keyprefix = self.settings.keyprefix or ""
         # Binding keys known so far: the default exchange's at once, then what the walk finds.
         self._binding_keys: Set[str] = {binding_key(DEFAULT_EXCHANGE, self._keyprefix)}
@@ -175,6 +245,17 @@ class Celery:
         self.steps_seen: Set[int] = set()
         self.heads_stamped = 0
         self.heads_unstamped = 0
+        # This tick's binding keys and their SMEMBERS replies; the routes made from them.
+        self._bindings: Tuple[List[str], list] = ([], [])
+        self._routes_made: Tuple[Tuple[List[str], list], Dict[Tuple[str, str, str], Dict[str, None]]] = (
+            ([], []), {})
+        self._held_batch = self._make_held_batch()
+        # This tick's held messages per queue; None: not known (a hash too big to read whole).
+        self._held: Optional[Dict[str, int]] = None
+        # The per-queue figure for each count seen (fewer than HELD_SCAN_COUNT): most queues share
+        # a few, 0 above all.
+        self._held_figures: Dict[int, Tuple[Figure, ...]] = {}
+        self.held_attributed: Optional[bool] = None
 
     @property
     def scan_pattern(self) -> str:
@@ -197,6 +278,20 @@ class Celery:
             self._binding_keys = keys_now
             self._sorted_binding_keys = sorted(keys_now)
             self._registry = self._make_registry_batch()
+            self._held_batch = self._make_held_batch()
+
+    def _held_prefixes(self) -> List[str]:
+        """The global_keyprefixes whose `unacked` hash is read: the one set, or every one found."""
+        if self.settings.keyprefix is not None:
+            return [self.settings.keyprefix]
+        return sorted({(split_binding_key(key) or ("", ""))[0] for key in self._sorted_binding_keys})
+
+    def _make_held_batch(self) -> Batch:
+        commands: List[Tuple[object, ...]] = []
+        for prefix in self._held_prefixes():
+            key = encode_key(prefix + UNACKED_KEY)
+            commands += [("HLEN", key), ("HSCAN", key, 0, "COUNT", HELD_SCAN_COUNT)]
+        return batch(*commands)
 
     def _make_registry_batch(self) -> Batch:
         return batch(*[("SMEMBERS", encode_key(key)) for key in self._sorted_binding_keys])
@@ -211,6 +306,8 @@ class Celery:
         names: Dict[str, None] = dict.fromkeys(self.settings.queues)
         bound = 0
         sep = self.settings.sep
+        # Kept to find the queues of held messages, only when there are some (see _routes).
+        self._bindings = (self._sorted_binding_keys, replies)
         for key, reply in zip(self._sorted_binding_keys, replies):
             prefix = (split_binding_key(key) or ("", ""))[0]
             for member in registry_members(NAME, key, reply, errors):
@@ -276,6 +373,38 @@ class Celery:
         commands: List[Tuple[object, ...]] = [] if length_known else [("LLEN", key)]
         return batch(*commands, ("LINDEX", key, OLDEST_INDEX), ("LINDEX", key, NEWEST_INDEX))
 
+    def _routes(self) -> Dict[Tuple[str, str, str], Dict[str, None]]:
+        """(prefix, exchange, routing key) -> the queues (as shown) it binds, from this tick's
+        bindings; made again only when they changed."""
+        made_from, routes = self._routes_made
+        if made_from == self._bindings:
+            return routes
+        routes = {}
+        sep = self.settings.sep
+        for key, reply in zip(*self._bindings):
+            if isinstance(reply, ReplyError):
+                continue
+            prefix, exchange = split_binding_key(key) or ("", "")
+            shown_prefix = "" if self.settings.keyprefix is not None else prefix
+            for member in reply:
+                parts = decode_name(member).split(sep)
+                if len(parts) == 3:
+                    routes.setdefault((prefix, exchange, parts[0]), {})[shown_prefix + parts[2]] = None
+        self._routes_made = (self._bindings, routes)
+        return routes
+
+    def _with_held(self, queue: str, size: int, seconds: Optional[float],
+                   source: Optional[str] = None) -> QueueSample:
+        """The queue's sample, with its held messages when this tick's system read counted them
+        (it is advanced before the queues' reads at each step)."""
+        if self._held is None:
+            return QueueSample(NAME, queue, size, seconds, latency_source=source)
+        count = self._held.get(queue, 0)
+        figures = self._held_figures.get(count)
+        if figures is None:
+            figures = self._held_figures[count] = (Figure("unacked", count, UNIT_MESSAGES),)
+        return QueueSample(NAME, queue, size, seconds, figures, source)
+
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
         keys = self.list_keys(queue)
         first = self._first_batch(queue)
@@ -322,13 +451,13 @@ class Celery:
             if failed is not None and not wrong:
                 errors.about_queue(NAME, queue, f"latency unknown: list {show_name(decode_name(failed.key))}: "
                                                 f"{describe_reply_error(failed.error())}")  # type: ignore[arg-type]
-            return QueueSample(NAME, queue, size, None)
+            return self._with_held(queue, size, None)
         try:
             seconds, source = self._latency(lists)
         except PayloadError as error:
             errors.about_queue(NAME, queue, f"latency unknown: {error}")
-            return QueueSample(NAME, queue, size, None)
-        return QueueSample(NAME, queue, size, seconds, latency_source=source)
+            return self._with_held(queue, size, None)
+        return self._with_held(queue, size, seconds, source)
 
     def _search_sent(self, key: bytes) -> bool:
         watch = self._watches.get(key)
@@ -374,7 +503,49 @@ class Celery:
         return max(waits), LATENCY_OBSERVED if observed else LATENCY_FROM_STAMP
 
     def read_system(self, errors: ErrorLog) -> Optional[SystemReader]:
-        return None
+        self._held = None
+        return self._read_held(errors) if self.extras else None
+
+    def _read_held(self, errors: ErrorLog) -> SystemReader:
+        """Messages workers hold unacknowledged: in total, and per queue when the hash is small."""
+        prefixes = self._held_prefixes()
+        replies = yield self._held_batch
+        total = 0
+        held: Optional[Dict[str, int]] = {}
+        for index, prefix in enumerate(prefixes):
+            size, scan = replies.values[2 * index: 2 * index + 2]
+            key = prefix + UNACKED_KEY
+            if isinstance(size, ReplyError):
+                errors.about_reply(NAME, f"held messages {show_name(key)}", size, "a hash")
+                return None
+            total += size
+            if isinstance(scan, ReplyError) or scan[0] != b"0":
+                held = None  # too many to read whole this tick: the total only
+            elif held is not None:
+                self._attribute(prefix, scan[1], held, errors)
+        self._held = held
+        self.held_attributed = held is not None
+        return SystemSample(NAME, (Figure("unacked", total, UNIT_MESSAGES),))
+
+    def _attribute(self, prefix: str, fields_and_values: list, held: Dict[str, int], errors: ErrorLog) -> None:
+        """Count each held message for the queues kombu would restore it to (its `_lookup`)."""
+        shown_prefix = "" if self.settings.keyprefix is not None else prefix
+        unreadable = 0
+        for entry in fields_and_values[1::2]:
+            try:
+                exchange, routing_key = held_route(entry)
+            except PayloadError:
+                unreadable += 1
+                continue
+            if not exchange:  # the anonymous exchange routes to the queue named by the key
+                queues: Iterable[str] = (shown_prefix + routing_key,) if routing_key else ()
+            else:
+                queues = self._routes().get((prefix, exchange, routing_key or ""), ())
+            for queue in queues:
+                held[queue] = held.get(queue, 0) + 1
+        if unreadable:
+            errors.add(f"{NAME} held messages {show_name(prefix + UNACKED_KEY)}: {unreadable} not "
+                       f"JSON [message, exchange, routing_key], counted in the total only")
 
     def describe(self) -> List[str]:
         prefixes = ", ".join(repr(prefix) for prefix in sorted(self.prefixes_seen)) or "none found yet"
@@ -389,6 +560,10 @@ class Celery:
             steps_line = (f"priority lists with messages: steps {steps} (lists of every step 0-9 are "
                           f"counted, as kombu does for any priority_steps)")
         lines = [prefix_line, steps_line, f"separator {self.settings.sep!r}"]
+        if self.held_attributed is not None:
+            lines.append("held (unacked) messages: " + (
+                "counted per queue" if self.held_attributed else
+                f"total only (per queue needs fewer than {HELD_SCAN_COUNT} in the unacked hash)"))
         if self.heads_stamped or self.heads_unstamped:
             lines.append(f"publish stamps: {self.heads_stamped} queue head(s) stamped, "
                          f"{self.heads_unstamped} without a stamp")

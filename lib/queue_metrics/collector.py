@@ -2,10 +2,11 @@
 
 Round trip 1 reads every system's registries (which queues exist) and system-wide figures and,
 along with them, every queue the previous tick found; round trip 2 reads the queues that are new
-this tick and the follow-up reads of the others (RQ's job hashes, Celery's priority lists);
-round trip 3 only what new queues need after that. So a steady tick is one or two round trips,
-never more than three, however many queues. Reads of a queue that left its registry are dropped
-unreported.
+this tick and the follow-up reads of the others (RQ's job hashes, Celery's priority lists, the
+hashes of Sidekiq processes and RQ workers that are new this tick); round trip 3 only what new
+queues need after that. So a steady tick is one or two round trips, never more than three,
+however many queues. At each step the system reads get their replies before the queue reads.
+Reads of a queue that left its registry are dropped unreported.
 
 Between ticks the keyspace walk (`discovery.KeyspaceWalk`) looks for the keys that reveal queues
 no registry lists, a short SCAN at a time. The collector names no queue system: it drives
@@ -33,7 +34,7 @@ FIRST_WALK_SECONDS = 2.0
 def make_systems(settings: Settings) -> List[QueueSystem]:
     specs = {spec.name: spec for spec in SYSTEMS}
     chosen = settings.backends or tuple(specs)
-    return [specs[name].make(settings.of(name)) for name in chosen]
+    return [specs[name].make(settings.of(name), settings.extras) for name in chosen]
 
 
 class Collector:
@@ -83,13 +84,15 @@ class Collector:
                 read = _Read(system, system.read_system)
                 if read.step is not None:
                     systems.append(read)
-            replies = self._execute(registries + [read.step for read in (*early.values(), *systems)
+            # At every step the system reads go before the queue reads: a queue's read can use
+            # what its system's read found in the same round trip (Celery's held messages).
+            replies = self._execute(registries + [read.step for read in (*systems, *early.values())  # type: ignore[misc]
                                                   if read.step is not None])
             split = sum(registry.replies for registry in registries)
             in_use, listed = self._in_use(replies.values[:split], registries, errors)
-            _advance([*early.values(), *systems], Replies(replies.values[split:], replies.now))
+            _advance([*systems, *early.values()], Replies(replies.values[split:], replies.now))
             reads = [early.get(key) or _queue_read(*key) for key in listed]
-            pending = [read for read in (*reads, *systems) if read.step is not None]
+            pending = [read for read in (*systems, *reads) if read.step is not None]
             while pending:
                 _advance(pending, self._execute([read.step for read in pending]))  # type: ignore[misc]
                 pending = [read for read in pending if read.step is not None]

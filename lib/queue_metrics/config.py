@@ -61,6 +61,8 @@ class Settings:
     discovery_interval: float = DEFAULT_DISCOVERY_INTERVAL
     tls_verify: bool = False
     tls_ca_file: Optional[str] = None
+    # Figures beyond size and latency (retries, workers, held messages...): QUEUE_METRICS_EXTRAS.
+    extras: bool = True
     # (system name, that system's own settings) for every system in `systems.SYSTEMS`.
     system_settings: Tuple[Tuple[str, Any], ...] = ()
 
@@ -96,7 +98,7 @@ class Settings:
             )
 
         tls_ca_file = values.get("QUEUE_METRICS_TLS_CA_FILE")
-        tls_verify = _boolean(values, "QUEUE_METRICS_TLS_VERIFY", default=tls_ca_file is not None)
+        tls_verify = boolean(values, "QUEUE_METRICS_TLS_VERIFY", default=tls_ca_file is not None)
 
         return cls(
             redis_url=redis_url,
@@ -112,6 +114,7 @@ class Settings:
             ),
             tls_verify=tls_verify,
             tls_ca_file=tls_ca_file,
+            extras=boolean(values, "QUEUE_METRICS_EXTRAS", default=True),
             system_settings=tuple((spec.name, spec.settings_from_env(values)) for spec in SYSTEMS),
         )
 
@@ -133,7 +136,8 @@ def _positive_number(values: Mapping[str, str], name: str, default: float) -> fl
     return number
 
 
-def _boolean(values: Mapping[str, str], name: str, default: bool) -> bool:
+def boolean(values: Mapping[str, str], name: str, default: bool) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off, any case."""
     if name not in values:
         return default
     word = values[name].strip().lower()

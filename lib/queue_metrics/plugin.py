@@ -10,7 +10,13 @@ collector advances every generator of a tick in lockstep, so N queues cost one r
 step, not N, and a tick never makes more than three round trips.
 
 Commands travel already packed (RESP bytes): a queue's first batch is the same every tick, so
-systems pack it once and keep it.
+systems pack it once and keep it. At every step the collector hands the replies to the system
+reads before the queue reads, so a queue's read can use what its system's read found in the same
+round trip (Celery's held messages per queue).
+
+Besides size and latency, systems report "extras" (retries, workers, held messages): per queue
+in `QueueSample.figures`, system-wide from `read_system`. They are made with `extras=False` when
+the user turned them off (QUEUE_METRICS_EXTRAS).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import json
 from typing import (
     Callable,
+    Dict,
     Generator,
     Iterable,
     List,
@@ -54,6 +61,12 @@ EMPTY_BATCH = Batch(b"", 0)
 
 def batch(*commands: Command) -> Batch:
     return Batch(pack_commands(commands), len(commands))
+
+
+def joined(batches: Iterable[Batch]) -> Batch:
+    """Several batches sent as one."""
+    batches = list(batches)
+    return Batch(b"".join(part.packed for part in batches), sum(part.replies for part in batches))
 
 
 QueueReader = Generator[Batch, Replies, Optional[QueueSample]]
@@ -103,8 +116,8 @@ class SystemSpec(NamedTuple):
     name: str
     # The settings the system owns: parsed from the environment mapping (raises ConfigError).
     settings_from_env: Callable[[Mapping[str, str]], object]
-    # Builds the system from those settings.
-    make: Callable[[object], QueueSystem]
+    # Builds the system from those settings and the QUEUE_METRICS_EXTRAS switch.
+    make: Callable[[object, bool], QueueSystem]
 
 
 def decode_name(raw: bytes) -> str:
@@ -164,3 +177,54 @@ def registry_members(backend: str, key: str, reply: object, errors: ErrorLog) ->
         errors.about_reply(backend, f"registry {show_name(key)}", reply, "a set")
         return []
     return reply  # type: ignore[return-value]
+
+
+class MemberReads:
+    """The per-member reads of a registry set (Sidekiq's `processes`, RQ's `rq:workers`).
+
+    Members come and go rarely, so the members the last tick found are read in the first round
+    trip, along with the set itself (`known_batch`); only members new this tick need a follow-up
+    round trip. Readings of members that left the set are dropped.
+    """
+
+    def __init__(self, member_batch: Callable[[bytes], Batch]) -> None:
+        # Every member's batch has the same number of commands.
+        self._member_batch = member_batch
+        self._width = member_batch(b"member").replies
+        self._known: Tuple[bytes, ...] = ()
+        self.known_batch = EMPTY_BATCH
+
+    def read(self, members: Sequence[bytes], known_values: Sequence[object]
+             ) -> Generator[Batch, Replies, List[Tuple[bytes, Sequence[object]]]]:
+        """Each current member with the replies to its batch; `known_values` are the replies to
+        `known_batch` (read with `members`)."""
+        width = self._width
+        found = {member: known_values[index * width: (index + 1) * width]
+                 for index, member in enumerate(self._known)}
+        new = [member for member in members if member not in found]
+        if new:
+            replies = yield joined(self._member_batch(member) for member in new)
+            for index, member in enumerate(new):
+                found[member] = replies.values[index * width: (index + 1) * width]
+        current = tuple(dict.fromkeys(members))
+        if current != self._known:
+            self._known = current
+            self.known_batch = joined(self._member_batch(member) for member in current)
+        return [(member, found[member]) for member in current]
+
+
+class Interval:
+    """Turns ever-growing totals (Sidekiq's `stat:processed`) into counts since the last tick.
+
+    The first reading gives no count; a total that went down was reset, and counts from zero.
+    """
+
+    def __init__(self) -> None:
+        self._last: Dict[str, int] = {}
+
+    def since_last(self, name: str, total: int) -> Optional[int]:
+        last = self._last.get(name)
+        self._last[name] = total
+        if last is None:
+            return None
+        return total - last if total >= last else total

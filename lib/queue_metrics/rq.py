@@ -3,30 +3,39 @@
 Size is `Queue.count` (LLEN). RQ has no latency API: latency is the age of the job at LINDEX 0
 (RPUSH enqueues, workers pop the left end), read from its hash's `enqueued_at`. RQ's own
 `get_jobs` and registry counts clean up as they read; nothing here writes.
+
+Per queue, the sizes of its job registries (sorted sets, read with ZCARD as
+`registry.get_job_count(cleanup=False)` does; a queue that had none last tick costs one EXISTS of
+all six, and only when one appears are they counted, in the follow-up round trip that the job
+hash read usually needs anyway); system-wide, the workers of `Worker.all()` (members
+of `rq:workers` whose hash still exists: rq drops the others from the set as it lists them, we
+only skip them) and those whose `state` is `busy`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from queue_metrics.config import name_list
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
 from queue_metrics.plugin import (
     Batch,
     Found,
+    MemberReads,
     QueueReader,
     SystemReader,
     SystemSpec,
     batch,
     decode_name,
     encode_key,
+    joined,
     latency_or_report,
     list_head,
     registry_members,
 )
-from queue_metrics.sample import QueueSample
+from queue_metrics.sample import Figure, QueueSample, SystemSample
 from queue_metrics.timestamps import iso8601_seconds, latency
 
 NAME = "rq"
@@ -35,6 +44,19 @@ QUEUE_KEY_PREFIX = "rq:queue:"  # LIST of job ids; the next job is at 0
 JOB_KEY_PREFIX = "rq:job:"  # HASH per job
 ENQUEUED_AT_FIELD = "enqueued_at"  # "%Y-%m-%dT%H:%M:%S.%fZ", rewritten on every enqueue
 OLDEST_INDEX = 0
+# Each queue's job registries (rq 2.x and 3.x key templates), in the order their figures come.
+REGISTRY_KEYS = (
+    ("started", "rq:wip:{name}"),  # one member per running execution
+    ("failed", "rq:failed:{name}"),
+    ("finished", "rq:finished:{name}"),
+    ("deferred", "rq:deferred:{name}"),  # waiting for the jobs they depend on
+    ("scheduled", "rq:scheduled:{name}"),
+    ("canceled", "rq:canceled:{name}"),
+)
+FIGURES_CACHED = 4096
+WORKERS_KEY = "rq:workers"  # SET of worker keys, rq:worker:<name>; each a HASH
+WORKER_STATE_FIELD = "state"
+BUSY_STATE = b"busy"
 
 
 def job_enqueued_at(value: Optional[bytes], job_id: str) -> float:
@@ -72,10 +94,18 @@ class RQ:
     name = NAME
     scan_pattern = None
 
-    def __init__(self, settings: Optional[RQSettings] = None) -> None:
+    def __init__(self, settings: Optional[RQSettings] = None, extras: bool = True) -> None:
         self.settings = settings or RQSettings()
+        self.extras = extras
         self._registry = batch(("SMEMBERS", QUEUES_KEY))
         self._queue_batch = functools.lru_cache(maxsize=65536)(self._make_queue_batch)
+        self._sizes_batch = functools.lru_cache(maxsize=65536)(self._make_sizes_batch)
+        # Queues that had jobs in a registry last tick: their registries are counted at once.
+        self._with_registries: Set[str] = set()
+        # Registry figures by their sizes: most queues share a few (all zero, above all).
+        self._figures: Dict[Tuple[object, ...], Tuple[Figure, ...]] = {}
+        self._workers_batch = batch(("SMEMBERS", WORKERS_KEY))
+        self._workers = MemberReads(lambda key: batch(("EXISTS", key), ("HGET", key, WORKER_STATE_FIELD)))
 
     def found_keys(self, keys: Iterable[str], complete: bool) -> None:
         """RQ lists its queues in a set: nothing to discover."""
@@ -99,37 +129,115 @@ class RQ:
             evidence = "QUEUE_METRICS_RQ_QUEUES is set"
         return Found(sorted(names), evidence)
 
-    @staticmethod
-    def _make_queue_batch(queue: str) -> Batch:
+    def _make_queue_batch(self, queue: str, counted: bool) -> Batch:
+        """LLEN + LINDEX and, with the extras, the queue's registries: their ZCARDs when it had
+        any last tick (`counted`), else one EXISTS of all six, nearly always 0 for an idle queue."""
         key = encode_key(QUEUE_KEY_PREFIX + queue)
-        return batch(("LLEN", key), ("LINDEX", key, OLDEST_INDEX))
+        commands: List[Tuple[object, ...]] = [("LLEN", key), ("LINDEX", key, OLDEST_INDEX)]
+        if self.extras:
+            keys = self._registry_keys(queue)
+            commands += [("ZCARD", registry) for registry in keys] if counted else [("EXISTS", *keys)]
+        return batch(*commands)
+
+    @staticmethod
+    def _registry_keys(queue: str) -> List[bytes]:
+        return [encode_key(template.format(name=queue)) for _, template in REGISTRY_KEYS]
+
+    def _make_sizes_batch(self, queue: str) -> Batch:
+        return batch(*[("ZCARD", registry) for registry in self._registry_keys(queue)])
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
-        replies = yield self._queue_batch(queue)
-        head = list_head(NAME, queue, replies.values, errors)
+        counted = queue in self._with_registries
+        replies = yield self._queue_batch(queue, counted)
+        values = replies.values
+        head = list_head(NAME, queue, values[:2], errors)
         if head.size is None:
             return None
+        figures: Tuple[Figure, ...] = ()
+        count_now = False  # a registry appeared since the last tick: ZCARDs in the follow-up
+        if counted:
+            figures = self._registry_figures(queue, values[2:], errors)
+        elif self.extras:
+            exists = values[2]
+            if isinstance(exists, ReplyError):
+                errors.about_queue(NAME, queue, f"registries: {describe_reply_error(exists, 'a sorted set')}")
+            elif exists:
+                count_now = True
+            else:
+                figures = NO_REGISTRIES
+        job_id = None if not head.readable or head.oldest is None else head.oldest
+        if count_now:
+            follow_up = [self._sizes_batch(queue)]
+            if job_id is not None:
+                follow_up.insert(0, enqueued_at_batch(job_id))
+            replies = yield joined(follow_up)
+            figures = self._registry_figures(queue, replies.values[-len(REGISTRY_KEYS):], errors)
         if not head.readable:
-            return QueueSample(NAME, queue, head.size, None)
-        if head.oldest is None:
-            return QueueSample(NAME, queue, head.size, 0.0)
-
-        job_id = decode_name(head.oldest)
-        replies = yield enqueued_at_batch(head.oldest)
-        (enqueued_at,) = replies.values
+            return QueueSample(NAME, queue, head.size, None, figures)
+        if job_id is None:
+            return QueueSample(NAME, queue, head.size, 0.0, figures)
+        if not count_now:
+            replies = yield enqueued_at_batch(job_id)
+        enqueued_at = replies.values[0]
+        shown_id = decode_name(job_id)
         if isinstance(enqueued_at, ReplyError):
-            errors.about_queue(NAME, queue, f"latency unknown: job {show_name(job_id)}: "
+            errors.about_queue(NAME, queue, f"latency unknown: job {show_name(shown_id)}: "
                                             f"{describe_reply_error(enqueued_at, 'a hash')}")
-            return QueueSample(NAME, queue, head.size, None)
+            return QueueSample(NAME, queue, head.size, None, figures)
         seconds = latency_or_report(NAME, queue, errors,
-                                    lambda: latency(job_enqueued_at(enqueued_at, job_id), replies.now))
-        return QueueSample(NAME, queue, head.size, seconds)
+                                    lambda: latency(job_enqueued_at(enqueued_at, shown_id), replies.now))
+        return QueueSample(NAME, queue, head.size, seconds, figures)
+
+    def _registry_figures(self, queue: str, sizes: list, errors: ErrorLog) -> Tuple[Figure, ...]:
+        """The registries' figures from their ZCARDs; remembers whether the queue has any."""
+        figures = self._figures.get(tuple(sizes))
+        if figures is None:
+            figures = registry_figures(queue, sizes, errors)
+            if len(figures) == len(REGISTRY_KEYS):  # no error: the same sizes give the same figures
+                if len(self._figures) >= FIGURES_CACHED:
+                    self._figures.clear()
+                self._figures[tuple(sizes)] = figures
+        if any(figure.value for figure in figures):
+            self._with_registries.add(queue)
+        else:
+            self._with_registries.discard(queue)
+        return figures
 
     def read_system(self, errors: ErrorLog) -> Optional[SystemReader]:
-        return None
+        return self._read_system(errors) if self.extras else None
+
+    def _read_system(self, errors: ErrorLog) -> SystemReader:
+        first = self._workers_batch
+        replies = yield joined((first, self._workers.known_batch))
+        members = registry_members(NAME, WORKERS_KEY, replies.values[0], errors)
+        workers = yield from self._workers.read(members, replies.values[first.replies:])
+        alive = busy = 0
+        for key, (exists, state) in workers:
+            failed = exists if isinstance(exists, ReplyError) else state
+            if isinstance(failed, ReplyError):
+                errors.about_reply(NAME, f"worker {show_name(decode_name(key))}", failed, "a hash")
+                continue
+            if exists:
+                alive += 1
+                busy += state == BUSY_STATE
+        return SystemSample(NAME, (Figure("workers", alive, "{worker}"), Figure("busy", busy, "{worker}")))
 
     def describe(self) -> List[str]:
         return []
 
+
+def registry_figures(queue: str, sizes: list, errors: ErrorLog) -> Tuple[Figure, ...]:
+    """The sizes of a queue's registries (the ZCARD replies, in REGISTRY_KEYS order)."""
+    figures = []
+    for (name, template), size in zip(REGISTRY_KEYS, sizes):
+        if isinstance(size, ReplyError):
+            errors.about_queue(NAME, queue, f"{name} registry {show_name(template.format(name=queue))}: "
+                                            f"{describe_reply_error(size, 'a sorted set')}")
+        else:
+            figures.append(Figure(name, size))
+    return tuple(figures)
+
+
+NO_REGISTRIES = tuple(Figure(name, 0) for name, _ in REGISTRY_KEYS)
 
 SYSTEM = SystemSpec(NAME, RQSettings.from_env, RQ)  # type: ignore[arg-type]

@@ -2,31 +2,41 @@
 
 Matches `Sidekiq::Queue#size` (LLEN) and `#latency` (age of the job at LINDEX -1, the next one a
 worker's BRPOP takes, from its `enqueued_at`), with Sidekiq 8's millisecond timestamps read too.
+
+System-wide, as `Sidekiq::Stats` and `Sidekiq::ProcessSet` report them: the scheduled, retry and
+dead sets' sizes (ZCARD); the processes in the `processes` set whose heartbeat hash still exists
+(it expires 60 s after a process's last beat; `ProcessSet` skips those, and so do we, but we never
+remove them from the set), their busy threads (`busy`) and concurrency (the `info` JSON); and the
+jobs processed and failed since the last tick, from the `stat:processed`/`stat:failed` totals
+that every process adds to at each heartbeat (every 5 s).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from queue_metrics.config import name_list
-from queue_metrics.errors import ErrorLog
+from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, show_name
 from queue_metrics.plugin import (
     Batch,
     Found,
+    Interval,
+    MemberReads,
     QueueReader,
     SystemReader,
     SystemSpec,
     batch,
     decode_name,
     encode_key,
+    joined,
     latency_or_report,
     list_head,
     parse_json_object,
     registry_members,
 )
-from queue_metrics.sample import QueueSample
+from queue_metrics.sample import COUNTER, UNIT_RATIO, Figure, QueueSample, SystemSample
 from queue_metrics.timestamps import epoch_seconds, latency
 
 NAME = "sidekiq"
@@ -35,6 +45,33 @@ QUEUE_KEY = "queue:{name}"  # LIST; clients LPUSH, workers BRPOP: the oldest job
 OLDEST_INDEX = -1
 # Sidekiq <= 7 writes float seconds, Sidekiq 8 integer milliseconds.
 ENQUEUED_AT_FIELD = "enqueued_at"
+# Sorted sets of jobs, scored by when they run next.
+SCHEDULED_KEY = "schedule"
+RETRY_KEY = "retry"
+DEAD_KEY = "dead"
+PROCESSED_KEY = "stat:processed"  # STRING: jobs processed since the app began (or a reset)
+FAILED_KEY = "stat:failed"
+PROCESSES_KEY = "processes"  # SET of process identities; each one's HASH is `<identity>`
+PROCESS_FIELDS = ("info", "busy")  # info: JSON with `concurrency`; busy: threads running a job
+CONCURRENCY_FIELD = "concurrency"
+
+
+def process_concurrency(info: bytes) -> int:
+    """A process's thread count, from the `info` JSON its heartbeat writes (`"concurrency":10`)."""
+    value = parse_json_object(info, "process info").get(CONCURRENCY_FIELD)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise PayloadError(f"process info has no number {CONCURRENCY_FIELD!r}")
+    return int(value)
+
+
+def whole_number(reply: object, what: str) -> int:
+    """A counter's value (GET); a missing key is 0, as Sidekiq's `to_i` reads it."""
+    if reply is None:
+        return 0
+    try:
+        return int(reply)  # type: ignore[call-overload]
+    except ValueError:
+        raise PayloadError(f"{what} is not a whole number") from None
 
 
 def job_enqueued_at(payload: bytes) -> Optional[float]:
@@ -78,13 +115,23 @@ class Sidekiq:
     name = NAME
     scan_pattern = None
 
-    def __init__(self, settings: Optional[SidekiqSettings] = None) -> None:
+    def __init__(self, settings: Optional[SidekiqSettings] = None, extras: bool = True) -> None:
         self.settings = settings or SidekiqSettings()
+        self.extras = extras
         # redis-namespace (Sidekiq <= 6) puts `<ns>:` before every key.
         self._key_prefix = f"{self.settings.namespace}:" if self.settings.namespace else ""
         self._registry = batch(("SMEMBERS", self._key_prefix + QUEUES_KEY))
         self._queue_batch = functools.lru_cache(maxsize=65536)(self._make_queue_batch)
         self._registered = 0
+        prefix = self._key_prefix
+        self._stats_batch = batch(*[("ZCARD", prefix + key) for key in (SCHEDULED_KEY, RETRY_KEY, DEAD_KEY)],
+                                  ("GET", prefix + PROCESSED_KEY), ("GET", prefix + FAILED_KEY),
+                                  ("SMEMBERS", prefix + PROCESSES_KEY))
+        self._processes = MemberReads(
+            lambda identity: batch(("HMGET", prefix.encode() + identity, *PROCESS_FIELDS)))
+        self._interval = Interval()
+        # A process's `info` is the same at every heartbeat: parsed once.
+        self._concurrency: Dict[bytes, int] = {}
 
     def found_keys(self, keys: Iterable[str], complete: bool) -> None:
         """Sidekiq lists its queues in a set: nothing to discover."""
@@ -120,7 +167,65 @@ class Sidekiq:
         return QueueSample(NAME, queue, head.size, seconds)
 
     def read_system(self, errors: ErrorLog) -> Optional[SystemReader]:
-        return None
+        return self._read_system(errors) if self.extras else None
+
+    def _read_system(self, errors: ErrorLog) -> SystemReader:
+        stats = self._stats_batch
+        replies = yield joined((stats, self._processes.known_batch))
+        values = replies.values
+        figures: List[Figure] = []
+        for name, key, reply in zip(("scheduled", "retry", "dead"), (SCHEDULED_KEY, RETRY_KEY, DEAD_KEY), values):
+            if isinstance(reply, ReplyError):
+                errors.about_reply(NAME, f"{name} set {show_name(self._key_prefix + key)}", reply, "a sorted set")
+            else:
+                figures.append(Figure(name, reply))
+        counters = []
+        for name, key, reply in (("processed", PROCESSED_KEY, values[3]), ("failed", FAILED_KEY, values[4])):
+            try:
+                if isinstance(reply, ReplyError):
+                    errors.about_reply(NAME, f"counter {show_name(self._key_prefix + key)}", reply, "a number")
+                    continue
+                count = self._interval.since_last(name, whole_number(reply, f"counter {key}"))
+            except PayloadError as error:
+                errors.add(f"{NAME} {error}")
+                continue
+            if count is not None:
+                counters.append(Figure(name, count, kind=COUNTER))
+        members = registry_members(NAME, self._key_prefix + PROCESSES_KEY, values[5], errors)
+        processes = yield from self._processes.read(members, values[stats.replies:])
+        figures.extend(self._process_figures(processes, errors))
+        return SystemSample(NAME, tuple(figures + counters))
+
+    def _process_figures(self, processes: list, errors: ErrorLog) -> List[Figure]:
+        """Live processes, busy threads, concurrency and utilization, as `ProcessSet` sums them."""
+        live = busy = concurrency = 0
+        concurrency_known = True
+        parsed: Dict[bytes, int] = {}
+        for identity, (reply,) in processes:  # HMGET: [info, busy], or an error reply
+            if isinstance(reply, ReplyError):
+                errors.about_reply(NAME, f"process {show_name(decode_name(identity))}", reply, "a hash")
+                concurrency_known = False
+                continue
+            info, threads = reply
+            if info is None:
+                continue  # its heartbeat expired: the process is gone
+            live += 1
+            try:
+                busy += whole_number(threads, "busy")
+                if info not in self._concurrency:
+                    self._concurrency[info] = process_concurrency(info)
+                parsed[info] = self._concurrency[info]
+                concurrency += parsed[info]
+            except PayloadError as error:
+                errors.add(f"{NAME} process {show_name(decode_name(identity))}: {error}")
+                concurrency_known = False
+        self._concurrency = parsed
+        figures = [Figure("processes", live, "{process}"), Figure("busy", busy, "{thread}")]
+        if concurrency_known:
+            figures.append(Figure("concurrency", concurrency, "{thread}"))
+            if concurrency:
+                figures.append(Figure("utilization", busy / concurrency, UNIT_RATIO))
+        return figures
 
     def describe(self) -> List[str]:
         where = f"namespace {self.settings.namespace!r}" if self.settings.namespace else "no namespace"

@@ -2,8 +2,14 @@
 #
 # The real Sidekiq client and API, driven by the tests. Reads a JSON plan from stdin:
 #   {"enqueue": {"default": 3, "low": 1}}   pushes that many jobs with Sidekiq::Client
+#   {"jobs": [{"class": "SleepyJob", "args": [30], "in": 3600}]}   pushes those jobs (to
+#                                           `default`; "in": scheduled that many seconds ahead;
+#                                           other keys, such as "retry", go into the job)
 # then prints Sidekiq's own view of every queue as JSON on stdout:
-#   {"now": <epoch s>, "queues": {"default": {"size": 3, "latency": 1.2}, ...}}
+#   {"now": <epoch s>, "queues": {"default": {"size": 3, "latency": 1.2}, ...},
+#    "stats": {"retry": 1, "processes": 1, "busy": 1, ...}}
+# "stats" is what Sidekiq::Stats and Sidekiq::ProcessSet report; ProcessSet.new(false) does not
+# prune the processes whose heartbeat expired, it only skips them.
 require "json"
 require "sidekiq"
 require "sidekiq/api"
@@ -21,10 +27,24 @@ plan = JSON.parse($stdin.read)
     Sidekiq::Client.push("class" => "HardWorker", "queue" => queue, "args" => [index, "x" * 10])
   end
 end
+(plan["jobs"] || []).each do |job|
+  item = { "queue" => "default", "args" => [] }.merge(job.reject { |key, _| key == "in" })
+  item["at"] = Time.now.to_f + job["in"] if job["in"]
+  Sidekiq::Client.push(item)
+end
 sleep(plan["sleep"]) if plan["sleep"]
+
+stats = Sidekiq::Stats.new
+process_set = Sidekiq::ProcessSet.new(false)
+processes = process_set.to_a
+stats = {
+  "scheduled" => stats.scheduled_size, "retry" => stats.retry_size, "dead" => stats.dead_size,
+  "processed" => stats.processed, "failed" => stats.failed, "processes" => processes.size,
+  "busy" => processes.sum { |process| process["busy"] }, "concurrency" => process_set.total_concurrency,
+}
 
 queues = {}
 Sidekiq::Queue.all.each do |queue|
   queues[queue.name] = { "size" => queue.size, "latency" => queue.latency }
 end
-puts JSON.generate("now" => Time.now.to_f, "version" => Sidekiq::VERSION, "queues" => queues)
+puts JSON.generate("now" => Time.now.to_f, "version" => Sidekiq::VERSION, "queues" => queues, "stats" => stats)

@@ -1,0 +1,67 @@
+"""Real worker processes (a Sidekiq server, rq workers, a Celery worker) for the tests, and
+waiting for what they do."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from typing import Callable, Dict, Iterator, List
+
+from queue_metrics.sample import Figure, TickReport
+
+HELPERS = os.path.dirname(__file__)
+
+
+@contextlib.contextmanager
+def worker_process(command: List[str], env: Dict[str, str]) -> Iterator[subprocess.Popen]:
+    """Runs `command` in its own process group; kills the group (forked children too) after.
+    Its output is printed at the end: pytest shows it when the test fails."""
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        log.seek(0)
+        print(log.read().decode(errors="replace")[-3000:])
+        log.close()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def system_figures(report: TickReport, backend: str) -> Dict[str, Figure]:
+    """The system-wide figures of one backend, by name."""
+    (system,) = [system for system in report.systems if system.backend == backend]
+    return {figure.name: figure for figure in system.figures}
+
+
+def queue_figures(report: TickReport, backend: str, queue: str) -> Dict[str, float]:
+    (sample,) = [s for s in report.samples if (s.backend, s.queue) == (backend, queue)]
+    return {figure.name: figure.value for figure in sample.figures}
+
+
+def add_workers(client, name: str = "1") -> None:
+    """A Sidekiq process's heartbeat hash as Sidekiq 6.4.1 writes it, an rq worker's hash, and a
+    message a Celery worker holds (as a real worker writes it: see tests/payloads). Plus a dead
+    Sidekiq process and a dead rq worker: still in their sets, their hashes expired."""
+    identity = f"web.{name}:1:0123456789ab"
+    client.sadd("processes", identity, f"dead.{name}:1:0123456789ab")
+    client.sadd("rq:workers", f"rq:worker:dead-{name}")
+    info = {"hostname": f"web.{name}", "started_at": time.time(), "pid": 1, "tag": "", "concurrency": 10,
+            "queues": ["default"], "labels": [], "identity": identity}
+    client.hset(identity, mapping={"info": json.dumps(info), "busy": 2, "beat": time.time(), "quiet": "false"})
+    client.sadd("rq:workers", f"rq:worker:{name}")
+    client.hset(f"rq:worker:{name}", mapping={"state": "busy", "birth": "2026-11-23T00:00:00.000000Z"})
+    client.hset("unacked", f"tag-{name}", json.dumps([{"body": "", "properties": {}}, "", "celery"]))
