@@ -92,7 +92,7 @@ class Dyno:
         return found
 
     def collectors(self) -> list:
-        return [pid for pid, cmdline in self.processes(needle="queue_metrics.cli")]
+        return [pid for pid, cmdline in self.processes(needle="queue_metrics.runner")]
 
     def supervisors(self) -> list:
         return [pid for pid, cmdline in self.processes() if "queue-metrics-supervisor" in cmdline]
