@@ -20,36 +20,66 @@ NOW = 1795392400.0
 LOGFMT_PAIR = re.compile(r'^[^\s="]+=[^\s="]+$')
 LIBRATO_NAME = re.compile(r"^[A-Za-z0-9.:_-]{1,255}$")
 
-numbers = st.one_of(st.integers(min_value=-(10 ** 20), max_value=10 ** 20), st.floats(allow_nan=True, allow_infinity=True))
+numbers = st.one_of(st.integers(min_value=-(10**20), max_value=10**20), st.floats(allow_nan=True, allow_infinity=True))
 timestamps = st.one_of(
-    numbers, numbers.map(str), st.text(max_size=30), st.none(), st.booleans(),
-    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
-    st.floats(min_value=NOW - 1e6, max_value=NOW + 1e6), st.integers(min_value=int(NOW * 1000) - 10 ** 9,
-                                                                      max_value=int(NOW * 1000) + 10 ** 9),
+    numbers,
+    numbers.map(str),
+    st.text(max_size=30),
+    st.none(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+    st.floats(min_value=NOW - 1e6, max_value=NOW + 1e6),
+    st.integers(min_value=int(NOW * 1000) - 10**9, max_value=int(NOW * 1000) + 10**9),
 )
-json_values = st.recursive(st.one_of(st.none(), st.booleans(), numbers.filter(lambda x: not isinstance(x, float) or math.isfinite(x)), st.text(max_size=20)),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                           max_leaves=20)
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        numbers.filter(lambda x: not isinstance(x, float) or math.isfinite(x)),
+        st.text(max_size=20),
+    ),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
 
 
 def sidekiq_payloads():
-    structured = st.fixed_dictionaries({}, optional={"enqueued_at": timestamps, "created_at": timestamps,
-                                                      "class": json_values, "args": json_values})
-    return st.one_of(st.binary(max_size=200), structured.map(lambda job: json.dumps(job).encode()),
-                     json_values.map(lambda value: json.dumps(value).encode()),
-                     structured.map(lambda job: json.dumps(job).encode()[: max(0, len(json.dumps(job)) // 2)]))
+    structured = st.fixed_dictionaries(
+        {}, optional={"enqueued_at": timestamps, "created_at": timestamps, "class": json_values, "args": json_values}
+    )
+    return st.one_of(
+        st.binary(max_size=200),
+        structured.map(lambda job: json.dumps(job).encode()),
+        json_values.map(lambda value: json.dumps(value).encode()),
+        structured.map(lambda job: json.dumps(job).encode()[: max(0, len(json.dumps(job)) // 2)]),
+    )
 
 
 def celery_payloads():
-    headers = st.fixed_dictionaries({}, optional={"eta": timestamps, "run_at": timestamps,
-                                                  "sentry-task-enqueued-time": timestamps,
-                                                  "headers": st.one_of(json_values, st.fixed_dictionaries({}, optional={"run_at": timestamps}))})
+    headers = st.fixed_dictionaries(
+        {},
+        optional={
+            "eta": timestamps,
+            "run_at": timestamps,
+            "sentry-task-enqueued-time": timestamps,
+            "headers": st.one_of(json_values, st.fixed_dictionaries({}, optional={"run_at": timestamps})),
+        },
+    )
     properties = st.fixed_dictionaries({}, optional={"published_at": timestamps, "priority": json_values})
-    message = st.fixed_dictionaries({}, optional={"headers": st.one_of(headers, json_values),
-                                                  "properties": st.one_of(properties, json_values),
-                                                  "body": st.text(max_size=10)})
-    return st.one_of(st.binary(max_size=200), message.map(lambda m: json.dumps(m).encode()),
-                     json_values.map(lambda value: json.dumps(value).encode()))
+    message = st.fixed_dictionaries(
+        {},
+        optional={
+            "headers": st.one_of(headers, json_values),
+            "properties": st.one_of(properties, json_values),
+            "body": st.text(max_size=10),
+        },
+    )
+    return st.one_of(
+        st.binary(max_size=200),
+        message.map(lambda m: json.dumps(m).encode()),
+        json_values.map(lambda value: json.dumps(value).encode()),
+    )
 
 
 def acceptable(latency) -> bool:
@@ -131,8 +161,25 @@ def test_wrong_types_for_each_backend(client, redis_url):
     assert all(error.count("\n") == 0 for error in report.errors)
 
 
-ODD_NAMES = ["with space", "a=b", 'say "hi"', "it's", "ünïcödé-名前", "tab\there", "new\nline",
-             "high\x06\x163", "x" * 1000, "a_b", "a b", "a.b", "a:b", "-", "#hash", "émoji-🎉", "\x00nul"]
+ODD_NAMES = [
+    "with space",
+    "a=b",
+    'say "hi"',
+    "it's",
+    "ünïcödé-名前",
+    "tab\there",
+    "new\nline",
+    "high\x06\x163",
+    "x" * 1000,
+    "a_b",
+    "a b",
+    "a.b",
+    "a:b",
+    "-",
+    "#hash",
+    "émoji-🎉",
+    "\x00nul",
+]
 
 
 def test_odd_queue_names_stay_valid_logfmt_and_distinct(client, redis_url):
@@ -150,8 +197,8 @@ def test_odd_queue_names_stay_valid_logfmt_and_distinct(client, redis_url):
             assert LOGFMT_PAIR.match(pair), pair
             key = pair.split("=", 1)[0]
             if key.startswith("sample#") and key.endswith(".size"):
-                names.append(key[len("sample#"):])
-                assert LIBRATO_NAME.match(key[len("sample#"):]), key
+                names.append(key[len("sample#") :])
+                assert LIBRATO_NAME.match(key[len("sample#") :]), key
     assert len(names) == len(set(names)) == len(ODD_NAMES)
     assert "queue.sidekiq.a_b.size" in names and "queue.sidekiq.a.b.size" in names
     assert "queue.sidekiq.a:b.size" in names

@@ -15,8 +15,7 @@ from helpers.buildpack import BUILDPACK
 
 sys.path.insert(0, str(BUILDPACK / "lib"))
 
-from buildpack.bundle import (bundle_python, check_bundle, normalize_package,  # noqa: E402
-                              run_image_packages)
+from buildpack.bundle import bundle_python, check_bundle, normalize_package, run_image_packages  # noqa: E402
 from buildpack.interpreter import STACKS_WITH_PYTHON, choose_interpreter  # noqa: E402
 from buildpack.wheels import WheelError, install_wheels, parse_requirements, sha256_of  # noqa: E402
 
@@ -38,15 +37,19 @@ def app(tmp_path: Path, files=(), heroku_python_ran=False) -> Path:
 # "heroku/python after us" looks, at build time, exactly like "no heroku/python": the dyno then has
 # both, and runs the chosen one (tested end to end in test_buildpack.py).
 @pytest.mark.parametrize("stack", STACKS)
-@pytest.mark.parametrize("files, ran, expected_on_22, expected_later", [
-    ((), False, "system", "bundled"),                                      # Ruby/Node app
-    (("Gemfile", ".python-version", "requirements.txt"), False, "system", "bundled"),  # tooling files only
-    (("requirements.txt",), False, "system", "bundled"),                   # heroku/python after us
-    (("requirements.txt",), True, "app", "app"),                           # heroku/python before us
-    (("Gemfile",), True, "app", "app"),                                    # heroku/python before us, any app
-])
-def test_every_combination_ends_in_an_interpreter_the_dyno_has(tmp_path, stack, files, ran, expected_on_22,
-                                                                expected_later):
+@pytest.mark.parametrize(
+    "files, ran, expected_on_22, expected_later",
+    [
+        ((), False, "system", "bundled"),  # Ruby/Node app
+        (("Gemfile", ".python-version", "requirements.txt"), False, "system", "bundled"),  # tooling files only
+        (("requirements.txt",), False, "system", "bundled"),  # heroku/python after us
+        (("requirements.txt",), True, "app", "app"),  # heroku/python before us
+        (("Gemfile",), True, "app", "app"),  # heroku/python before us, any app
+    ],
+)
+def test_every_combination_ends_in_an_interpreter_the_dyno_has(
+    tmp_path, stack, files, ran, expected_on_22, expected_later
+):
     choice = choose_interpreter(app(tmp_path, files, ran), stack, {})
     assert choice.kind == (expected_on_22 if stack == "heroku-22" else expected_later)
     assert choice.warnings == ()
@@ -59,10 +62,13 @@ def test_unknown_stack_gets_a_bundled_python(tmp_path):
     assert choose_interpreter(app(tmp_path), "heroku-99", {}).kind == "bundled"
 
 
-@pytest.mark.parametrize("stack, ran, kind, warned", [
-    ("heroku-24", False, "bundled", False),
-    ("heroku-24", True, "bundled", False),
-])
+@pytest.mark.parametrize(
+    "stack, ran, kind, warned",
+    [
+        ("heroku-24", False, "bundled", False),
+        ("heroku-24", True, "bundled", False),
+    ],
+)
 def test_requested_bundled(tmp_path, stack, ran, kind, warned):
     choice = choose_interpreter(app(tmp_path, (), ran), stack, {"QUEUE_METRICS_PYTHON": "bundled"})
     assert (choice.kind, bool(choice.warnings)) == (kind, warned)
@@ -100,10 +106,16 @@ def test_the_run_image_lists_agree_with_the_interpreter_decision():
     assert run_image_packages("heroku-99") is None and run_image_packages("../etc/passwd") is None
 
 
-@pytest.mark.parametrize("name, normalized", [
-    ("libssl3t64:amd64", "libssl3"), ("libssl3", "libssl3"), ("zlib1g:arm64", "zlib1g"),
-    ("libgdbm6t64", "libgdbm6"), ("libbz2-1.0", "libbz2-1.0"),
-])
+@pytest.mark.parametrize(
+    "name, normalized",
+    [
+        ("libssl3t64:amd64", "libssl3"),
+        ("libssl3", "libssl3"),
+        ("zlib1g:arm64", "zlib1g"),
+        ("libgdbm6t64", "libgdbm6"),
+        ("libbz2-1.0", "libbz2-1.0"),
+    ],
+)
 def test_package_names_compare_across_the_64_bit_time_rename(name, normalized):
     assert normalize_package(name) == normalized
 

@@ -45,18 +45,32 @@ DYNO_SCRIPT = 'for script in "$HOME"/.profile.d/*.sh; do source "$script"; done;
 class Dyno:
     """bash sourcing .profile.d, then exec'ing a long-running web command, as a dyno starts."""
 
-    def __init__(self, build: Path, dyno: str, env: dict, source_twice=False, hide_python=False,
-                 command="sleep 600") -> None:
+    def __init__(
+        self, build: Path, dyno: str, env: dict, source_twice=False, hide_python=False, command="sleep 600"
+    ) -> None:
         extra = 'for script in "$HOME"/.profile.d/*.sh; do source "$script"; done;' if source_twice else ""
         script = DYNO_SCRIPT.format(extra=extra, command=command)
         command = ["bash", "-c", script]
         if hide_python:
-            command = ["unshare", "-m", "--propagation", "private", "bash", "-c",
-                       hide_python_script() + 'exec bash -c "$0"', script]
+            command = [
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "bash",
+                "-c",
+                hide_python_script() + 'exec bash -c "$0"',
+                script,
+            ]
         self.build = build
         self.process = subprocess.Popen(
-            command, cwd=build, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            env={"PATH": os.environ["PATH"], "HOME": str(build), "DYNO": dyno, **env})
+            command,
+            cwd=build,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env={"PATH": os.environ["PATH"], "HOME": str(build), "DYNO": dyno, **env},
+        )
         self.pgid = self.process.pid
 
     def read_line(self, timeout: float, stream="stdout") -> str:
@@ -201,8 +215,9 @@ def test_no_redis_url_is_one_clear_line_and_nothing_started(system_python_build,
     build, _ = system_python_build
     dyno = dynos(build, "web.1", {"QUEUE_METRICS_INTERVAL": "0.5"})
     line = dyno.wait_for(lambda line: bool(line), timeout=5, stream="stderr")
-    assert line == ("queue-metrics: not started: set REDIS_URL (or QUEUE_METRICS_REDIS_URL) to the Redis your "
-                    "queues use\n")
+    assert line == (
+        "queue-metrics: not started: set REDIS_URL (or QUEUE_METRICS_REDIS_URL) to the Redis your queues use\n"
+    )
     time.sleep(1.0)
     assert dyno.processes() == [] and dyno.read_line(0.2, "stderr") == ""
 
@@ -211,14 +226,26 @@ def test_sourcing_leaks_no_variables_or_functions(system_python_build, jobs, tmp
     build, _ = system_python_build
     # PIPESTATUS is bash's own, set by the pipelines of this very check.
     names = 'compgen -v | grep -vx "PIPESTATUS\\|before\\|after"; compgen -A function'
-    script = (f'before=$({names}); source "$HOME/.profile.d/queue-metrics.sh"; after=$({names}); '
-              '[[ $before == "$after" ]] && echo same || diff <(echo "$before") <(echo "$after")')
+    script = (
+        f'before=$({names}); source "$HOME/.profile.d/queue-metrics.sh"; after=$({names}); '
+        '[[ $before == "$after" ]] && echo same || diff <(echo "$before") <(echo "$after")'
+    )
     for name in ("web.1", "worker.1"):
         output = tmp_path / f"{name}.out"
         with open(output, "w") as handle:  # a file, not a pipe: the collector keeps writing to it
-            subprocess.run(["bash", "-c", script], stdout=handle, stderr=subprocess.STDOUT, timeout=30,
-                           env={"PATH": os.environ["PATH"], "HOME": str(build), "DYNO": name,
-                                "REDIS_URL": jobs, "QUEUE_METRICS_INTERVAL": "0.5"})
+            subprocess.run(
+                ["bash", "-c", script],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                timeout=30,
+                env={
+                    "PATH": os.environ["PATH"],
+                    "HOME": str(build),
+                    "DYNO": name,
+                    "REDIS_URL": jobs,
+                    "QUEUE_METRICS_INTERVAL": "0.5",
+                },
+            )
         # The collector started on web.1 writes to the same file, maybe before the check's line.
         assert "same" in output.read_text().splitlines(), output.read_text()
     leftover = Dyno.__new__(Dyno)
@@ -275,8 +302,9 @@ def test_heroku_python_before_us_the_apps_python_isolated_from_its_packages(tmp_
     build.mkdir()
     app_python = fake_heroku_python(build, OLDEST_PYTHON)
     result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("requirements.txt",))
-    assert ("Interpreter at run time: the app's Python (/app/.heroku/python), installed by heroku/python"
-            in result.stdout)
+    assert (
+        "Interpreter at run time: the app's Python (/app/.heroku/python), installed by heroku/python" in result.stdout
+    )
     assert not (build / ".queue-metrics" / "python").exists()
     # Packages of the app's that must not shadow ours.
     site = next((app_python / "lib").glob("python3.*/site-packages"))
@@ -296,20 +324,42 @@ def test_heroku_python_before_us_with_a_shared_libpython_needs_no_profile_d_orde
     runs after ours, and every other Python is hidden."""
     build = tmp_path / "build"
     build.mkdir()
-    bundle = run([*NO_NETWORK, "python3", "-I", "-S", "-c",
-                  "import sys; sys.path.insert(0, sys.argv.pop(1)); from buildpack.__main__ import main; "
-                  "sys.exit(main(sys.argv[1:]))", str(BUILDPACK / "lib"),
-                  "bundle", str(build / ".heroku" / "python"), "--stack", "heroku-24"])
+    bundle = run(
+        [
+            *NO_NETWORK,
+            "python3",
+            "-I",
+            "-S",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv.pop(1)); from buildpack.__main__ import main; "
+            "sys.exit(main(sys.argv[1:]))",
+            str(BUILDPACK / "lib"),
+            "bundle",
+            str(build / ".heroku" / "python"),
+            "--stack",
+            "heroku-24",
+        ]
+    )
     assert bundle.returncode == 0, bundle.stdout + bundle.stderr
     app_python = build / ".heroku" / "python" / "bin" / "python3"
     assert list((build / ".heroku" / "python" / "lib").glob("libpython3*.so*"))
-    alone = run(["unshare", "-m", "--propagation", "private", "bash", "-c",
-                 hide_python_script() + f"{app_python} -c 'print(1)'"])
+    alone = run(
+        [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "bash",
+            "-c",
+            hide_python_script() + f"{app_python} -c 'print(1)'",
+        ]
+    )
     assert alone.returncode != 0 and "libpython" in alone.stderr, "the app's Python must need LD_LIBRARY_PATH"
     result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("requirements.txt",))
     assert "the app's Python (/app/.heroku/python), installed by heroku/python" in result.stdout
     (build / ".profile.d" / "zz-python.sh").write_text(
-        'export LD_LIBRARY_PATH="$HOME/.heroku/python/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"\n')
+        'export LD_LIBRARY_PATH="$HOME/.heroku/python/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"\n'
+    )
     dyno = dynos(build, "web.1", dyno_env(jobs), hide_python=True)
     dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=15)
     (collector,) = dyno.collectors()
@@ -321,10 +371,15 @@ def test_ruby_app_with_python_tooling_files_gets_a_bundled_python(tmp_path, jobs
     """A Sidekiq app that keeps .python-version, pyproject.toml and requirements.txt for tooling,
     built without heroku/python: the dyno has no Python at all, and metrics still flow."""
     assert python_is_hidden(), "a Python is still runnable inside the namespace"
-    result = compile_app(tmp_path, stack, {"REDIS_URL": jobs},
-                         app_files=("Gemfile", ".python-version", "pyproject.toml", "requirements.txt"))
-    assert (f"Interpreter at run time: a copy of this build's Python ({stack} has no Python at run time)"
-            in result.stdout)
+    result = compile_app(
+        tmp_path,
+        stack,
+        {"REDIS_URL": jobs},
+        app_files=("Gemfile", ".python-version", "pyproject.toml", "requirements.txt"),
+    )
+    assert (
+        f"Interpreter at run time: a copy of this build's Python ({stack} has no Python at run time)" in result.stdout
+    )
     assert "list queue-metrics after it to leave the bundled Python out of the slug" in result.stdout
     build = tmp_path / "build"
     dyno = dynos(build, "web.1", dyno_env(jobs), hide_python=True)
@@ -357,12 +412,16 @@ def test_the_bundle_leaves_the_run_images_libraries_to_it(tmp_path, redis_server
     ssl_module = next((python / "lib").glob("python3.*/lib-dynload/_ssl.*.so"))
     ldd = run(["ldd", str(ssl_module)], env={"LD_LIBRARY_PATH": str(python / "lib")})
     assert re.search(r"libssl\.so\.3 => (/usr)?/lib/", ldd.stdout), ldd.stdout
-    bundled = re.search(r"Bundled Python [0-9.]+: (\d+) librar\w+ copied \(([^)]*)\), (\d+) left to the run "
-                        r"image's packages", result.stdout)
+    bundled = re.search(
+        r"Bundled Python [0-9.]+: (\d+) librar\w+ copied \(([^)]*)\), (\d+) left to the run "
+        r"image's packages",
+        result.stdout,
+    )
     assert bundled, result.stdout
     assert bundled.group(2).split(", ") == copied and int(bundled.group(3)) >= 5
-    assert re.search(r"Added \d+\.\d MB to the slug \(collector and packages \d+\.\d MB, Python \d+\.\d MB\)",
-                     result.stdout), result.stdout
+    assert re.search(
+        r"Added \d+\.\d MB to the slug \(collector and packages \d+\.\d MB, Python \d+\.\d MB\)", result.stdout
+    ), result.stdout
 
 
 def test_a_distro_python_like_herokus_build_image_copies_no_library(tmp_path, jobs, dynos):
@@ -371,8 +430,9 @@ def test_a_distro_python_like_herokus_build_image_copies_no_library(tmp_path, jo
     tools = tmp_path / "tools"
     tools.mkdir()
     (tools / "python3").symlink_to("/usr/bin/python3")
-    result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("Gemfile",),
-                         path=f"{tools}:{os.environ['PATH']}")
+    result = compile_app(
+        tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("Gemfile",), path=f"{tools}:{os.environ['PATH']}"
+    )
     assert re.search(r"Bundled Python 3\.\d+\.\d+: 0 libraries copied \(none\), \d+ left", result.stdout), result.stdout
     build = tmp_path / "build"
     (stdlib,) = (build / ".queue-metrics" / "python" / "lib").iterdir()  # no library beside it
@@ -413,9 +473,16 @@ def test_build_with_no_network_and_no_pip(tmp_path, redis_server):
     result = compile_app(tmp_path, "heroku-22", {}, path=f"{no_pip / 'bin'}:{os.environ['PATH']}")
     assert "Installed the collector with redis==5.2.1, click==8.1.8, async-timeout==5.0.1" in result.stdout
     assert "No Redis URL config var is set" in result.stderr
-    probe = run(["/usr/bin/python3", "-I", "-S", "-c",
-                 "import sys; sys.path.insert(0, sys.argv[1]); import redis, click; print(redis.__version__)",
-                 str(tmp_path / "build" / ".queue-metrics" / "lib")])
+    probe = run(
+        [
+            "/usr/bin/python3",
+            "-I",
+            "-S",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); import redis, click; print(redis.__version__)",
+            str(tmp_path / "build" / ".queue-metrics" / "lib"),
+        ]
+    )
     assert probe.stdout.strip() == "5.2.1", probe.stderr
 
 
@@ -433,8 +500,20 @@ def test_the_slug_gets_the_collector_only(system_python_build):
 def test_pip_install_gets_the_collector_only(tmp_path):
     source, target = tmp_path / "source", tmp_path / "target"  # a copy: the build writes into its tree
     shutil.copytree(BUILDPACK, source, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "build", "*.egg-info"))
-    result = run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-                  "--target", str(target), str(source)])
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(source),
+        ]
+    )
     assert result.returncode == 0, result.stderr
     installed = {path.name for path in target.iterdir() if not path.name.endswith((".dist-info", ".egg-info"))}
     assert installed == {"queue_metrics", "bin"}
@@ -497,8 +576,10 @@ def test_test_compile_for_heroku_ci_skips_the_bundle_and_the_hook(tmp_path):
     build, cache, env = tmp_path / "build", tmp_path / "cache", tmp_path / "env"
     for directory in (build, cache, env):
         directory.mkdir()
-    result = run([*NO_NETWORK, str(BUILDPACK / "bin" / "test-compile"), str(build), str(cache), str(env)],
-                 env={**os.environ, "STACK": "heroku-24"})
+    result = run(
+        [*NO_NETWORK, str(BUILDPACK / "bin" / "test-compile"), str(build), str(cache), str(env)],
+        env={**os.environ, "STACK": "heroku-24"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("-----> queue-metrics: nothing to install for Heroku CI\n       ")
     assert list(build.iterdir()) == [] and list(cache.iterdir()) == []
@@ -510,10 +591,14 @@ def test_one_off_dynos_have_the_queue_metrics_command(tmp_path, jobs, dynos):
     compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("Gemfile",))
     build = tmp_path / "build"
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(build), "DYNO": "run.4242", "REDIS_URL": jobs}
-    script = ('for script in "$HOME"/.profile.d/*.sh; do source "$script"; done; '
-              'queue-metrics once; queue-metrics config')
-    result = run(["unshare", "-m", "--propagation", "private", "bash", "-c",
-                  hide_python_script() + 'exec bash -c "$0"', script], env=env, cwd=build)
+    script = (
+        'for script in "$HOME"/.profile.d/*.sh; do source "$script"; done; queue-metrics once; queue-metrics config'
+    )
+    result = run(
+        ["unshare", "-m", "--propagation", "private", "bash", "-c", hide_python_script() + 'exec bash -c "$0"', script],
+        env=env,
+        cwd=build,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert re.search(r"^sample#queue\.sidekiq\.default\.size=2 ", result.stdout, re.M), result.stdout
@@ -539,18 +624,24 @@ def test_a_dyno_with_no_python_at_all_says_so_once_and_does_not_retry(system_pyt
 
 def test_the_hook_puts_the_command_on_path_once(system_python_build):
     build, _ = system_python_build
-    script = ('source "$HOME/.profile.d/queue-metrics.sh"; source "$HOME/.profile.d/queue-metrics.sh"; '
-              'echo "$PATH"; command -v queue-metrics')
+    script = (
+        'source "$HOME/.profile.d/queue-metrics.sh"; source "$HOME/.profile.d/queue-metrics.sh"; '
+        'echo "$PATH"; command -v queue-metrics'
+    )
     result = run(["bash", "-c", script], env={"PATH": "/usr/bin:/bin", "HOME": str(build), "DYNO": "worker.1"})
-    assert result.stdout.splitlines() == [f"/usr/bin:/bin:{build}/.queue-metrics/bin",
-                                          f"{build}/.queue-metrics/bin/queue-metrics"]
+    assert result.stdout.splitlines() == [
+        f"/usr/bin:/bin:{build}/.queue-metrics/bin",
+        f"{build}/.queue-metrics/bin/queue-metrics",
+    ]
     assert result.stderr == ""
 
 
 def test_shellcheck():
     """The buildpack's shell with every optional check; the test runner's with the default ones."""
     buildpack_scripts = [str(path) for path in (BUILDPACK / "bin").iterdir()] + [
-        str(BUILDPACK / "profile.d" / "queue-metrics.sh"), str(BUILDPACK / "lib" / "output.sh")]
+        str(BUILDPACK / "profile.d" / "queue-metrics.sh"),
+        str(BUILDPACK / "lib" / "output.sh"),
+    ]
     assert shutil.which("shellcheck"), "shellcheck is not installed: run tests/run"
     result = run(["shellcheck", "-x", "-o", "all", *buildpack_scripts], cwd=BUILDPACK)
     assert result.returncode == 0, result.stdout

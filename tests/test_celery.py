@@ -94,14 +94,18 @@ def test_hook_stamps_published_at(stamped, client):
     before = time.time()
     send(stamped, "celery", 1)
     import json
+
     message = json.loads(client.lindex("celery", -1))
     assert before <= message["properties"]["published_at"] <= time.time()
 
 
-@pytest.mark.parametrize("options", [
-    {"eta": datetime.now(timezone.utc) + timedelta(minutes=10)},
-    {"countdown": 600},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"eta": datetime.now(timezone.utc) + timedelta(minutes=10)},
+        {"countdown": 600},
+    ],
+)
 def test_an_eta_message_at_the_head_waits_from_its_publish_stamp(stamped, options):
     """No worker runs: the ETA message at the head is waiting for one, however far its ETA."""
     send(stamped, "celery", 1, **options)
@@ -149,7 +153,10 @@ def test_custom_separator_and_key_prefix(redis_url):
     application = Celery("shop", broker=redis_url)
     application.conf.task_create_missing_queues = True
     application.conf.broker_transport_options = {
-        "sep": ":", "priority_steps": list(range(10)), "global_keyprefix": "shop:"}
+        "sep": ":",
+        "priority_steps": list(range(10)),
+        "global_keyprefix": "shop:",
+    }
     celery_hook.install(application)
     try:
         send(application, "bulk", 2, priority=4)
@@ -158,9 +165,14 @@ def test_custom_separator_and_key_prefix(redis_url):
         # so ask the channel for the count that queue_declare reports when it works.
         with application.connection_for_write() as connection:
             expected = connection.default_channel._size("bulk")
-        samples = by_queue(collect(
-            redis_url, QUEUE_METRICS_CELERY_SEP=":", QUEUE_METRICS_CELERY_PRIORITY_STEPS="0,1,2,3,4,5,6,7,8,9",
-            QUEUE_METRICS_CELERY_KEYPREFIX="shop:"))
+        samples = by_queue(
+            collect(
+                redis_url,
+                QUEUE_METRICS_CELERY_SEP=":",
+                QUEUE_METRICS_CELERY_PRIORITY_STEPS="0,1,2,3,4,5,6,7,8,9",
+                QUEUE_METRICS_CELERY_KEYPREFIX="shop:",
+            )
+        )
         assert samples["bulk"].size == expected == 3
         assert samples["bulk"].latency is not None
     finally:
@@ -170,6 +182,7 @@ def test_custom_separator_and_key_prefix(redis_url):
 
 
 # ---- extras: a real Celery worker holding messages, with kombu's `unacked` hash as the reference
+
 
 def kombu_held(app) -> Tuple[int, Counter]:
     """The held messages as kombu's Redis transport sees them: the `unacked` hash's size, and the
@@ -187,8 +200,23 @@ def kombu_held(app) -> Tuple[int, Counter]:
 @pytest.mark.parametrize("keyprefix", ["", "shop:"])
 def test_held_messages_equal_kombus_unacked_hash(redis_url, client, keyprefix):
     app = make_app(redis_url, keyprefix)
-    command = [sys.executable, "-m", "celery", "-A", "celery_worker_app", "worker", "-P", "solo", "-c", "1",
-               "-Q", "celery,high", "--without-heartbeat", "--without-mingle", "--without-gossip"]
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "celery_worker_app",
+        "worker",
+        "-P",
+        "solo",
+        "-c",
+        "1",
+        "-Q",
+        "celery,high",
+        "--without-heartbeat",
+        "--without-mingle",
+        "--without-gossip",
+    ]
     env = {"CELERY_BROKER_URL": redis_url, "CELERY_KEYPREFIX": keyprefix, "PYTHONPATH": HELPERS}
     unacked = f"{keyprefix}unacked"
     try:

@@ -26,8 +26,9 @@ def test_once_prints_metrics_and_exits_0(redis_url):
 
 def test_once_json(redis_url, client):
     Queue("default", connection=client).enqueue("builtins.len", "abc")
-    result = queue_metrics("once", "--format", "json", env={"QUEUE_METRICS_REDIS_URL": redis_url,
-                                                            "QUEUE_METRICS_SOURCE": "web.1"})
+    result = queue_metrics(
+        "once", "--format", "json", env={"QUEUE_METRICS_REDIS_URL": redis_url, "QUEUE_METRICS_SOURCE": "web.1"}
+    )
     assert result.returncode == 0, result.stderr
     (line,) = lines_of(result.stdout)
     document = json.loads(line)
@@ -45,18 +46,21 @@ def test_unreachable_redis_exits_1_with_one_line_and_no_secret(make_server):
     assert result.returncode == 1
     assert lines_of(result.stderr) == [
         f"queue-metrics: error: cannot connect to Redis at redis://127.0.0.1:{server.port}/0: "
-        "connection refused (is it running?)"]
+        "connection refused (is it running?)"
+    ]
     assert "Traceback" not in result.stderr
     assert "Sup3rSecretPass" not in result.stdout + result.stderr
     assert lines_of(result.stdout) == [
-        "sample#queue.collector.queues=0 sample#queue.collector.errors=1 "
-        + lines_of(result.stdout)[0].split(" ")[-1]]
+        "sample#queue.collector.queues=0 sample#queue.collector.errors=1 " + lines_of(result.stdout)[0].split(" ")[-1]
+    ]
 
 
 def test_bad_config_is_a_usage_error_exit_2():
-    for env, words in (({"QUEUE_METRICS_INTERVAL": "0"}, "QUEUE_METRICS_INTERVAL"),
-                       ({"QUEUE_METRICS_BACKENDS": "resque"}, "unknown backend"),
-                       ({"REDIS_URL": "redis://:Sup3rSecretPass@host:port/0"}, "REDIS_URL is not a valid")):
+    for env, words in (
+        ({"QUEUE_METRICS_INTERVAL": "0"}, "QUEUE_METRICS_INTERVAL"),
+        ({"QUEUE_METRICS_BACKENDS": "resque"}, "unknown backend"),
+        ({"REDIS_URL": "redis://:Sup3rSecretPass@host:port/0"}, "REDIS_URL is not a valid"),
+    ):
         result = queue_metrics("once", env=env)
         assert result.returncode == 2
         (line,) = lines_of(result.stderr)

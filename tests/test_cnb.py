@@ -31,8 +31,12 @@ LAYERS_NAME = BUILDPACK_ID.replace("/", "_")
 
 
 def target_env(distro_version: str, arch: str = "amd64") -> dict:
-    return {"CNB_TARGET_OS": "linux", "CNB_TARGET_ARCH": arch, "CNB_TARGET_DISTRO_NAME": "ubuntu",
-            "CNB_TARGET_DISTRO_VERSION": distro_version}
+    return {
+        "CNB_TARGET_OS": "linux",
+        "CNB_TARGET_ARCH": arch,
+        "CNB_TARGET_DISTRO_NAME": "ubuntu",
+        "CNB_TARGET_DISTRO_VERSION": distro_version,
+    }
 
 
 class Lifecycle:
@@ -53,21 +57,30 @@ class Lifecycle:
 
     def base_env(self) -> dict:
         # Config vars are NOT in a buildpack's environment: only the files in <platform>/env.
-        return {"PATH": os.environ["PATH"], "HOME": str(self.root / "home"), "CNB_BUILDPACK_DIR": str(BUILDPACK),
-                "CNB_PLATFORM_DIR": str(self.platform), **self.target}
+        return {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.root / "home"),
+            "CNB_BUILDPACK_DIR": str(BUILDPACK),
+            "CNB_PLATFORM_DIR": str(self.platform),
+            **self.target,
+        }
 
     def detect(self) -> tuple:
         plan = self.root / "plan.toml"
         plan.write_text("")
-        result = run([str(BUILDPACK / "bin" / "detect")], cwd=self.app,
-                     env={**self.base_env(), "CNB_BUILD_PLAN_PATH": str(plan)})
+        result = run(
+            [str(BUILDPACK / "bin" / "detect")], cwd=self.app, env={**self.base_env(), "CNB_BUILD_PLAN_PATH": str(plan)}
+        )
         return result, tomllib.loads(plan.read_text())
 
     def build(self, plan_entries: list) -> subprocess.CompletedProcess:
         buildpack_plan = self.root / "buildpack-plan.toml"
         buildpack_plan.write_text("".join(f'[[entries]]\nname = "{entry["name"]}"\n\n' for entry in plan_entries))
-        return run([*NO_NETWORK, str(BUILDPACK / "bin" / "build")], cwd=self.app,
-                   env={**self.base_env(), "CNB_LAYERS_DIR": str(self.layers), "CNB_BP_PLAN_PATH": str(buildpack_plan)})
+        return run(
+            [*NO_NETWORK, str(BUILDPACK / "bin" / "build")],
+            cwd=self.app,
+            env={**self.base_env(), "CNB_LAYERS_DIR": str(self.layers), "CNB_BP_PLAN_PATH": str(buildpack_plan)},
+        )
 
     def restore_for_rebuild(self) -> None:
         """What the lifecycle keeps for the next build: cache layers with their metadata (the
@@ -89,17 +102,32 @@ def launch(lifecycle: Lifecycle, process_type: str, env: dict) -> subprocess.Pop
     """The launcher: the process type from launch.toml, each launch layer's bin/ first on PATH,
     in the app dir, on a machine with no Python."""
     (process,) = [entry for entry in lifecycle.toml("launch")["processes"] if entry["type"] == process_type]
-    launch_bins = [str(lifecycle.layers / name / "bin") for name, types in
-                   ((path.stem, tomllib.loads(path.read_text()).get("types", {}))
-                    for path in lifecycle.layers.glob("*.toml") if path.stem != "launch")
-                   if types.get("launch")]
+    launch_bins = [
+        str(lifecycle.layers / name / "bin")
+        for name, types in (
+            (path.stem, tomllib.loads(path.read_text()).get("types", {}))
+            for path in lifecycle.layers.glob("*.toml")
+            if path.stem != "launch"
+        )
+        if types.get("launch")
+    ]
     path = ":".join([*launch_bins, "/usr/local/bin", "/usr/bin", "/bin"])
     argv = " ".join([*process["command"], *process["args"]])
     return subprocess.Popen(
         ["unshare", "-m", "--propagation", "private", "bash", "-c", hide_python_script() + f"exec {argv}"],
-        cwd=lifecycle.app, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-        env={"PATH": path, "HOME": str(lifecycle.root / "home"), "CNB_LAYERS_DIR": str(lifecycle.layers.parent),
-             "CNB_APP_DIR": str(lifecycle.app), "DYNO": "queue-metrics.1", **env})
+        cwd=lifecycle.app,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={
+            "PATH": path,
+            "HOME": str(lifecycle.root / "home"),
+            "CNB_LAYERS_DIR": str(lifecycle.layers.parent),
+            "CNB_APP_DIR": str(lifecycle.app),
+            "DYNO": "queue-metrics.1",
+            **env,
+        },
+    )
 
 
 def read_until(process: subprocess.Popen, needle: str, timeout: float) -> str:
@@ -112,8 +140,11 @@ def read_until(process: subprocess.Popen, needle: str, timeout: float) -> str:
                 return line
             if not line and process.poll() is not None:
                 break
-    raise AssertionError(f"no line with {needle!r} within {timeout} s: {process.stderr.read1(65536)!r}"
-                         if process.poll() is not None else f"no line with {needle!r} within {timeout} s")
+    raise AssertionError(
+        f"no line with {needle!r} within {timeout} s: {process.stderr.read1(65536)!r}"
+        if process.poll() is not None
+        else f"no line with {needle!r} within {timeout} s"
+    )
 
 
 def test_buildpack_toml_serves_the_cnb_api_and_the_targets():
@@ -121,10 +152,14 @@ def test_buildpack_toml_serves_the_cnb_api_and_the_targets():
     assert document["api"] == "0.10"
     assert document["buildpack"]["id"] == BUILDPACK_ID
     assert document["buildpack"]["name"] == "queue-metrics" and document["buildpack"]["version"]
-    targets = {(target["os"], target["arch"], distro["name"], distro["version"])
-               for target in document["targets"] for distro in target["distros"]}
-    assert targets == {("linux", arch, "ubuntu", version) for arch in ("amd64", "arm64")
-                       for version in ("24.04", "26.04")}
+    targets = {
+        (target["os"], target["arch"], distro["name"], distro["version"])
+        for target in document["targets"]
+        for distro in target["distros"]
+    }
+    assert targets == {
+        ("linux", arch, "ubuntu", version) for arch in ("amd64", "arm64") for version in ("24.04", "26.04")
+    }
     assert "tests/" in document["publish"]["Ignore"]["files"]  # what the classic buildpack registry reads
 
 
@@ -150,16 +185,20 @@ def test_build_writes_the_layers_and_the_process_type(built):
     lifecycle, result = built
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("-----> Installing queue-metrics")
-    assert ("       Interpreter at run time: a copy of this build's Python (heroku-24 has no Python at run time)"
-            in result.stdout)
+    assert (
+        "       Interpreter at run time: a copy of this build's Python (heroku-24 has no Python at run time)"
+        in result.stdout
+    )
     assert "       Process type queue-metrics runs the collector: heroku ps:scale queue-metrics=1" in result.stdout
     assert result.stderr == ""  # REDIS_URL was read from <platform>/env: no warning
     assert lifecycle.toml("queue-metrics") == {
         "types": {"launch": True, "build": False, "cache": False},
-        "metadata": {"buildpack_version": "0.1.0", "stack": "heroku-24"}}
+        "metadata": {"buildpack_version": "0.1.0", "stack": "heroku-24"},
+    }
     assert lifecycle.toml("bundle-cache")["types"] == {"launch": False, "build": False, "cache": True}
-    assert lifecycle.toml("launch") == {"processes": [
-        {"type": "queue-metrics", "command": ["queue-metrics"], "args": ["run"], "default": False}]}
+    assert lifecycle.toml("launch") == {
+        "processes": [{"type": "queue-metrics", "command": ["queue-metrics"], "args": ["run"], "default": False}]
+    }
     layer = lifecycle.layers / "queue-metrics"
     assert (layer / "interpreter").read_text() == "bundled\n"
     for path in ("bin/queue-metrics", "python/bin/python3", "lib/queue_metrics/cli.py", "lib/redis/__init__.py"):
@@ -209,9 +248,16 @@ def test_a_failed_build_is_a_warning_and_leaves_no_process_type(tmp_path):
     for wheel in (buildpack / "vendor" / "wheels").glob("click-*.whl"):
         wheel.unlink()
     lifecycle = Lifecycle(tmp_path / "root", {})
-    result = run([*NO_NETWORK, str(buildpack / "bin" / "build")], cwd=lifecycle.app,
-                 env={**lifecycle.base_env(), "CNB_BUILDPACK_DIR": str(buildpack),
-                      "CNB_LAYERS_DIR": str(lifecycle.layers), "CNB_BP_PLAN_PATH": str(tmp_path / "none.toml")})
+    result = run(
+        [*NO_NETWORK, str(buildpack / "bin" / "build")],
+        cwd=lifecycle.app,
+        env={
+            **lifecycle.base_env(),
+            "CNB_BUILDPACK_DIR": str(buildpack),
+            "CNB_LAYERS_DIR": str(lifecycle.layers),
+            "CNB_BP_PLAN_PATH": str(tmp_path / "none.toml"),
+        },
+    )
     assert result.returncode == 0, result.stderr
     assert " !     Cause: no wheel of click==8.1.8 with the pinned sha256" in result.stderr
     assert not (lifecycle.layers / "launch.toml").exists() and not (lifecycle.layers / "queue-metrics").exists()

@@ -13,13 +13,29 @@ from helpers.workers import add_workers, queue_figures, system_figures
 from queue_metrics.celery import HELD_SCAN_COUNT
 from queue_metrics.format import json_document, librato_lines
 
-READ_COMMANDS = {"smembers", "llen", "lindex", "lpos", "hget", "exists", "scan", "dbsize", "ping", "select", "auth",
-                 "info", "zcard", "get", "hmget", "hlen", "hscan"}
+READ_COMMANDS = {
+    "smembers",
+    "llen",
+    "lindex",
+    "lpos",
+    "hget",
+    "exists",
+    "scan",
+    "dbsize",
+    "ping",
+    "select",
+    "auth",
+    "info",
+    "zcard",
+    "get",
+    "hmget",
+    "hlen",
+    "hscan",
+}
 
 
 def command_counts(client) -> dict:
-    return {name[len("cmdstat_"):]: stats["calls"]
-            for name, stats in client.info("commandstats").items()}
+    return {name[len("cmdstat_") :]: stats["calls"] for name, stats in client.info("commandstats").items()}
 
 
 def fill_all_three(client, url):
@@ -34,7 +50,11 @@ def test_three_backends_at_once_with_backend_in_names(redis_url, client):
     report = collect(redis_url)
     assert report.backends == ("sidekiq", "rq", "celery")
     assert {(s.backend, s.queue, s.size) for s in report.samples} == {
-        ("sidekiq", "default", 2), ("sidekiq", "mailers", 1), ("rq", "default", 1), ("celery", "celery", 1)}
+        ("sidekiq", "default", 2),
+        ("sidekiq", "mailers", 1),
+        ("rq", "default", 1),
+        ("celery", "celery", 1),
+    }
     assert (report.round_trips, report.scan_round_trips) == (3, 1)  # a walk step, then three
 
 
@@ -134,8 +154,9 @@ def test_unreachable_redis_is_one_clear_error_and_no_samples(make_server):
     server.stop()
     report = collect(f"redis://:hunter2secret@127.0.0.1:{server.port}/0")
     assert report.redis_ok is False and report.samples == ()
-    assert report.errors == (f"cannot connect to Redis at redis://127.0.0.1:{server.port}/0: "
-                             "connection refused (is it running?)",)
+    assert report.errors == (
+        f"cannot connect to Redis at redis://127.0.0.1:{server.port}/0: connection refused (is it running?)",
+    )
 
 
 def test_a_queue_that_leaves_its_registry_is_dropped_without_a_word(redis_url, client):
@@ -167,7 +188,11 @@ def test_extras_off_reads_and_reports_size_and_latency_only(redis_url, client):
     assert report.round_trips == 2 and report.errors == ()
     assert [system.backend for system in report.systems] == ["sidekiq", "rq", "celery"]
     assert {(s.backend, s.queue): len(s.figures) for s in report.samples} == {
-        ("sidekiq", "default"): 0, ("sidekiq", "mailers"): 0, ("rq", "default"): 6, ("celery", "celery"): 1}
+        ("sidekiq", "default"): 0,
+        ("sidekiq", "mailers"): 0,
+        ("rq", "default"): 6,
+        ("celery", "celery"): 1,
+    }
     assert EXTRA_READS <= set(command_counts(client))
 
 
@@ -178,8 +203,13 @@ def test_a_queue_named_like_a_system_figure_stays_distinct(redis_url, client):
     pairs = [pair for line in librato_lines(report) for pair in line.split()]
     names = [pair.split("=")[0] for pair in pairs]
     assert len(names) == len(set(names))
-    assert {"sample#queue.sidekiq.retry.size=1", "sample#queue.sidekiq.retry=2", "sample#queue.sidekiq.dead.size=3",
-            "sample#queue.sidekiq.dead=0", "sample#queue.sidekiq.scheduled=1"} <= set(pairs)
+    assert {
+        "sample#queue.sidekiq.retry.size=1",
+        "sample#queue.sidekiq.retry=2",
+        "sample#queue.sidekiq.dead.size=3",
+        "sample#queue.sidekiq.dead=0",
+        "sample#queue.sidekiq.scheduled=1",
+    } <= set(pairs)
     document = json_document(report)
     assert {queue["queue"]: queue["size"] for queue in document["queues"]} == {"retry": 1, "dead": 3}
     assert document["systems"][0]["retry"] == 2

@@ -100,8 +100,12 @@ def test_global_keyprefix_found_with_no_setting(redis_url, apps):
     assert by_queue(report)["shop:celery"].size == channel_size(app, "celery") == 50
     assert "queue.celery.shop:celery.size=50" in librato_lines(report)[0]
     # Told the prefix, the collector reads that app's keys only, under kombu's queue names.
-    pinned = collect(redis_url, QUEUE_METRICS_CELERY_KEYPREFIX="shop:", QUEUE_METRICS_CELERY_QUEUES="celery",
-                     QUEUE_METRICS_BACKENDS="celery")
+    pinned = collect(
+        redis_url,
+        QUEUE_METRICS_CELERY_KEYPREFIX="shop:",
+        QUEUE_METRICS_CELERY_QUEUES="celery",
+        QUEUE_METRICS_BACKENDS="celery",
+    )
     assert by_queue(pinned)["celery"].size == 50
 
 
@@ -114,19 +118,41 @@ def test_two_prefixes_and_custom_exchanges_in_one_redis(redis_url, apps):
     assert (samples["shop:mail"].size, samples["blog:mail"].size) == (1, 2)
 
 
-@pytest.mark.parametrize("options", [
-    {"eta": datetime.now(timezone.utc) + timedelta(minutes=10)},
-    {"countdown": 600},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"eta": datetime.now(timezone.utc) + timedelta(minutes=10)},
+        {"countdown": 600},
+    ],
+)
 def test_eta_messages_with_a_worker_running(redis_url, apps, options):
     """A running worker takes ETA and countdown messages off the list at once and holds them:
     the queue is then empty (size 0, latency 0), while the tasks wait in the worker."""
     app = apps(redis_url)
     env = {**os.environ, "CELERY_BROKER_URL": redis_url, "PYTHONPATH": HELPERS}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool", "solo", "-Q", "work",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "WARNING"],
-        cwd=HELPERS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_app",
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            "work",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=HELPERS,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         app.send_task("shop.tasks.ship", queue="work", **options)
         deadline = time.monotonic() + 30

@@ -24,8 +24,9 @@ def test_memory_is_flat_over_ten_thousand_ticks(redis_url, client):
     client.sadd("queues", "with space", "x" * 300)
     # As fast as it goes; a tick that overruns so tight a timeout fails and reconnects, which
     # must not leak either.
-    process = start("run", env={"REDIS_URL": redis_url, "QUEUE_METRICS_INTERVAL": "0.002",
-                                "QUEUE_METRICS_TIMEOUT": "0.0019"})
+    process = start(
+        "run", env={"REDIS_URL": redis_url, "QUEUE_METRICS_INTERVAL": "0.002", "QUEUE_METRICS_TIMEOUT": "0.0019"}
+    )
     try:
         ticks = succeeded = 0
         rss_at = {}
@@ -52,10 +53,18 @@ def test_no_output_ever_shows_the_password(make_server, redis_url):
     refused = f"redis://:{PASSWORD}@127.0.0.1:1/0"
     sidekiq(f"redis://:Dyno-Secret-Pa55!@127.0.0.1:{server.port}/0", {"enqueue": {"default": 1}})
     outputs = []
-    for url in (good, wrong, refused, f"redis://:{PASSWORD}@127.0.0.1:notaport/0",
-                f"rediss://:{PASSWORD}@127.0.0.1:{server.port}/0"):
-        for env in ({"REDIS_URL": url}, {"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_FORMAT": "json"},
-                    {"REDISCLOUD_URL": url, "QUEUE_METRICS_SOURCE": "web.1"}):
+    for url in (
+        good,
+        wrong,
+        refused,
+        f"redis://:{PASSWORD}@127.0.0.1:notaport/0",
+        f"rediss://:{PASSWORD}@127.0.0.1:{server.port}/0",
+    ):
+        for env in (
+            {"REDIS_URL": url},
+            {"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_FORMAT": "json"},
+            {"REDISCLOUD_URL": url, "QUEUE_METRICS_SOURCE": "web.1"},
+        ):
             for arguments in (("once",), ("config",), ("--help",), ("once", "--help")):
                 result = queue_metrics(*arguments, env=env)
                 outputs.append(result.stdout + result.stderr)

@@ -20,8 +20,9 @@ PASSWORD = "s3cret-pass"
 
 
 def failure(url: str, timeout: float = 1.0) -> BaseException:
-    settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_TIMEOUT": str(timeout),
-                                  "QUEUE_METRICS_INTERVAL": "30"})
+    settings = Settings.from_env(
+        {"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_TIMEOUT": str(timeout), "QUEUE_METRICS_INTERVAL": "30"}
+    )
     with pytest.raises((RedisUnavailable, ReplyError)) as raised:
         round_trip(connect(settings), [pack_commands([("SMEMBERS", "queues")])], 1)
     return raised.value
@@ -50,24 +51,29 @@ def real_errors(redis_server):
 
 
 @pytest.mark.parametrize("word", TRAP_WORDS)
-@pytest.mark.parametrize("kind, has_password, expected", [
-    ("refused", False, "cannot connect to Redis at {where}: connection refused (is it running?)"),
-    ("dns", False, "cannot resolve the host of Redis at {where} (DNS lookup failed)"),
-    ("timeout", False, "Redis at {where} did not answer within 1 s (timeout)"),
-    ("wrong password", True, "Redis at {where} rejected the password (check the URL's credentials)"),
-    ("no password", False, "Redis at {where} needs a password and the URL has none"),
-])
-def test_each_failure_is_told_by_its_type_whatever_the_host_is_called(real_errors, word, kind, has_password,
-                                                                      expected):
+@pytest.mark.parametrize(
+    "kind, has_password, expected",
+    [
+        ("refused", False, "cannot connect to Redis at {where}: connection refused (is it running?)"),
+        ("dns", False, "cannot resolve the host of Redis at {where} (DNS lookup failed)"),
+        ("timeout", False, "Redis at {where} did not answer within 1 s (timeout)"),
+        ("wrong password", True, "Redis at {where} rejected the password (check the URL's credentials)"),
+        ("no password", False, "Redis at {where} needs a password and the URL has none"),
+    ],
+)
+def test_each_failure_is_told_by_its_type_whatever_the_host_is_called(real_errors, word, kind, has_password, expected):
     where = f"redis://redis-{word}.example.com:6379/0"
     assert describe_redis_error(real_errors[kind], where, 1.0, False, has_password) == expected.format(where=where)
 
 
-@pytest.mark.parametrize("reply, expected", [
-    ("NOAUTH Authentication required.", "needs a password and the URL has none"),
-    ("NOPERM this user has no permissions to run the 'smembers' command", "lacks permission"),
-    ("WRONGTYPE Operation against a key holding the wrong kind of value", "Redis at h: WRONGTYPE"),
-])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ("NOAUTH Authentication required.", "needs a password and the URL has none"),
+        ("NOPERM this user has no permissions to run the 'smembers' command", "lacks permission"),
+        ("WRONGTYPE Operation against a key holding the wrong kind of value", "Redis at h: WRONGTYPE"),
+    ],
+)
 def test_error_replies_are_told_by_their_code(reply, expected):
     assert expected in describe_redis_error(ReplyError(reply), "h", 1.0, False, True)
 
@@ -76,4 +82,5 @@ def test_the_text_of_an_error_is_never_searched():
     error = RedisUnavailable("Error 104 connecting to ssl-certificate-timeout-refused.example.com:6379. Boom.")
     assert describe_redis_error(error, "w", 1.0, False, False) == (
         "lost the connection to Redis at w: Error 104 connecting to ssl-certificate-timeout-refused.example.com:6379. "
-        "Boom.")
+        "Boom."
+    )

@@ -47,8 +47,9 @@ def test_redis_down_at_start_then_started(watchers, tmp_path):
     port = free_port()
     url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
     watcher = watchers(url, 0.5)
-    _, _, error = watcher.wait_for(lambda s, l: s == "stderr" and "error:" in l, timeout=10)
-    assert error == f"queue-metrics: error: cannot connect to Redis at redis://127.0.0.1:{port}/0: connection refused (is it running?)\n"
+    _, _, error = watcher.wait_for(lambda stream, line: stream == "stderr" and "error:" in line, timeout=10)
+    where = f"redis://127.0.0.1:{port}/0"
+    assert error == f"queue-metrics: error: cannot connect to Redis at {where}: connection refused (is it running?)\n"
     _, _, line = watcher.wait_for(collector_line, timeout=5)
     assert "collector.queues=0 " in line and "collector.errors=1 " in line
 
@@ -94,8 +95,11 @@ def test_redis_killed_mid_run_and_restarted(watchers):
 
         watcher.wait_for(collector_line, timeout=5)
         watcher.drain(0.3)
-        counted = sum(int(line.split("collector.errors=")[1].split()[0])
-                      for _, stream, line in watcher.seen if collector_line(stream, line))
+        counted = sum(
+            int(line.split("collector.errors=")[1].split()[0])
+            for _, stream, line in watcher.seen
+            if collector_line(stream, line)
+        )
         assert errors_in(watcher.seen) == counted >= len(ticks)
 
         # The schedule held through it all: ticks 0.5 s apart, never bunched.
@@ -112,9 +116,13 @@ def test_hung_redis_is_bounded_by_timeouts_and_recovers(watchers, redis_url):
     watcher = watchers(redis_url, 1.0)
     watcher.wait_for(metric_line, timeout=10)
     watcher.wait_for(collector_line, timeout=5)
-    pid = int(subprocess.run(["redis-cli", "-p", str(server.port), "info", "server"], capture_output=True,
-                             text=True).stdout.split("process_id:")[1].split()[0])
+    pid = int(
+        subprocess.run(["redis-cli", "-p", str(server.port), "info", "server"], capture_output=True, text=True)
+        .stdout.split("process_id:")[1]
+        .split()[0]
+    )
     import os
+
     os.kill(pid, signal.SIGSTOP)
     try:
         hung = watcher.drain(4.2)
@@ -131,13 +139,18 @@ def test_hung_redis_is_bounded_by_timeouts_and_recovers(watchers, redis_url):
 
 def test_sigterm_in_the_middle_of_a_tick(redis_url):
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    pid = int(subprocess.run(["redis-cli", "-p", str(port), "info", "server"], capture_output=True,
-                             text=True).stdout.split("process_id:")[1].split()[0])
+    pid = int(
+        subprocess.run(["redis-cli", "-p", str(port), "info", "server"], capture_output=True, text=True)
+        .stdout.split("process_id:")[1]
+        .split()[0]
+    )
     import os
+
     os.kill(pid, signal.SIGSTOP)
     try:
-        process = start("run", env={"REDIS_URL": redis_url, "QUEUE_METRICS_INTERVAL": "20",
-                                    "QUEUE_METRICS_TIMEOUT": "10"})
+        process = start(
+            "run", env={"REDIS_URL": redis_url, "QUEUE_METRICS_INTERVAL": "20", "QUEUE_METRICS_TIMEOUT": "10"}
+        )
         assert b"info: reading" in process.stderr.readline()
         time.sleep(0.5)  # the first tick is now waiting for the hung server
         assert process.poll() is None
@@ -163,17 +176,24 @@ def one_line_error(url: str, **env) -> str:
 def test_wrong_password_and_missing_password(make_server):
     server = make_server(extra=["--requirepass", PASSWORD])
     wrong = one_line_error(f"redis://:not-{PASSWORD}@127.0.0.1:{server.port}/0")
-    assert wrong == (f"queue-metrics: error: Redis at redis://127.0.0.1:{server.port}/0 rejected the password "
-                     "(check the URL's credentials)")
+    assert wrong == (
+        f"queue-metrics: error: Redis at redis://127.0.0.1:{server.port}/0 rejected the password "
+        "(check the URL's credentials)"
+    )
     missing = one_line_error(f"redis://127.0.0.1:{server.port}/0")
-    assert missing == f"queue-metrics: error: Redis at redis://127.0.0.1:{server.port}/0 needs a password and the URL has none"
+    assert (
+        missing
+        == f"queue-metrics: error: Redis at redis://127.0.0.1:{server.port}/0 needs a password and the URL has none"
+    )
 
 
 def test_wrong_database_number(make_server):
     server = make_server(extra=["--requirepass", PASSWORD])
     line = one_line_error(f"redis://:{PASSWORD}@127.0.0.1:{server.port}/99")
-    assert line == (f"queue-metrics: error: Redis at redis://127.0.0.1:{server.port}/99: "
-                    "that database number does not exist on this server")
+    assert line == (
+        f"queue-metrics: error: Redis at redis://127.0.0.1:{server.port}/99: "
+        "that database number does not exist on this server"
+    )
 
 
 def test_unreachable_host_times_out(tmp_path):
@@ -202,8 +222,10 @@ def test_unreachable_host_times_out(tmp_path):
 
 def test_dns_name_that_does_not_resolve():
     line = one_line_error(f"redis://:{PASSWORD}@no-such-host.invalid:6379/0")
-    assert line == ("queue-metrics: error: cannot resolve the host of Redis at "
-                    "redis://no-such-host.invalid:6379/0 (DNS lookup failed)")
+    assert line == (
+        "queue-metrics: error: cannot resolve the host of Redis at "
+        "redis://no-such-host.invalid:6379/0 (DNS lookup failed)"
+    )
 
 
 def test_url_that_does_not_parse():
@@ -219,13 +241,44 @@ def test_url_that_does_not_parse():
 def tls_server(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tls")
     cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
     tls_port = free_port()
-    server = RedisServer(tls_port=tls_port, extra=[
-        "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert),
-        "--tls-auth-clients", "no", "--requirepass", PASSWORD]).start()
+    server = RedisServer(
+        tls_port=tls_port,
+        extra=[
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(cert),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            PASSWORD,
+        ],
+    ).start()
     sidekiq(f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0", {"enqueue": {"default": 4}})
     yield f"rediss://:{PASSWORD}@127.0.0.1:{tls_port}/0", cert
     server.close()

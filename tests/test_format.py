@@ -35,11 +35,16 @@ def test_the_product_line():
 
 def test_system_follows_prefix_and_source_is_on_every_line():
     lines = librato_lines(
-        report(QueueSample("sidekiq", "default", 1, 0.0), QueueSample("rq", "default", 2, None),
-               backends=("sidekiq", "rq")),
-        prefix="jobs", source="web.1")
-    assert lines[0] == ("source=web.1 sample#jobs.sidekiq.default.size=1 sample#jobs.sidekiq.default.latency=0s "
-                        "sample#jobs.rq.default.size=2")
+        report(
+            QueueSample("sidekiq", "default", 1, 0.0), QueueSample("rq", "default", 2, None), backends=("sidekiq", "rq")
+        ),
+        prefix="jobs",
+        source="web.1",
+    )
+    assert lines[0] == (
+        "source=web.1 sample#jobs.sidekiq.default.size=1 sample#jobs.sidekiq.default.latency=0s "
+        "sample#jobs.rq.default.size=2"
+    )
     assert lines[1].startswith("source=web.1 sample#jobs.collector.queues=2 ")
 
 
@@ -81,12 +86,22 @@ def test_lines_are_split_below_the_limit_and_keep_every_queue():
 
 def test_collector_line_even_without_queues():
     lines = librato_lines(report(backends=(), errors=("boom",)))
-    assert lines == ["sample#queue.collector.queues=0 sample#queue.collector.errors=1 sample#queue.collector.duration=0.004s"]
+    assert lines == [
+        "sample#queue.collector.queues=0 sample#queue.collector.errors=1 sample#queue.collector.duration=0.004s"
+    ]
 
 
 def test_json_line():
-    line = json_line(report(QueueSample("rq", "default", 3, 1.23456), QueueSample("rq", "b\udcff", 0, None),
-                            backends=("rq",), errors=("rq queue x: broken",)), time=1.5, source="web.1")
+    line = json_line(
+        report(
+            QueueSample("rq", "default", 3, 1.23456),
+            QueueSample("rq", "b\udcff", 0, None),
+            backends=("rq",),
+            errors=("rq queue x: broken",),
+        ),
+        time=1.5,
+        source="web.1",
+    )
     assert "\n" not in line
     document = json.loads(line)
     assert document["queues"] == [
@@ -99,37 +114,69 @@ def test_json_line():
 
 def test_names_do_not_depend_on_which_systems_are_in_use():
     alone = librato_lines(report(QueueSample("sidekiq", "default", 1, 0.0), backends=("sidekiq",)))
-    together = librato_lines(report(QueueSample("sidekiq", "default", 1, 0.0), QueueSample("rq", "default", 2, None),
-                                    backends=("sidekiq", "rq")))
+    together = librato_lines(
+        report(
+            QueueSample("sidekiq", "default", 1, 0.0), QueueSample("rq", "default", 2, None), backends=("sidekiq", "rq")
+        )
+    )
     assert alone[0] == "sample#queue.sidekiq.default.size=1 sample#queue.sidekiq.default.latency=0s"
     assert together[0].startswith(alone[0] + " ")
 
 
 def test_queue_figures_system_figures_and_counters():
     sample = QueueSample("rq", "default", 3, 1.5, (Figure("failed", 2), Figure("started", 1)))
-    systems = (SystemSample("rq", (Figure("workers", 4), Figure("busy", 1))),
-               SystemSample("sidekiq", (Figure("retry", 5), Figure("utilization", 0.25, UNIT_RATIO),
-                                        Figure("processed", 17, kind=COUNTER))))
+    systems = (
+        SystemSample("rq", (Figure("workers", 4), Figure("busy", 1))),
+        SystemSample(
+            "sidekiq",
+            (Figure("retry", 5), Figure("utilization", 0.25, UNIT_RATIO), Figure("processed", 17, kind=COUNTER)),
+        ),
+    )
     lines = librato_lines(TickReport((sample,), (), ("rq", "sidekiq"), 0.001, True, 1, systems))
     assert lines[0] == (
         "sample#queue.rq.default.size=3 sample#queue.rq.default.latency=1.5s sample#queue.rq.default.failed=2 "
         "sample#queue.rq.default.started=1 sample#queue.rq.workers=4 sample#queue.rq.busy=1 "
-        "sample#queue.sidekiq.retry=5 sample#queue.sidekiq.utilization=0.25 count#queue.sidekiq.processed=17")
+        "sample#queue.sidekiq.retry=5 sample#queue.sidekiq.utilization=0.25 count#queue.sidekiq.processed=17"
+    )
     document = json.loads(json_line(TickReport((sample,), (), ("rq", "sidekiq"), 0.001, True, 1, systems)))
-    assert document["queues"][0] == {"backend": "rq", "queue": "default", "size": 3, "latency": 1.5,
-                                     "failed": 2, "started": 1}
-    assert document["systems"] == [{"backend": "rq", "workers": 4, "busy": 1},
-                                   {"backend": "sidekiq", "retry": 5, "utilization": 0.25, "processed": 17}]
+    assert document["queues"][0] == {
+        "backend": "rq",
+        "queue": "default",
+        "size": 3,
+        "latency": 1.5,
+        "failed": 2,
+        "started": 1,
+    }
+    assert document["systems"] == [
+        {"backend": "rq", "workers": 4, "busy": 1},
+        {"backend": "sidekiq", "retry": 5, "utilization": 0.25, "processed": 17},
+    ]
 
 
 def test_no_queue_name_collides_with_system_or_collector_names():
     names = ["retry", "dead", "busy", "collector", "sidekiq", "rq", "celery", "retry.size", "a.b", "unacked"]
-    queue_names = {f"{queue_metric_base('queue', system, name)}.{figure}"
-                   for system in ("sidekiq", "rq", "celery") for name in names
-                   for figure in ("size", "latency", "failed", "scheduled", "unacked", "started")}
-    others = {system_metric_name("queue", system, figure)
-              for system in ("sidekiq", "rq", "celery")
-              for figure in ("scheduled", "retry", "dead", "processes", "busy", "concurrency", "utilization",
-                             "processed", "failed", "workers", "unacked")}
+    queue_names = {
+        f"{queue_metric_base('queue', system, name)}.{figure}"
+        for system in ("sidekiq", "rq", "celery")
+        for name in names
+        for figure in ("size", "latency", "failed", "scheduled", "unacked", "started")
+    }
+    others = {
+        system_metric_name("queue", system, figure)
+        for system in ("sidekiq", "rq", "celery")
+        for figure in (
+            "scheduled",
+            "retry",
+            "dead",
+            "processes",
+            "busy",
+            "concurrency",
+            "utilization",
+            "processed",
+            "failed",
+            "workers",
+            "unacked",
+        )
+    }
     others |= {collector_metric_name("queue", figure) for figure in ("queues", "errors", "duration", "dropped")}
     assert not queue_names & others

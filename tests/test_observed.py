@@ -42,15 +42,15 @@ def run(script, backlog_before_start: int = 0):
     return results
 
 
-events = st.lists(st.one_of(st.tuples(st.just("push"), st.floats(0.001, 0.999)), st.tuples(st.just("pop"))),
-                  max_size=8)
+events = st.lists(st.one_of(st.tuples(st.just("push"), st.floats(0.001, 0.999)), st.tuples(st.just("pop"))), max_size=8)
 
 
 @given(st.lists(events, min_size=1, max_size=60))
 def test_never_above_the_truth_and_within_one_interval_once_exact(script):
     # Pushes happen in order within the interval before each tick: sort their offsets.
-    script = [sorted(tick, key=lambda event: (event[0] == "pop", event[1] if event[0] == "push" else 0))
-              for tick in script]
+    script = [
+        sorted(tick, key=lambda event: (event[0] == "pop", event[1] if event[0] == "push" else 0)) for tick in script
+    ]
     for wait, truth, exact in run(script):
         assert wait <= truth + 1e-9
         if exact:

@@ -66,10 +66,28 @@ def truth(client, queue: str, published: dict, now: float) -> float:
 def start_worker(url: str) -> subprocess.Popen:
     env = {**os.environ, "CELERY_BROKER_URL": url, "PYTHONPATH": HELPERS}
     return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "--pool", "solo",
-         "-Q", ",".join(QUEUES), "--without-gossip", "--without-mingle", "--without-heartbeat",
-         "--loglevel", "WARNING"],
-        cwd=HELPERS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "celery_app",
+            "worker",
+            "--pool",
+            "solo",
+            "-Q",
+            ",".join(QUEUES),
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=HELPERS,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture
@@ -115,7 +133,7 @@ def test_observed_latency_follows_the_truth_while_backlogs_grow(redis_url, clien
         # Never above the truth; never more than one interval below it once the loop has seen the
         # oldest message arrive (before that, a lower bound: below, never above).
         assert reported <= expected + 0.5, (queue, reported, expected)
-    late = [expected - reported for _, reported, expected in checked[len(checked) // 3: 2 * len(checked) // 3]]
+    late = [expected - reported for _, reported, expected in checked[len(checked) // 3 : 2 * len(checked) // 3]]
     assert max(late) <= INTERVAL + 0.5, late
 
 

@@ -10,13 +10,14 @@ import time
 
 import pytest
 from google.protobuf import json_format
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
+
 from helpers.process import lines_of, queue_metrics, start
 from helpers.producers import fill_three_systems, latency_then
 from helpers.receivers import OtlpReceiver, by_queue, points, resource_of, single
 from helpers.servers import free_port
 from helpers.watch import Watcher, collector_line
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from queue_metrics import protobuf as pb
 from queue_metrics.config import ConfigError
 from queue_metrics.otlp import OtlpSettings, json_request, otlp_metrics, protobuf_request

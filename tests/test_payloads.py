@@ -44,15 +44,18 @@ def test_sidekiq_job_without_enqueued_at_counts_zero_as_sidekiq_does():
     assert sidekiq.queue_latency(None, 1795387600.0) == 0.0
 
 
-@pytest.mark.parametrize("payload, message", [
-    (b"not json", "not JSON"),
-    (b"[1, 2]", "not an object"),
-    (b'{"enqueued_at": true}', "a boolean"),
-    (b'{"enqueued_at": "soon"}', "not a number"),
-    (b'{"enqueued_at": 12}', "before the year 2000"),
-    (b'{"enqueued_at": {"t": 1}}', "an object"),
-    (b"\xff\xfe\x00binary", "not JSON"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (b"not json", "not JSON"),
+        (b"[1, 2]", "not an object"),
+        (b'{"enqueued_at": true}', "a boolean"),
+        (b'{"enqueued_at": "soon"}', "not a number"),
+        (b'{"enqueued_at": 12}', "before the year 2000"),
+        (b'{"enqueued_at": {"t": 1}}', "an object"),
+        (b"\xff\xfe\x00binary", "not JSON"),
+    ],
+)
 def test_sidekiq_malformed_payloads_say_why(payload, message):
     with pytest.raises(PayloadError, match=message):
         sidekiq.job_enqueued_at(payload)
@@ -115,7 +118,10 @@ def test_celery_other_stamps_and_nested_headers():
 
 def test_celery_queue_latency_is_the_oldest_head_and_unknown_if_any_head_unknown():
     now = 1795392400.0
-    stamped = lambda age: json.dumps({"headers": {}, "properties": {"published_at": now - age}}).encode()
+
+    def stamped(age):
+        return json.dumps({"headers": {}, "properties": {"published_at": now - age}}).encode()
+
     assert celery.queue_latency([stamped(2), None, stamped(9), None], now) == pytest.approx(9.0)
     assert celery.queue_latency([None, None], now) == 0.0
     assert celery.queue_latency([stamped(2), captured("celery_plain_message.json")], now) is None
@@ -147,16 +153,32 @@ def test_celery_held_entry_captured_from_a_real_worker():
     assert celery.held_route(entry) == ("", "celery") == tuple(json.loads(entry)[1:])
 
 
-@given(message=st.dictionaries(st.text(), st.text() | st.integers() | st.none()),
-       exchange=st.text() | st.none(), routing_key=st.text() | st.none(),
-       ascii_only=st.booleans(), indent=st.sampled_from([None, 1]))
+@given(
+    message=st.dictionaries(st.text(), st.text() | st.integers() | st.none()),
+    exchange=st.text() | st.none(),
+    routing_key=st.text() | st.none(),
+    ascii_only=st.booleans(),
+    indent=st.sampled_from([None, 1]),
+)
 def test_celery_held_entry_route_read_from_the_tail_equals_json(message, exchange, routing_key, ascii_only, indent):
     entry = json.dumps([message, exchange, routing_key], ensure_ascii=ascii_only, indent=indent)
     assert celery.held_route(entry.encode("utf-8", "surrogatepass")) == (exchange, routing_key)
 
 
-@pytest.mark.parametrize("entry", [b"", b"[]", b'["celery"]', b'{"a": "b"}', b'[{}, 1, "celery"]',
-                                   b'"x", "y"]', b'[{}, "a", "b\\"]', b'[{}, "a", celery]', b'[{}, "a" "b"]'])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        b"",
+        b"[]",
+        b'["celery"]',
+        b'{"a": "b"}',
+        b'[{}, 1, "celery"]',
+        b'"x", "y"]',
+        b'[{}, "a", "b\\"]',
+        b'[{}, "a", celery]',
+        b'[{}, "a" "b"]',
+    ],
+)
 def test_celery_held_entry_that_is_not_one_says_so(entry):
     with pytest.raises(PayloadError, match="held message is not JSON"):
         celery.held_route(entry)

@@ -48,8 +48,9 @@ def snapshot(client) -> dict:
 
 
 def test_a_read_only_acl_user_reads_everything_and_is_never_denied(all_three, client):
-    client.execute_command("ACL", "SETUSER", "reader", "on", f">{READER_PASSWORD}", "~*", "-@all", "+@read",
-                           "-@dangerous")
+    client.execute_command(
+        "ACL", "SETUSER", "reader", "on", f">{READER_PASSWORD}", "~*", "-@all", "+@read", "-@dangerous"
+    )
     port = client.connection_pool.connection_kwargs["port"]
     reader_url = f"redis://reader:{READER_PASSWORD}@127.0.0.1:{port}/0"
 
@@ -65,8 +66,14 @@ def test_a_read_only_acl_user_reads_everything_and_is_never_denied(all_three, cl
         report = collector.tick()
         assert report.errors == ()
     samples = {(s.backend, s.queue): s.size for s in report.samples}
-    assert samples == {("sidekiq", "default"): 3, ("sidekiq", "mailers"): 2, ("rq", "default"): 3,
-                       ("rq", "reports"): 1, ("celery", "celery"): 1, ("celery", "high"): 2}
+    assert samples == {
+        ("sidekiq", "default"): 3,
+        ("sidekiq", "mailers"): 2,
+        ("rq", "default"): 3,
+        ("rq", "reports"): 1,
+        ("celery", "celery"): 1,
+        ("celery", "high"): 2,
+    }
     assert by_queue(report, "celery")["high"].latency is not None
     result = queue_metrics("once", env={"REDIS_URL": reader_url})
     assert result.returncode == 0 and result.stderr == ""
@@ -81,7 +88,10 @@ def test_every_key_is_unchanged_after_1000_ticks(all_three, client):
         report = collector.tick()
     assert snapshot(client) == before
     # Dead workers are skipped, and stay in their sets: no clean-up, as rq and Sidekiq would do.
-    assert [(system.backend, figure.name, figure.value) for system in report.systems
-            for figure in system.figures if figure.name in ("processes", "workers")] == [
-        ("sidekiq", "processes", 1), ("rq", "workers", 1)]
+    assert [
+        (system.backend, figure.name, figure.value)
+        for system in report.systems
+        for figure in system.figures
+        if figure.name in ("processes", "workers")
+    ] == [("sidekiq", "processes", 1), ("rq", "workers", 1)]
     assert client.scard("processes") == client.scard("rq:workers") == 2

@@ -13,8 +13,8 @@ from queue_metrics.resp import NeedMore, pack_commands, parse_reply, read_replie
 
 def test_pack_matches_the_protocol():
     assert pack_commands([("LLEN", b"queue:default"), ("LINDEX", "q\x06\x163", -1)]) == (
-        b"*2\r\n$4\r\nLLEN\r\n$13\r\nqueue:default\r\n"
-        b"*3\r\n$6\r\nLINDEX\r\n$4\r\nq\x06\x163\r\n$2\r\n-1\r\n")
+        b"*2\r\n$4\r\nLLEN\r\n$13\r\nqueue:default\r\n*3\r\n$6\r\nLINDEX\r\n$4\r\nq\x06\x163\r\n$2\r\n-1\r\n"
+    )
 
 
 def test_pack_keeps_undecodable_bytes_of_names():
@@ -22,15 +22,18 @@ def test_pack_keeps_undecodable_bytes_of_names():
     assert pack_commands([("LLEN", name)]) == b"*2\r\n$4\r\nLLEN\r\n$4\r\ncaf\xe9\r\n"
 
 
-@pytest.mark.parametrize("raw, value", [
-    (b":42\r\n", 42),
-    (b"$5\r\nhe\r\no\r\n", b"he\r\no"),
-    (b"$-1\r\n", None),
-    (b"*-1\r\n", None),
-    (b"+OK\r\n", b"OK"),
-    (b"*3\r\n$1\r\na\r\n:7\r\n$-1\r\n", [b"a", 7, None]),
-    (b"*0\r\n", []),
-])
+@pytest.mark.parametrize(
+    "raw, value",
+    [
+        (b":42\r\n", 42),
+        (b"$5\r\nhe\r\no\r\n", b"he\r\no"),
+        (b"$-1\r\n", None),
+        (b"*-1\r\n", None),
+        (b"+OK\r\n", b"OK"),
+        (b"*3\r\n$1\r\na\r\n:7\r\n$-1\r\n", [b"a", 7, None]),
+        (b"*0\r\n", []),
+    ],
+)
 def test_parse_each_reply_kind(raw, value):
     assert parse_reply(bytearray(raw), 0) == (value, len(raw))
 

@@ -96,8 +96,14 @@ def test_expired_job_hash_omits_latency_only(redis_url, client):
 
 # ---- extras: real `rq worker` processes, with rq's registries and Worker.all as the reference
 
-REGISTRIES = {"started": StartedJobRegistry, "failed": FailedJobRegistry, "finished": FinishedJobRegistry,
-              "deferred": DeferredJobRegistry, "scheduled": ScheduledJobRegistry, "canceled": CanceledJobRegistry}
+REGISTRIES = {
+    "started": StartedJobRegistry,
+    "failed": FailedJobRegistry,
+    "finished": FinishedJobRegistry,
+    "deferred": DeferredJobRegistry,
+    "scheduled": ScheduledJobRegistry,
+    "canceled": CanceledJobRegistry,
+}
 
 
 def registry_sizes(queue: Queue) -> dict:
@@ -106,8 +112,9 @@ def registry_sizes(queue: Queue) -> dict:
 
 
 def rq_worker(url: str, *queues: str):
-    return worker_process([os.path.join(os.path.dirname(sys.executable), "rq"), "worker", "--url", url,
-                           "--path", HELPERS, *queues], {})
+    return worker_process(
+        [os.path.join(os.path.dirname(sys.executable), "rq"), "worker", "--url", url, "--path", HELPERS, *queues], {}
+    )
 
 
 def test_registries_and_workers_equal_rq_registries_and_worker_all(redis_url, client):
@@ -133,15 +140,17 @@ def test_registries_and_workers_equal_rq_registries_and_worker_all(redis_url, cl
         workers = Worker.all(connection=client)  # after our read: it removes the dead worker's key
 
     assert report.errors == ()
-    assert theirs["default"] == {"started": 1, "failed": 1, "finished": 1, "deferred": 1, "scheduled": 1,
-                                 "canceled": 1}
+    assert theirs["default"] == {"started": 1, "failed": 1, "finished": 1, "deferred": 1, "scheduled": 1, "canceled": 1}
     for name in ("default", "low"):
         assert queue_figures(report, "rq", name) == theirs[name]
     assert by_queue(report)["default"].size == default.count == 1
     ours = system_figures(report, "rq")
     assert len(workers) == 2
-    assert (ours["workers"].value, ours["busy"].value) == (
-        len(workers), sum(worker.get_state() == WorkerStatus.BUSY for worker in workers)) == (2, 1)
+    assert (
+        (ours["workers"].value, ours["busy"].value)
+        == (len(workers), sum(worker.get_state() == WorkerStatus.BUSY for worker in workers))
+        == (2, 1)
+    )
 
 
 def test_registries_that_appear_change_and_go_are_counted_every_tick(redis_url, client):

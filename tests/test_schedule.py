@@ -20,7 +20,7 @@ def test_a_slow_tick_skips_missed_slots_instead_of_bunching():
 
 def test_fractional_intervals_do_not_drift():
     due = 0.0
-    for step in range(1, 1001):
+    for _step in range(1, 1001):
         due = next_due(due, 0.1, now=due + 0.01)
     assert due == pytest.approx(100.0, abs=1e-6)
 
@@ -40,6 +40,13 @@ def test_ticks_keep_the_grid_when_the_idle_work_returns_early():
         clock[0] += seconds
 
     with pytest.raises(StopRequested):
-        run_forever(tick, lambda result: None, 30.0, StopSignals(), monotonic=lambda: clock[0], sleep=sleep,
-                    idle=lambda deadline: None)
+        run_forever(
+            tick,
+            lambda result: None,
+            30.0,
+            StopSignals(),
+            monotonic=lambda: clock[0],
+            sleep=sleep,
+            idle=lambda deadline: None,
+        )
     assert ticks == [0.0, 30.0, 60.0, 90.0]

@@ -49,9 +49,17 @@ def test_namespaced_sidekiq(redis_url, client):
 
 def sidekiq8_job(queue: str, enqueued_ms: int) -> str:
     # Sidekiq 8 writes integer epoch milliseconds.
-    return json.dumps({"retry": True, "queue": queue, "class": "HardJob", "args": [1],
-                       "jid": "0123456789abcdef01234567", "created_at": enqueued_ms - 5,
-                       "enqueued_at": enqueued_ms})
+    return json.dumps(
+        {
+            "retry": True,
+            "queue": queue,
+            "class": "HardJob",
+            "args": [1],
+            "jid": "0123456789abcdef01234567",
+            "created_at": enqueued_ms - 5,
+            "enqueued_at": enqueued_ms,
+        }
+    )
 
 
 def test_sidekiq8_millisecond_payloads(redis_url, client):
@@ -124,15 +132,31 @@ def test_sets_processes_and_throughput_equal_sidekiq_stats_and_process_set(sidek
     namespace = sidekiq_server
     prefix = f"{namespace}:" if namespace else ""
     wait_for(lambda: client.scard(f"{prefix}processes") == 1, "the Sidekiq process to beat")
-    sidekiq(redis_url, {"jobs": [{"class": "SleepyJob", "args": [120]}, {"class": "FailingJob"},
-                                 {"class": "DoomedJob", "retry": 0}, {"class": "QuickJob"}, {"class": "QuickJob"},
-                                 {"class": "QuickJob", "in": 3600}]}, namespace)
+    sidekiq(
+        redis_url,
+        {
+            "jobs": [
+                {"class": "SleepyJob", "args": [120]},
+                {"class": "FailingJob"},
+                {"class": "DoomedJob", "retry": 0},
+                {"class": "QuickJob"},
+                {"class": "QuickJob"},
+                {"class": "QuickJob", "in": 3600},
+            ]
+        },
+        namespace,
+    )
     (identity,) = client.smembers(f"{prefix}processes")
 
     def settled(processed: int, dead: int) -> bool:
-        busy, = client.hmget(prefix.encode() + identity, "busy")
-        return (client.zcard(f"{prefix}retry") == 1 and client.zcard(f"{prefix}dead") == dead and busy == b"1"
-                and client.get(f"{prefix}stat:processed") == str(processed).encode())
+        (busy,) = client.hmget(prefix.encode() + identity, "busy")
+        return (
+            client.zcard(f"{prefix}retry") == 1
+            and client.zcard(f"{prefix}dead") == dead
+            and busy == b"1"
+            and client.get(f"{prefix}stat:processed") == str(processed).encode()
+        )
+
     wait_for(lambda: settled(4, 1), "the jobs to run and a heartbeat to report them")
     # A process that died without cleaning up: its identity stays in the set, its hash expired.
     # (Sidekiq's own scheduler prunes such members now and then; we skip them and never prune:
@@ -143,8 +167,16 @@ def test_sets_processes_and_throughput_equal_sidekiq_stats_and_process_set(sidek
     report, theirs = reference_around(redis_url, namespace, collector.tick)
     assert report.errors == ()
     ours = system_figures(report, "sidekiq")
-    assert theirs == {"scheduled": 1, "retry": 1, "dead": 1, "processed": 4, "failed": 2, "processes": 1,
-                      "busy": 1, "concurrency": 3}
+    assert theirs == {
+        "scheduled": 1,
+        "retry": 1,
+        "dead": 1,
+        "processed": 4,
+        "failed": 2,
+        "processes": 1,
+        "busy": 1,
+        "concurrency": 3,
+    }
     assert {name: ours[name].value for name in GAUGES} == {name: theirs[name] for name in GAUGES}
     assert ours["utilization"].value == pytest.approx(theirs["busy"] / theirs["concurrency"])
     assert "processed" not in ours and "failed" not in ours  # the first tick has no interval
@@ -154,8 +186,11 @@ def test_sets_processes_and_throughput_equal_sidekiq_stats_and_process_set(sidek
     wait_for(lambda: settled(7, 2), "three more jobs to be reported")
     report, later = reference_around(redis_url, namespace, collector.tick)
     ours = system_figures(report, "sidekiq")
-    assert (ours["processed"].value, ours["failed"].value) == (later["processed"] - theirs["processed"],
-                                                               later["failed"] - theirs["failed"]) == (3, 1)
+    assert (
+        (ours["processed"].value, ours["failed"].value)
+        == (later["processed"] - theirs["processed"], later["failed"] - theirs["failed"])
+        == (3, 1)
+    )
     assert (ours["processed"].kind, ours["failed"].kind) == (COUNTER, COUNTER)
     assert ours["dead"].value == later["dead"] == 2
     report, _ = reference_around(redis_url, namespace, collector.tick)

@@ -7,12 +7,13 @@ import re
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from helpers.process import lines_of, queue_metrics, start
 from helpers.producers import fill_three_systems, latency_within
 from helpers.receivers import StatsdDaemon, UdpListener, free_udp_port
 from helpers.watch import Watcher, collector_line
-from hypothesis import given
-from hypothesis import strategies as st
 from queue_metrics.config import ConfigError
 from queue_metrics.outputs import OutputSettings
 from queue_metrics.sample import COUNTER, Figure, QueueSample, SystemSample, TickReport

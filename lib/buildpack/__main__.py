@@ -1,12 +1,12 @@
 """Usage (the buildpack's shell scripts run it with the build image's python3, PYTHONPATH=<buildpack>/lib):
 
-    python3 -m buildpack install BUILD_DIR ENV_DIR DEST [--cache DIR] [--stack STACK] [--interpreter KIND] [--cnb]
-        Installs the collector, its packages (from the wheels shipped in vendor/wheels), the
-        `queue-metrics` command and the supervisor into DEST, and a copy of this Python when the
-        dyno will have none. Each line printed is `info:`, `note:`, `warning:` or `error:` and its
-        text; the exit status is 1 when nothing usable was installed.
-    python3 -m buildpack bundle DEST [--stack STACK]
-        Only the bundled Python, into DEST.
+python3 -m buildpack install BUILD_DIR ENV_DIR DEST [--cache DIR] [--stack STACK] [--interpreter KIND] [--cnb]
+    Installs the collector, its packages (from the wheels shipped in vendor/wheels), the
+    `queue-metrics` command and the supervisor into DEST, and a copy of this Python when the
+    dyno will have none. Each line printed is `info:`, `note:`, `warning:` or `error:` and its
+    text; the exit status is 1 when nothing usable was installed.
+python3 -m buildpack bundle DEST [--stack STACK]
+    Only the bundled Python, into DEST.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import shutil
 import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
-
-from queue_metrics.config import REDIS_URL_VARS
 
 from buildpack.bundle import (
     Bundle,
@@ -32,6 +30,7 @@ from buildpack.bundle import (
 )
 from buildpack.interpreter import Choice, choose_interpreter
 from buildpack.wheels import WheelError, install_wheels
+from queue_metrics.config import REDIS_URL_VARS
 
 BUILDPACK_DIR = Path(__file__).resolve().parent.parent.parent
 REQUIREMENTS = BUILDPACK_DIR / "lib" / "runtime-requirements.txt"
@@ -65,12 +64,16 @@ def config_lines(config: Dict[str, str], cnb: bool) -> Iterator[str]:
     else:
         yield f"info:The collector will start on dyno {config.get('QUEUE_METRICS_DYNO') or 'web.1'}"
     if not any(config.get(name) for name in REDIS_URL_VARS):
-        yield ("warning:No Redis URL config var is set (REDIS_URL, or any of "
-               f"{', '.join(name for name in REDIS_URL_VARS if name != 'REDIS_URL')}): the collector will "
-               "not start until one is. Fix: heroku config:set REDIS_URL=...")
+        yield (
+            "warning:No Redis URL config var is set (REDIS_URL, or any of "
+            f"{', '.join(name for name in REDIS_URL_VARS if name != 'REDIS_URL')}): the collector will "
+            "not start until one is. Fix: heroku config:set REDIS_URL=..."
+        )
     if config.get("QUEUE_METRICS_DISABLED", "").strip().lower() in TRUE_WORDS:
-        yield ("warning:QUEUE_METRICS_DISABLED is set: the collector will not start. "
-               "Fix: heroku config:unset QUEUE_METRICS_DISABLED")
+        yield (
+            "warning:QUEUE_METRICS_DISABLED is set: the collector will not start. "
+            "Fix: heroku config:unset QUEUE_METRICS_DISABLED"
+        )
 
 
 def choice_lines(choice: Choice) -> Iterator[str]:
@@ -111,8 +114,9 @@ def cached_bundle(dest: Path, stack: str, cache: Optional[Path]) -> Bundle:
         partial = cache / f"python-{key}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         bundle = bundle_python(partial, stack)
-        (partial / "bundle-info").write_text("\n".join([bundle.python_version, " ".join(bundle.copied),
-                                                        " ".join(bundle.left_to_run_image)]) + "\n")
+        (partial / "bundle-info").write_text(
+            "\n".join([bundle.python_version, " ".join(bundle.copied), " ".join(bundle.left_to_run_image)]) + "\n"
+        )
         partial.rename(cached)
     version, copied, left = ((cached / "bundle-info").read_text().split("\n") + ["", ""])[:3]
     shutil.copytree(cached, dest, symlinks=True, ignore=shutil.ignore_patterns("bundle-info"))
@@ -124,8 +128,9 @@ def install(arguments: argparse.Namespace) -> Iterator[str]:
     config = read_env_dir(Path(arguments.env_dir))
     stack = arguments.stack
     if arguments.interpreter:
-        choice = Choice(arguments.interpreter,
-                        f"a copy of this build's Python ({stack or 'this stack'} has no Python at run time)")
+        choice = Choice(
+            arguments.interpreter, f"a copy of this build's Python ({stack or 'this stack'} has no Python at run time)"
+        )
     else:
         choice = choose_interpreter(build_dir, stack, config)
     yield from choice_lines(choice)
@@ -148,13 +153,17 @@ def install(arguments: argparse.Namespace) -> Iterator[str]:
             if cache is not None:
                 shutil.rmtree(cache / f"python-{bundle_key(stack)}", ignore_errors=True)
             raise BundleError("the bundled Python would not run on this stack: " + "; ".join(problems))
-        yield (f"info:Bundled Python {bundle.python_version}{' (from the build cache)' if reused else ''}: "
-               f"{counted(len(bundle.copied), 'library', 'libraries')} copied ({', '.join(bundle.copied) or 'none'}), "
-               f"{len(bundle.left_to_run_image)} left to the run image's packages (security updates reach them)")
+        yield (
+            f"info:Bundled Python {bundle.python_version}{' (from the build cache)' if reused else ''}: "
+            f"{counted(len(bundle.copied), 'library', 'libraries')} copied ({', '.join(bundle.copied) or 'none'}), "
+            f"{len(bundle.left_to_run_image)} left to the run image's packages (security updates reach them)"
+        )
         if run_image_packages(stack) is None:
-            yield (f"warning:This buildpack has no package list for stack {stack or '(unknown)'!r}: the bundled "
-                   "Python carries its own copies of every library, which the stack's security updates will not reach. "
-                   "Fix: update queue-metrics (heroku buildpacks), then redeploy.")
+            yield (
+                f"warning:This buildpack has no package list for stack {stack or '(unknown)'!r}: the bundled "
+                "Python carries its own copies of every library, which the stack's security updates will not reach. "
+                "Fix: update queue-metrics (heroku buildpacks), then redeploy."
+            )
     if choice.kind != "app":
         # The dyno's interpreter is this build's (bundled) or the same stack's (system): compiled now,
         # nothing is compiled or written at boot.

@@ -22,11 +22,37 @@ from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple
 
 RUN_IMAGES_DIR = Path(__file__).resolve().parent / "run-images"
 # Left out: unused by the collector, and most of the standard library's size.
-STDLIB_LEFT_OUT = ("test", "tests", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
-                   "site-packages", "dist-packages", "__pycache__", "config-*", "venv", "__phello__", "distutils",
-                   # extension modules that would pull in X11, Tcl/Tk, readline, curses, SQLite or dbm
-                   "_tkinter*", "_sqlite3*", "_curses*", "readline*", "_dbm*", "_gdbm*", "_test*",
-                   "_ctypes_test*", "_xxtestfuzz*", "xxlimited*", "nis*", "ossaudiodev*", "_xxsubinterpreters*")
+STDLIB_LEFT_OUT = (
+    "test",
+    "tests",
+    "idlelib",
+    "tkinter",
+    "turtledemo",
+    "ensurepip",
+    "lib2to3",
+    "pydoc_data",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "config-*",
+    "venv",
+    "__phello__",
+    "distutils",
+    # extension modules that would pull in X11, Tcl/Tk, readline, curses, SQLite or dbm
+    "_tkinter*",
+    "_sqlite3*",
+    "_curses*",
+    "readline*",
+    "_dbm*",
+    "_gdbm*",
+    "_test*",
+    "_ctypes_test*",
+    "_xxtestfuzz*",
+    "xxlimited*",
+    "nis*",
+    "ossaudiodev*",
+    "_xxsubinterpreters*",
+)
 # The C library and the dynamic loader: in every run image, and a copy would break the dyno's own.
 C_LIBRARY = re.compile(r"^(ld-linux|libc|libm|libpthread|libdl|librt|libutil|linux-vdso|libresolv)[.-]")
 # Bumped when the bundle's layout changes, so a cached bundle of an older layout is rebuilt.
@@ -58,8 +84,11 @@ def run_image_packages(stack: str) -> Optional[FrozenSet[str]]:
     listing = RUN_IMAGES_DIR / f"{stack}.txt"
     if not listing.is_file():
         return None
-    return frozenset(normalize_package(line) for line in listing.read_text().splitlines()
-                     if line.strip() and not line.startswith("#"))
+    return frozenset(
+        normalize_package(line)
+        for line in listing.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
 
 
 def packages_owning(paths: Iterable[Path]) -> Dict[Path, str]:
@@ -97,15 +126,17 @@ def resolved_libraries(binaries: Iterable[Path], library_path: Optional[Path] = 
 
 
 def elf_files(root: Path) -> List[Path]:
-    return sorted(path for path in root.rglob("*") if path.is_file() and not path.is_symlink()
-                  and path.read_bytes()[:4] == b"\x7fELF")
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.is_file() and not path.is_symlink() and path.read_bytes()[:4] == b"\x7fELF"
+    )
 
 
 def bundle_key(stack: str) -> str:
     """What a cached bundle depends on: this interpreter, the stack's list and this code."""
     digest = hashlib.sha256()
-    for part in (BUNDLE_FORMAT, sys.version, str(Path(sys.executable).resolve()), stack,
-                 Path(__file__).read_text()):
+    for part in (BUNDLE_FORMAT, sys.version, str(Path(sys.executable).resolve()), stack, Path(__file__).read_text()):
         digest.update(part.encode() + b"\0")
     listing = RUN_IMAGES_DIR / f"{stack}.txt"
     if listing.is_file():
@@ -127,8 +158,9 @@ def bundle_python(destination: Path, stack: str) -> Bundle:
     shutil.copy2(executable, destination / "bin" / "python3")
     library_dir = destination / "lib"
     stdlib_copy = library_dir / version
-    shutil.copytree(stdlib, stdlib_copy, symlinks=False, ignore=shutil.ignore_patterns(*STDLIB_LEFT_OUT),
-                    dirs_exist_ok=True)
+    shutil.copytree(
+        stdlib, stdlib_copy, symlinks=False, ignore=shutil.ignore_patterns(*STDLIB_LEFT_OUT), dirs_exist_ok=True
+    )
     dynload = Path(sysconfig.get_config_var("DESTSHARED") or stdlib / "lib-dynload")
     if dynload.is_dir() and not (stdlib_copy / "lib-dynload").is_dir():
         shutil.copytree(dynload, stdlib_copy / "lib-dynload", ignore=shutil.ignore_patterns(*STDLIB_LEFT_OUT))
@@ -188,10 +220,15 @@ def check_bundle(destination: Path, stack: str) -> List[str]:
         if owner not in packages:
             problems.append(f"{soname} ({owner or 'no package'}) is not in the {stack} run image and not bundled")
     copies = sorted(path for path in library_dir.glob("*.so*") if path.is_file())
-    system_copies = packages_owning(Path("/usr/lib") / sysconfig.get_config_var("MULTIARCH") / path.name
-                                    for path in copies if sysconfig.get_config_var("MULTIARCH"))
+    system_copies = packages_owning(
+        Path("/usr/lib") / sysconfig.get_config_var("MULTIARCH") / path.name
+        for path in copies
+        if sysconfig.get_config_var("MULTIARCH")
+    )
     for path, owner in sorted(system_copies.items()):
         if owner in packages:
-            problems.append(f"{path.name} is copied, but the {stack} run image has it ({owner}): "
-                            "the copy would miss the stack's security updates")
+            problems.append(
+                f"{path.name} is copied, but the {stack} run image has it ({owner}): "
+                "the copy would miss the stack's security updates"
+            )
     return problems

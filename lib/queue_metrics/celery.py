@@ -233,8 +233,11 @@ class Celery:
         self._registry = self._make_registry_batch()
         self._steps = self.settings.priority_steps or KOMBU_PRIORITY_STEPS
         # Without a setting, the steps beyond the defaults are probed with one EXISTS.
-        self._probed = () if self.settings.priority_steps else tuple(
-            step for step in ALL_PRIORITY_STEPS if step not in KOMBU_PRIORITY_STEPS)
+        self._probed = (
+            ()
+            if self.settings.priority_steps
+            else tuple(step for step in ALL_PRIORITY_STEPS if step not in KOMBU_PRIORITY_STEPS)
+        )
         self._first_batch = functools.lru_cache(maxsize=65536)(self._make_first_batch)
         # Each list's history, for latency without a stamp (observed.py), and the lists read
         # this tick: a list no tick reads any more loses its history.
@@ -247,8 +250,7 @@ class Celery:
         self.heads_unstamped = 0
         # This tick's binding keys and their SMEMBERS replies; the routes made from them.
         self._bindings: Tuple[List[str], list] = ([], [])
-        self._routes_made: Tuple[Tuple[List[str], list], Dict[Tuple[str, str, str], Dict[str, None]]] = (
-            ([], []), {})
+        self._routes_made: Tuple[Tuple[List[str], list], Dict[Tuple[str, str, str], Dict[str, None]]] = (([], []), {})
         self._held_batch = self._make_held_batch()
         # This tick's held messages per queue; None: not known (a hash too big to read whole).
         self._held: Optional[Dict[str, int]] = None
@@ -313,9 +315,11 @@ class Celery:
             for member in registry_members(NAME, key, reply, errors):
                 parts = decode_name(member).split(sep)
                 if len(parts) != 3:
-                    errors.add(f"celery registry {show_name(key)}: ignoring a binding that is not "
-                               f"routing_key{sep!r}pattern{sep!r}queue (set QUEUE_METRICS_CELERY_SEP "
-                               f"to the app's `sep` transport option)")
+                    errors.add(
+                        f"celery registry {show_name(key)}: ignoring a binding that is not "
+                        f"routing_key{sep!r}pattern{sep!r}queue (set QUEUE_METRICS_CELERY_SEP "
+                        f"to the app's `sep` transport option)"
+                    )
                     continue
                 bound += 1
                 self.prefixes_seen.add(prefix)
@@ -355,8 +359,9 @@ class Celery:
             return EMPTY_BATCH
         # LPOS <key> <message> RANK 1 MAXLEN <depth>, packed by hand: once a list and tick.
         newest = watch.newest
-        return Batch(b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (_LPOS_HEAD, len(key), key, len(newest), newest, _LPOS_TAIL),
-                     1)
+        return Batch(
+            b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (_LPOS_HEAD, len(key), key, len(newest), newest, _LPOS_TAIL), 1
+        )
 
     def _list_reads(self, lists: Sequence[Tuple[bytes, bool]]) -> Batch:
         """For each (key, length known): [LLEN], oldest, newest, [LPOS of the last newest]."""
@@ -393,8 +398,7 @@ class Celery:
         self._routes_made = (self._bindings, routes)
         return routes
 
-    def _with_held(self, queue: str, size: int, seconds: Optional[float],
-                   source: Optional[str] = None) -> QueueSample:
+    def _with_held(self, queue: str, size: int, seconds: Optional[float], source: Optional[str] = None) -> QueueSample:
         """The queue's sample, with its held messages when this tick's system read counted them
         (it is advanced before the queues' reads at each step)."""
         if self._held is None:
@@ -411,19 +415,22 @@ class Celery:
         search = self._search(keys[0])
         replies = yield Batch(first.packed + search.packed, first.replies + search.replies)
         values = replies.values
-        sizes = values[:len(keys)]
+        sizes = values[: len(keys)]
         exists = values[len(keys)] if self._probed else 0
         at = len(keys) + (1 if self._probed else 0)
-        base = _ListRead(keys[0], sizes[0], values[at], values[at + 1],
-                         values[at + 2] if search.replies else None, replies.now)
+        base = _ListRead(
+            keys[0], sizes[0], values[at], values[at + 1], values[at + 2] if search.replies else None, replies.now
+        )
 
         wrong = [index for index, reply in enumerate(sizes) if isinstance(reply, ReplyError)]
         for index in wrong:
-            errors.about_queue(NAME, queue, f"list {show_name(decode_name(keys[index]))}: "
-                                            f"{describe_reply_error(sizes[index])}")
+            errors.about_queue(
+                NAME, queue, f"list {show_name(decode_name(keys[index]))}: {describe_reply_error(sizes[index])}"
+            )
         if isinstance(exists, ReplyError):
-            errors.about_queue(NAME, queue, f"priority lists beyond {KOMBU_PRIORITY_STEPS} not checked: "
-                                            f"{describe_reply_error(exists)}")
+            errors.about_queue(
+                NAME, queue, f"priority lists beyond {KOMBU_PRIORITY_STEPS} not checked: {describe_reply_error(exists)}"
+            )
             exists = 0
         if len(wrong) == len(keys):
             return None
@@ -448,9 +455,13 @@ class Celery:
             self.steps_seen.update(self._step_of(queue, read.key) for read in lists[1:] if read.length)
         failed = next((read for read in lists if read.error() is not None), None)
         if wrong or failed is not None:
-            if failed is not None and not wrong:
-                errors.about_queue(NAME, queue, f"latency unknown: list {show_name(decode_name(failed.key))}: "
-                                                f"{describe_reply_error(failed.error())}")  # type: ignore[arg-type]
+            reply = failed.error() if failed is not None else None
+            if reply is not None and failed is not None and not wrong:
+                errors.about_queue(
+                    NAME,
+                    queue,
+                    f"latency unknown: list {show_name(decode_name(failed.key))}: {describe_reply_error(reply)}",
+                )
             return self._with_held(queue, size, None)
         try:
             seconds, source = self._latency(lists)
@@ -464,7 +475,7 @@ class Celery:
         return watch is not None and watch.newest is not None
 
     def _step_of(self, queue: str, key: bytes) -> int:
-        return int(decode_name(key)[len(self._keyprefix + queue + self.settings.sep):] or 0)
+        return int(decode_name(key)[len(self._keyprefix + queue + self.settings.sep) :] or 0)
 
     def _latency(self, lists: Sequence["_ListRead"]) -> Tuple[Optional[float], Optional[str]]:
         """The longest wait over the queue's lists, and where it came from (stamp or observed).
@@ -513,7 +524,7 @@ class Celery:
         total = 0
         held: Optional[Dict[str, int]] = {}
         for index, prefix in enumerate(prefixes):
-            size, scan = replies.values[2 * index: 2 * index + 2]
+            size, scan = replies.values[2 * index : 2 * index + 2]
             key = prefix + UNACKED_KEY
             if isinstance(size, ReplyError):
                 errors.about_reply(NAME, f"held messages {show_name(key)}", size, "a hash")
@@ -544,8 +555,10 @@ class Celery:
             for queue in queues:
                 held[queue] = held.get(queue, 0) + 1
         if unreadable:
-            errors.add(f"{NAME} held messages {show_name(prefix + UNACKED_KEY)}: {unreadable} not "
-                       f"JSON [message, exchange, routing_key], counted in the total only")
+            errors.add(
+                f"{NAME} held messages {show_name(prefix + UNACKED_KEY)}: {unreadable} not "
+                f"JSON [message, exchange, routing_key], counted in the total only"
+            )
 
     def describe(self) -> List[str]:
         prefixes = ", ".join(repr(prefix) for prefix in sorted(self.prefixes_seen)) or "none found yet"
@@ -557,16 +570,24 @@ class Celery:
         if self.settings.priority_steps:
             steps_line = f"priority steps {list(self.settings.priority_steps)} (QUEUE_METRICS_CELERY_PRIORITY_STEPS)"
         else:
-            steps_line = (f"priority lists with messages: steps {steps} (lists of every step 0-9 are "
-                          f"counted, as kombu does for any priority_steps)")
+            steps_line = (
+                f"priority lists with messages: steps {steps} (lists of every step 0-9 are "
+                f"counted, as kombu does for any priority_steps)"
+            )
         lines = [prefix_line, steps_line, f"separator {self.settings.sep!r}"]
         if self.held_attributed is not None:
-            lines.append("held (unacked) messages: " + (
-                "counted per queue" if self.held_attributed else
-                f"total only (per queue needs fewer than {HELD_SCAN_COUNT} in the unacked hash)"))
+            lines.append(
+                "held (unacked) messages: "
+                + (
+                    "counted per queue"
+                    if self.held_attributed
+                    else f"total only (per queue needs fewer than {HELD_SCAN_COUNT} in the unacked hash)"
+                )
+            )
         if self.heads_stamped or self.heads_unstamped:
-            lines.append(f"publish stamps: {self.heads_stamped} queue head(s) stamped, "
-                         f"{self.heads_unstamped} without a stamp")
+            lines.append(
+                f"publish stamps: {self.heads_stamped} queue head(s) stamped, {self.heads_unstamped} without a stamp"
+            )
         return lines
 
 
@@ -585,8 +606,10 @@ class _ListRead(NamedTuple):
     now: float
 
     def error(self) -> Optional[ReplyError]:
-        return next((value for value in (self.length, self.oldest, self.newest, self.pushed)
-                     if isinstance(value, ReplyError)), None)
+        return next(
+            (value for value in (self.length, self.oldest, self.newest, self.pushed) if isinstance(value, ReplyError)),
+            None,
+        )
 
 
 SYSTEM = SystemSpec(NAME, CelerySettings.from_env, Celery)  # type: ignore[arg-type]

@@ -22,7 +22,10 @@ from queue_metrics.runner import (
 )
 
 format_option = click.option(
-    "--format", "output_format", type=click.Choice(["librato", "json", "table"]), default=None,
+    "--format",
+    "output_format",
+    type=click.Choice(["librato", "json", "table"]),
+    default=None,
     help="Output format (default: QUEUE_METRICS_FORMAT, else librato; `once` on a terminal: table).",
 )
 
@@ -54,8 +57,9 @@ def once(output_format: Optional[str]) -> None:
 
 @main.command()
 @format_option
-@click.option("--interval", type=float, default=None,
-              help="Seconds between ticks (default: QUEUE_METRICS_INTERVAL, else 30).")
+@click.option(
+    "--interval", type=float, default=None, help="Seconds between ticks (default: QUEUE_METRICS_INTERVAL, else 30)."
+)
 def run(output_format: Optional[str], interval: Optional[float]) -> None:
     """Print the metrics now and then every interval, until SIGTERM or SIGINT."""
     settings = load_settings(output_format, interval)

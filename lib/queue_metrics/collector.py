@@ -55,8 +55,11 @@ class Collector:
         self._first_walk_seconds = first_walk_seconds
         self.systems = make_systems(settings)
         self._pinned = settings.backends is not None
-        self.walks = [KeyspaceWalk(system.scan_pattern, settings.discovery_interval, system.found_keys)
-                      for system in self.systems if system.scan_pattern]
+        self.walks = [
+            KeyspaceWalk(system.scan_pattern, settings.discovery_interval, system.found_keys)
+            for system in self.systems
+            if system.scan_pattern
+        ]
         self._ticks = 0
         self._round_trips = 0
         self._walk_errors: Dict[str, str] = {}
@@ -86,8 +89,14 @@ class Collector:
                     systems.append(read)
             # At every step the system reads go before the queue reads: a queue's read can use
             # what its system's read found in the same round trip (Celery's held messages).
-            replies = self._execute(registries + [read.step for read in (*systems, *early.values())  # type: ignore[misc]
-                                                  if read.step is not None])
+            replies = self._execute(
+                registries
+                + [
+                    read.step
+                    for read in (*systems, *early.values())  # type: ignore[misc]
+                    if read.step is not None
+                ]
+            )
             split = sum(registry.replies for registry in registries)
             in_use, listed = self._in_use(replies.values[:split], registries, errors)
             _advance([*systems, *early.values()], Replies(replies.values[split:], replies.now))
@@ -99,8 +108,9 @@ class Collector:
             self._known = listed
         except (RedisUnavailable, ReplyError) as error:
             errors.add(describe_error(error, self._settings))
-            return TickReport((), tuple(errors.messages), (), self._monotonic() - started, False,
-                              self._round_trips, (), scans)
+            return TickReport(
+                (), tuple(errors.messages), (), self._monotonic() - started, False, self._round_trips, (), scans
+            )
         used = {system.name for system in in_use}
         for read in (*reads, *systems):
             if read.system.name in used:
@@ -112,8 +122,11 @@ class Collector:
             self._monotonic() - started,
             True,
             self._round_trips,
-            tuple(read.result for read in systems  # type: ignore[misc]
-                  if read.result is not None and read.system.name in used),
+            tuple(
+                read.result  # type: ignore[misc]
+                for read in systems
+                if read.result is not None and read.system.name in used
+            ),
             scans,
         )
 
@@ -148,8 +161,9 @@ class Collector:
             steps += 1
             failed = next((value for value in values if isinstance(value, ReplyError)), None)
             if failed is not None:
-                self._walk_errors[walk.pattern] = (f"cannot look for queues in the keyspace (SCAN): "
-                                                   f"{describe_reply_error(failed)}")
+                self._walk_errors[walk.pattern] = (
+                    f"cannot look for queues in the keyspace (SCAN): {describe_reply_error(failed)}"
+                )
                 walk.due = self._monotonic() + walk.pass_seconds
                 continue
             walk.take(values, self._monotonic())
@@ -157,14 +171,15 @@ class Collector:
             sleep(max(0.0, deadline - self._monotonic()))
         return steps
 
-    def _in_use(self, values: list, registries: Sequence[Batch], errors: ErrorLog
-                ) -> Tuple[List[QueueSystem], List[Tuple[QueueSystem, str]]]:
+    def _in_use(
+        self, values: list, registries: Sequence[Batch], errors: ErrorLog
+    ) -> Tuple[List[QueueSystem], List[Tuple[QueueSystem, str]]]:
         """The systems in use and their (system, queue) pairs, from the registries' replies."""
         in_use = []
         listed: List[Tuple[QueueSystem, str]] = []
         offset = 0
         for system, registry in zip(self.systems, registries):
-            found = system.queues(values[offset: offset + registry.replies], errors)
+            found = system.queues(values[offset : offset + registry.replies], errors)
             offset += registry.replies
             self.found[system.name] = found
             if self._pinned or found.evidence is not None:
@@ -187,8 +202,9 @@ class _Read:
 
     __slots__ = ("system", "generator", "errors", "step", "result")
 
-    def __init__(self, system: QueueSystem,
-                 start: Callable[[ErrorLog], Optional[Generator[Batch, Replies, Any]]]) -> None:
+    def __init__(
+        self, system: QueueSystem, start: Callable[[ErrorLog], Optional[Generator[Batch, Replies, Any]]]
+    ) -> None:
         self.system = system
         # Errors of its own: a read dropped because its queue left the registry says nothing.
         self.errors = ErrorLog()
@@ -208,7 +224,7 @@ def _advance(reads: Sequence[_Read], replies: Replies) -> None:
     for read in reads:
         count = read.step.replies  # type: ignore[union-attr]
         try:
-            read.step = read.generator.send(Replies(values[offset: offset + count], now))  # type: ignore[union-attr]
+            read.step = read.generator.send(Replies(values[offset : offset + count], now))  # type: ignore[union-attr]
         except StopIteration as finished:
             read.step = None
             read.result = finished.value

@@ -93,8 +93,7 @@ class Settings:
         timeout = _positive_number(values, "QUEUE_METRICS_TIMEOUT", default_timeout)
         if timeout >= interval:
             raise ConfigError(
-                f"QUEUE_METRICS_TIMEOUT must be shorter than QUEUE_METRICS_INTERVAL "
-                f"({_show_number(interval)} s)"
+                f"QUEUE_METRICS_TIMEOUT must be shorter than QUEUE_METRICS_INTERVAL ({_show_number(interval)} s)"
             )
 
         tls_ca_file = values.get("QUEUE_METRICS_TLS_CA_FILE")
@@ -109,9 +108,7 @@ class Settings:
             prefix=_name(values, "QUEUE_METRICS_PREFIX", "queue", MAX_PREFIX_LENGTH),
             source=_name(values, "QUEUE_METRICS_SOURCE", None, MAX_SOURCE_LENGTH),
             output_format=_choice(values, "QUEUE_METRICS_FORMAT", OUTPUT_FORMATS, "librato"),
-            discovery_interval=_positive_number(
-                values, "QUEUE_METRICS_DISCOVERY_INTERVAL", DEFAULT_DISCOVERY_INTERVAL
-            ),
+            discovery_interval=_positive_number(values, "QUEUE_METRICS_DISCOVERY_INTERVAL", DEFAULT_DISCOVERY_INTERVAL),
             tls_verify=tls_verify,
             tls_ca_file=tls_ca_file,
             extras=boolean(values, "QUEUE_METRICS_EXTRAS", default=True),
@@ -160,9 +157,7 @@ def _name(values: Mapping[str, str], name: str, default, max_length: int):
         return default
     text = values[name].strip()
     if not NAME_CHARS.match(text) or len(text) > max_length:
-        raise ConfigError(
-            f"{name} may hold only letters, digits and . : _ - (at most {max_length}), got {text!r}"
-        )
+        raise ConfigError(f"{name} may hold only letters, digits and . : _ - (at most {max_length}), got {text!r}")
     return text
 
 
@@ -176,8 +171,7 @@ def _backends(text: Optional[str], names: Tuple[str, ...]) -> Optional[Tuple[str
             continue
         if word not in names:
             raise ConfigError(
-                f"QUEUE_METRICS_BACKENDS: unknown backend {word!r} "
-                f"(choose from {', '.join(names)}, or auto)"
+                f"QUEUE_METRICS_BACKENDS: unknown backend {word!r} (choose from {', '.join(names)}, or auto)"
             )
         if word not in chosen:
             chosen.append(word)

@@ -41,8 +41,9 @@ def parse_address(url: str) -> Address:
         database = int(parse_qs(parts.query).get("db", ["0"])[0] or 0)
         return Address(None, 0, parts.path, False, username, password, database)
     database = int(parts.path.lstrip("/") or 0)
-    return Address(parts.hostname, parts.port or DEFAULT_PORT, None, parts.scheme == "rediss",
-                   username, password, database)
+    return Address(
+        parts.hostname, parts.port or DEFAULT_PORT, None, parts.scheme == "rediss", username, password, database
+    )
 
 
 class RedisConnection:
@@ -137,5 +138,10 @@ def describe_error(error: BaseException, settings: Settings) -> str:
         has_password = parse_address(settings.redis_url).password is not None
     except ValueError:
         has_password = False
-    return describe_redis_error(error, describe_redis_url(settings.redis_url), settings.timeout,
-                                settings.redis_url.startswith("rediss://"), has_password)
+    return describe_redis_error(
+        error,
+        describe_redis_url(settings.redis_url),
+        settings.timeout,
+        settings.redis_url.startswith("rediss://"),
+        has_password,
+    )

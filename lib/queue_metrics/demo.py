@@ -46,9 +46,9 @@ def start_redis(directory: str) -> "tuple[subprocess.Popen, int]":
         )
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", directory],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -73,18 +73,31 @@ def enqueue_demo_jobs(client, now: float) -> None:
         pipe.sadd("queues", queue)
         for index in range(count):
             enqueued_at = now - OLDEST_AGE + index
-            job = {"class": "HardWorker", "args": [index], "retry": True, "queue": queue,
-                   "jid": uuid.uuid4().hex[:24], "created_at": enqueued_at, "enqueued_at": enqueued_at}
+            job = {
+                "class": "HardWorker",
+                "args": [index],
+                "retry": True,
+                "queue": queue,
+                "jid": uuid.uuid4().hex[:24],
+                "created_at": enqueued_at,
+                "enqueued_at": enqueued_at,
+            }
             pipe.lpush(f"queue:{queue}", json.dumps(job))
     for queue, count in RQ_QUEUES.items():
         pipe.sadd("rq:queues", f"rq:queue:{queue}")
         for index in range(count):
             job_id = str(uuid.uuid4())
             stamp = rq_time(now - OLDEST_AGE + index)
-            pipe.hset(f"rq:job:{job_id}", mapping={
-                "status": "queued", "origin": queue, "created_at": stamp, "enqueued_at": stamp,
-                "description": f"app.tasks.report({index})",
-            })
+            pipe.hset(
+                f"rq:job:{job_id}",
+                mapping={
+                    "status": "queued",
+                    "origin": queue,
+                    "created_at": stamp,
+                    "enqueued_at": stamp,
+                    "description": f"app.tasks.report({index})",
+                },
+            )
             pipe.rpush(f"rq:queue:{queue}", job_id)
     for queue, count in CELERY_QUEUES.items():
         pipe.sadd("_kombu.binding.celery", f"{queue}\x06\x16\x06\x16{queue}")
@@ -94,19 +107,30 @@ def enqueue_demo_jobs(client, now: float) -> None:
                 "body": "W1tdLCB7fSwgeyJjYWxsYmFja3MiOiBudWxsfV0=",
                 "content-encoding": "utf-8",
                 "content-type": "application/json",
-                "headers": {"lang": "py", "task": "app.tasks.add", "id": task_id, "eta": None,
-                            "retries": 0, "root_id": task_id, "parent_id": None},
-                "properties": {"correlation_id": task_id, "delivery_mode": 2, "priority": 0,
-                               "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
-                               "delivery_info": {"exchange": "", "routing_key": queue},
-                               "published_at": now - OLDEST_AGE + index},
+                "headers": {
+                    "lang": "py",
+                    "task": "app.tasks.add",
+                    "id": task_id,
+                    "eta": None,
+                    "retries": 0,
+                    "root_id": task_id,
+                    "parent_id": None,
+                },
+                "properties": {
+                    "correlation_id": task_id,
+                    "delivery_mode": 2,
+                    "priority": 0,
+                    "body_encoding": "base64",
+                    "delivery_tag": str(uuid.uuid4()),
+                    "delivery_info": {"exchange": "", "routing_key": queue},
+                    "published_at": now - OLDEST_AGE + index,
+                },
             }
             pipe.lpush(queue, json.dumps(message))
     pipe.execute()
 
 
-def run_demo(ticks: int, interval: float, out: Callable[[List[str]], None],
-             err: Callable[..., None]) -> None:
+def run_demo(ticks: int, interval: float, out: Callable[[List[str]], None], err: Callable[..., None]) -> None:
     import redis
 
     from queue_metrics.collector import Collector
@@ -119,8 +143,9 @@ def run_demo(ticks: int, interval: float, out: Callable[[List[str]], None],
         url = f"redis://127.0.0.1:{port}/0"
         err([f"started a private redis-server at {url} and enqueued jobs for Sidekiq, RQ and Celery"], "info")
         enqueue_demo_jobs(redis.Redis.from_url(url), time.time())
-        collector = Collector(Settings(redis_url=url, interval=interval, timeout=min(5.0, interval / 2)),
-                              connect(Settings(redis_url=url)))
+        collector = Collector(
+            Settings(redis_url=url, interval=interval, timeout=min(5.0, interval / 2)), connect(Settings(redis_url=url))
+        )
         for number in range(ticks):
             if number:
                 time.sleep(interval)

@@ -22,8 +22,7 @@ SCAN_COUNT = 1000
 class KeyspaceWalk:
     """One pattern's walk. `step()` makes one round trip; `due` says when the next one is."""
 
-    def __init__(self, pattern: str, pass_seconds: float,
-                 deliver: Callable[[List[str], bool], None]) -> None:
+    def __init__(self, pattern: str, pass_seconds: float, deliver: Callable[[List[str], bool], None]) -> None:
         self.pattern = pattern
         self.pass_seconds = pass_seconds
         self._deliver = deliver

@@ -19,9 +19,14 @@ from queue_metrics.resp import pack_commands
 # Every command the collector may send, tried on a key that does not exist.
 PROBE_KEY = "queue-metrics:doctor:no-such-key"
 READ_COMMANDS: Tuple[Tuple[object, ...], ...] = (
-    ("SMEMBERS", PROBE_KEY), ("LLEN", PROBE_KEY), ("LINDEX", PROBE_KEY, -1), ("LPOS", PROBE_KEY, "m"),
+    ("SMEMBERS", PROBE_KEY),
+    ("LLEN", PROBE_KEY),
+    ("LINDEX", PROBE_KEY, -1),
+    ("LPOS", PROBE_KEY, "m"),
     ("HGET", PROBE_KEY, "f"),
-    ("EXISTS", PROBE_KEY), ("SCAN", 0, "MATCH", PROBE_KEY, "COUNT", 1), ("DBSIZE",),
+    ("EXISTS", PROBE_KEY),
+    ("SCAN", 0, "MATCH", PROBE_KEY, "COUNT", 1),
+    ("DBSIZE",),
 )
 
 
@@ -41,16 +46,19 @@ def checkup(settings: Settings, client: RedisConnection) -> Checkup:
         return Checkup(lines, False)
     denied = [str(command[0]) for command, reply in zip(READ_COMMANDS, replies) if isinstance(reply, ReplyError)]
     if denied:
-        problems.append(f"the Redis user may not run {', '.join(denied)}: grant it +@read "
-                        f"(e.g. ACL SETUSER <user> +@read)")
+        problems.append(
+            f"the Redis user may not run {', '.join(denied)}: grant it +@read (e.g. ACL SETUSER <user> +@read)"
+        )
     else:
         lines.append(f"Read commands allowed: {', '.join(str(command[0]) for command in READ_COMMANDS)}")
 
     collector = Collector(settings, client, first_walk_seconds=float("inf"))
     started = time.monotonic()
     report = collector.tick()
-    lines.append(f"Tick: {report.round_trips} round trip(s) in {report.duration * 1000:.1f} ms, after a keyspace "
-                 f"walk of {report.scan_round_trips} step(s) ({(time.monotonic() - started) * 1000:.0f} ms in all)")
+    lines.append(
+        f"Tick: {report.round_trips} round trip(s) in {report.duration * 1000:.1f} ms, after a keyspace "
+        f"walk of {report.scan_round_trips} step(s) ({(time.monotonic() - started) * 1000:.0f} ms in all)"
+    )
     for system in collector.systems:
         found = collector.found.get(system.name)
         if found is None:
@@ -61,12 +69,16 @@ def checkup(settings: Settings, client: RedisConnection) -> Checkup:
         lines.append(f"{system.name}: {state}")
         lines.extend(f"  {line}" for line in system.describe())
     if not report.backends and report.redis_ok:
-        problems.append("no Sidekiq, RQ or Celery queues found in this Redis: is this the Redis your jobs use? "
-                        "(check REDIS_URL / QUEUE_METRICS_REDIS_URL)")
+        problems.append(
+            "no Sidekiq, RQ or Celery queues found in this Redis: is this the Redis your jobs use? "
+            "(check REDIS_URL / QUEUE_METRICS_REDIS_URL)"
+        )
     unknown = [sample for sample in report.samples if sample.latency is None and sample.backend == "celery"]
     if unknown:
-        problems.append(f"{len(unknown)} Celery queue(s) report no latency: their messages carry no publish stamp; "
-                        f"add `queue_metrics.celery.install(app)` where the Celery app is created")
+        problems.append(
+            f"{len(unknown)} Celery queue(s) report no latency: their messages carry no publish stamp; "
+            f"add `queue_metrics.celery.install(app)` where the Celery app is created"
+        )
     lines.append("")
     lines.extend(table_lines(report))
     problems.extend(report.errors)

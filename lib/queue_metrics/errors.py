@@ -112,8 +112,7 @@ def _first(chain: List[BaseException], kind: type) -> Optional[BaseException]:
     return next((item for item in chain if isinstance(item, kind)), None)
 
 
-def describe_redis_error(error: BaseException, where: str, timeout: float, tls: bool,
-                         has_password: bool) -> str:
+def describe_redis_error(error: BaseException, where: str, timeout: float, tls: bool, has_password: bool) -> str:
     """One line for a tick that failed as a whole: where, what, and what to do; no secret.
 
     `where` is the URL without its credentials.
@@ -124,9 +123,11 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
     rejected = _first(chain, ssl.SSLCertVerificationError)
     if rejected is not None:
         reason = getattr(rejected, "verify_message", None) or "the server's certificate was not accepted"
-        return (f"TLS with Redis at {where} failed: certificate verify failed: {reason} "
-                f"(QUEUE_METRICS_TLS_VERIFY is on: set QUEUE_METRICS_TLS_CA_FILE to the server's CA, "
-                f"or turn verification off)")
+        return (
+            f"TLS with Redis at {where} failed: certificate verify failed: {reason} "
+            f"(QUEUE_METRICS_TLS_VERIFY is on: set QUEUE_METRICS_TLS_CA_FILE to the server's CA, "
+            f"or turn verification off)"
+        )
     ssl_error = _first(chain, ssl.SSLError)
     if ssl_error is not None:
         reason = getattr(ssl_error, "reason", None) or type(ssl_error).__name__
@@ -152,7 +153,7 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
 
 def _describe_reply(error: ReplyError, where: str, has_password: bool) -> str:
     """An error reply that failed the whole tick: to AUTH or SELECT, or NOAUTH to a read."""
-    body = error.text[len(error.code) + 1:] if error.text.startswith(error.code + " ") else error.text
+    body = error.text[len(error.code) + 1 :] if error.text.startswith(error.code + " ") else error.text
     if body in NO_PASSWORD_SET_REPLIES:
         return f"Redis at {where} has no password set, but the URL has one (remove it from the URL)"
     if error.code == "NOAUTH" or (error.code == "WRONGPASS" and not has_password):

@@ -105,18 +105,21 @@ def queue_pairs(prefix: str, sample: QueueSample) -> str:
     return pairs
 
 
-def librato_lines(report: TickReport, prefix: str = "queue", source: Optional[str] = None,
-                  dropped: Optional[int] = None) -> List[str]:
+def librato_lines(
+    report: TickReport, prefix: str = "queue", source: Optional[str] = None, dropped: Optional[int] = None
+) -> List[str]:
     """The tick as l2met lines: queue pairs, then system figures, packed into short lines; then
     the collector line, alone, every tick."""
     start = f"source={source}" if source else ""
     groups = [queue_pairs(prefix, sample) for sample in report.samples]
     for system in report.systems:
-        groups.extend(l2met_pair(system_metric_name(prefix, system.backend, figure.name), figure)
-                      for figure in system.figures)
+        groups.extend(
+            l2met_pair(system_metric_name(prefix, system.backend, figure.name), figure) for figure in system.figures
+        )
     lines = _packed(groups, start)
-    collector = " ".join(l2met_pair(collector_metric_name(prefix, figure.name), figure)
-                         for figure in collector_figures(report, dropped))
+    collector = " ".join(
+        l2met_pair(collector_metric_name(prefix, figure.name), figure) for figure in collector_figures(report, dropped)
+    )
     lines.append(f"{start} {collector}" if start else collector)
     return lines
 
@@ -144,12 +147,15 @@ def _json_number(figure: Figure) -> object:
     return round(figure.value, 4)
 
 
-def json_document(report: TickReport, time: Optional[float] = None, source: Optional[str] = None,
-                  dropped: Optional[int] = None) -> Dict[str, object]:
+def json_document(
+    report: TickReport, time: Optional[float] = None, source: Optional[str] = None, dropped: Optional[int] = None
+) -> Dict[str, object]:
     queues = []
     for s in report.samples:
         entry: Dict[str, object] = {
-            "backend": s.backend, "queue": _json_text(s.queue), "size": s.size,
+            "backend": s.backend,
+            "queue": _json_text(s.queue),
+            "size": s.size,
             "latency": None if s.latency is None else round(max(0.0, s.latency), 3),
         }
         if s.latency_source is not None:
@@ -177,8 +183,9 @@ def json_document(report: TickReport, time: Optional[float] = None, source: Opti
     return document
 
 
-def json_line(report: TickReport, time: Optional[float] = None, source: Optional[str] = None,
-              dropped: Optional[int] = None) -> str:
+def json_line(
+    report: TickReport, time: Optional[float] = None, source: Optional[str] = None, dropped: Optional[int] = None
+) -> str:
     """The tick as one JSON object on one line."""
     return json.dumps(json_document(report, time, source, dropped), separators=(",", ":"))
 
@@ -196,8 +203,10 @@ def table_lines(report: TickReport) -> List[str]:
         latency = "unknown" if sample.latency is None else format_seconds(sample.latency) + " s"
         rows.append((sample.backend, shown if len(shown) <= 60 else shown[:57] + "...", str(sample.size), latency))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    lines = [f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:>{widths[3]}}".rstrip()
-             for row in rows]
+    lines = [
+        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:>{widths[3]}}".rstrip()
+        for row in rows
+    ]
     if not report.samples:
         lines.append("(no queues found)" if report.redis_ok else "(Redis could not be read)")
     for system in report.systems:

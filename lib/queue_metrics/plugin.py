@@ -161,8 +161,9 @@ def list_head(backend: str, queue: str, values: Sequence[object], errors: ErrorL
     return ListHead(size, oldest, True)  # type: ignore[arg-type]
 
 
-def latency_or_report(backend: str, queue: str, errors: ErrorLog,
-                      compute: Callable[[], Optional[float]]) -> Optional[float]:
+def latency_or_report(
+    backend: str, queue: str, errors: ErrorLog, compute: Callable[[], Optional[float]]
+) -> Optional[float]:
     """The latency `compute` finds, or None with the reason reported when the payload is bad."""
     try:
         return compute()
@@ -194,18 +195,18 @@ class MemberReads:
         self._known: Tuple[bytes, ...] = ()
         self.known_batch = EMPTY_BATCH
 
-    def read(self, members: Sequence[bytes], known_values: Sequence[object]
-             ) -> Generator[Batch, Replies, List[Tuple[bytes, Sequence[object]]]]:
+    def read(
+        self, members: Sequence[bytes], known_values: Sequence[object]
+    ) -> Generator[Batch, Replies, List[Tuple[bytes, Sequence[object]]]]:
         """Each current member with the replies to its batch; `known_values` are the replies to
         `known_batch` (read with `members`)."""
         width = self._width
-        found = {member: known_values[index * width: (index + 1) * width]
-                 for index, member in enumerate(self._known)}
+        found = {member: known_values[index * width : (index + 1) * width] for index, member in enumerate(self._known)}
         new = [member for member in members if member not in found]
         if new:
             replies = yield joined(self._member_batch(member) for member in new)
             for index, member in enumerate(new):
-                found[member] = replies.values[index * width: (index + 1) * width]
+                found[member] = replies.values[index * width : (index + 1) * width]
         current = tuple(dict.fromkeys(members))
         if current != self._known:
             self._known = current

@@ -46,17 +46,17 @@ def parse_reply(buffer, position: int) -> Tuple[object, int]:
         raise NeedMore()
     kind = buffer[position]
     if kind == 36:  # $ bulk string
-        length = int(buffer[position + 1:end])
+        length = int(buffer[position + 1 : end])
         if length < 0:
             return None, end + 2
         stop = end + 2 + length
         if stop + 2 > len(buffer):
             raise NeedMore()
-        return bytes(buffer[end + 2:stop]), stop + 2
+        return bytes(buffer[end + 2 : stop]), stop + 2
     if kind == 58:  # : integer
-        return int(buffer[position + 1:end]), end + 2
+        return int(buffer[position + 1 : end]), end + 2
     if kind == 42:  # * array
-        count = int(buffer[position + 1:end])
+        count = int(buffer[position + 1 : end])
         if count < 0:
             return None, end + 2
         items = []
@@ -66,9 +66,9 @@ def parse_reply(buffer, position: int) -> Tuple[object, int]:
             items.append(item)
         return items, position
     if kind == 43:  # + simple string
-        return bytes(buffer[position + 1:end]), end + 2
+        return bytes(buffer[position + 1 : end]), end + 2
     if kind == 45:  # - error
-        return ReplyError(bytes(buffer[position + 1:end]).decode("utf-8", "replace")), end + 2
+        return ReplyError(bytes(buffer[position + 1 : end]).decode("utf-8", "replace")), end + 2
     raise RedisUnavailable(f"unexpected reply type byte {bytes([kind])!r} from Redis")
 
 
@@ -90,18 +90,18 @@ def read_replies(sock: socket.socket, count: int) -> List[object]:
         if end > 0:
             kind = buffer[position]
             if kind == 58:  # :
-                append(int(buffer[position + 1:end]))
+                append(int(buffer[position + 1 : end]))
                 position = end + 2
                 continue
             if kind == 36:  # $
-                length = int(buffer[position + 1:end])
+                length = int(buffer[position + 1 : end])
                 if length < 0:
                     append(None)
                     position = end + 2
                     continue
                 stop = end + 2 + length
                 if stop + 2 <= len(buffer):
-                    append(bytes(buffer[end + 2:stop]))
+                    append(bytes(buffer[end + 2 : stop]))
                     position = stop + 2
                     continue
         try:

@@ -119,7 +119,7 @@ class RQ:
         for member in members:
             key = decode_name(member)
             if key.startswith(QUEUE_KEY_PREFIX):
-                names.add(key[len(QUEUE_KEY_PREFIX):])
+                names.add(key[len(QUEUE_KEY_PREFIX) :])
             else:
                 errors.add(f"rq registry {QUEUES_KEY}: ignoring a member that is not a queue key")
         evidence = None
@@ -171,7 +171,7 @@ class RQ:
             if job_id is not None:
                 follow_up.insert(0, enqueued_at_batch(job_id))
             replies = yield joined(follow_up)
-            figures = self._registry_figures(queue, replies.values[-len(REGISTRY_KEYS):], errors)
+            figures = self._registry_figures(queue, replies.values[-len(REGISTRY_KEYS) :], errors)
         if not head.readable:
             return QueueSample(NAME, queue, head.size, None, figures)
         if job_id is None:
@@ -181,11 +181,15 @@ class RQ:
         enqueued_at = replies.values[0]
         shown_id = decode_name(job_id)
         if isinstance(enqueued_at, ReplyError):
-            errors.about_queue(NAME, queue, f"latency unknown: job {show_name(shown_id)}: "
-                                            f"{describe_reply_error(enqueued_at, 'a hash')}")
+            errors.about_queue(
+                NAME,
+                queue,
+                f"latency unknown: job {show_name(shown_id)}: {describe_reply_error(enqueued_at, 'a hash')}",
+            )
             return QueueSample(NAME, queue, head.size, None, figures)
-        seconds = latency_or_report(NAME, queue, errors,
-                                    lambda: latency(job_enqueued_at(enqueued_at, shown_id), replies.now))
+        seconds = latency_or_report(
+            NAME, queue, errors, lambda: latency(job_enqueued_at(enqueued_at, shown_id), replies.now)
+        )
         return QueueSample(NAME, queue, head.size, seconds, figures)
 
     def _registry_figures(self, queue: str, sizes: list, errors: ErrorLog) -> Tuple[Figure, ...]:
@@ -210,7 +214,7 @@ class RQ:
         first = self._workers_batch
         replies = yield joined((first, self._workers.known_batch))
         members = registry_members(NAME, WORKERS_KEY, replies.values[0], errors)
-        workers = yield from self._workers.read(members, replies.values[first.replies:])
+        workers = yield from self._workers.read(members, replies.values[first.replies :])
         alive = busy = 0
         for key, (exists, state) in workers:
             failed = exists if isinstance(exists, ReplyError) else state
@@ -231,8 +235,12 @@ def registry_figures(queue: str, sizes: list, errors: ErrorLog) -> Tuple[Figure,
     figures = []
     for (name, template), size in zip(REGISTRY_KEYS, sizes):
         if isinstance(size, ReplyError):
-            errors.about_queue(NAME, queue, f"{name} registry {show_name(template.format(name=queue))}: "
-                                            f"{describe_reply_error(size, 'a sorted set')}")
+            errors.about_queue(
+                NAME,
+                queue,
+                f"{name} registry {show_name(template.format(name=queue))}: "
+                f"{describe_reply_error(size, 'a sorted set')}",
+            )
         else:
             figures.append(Figure(name, size))
     return tuple(figures)

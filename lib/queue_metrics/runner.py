@@ -91,8 +91,9 @@ def render(report: TickReport, settings: Settings, now: float, dropped: Optional
 class Ticker:
     """Builds the client lazily (nothing at import time) and turns ticks into output."""
 
-    def __init__(self, settings: Settings, output_settings: Optional[OutputSettings] = None,
-                 whole_first_walk: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, output_settings: Optional[OutputSettings] = None, whole_first_walk: bool = False
+    ) -> None:
         from queue_metrics.collector import FIRST_WALK_SECONDS, Collector  # nothing at import time
         from queue_metrics.connection import connect
 
@@ -100,8 +101,9 @@ class Ticker:
         self.settings = settings
         self.output = Output([*secrets_of(settings.redis_url), *output_settings.secrets()])
         self.outputs = Outputs(output_settings, settings.prefix, settings.source, self.output.err)
-        self.collector = Collector(settings, connect(settings),
-                                   first_walk_seconds=float("inf") if whole_first_walk else FIRST_WALK_SECONDS)
+        self.collector = Collector(
+            settings, connect(settings), first_walk_seconds=float("inf") if whole_first_walk else FIRST_WALK_SECONDS
+        )
 
     def tick(self) -> TickReport:
         return self.collector.tick()
@@ -126,11 +128,14 @@ def run_loop(settings: Settings, output_settings: OutputSettings) -> None:
     stop.install()
     try:
         ticker = Ticker(settings, output_settings)
-        ticker.output.err([
-            f"reading {describe_redis_url(settings.redis_url)} every {settings.interval:g} s "
-            f"(backends: {','.join(settings.backends) if settings.backends else 'auto'}; "
-            f"outputs: {','.join(output_settings.names)})"
-        ], level="info")
+        ticker.output.err(
+            [
+                f"reading {describe_redis_url(settings.redis_url)} every {settings.interval:g} s "
+                f"(backends: {','.join(settings.backends) if settings.backends else 'auto'}; "
+                f"outputs: {','.join(output_settings.names)})"
+            ],
+            level="info",
+        )
         run_forever(ticker.tick, ticker.emit, settings.interval, stop, idle=ticker.idle)
     except StopRequested:
         pass

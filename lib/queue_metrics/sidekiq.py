@@ -124,11 +124,13 @@ class Sidekiq:
         self._queue_batch = functools.lru_cache(maxsize=65536)(self._make_queue_batch)
         self._registered = 0
         prefix = self._key_prefix
-        self._stats_batch = batch(*[("ZCARD", prefix + key) for key in (SCHEDULED_KEY, RETRY_KEY, DEAD_KEY)],
-                                  ("GET", prefix + PROCESSED_KEY), ("GET", prefix + FAILED_KEY),
-                                  ("SMEMBERS", prefix + PROCESSES_KEY))
-        self._processes = MemberReads(
-            lambda identity: batch(("HMGET", prefix.encode() + identity, *PROCESS_FIELDS)))
+        self._stats_batch = batch(
+            *[("ZCARD", prefix + key) for key in (SCHEDULED_KEY, RETRY_KEY, DEAD_KEY)],
+            ("GET", prefix + PROCESSED_KEY),
+            ("GET", prefix + FAILED_KEY),
+            ("SMEMBERS", prefix + PROCESSES_KEY),
+        )
+        self._processes = MemberReads(lambda identity: batch(("HMGET", prefix.encode() + identity, *PROCESS_FIELDS)))
         self._interval = Interval()
         # A process's `info` is the same at every heartbeat: parsed once.
         self._concurrency: Dict[bytes, int] = {}
@@ -192,7 +194,7 @@ class Sidekiq:
             if count is not None:
                 counters.append(Figure(name, count, kind=COUNTER))
         members = registry_members(NAME, self._key_prefix + PROCESSES_KEY, values[5], errors)
-        processes = yield from self._processes.read(members, values[stats.replies:])
+        processes = yield from self._processes.read(members, values[stats.replies :])
         figures.extend(self._process_figures(processes, errors))
         return SystemSample(NAME, tuple(figures + counters))
 

@@ -46,9 +46,13 @@ def main(keys: int) -> None:
         client.execute_command("DEBUG", "POPULATE", keys, "unrelated")
         client.sadd("_kombu.binding.celery", "celery\x06\x16\x06\x16celery")
         client.lpush("celery", message())
-        settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": server.url,
-                                      "QUEUE_METRICS_INTERVAL": str(INTERVAL),
-                                      "QUEUE_METRICS_DISCOVERY_INTERVAL": str(PASS_SECONDS)})
+        settings = Settings.from_env(
+            {
+                "QUEUE_METRICS_REDIS_URL": server.url,
+                "QUEUE_METRICS_INTERVAL": str(INTERVAL),
+                "QUEUE_METRICS_DISCOVERY_INTERVAL": str(PASS_SECONDS),
+            }
+        )
         collector = Collector(settings, connect(settings))
         calls0, usec0 = scan_stats(client)
         started = time.monotonic()
@@ -73,15 +77,19 @@ def main(keys: int) -> None:
         walk = collector.walks[0]
         steps = calls - calls0
         print(f"## Discovery on a big keyspace ({keys:,} unrelated keys)\n")
-        print(f"Reproduce: `{COMMAND} {keys}`. A private redis-server filled by `DEBUG POPULATE`; the collector "
-              f"ticks every {INTERVAL:g} s and walks the keyspace between ticks, one pass every "
-              f"{PASS_SECONDS:g} s (QUEUE_METRICS_DISCOVERY_INTERVAL); {len(ticks) + 1} ticks.\n")
+        print(
+            f"Reproduce: `{COMMAND} {keys}`. A private redis-server filled by `DEBUG POPULATE`; the collector "
+            f"ticks every {INTERVAL:g} s and walks the keyspace between ticks, one pass every "
+            f"{PASS_SECONDS:g} s (QUEUE_METRICS_DISCOVERY_INTERVAL); {len(ticks) + 1} ticks.\n"
+        )
         print("| figure | value |\n|---|---|")
         print(f"| keyspace (DBSIZE) | {client.dbsize():,} |")
         print(f"| SCAN steps (COUNT 1000), whole run | {steps:,} over {walk.passes} finished passes |")
         print(f"| Redis time per SCAN step (commandstats) | {usec / max(1, calls) / 1000:.2f} ms |")
-        print(f"| first tick: walk steps before reading, wall | {first.scan_round_trips} steps, "
-              f"{first_seconds * 1000:.0f} ms |")
+        print(
+            f"| first tick: walk steps before reading, wall | {first.scan_round_trips} steps, "
+            f"{first_seconds * 1000:.0f} ms |"
+        )
         print(f"| later ticks: round trips | {sorted({t.round_trips for t in ticks})} |")
         print(f"| later ticks: walk steps inside the tick | {sorted({t.scan_round_trips for t in ticks})} |")
         durations = sorted(t.duration * 1000 for t in ticks)

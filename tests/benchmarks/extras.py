@@ -55,11 +55,28 @@ def add_extras_data(client, backends) -> None:
             pipe.zadd(name, {json.dumps({"jid": uuid.uuid4().hex, "class": "HardWorker"}): now for _ in range(50)})
         for index in range(4):
             identity = f"web.{index}:1:{uuid.uuid4().hex[:12]}"
-            info = {"hostname": f"worker.{index}", "started_at": now, "pid": index, "tag": "app", "concurrency": 10,
-                    "queues": ["default"], "labels": [], "identity": identity}
+            info = {
+                "hostname": f"worker.{index}",
+                "started_at": now,
+                "pid": index,
+                "tag": "app",
+                "concurrency": 10,
+                "queues": ["default"],
+                "labels": [],
+                "identity": identity,
+            }
             pipe.sadd("processes", identity)
-            pipe.hset(identity, mapping={"info": json.dumps(info), "busy": 3, "beat": now, "quiet": "false",
-                                         "rss": 100000, "rtt_us": 200})
+            pipe.hset(
+                identity,
+                mapping={
+                    "info": json.dumps(info),
+                    "busy": 3,
+                    "beat": now,
+                    "quiet": "false",
+                    "rss": 100000,
+                    "rtt_us": 200,
+                },
+            )
         pipe.set("stat:processed", 123456)
         pipe.set("stat:failed", 789)
     if "rq" in backends:
@@ -67,20 +84,28 @@ def add_extras_data(client, backends) -> None:
             pipe.sadd("rq:workers", f"rq:worker:w{index}")
             pipe.hset(f"rq:worker:w{index}", mapping={"state": "busy" if index % 2 else "idle", "pid": index})
         first = client.smembers("rq:queues")
-        queue = sorted(first)[0].decode()[len("rq:queue:"):] if first else "default"
+        queue = sorted(first)[0].decode()[len("rq:queue:") :] if first else "default"
         for registry in ("wip", "failed", "finished", "deferred", "scheduled", "canceled"):
             pipe.zadd(f"rq:{registry}:{queue}", {uuid.uuid4().hex: now for _ in range(20)})
     if "celery" in backends:
-        message = {"body": "W1tdLCB7fSwgeyJjYWxsYmFja3MiOiBudWxsfV0=" * 10, "headers": {"task": "tasks.work"},
-                   "properties": {"delivery_tag": "x", "delivery_info": {"exchange": "", "routing_key": "q"}}}
+        message = {
+            "body": "W1tdLCB7fSwgeyJjYWxsYmFja3MiOiBudWxsfV0=" * 10,
+            "headers": {"task": "tasks.work"},
+            "properties": {"delivery_tag": "x", "delivery_info": {"exchange": "", "routing_key": "q"}},
+        }
         for index in range(50):
             pipe.hset("unacked", str(uuid.uuid4()), json.dumps([message, "", f"celery-queue-{index % 10:05d}"]))
     pipe.execute()
 
 
 def collector_tick(url: str, backends: str, extras: bool):
-    settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_BACKENDS": backends,
-                                  "QUEUE_METRICS_EXTRAS": "on" if extras else "off"})
+    settings = Settings.from_env(
+        {
+            "QUEUE_METRICS_REDIS_URL": url,
+            "QUEUE_METRICS_BACKENDS": backends,
+            "QUEUE_METRICS_EXTRAS": "on" if extras else "off",
+        }
+    )
     collector = Collector(settings, connect(settings))
     own = []
 
@@ -88,6 +113,7 @@ def collector_tick(url: str, backends: str, extras: bool):
         report = collector.tick()
         assert report.redis_ok and not report.errors, report.errors
         own.append(report.round_trips)
+
     return tick, own
 
 
@@ -119,8 +145,10 @@ def main() -> None:
     proxied = f"redis://127.0.0.1:{proxy.port}/0"
     print(*machine(), sep="\n")
     print(f"- Code: {Path(__file__).resolve().parents[2]}\n")
-    print("| backend | queues | extras | round trips (proxy / own, max) | wall ms median (p10-p90) | CPU ms | KiB read "
-          "| paired: wall ms median | paired: CPU ms median |")
+    print(
+        "| backend | queues | extras | round trips (proxy / own, max) | wall ms median (p10-p90) | CPU ms | KiB read "
+        "| paired: wall ms median | paired: CPU ms median |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     try:
         for backend in (*BACKENDS, "mixed"):
@@ -135,10 +163,13 @@ def main() -> None:
                 tick, own = collector_tick(proxied, ",".join(chosen), extras)
                 figures = time_ticks(tick, arguments.ticks, proxy)
                 wall, cpu = pairs[extras]
-                print(f"| {backend} | {QUEUES:,} | {'on' if extras else 'off'} | {fmt(figures['round_trips'])} / "
-                      f"{max(own[1:])} | {fmt(figures['wall_median'])} ({fmt(figures['wall_p10'])}-"
-                      f"{fmt(figures['wall_p90'])}) | {fmt(figures['cpu'])} | {fmt(figures['bytes'] / 1024)} "
-                      f"| {fmt(wall)} | {fmt(cpu)} |", flush=True)
+                print(
+                    f"| {backend} | {QUEUES:,} | {'on' if extras else 'off'} | {fmt(figures['round_trips'])} / "
+                    f"{max(own[1:])} | {fmt(figures['wall_median'])} ({fmt(figures['wall_p10'])}-"
+                    f"{fmt(figures['wall_p90'])}) | {fmt(figures['cpu'])} | {fmt(figures['bytes'] / 1024)} "
+                    f"| {fmt(wall)} | {fmt(cpu)} |",
+                    flush=True,
+                )
     finally:
         proxy.close()
         server.close()

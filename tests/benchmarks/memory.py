@@ -16,8 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import redis  # noqa: E402
-
 import run as bench  # noqa: E402
+
 from helpers.servers import RedisServer  # noqa: E402
 
 
@@ -43,16 +43,21 @@ def main() -> None:
     try:
         print("| what | resident memory, MB |\n|---|---|")
         run_path = "queue_metrics.runner, queue_metrics.collector, queue_metrics.connection"
-        for label, code in (("/usr/bin/python3 -I -S, nothing imported", "import time; time.sleep(2)"),
-                            ("... plus `ssl` and `socket`", "import ssl, socket, time; time.sleep(2)"),
-                            ("... plus the `run` path as deployed (our modules only)",
-                             f"import time, {run_path}; time.sleep(2)"),
-                            ("... plus `click` (every other command)", f"import time, click, {run_path}; time.sleep(2)"),
-                            ("... plus `redis` (redis-py: only `demo` imports it)",
-                             f"import time, click, redis, {run_path}; time.sleep(2)")):
-            process = subprocess.Popen(["/usr/bin/python3", "-I", "-S", "-c",
-                                        f"import sys; sys.path.insert(0, {lib!r}); {code}"])
+        for label, code in (
+            ("/usr/bin/python3 -I -S, nothing imported", "import time; time.sleep(2)"),
+            ("... plus `ssl` and `socket`", "import ssl, socket, time; time.sleep(2)"),
+            ("... plus the `run` path as deployed (our modules only)", f"import time, {run_path}; time.sleep(2)"),
+            ("... plus `click` (every other command)", f"import time, click, {run_path}; time.sleep(2)"),
+            (
+                "... plus `redis` (redis-py: only `demo` imports it)",
+                f"import time, click, redis, {run_path}; time.sleep(2)",
+            ),
+        ):
+            process = subprocess.Popen(
+                ["/usr/bin/python3", "-I", "-S", "-c", f"import sys; sys.path.insert(0, {lib!r}); {code}"]
+            )
             import time
+
             time.sleep(1.5)
             print(f"| {label} | {bench.rss_kb(process.pid) / 1024:.1f} |")
             process.kill()

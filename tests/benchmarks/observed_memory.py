@@ -32,14 +32,32 @@ COMMAND = ".venv/bin/python tests/benchmarks/observed_memory.py"
 
 def message() -> str:
     task = str(uuid.uuid4())
-    return json.dumps({"body": "W1sxXSwge30sIHsiY2FsbGJhY2tzIjogbnVsbH1d" * 12, "content-encoding": "utf-8",
-                       "content-type": "application/json",
-                       "headers": {"lang": "py", "task": "shop.tasks.report", "id": task, "eta": None,
-                                   "retries": 0, "root_id": task, "parent_id": None, "argsrepr": "[1]",
-                                   "origin": "gen1@web.1"},
-                       "properties": {"correlation_id": task, "delivery_mode": 2, "priority": 0,
-                                      "body_encoding": "base64", "delivery_tag": str(uuid.uuid4()),
-                                      "delivery_info": {"exchange": "", "routing_key": "q"}}})
+    return json.dumps(
+        {
+            "body": "W1sxXSwge30sIHsiY2FsbGJhY2tzIjogbnVsbH1d" * 12,
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {
+                "lang": "py",
+                "task": "shop.tasks.report",
+                "id": task,
+                "eta": None,
+                "retries": 0,
+                "root_id": task,
+                "parent_id": None,
+                "argsrepr": "[1]",
+                "origin": "gen1@web.1",
+            },
+            "properties": {
+                "correlation_id": task,
+                "delivery_mode": 2,
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+                "delivery_info": {"exchange": "", "routing_key": "q"},
+            },
+        }
+    )
 
 
 def push_round(client: redis.Redis, queues: int) -> None:
@@ -78,14 +96,20 @@ def main(queues: int, ticks: int) -> None:
         latencies = [sample.latency for sample in report.samples]
         durations.sort()
         print(f"## Observed Celery latency: cost at {queues:,} backlogged queues\n")
-        print(f"Reproduce: `{COMMAND} {queues} {ticks}`. Unstamped ~1 KB messages, one more per queue per tick, "
-              f"none consumed; {ticks} ticks after a first one, then 20 timed ticks.\n")
+        print(
+            f"Reproduce: `{COMMAND} {queues} {ticks}`. Unstamped ~1 KB messages, one more per queue per tick, "
+            f"none consumed; {ticks} ticks after a first one, then 20 timed ticks.\n"
+        )
         print("| figure | value |\n|---|---|")
-        print(f"| memory the collector holds for it after {ticks} ticks (tracemalloc) | "
-              f"{held / 1024 / 1024:.2f} MiB ({held / queues / 1024:.1f} KiB a queue) |")
+        print(
+            f"| memory the collector holds for it after {ticks} ticks (tracemalloc) | "
+            f"{held / 1024 / 1024:.2f} MiB ({held / queues / 1024:.1f} KiB a queue) |"
+        )
         print(f"| tick round trips | {sorted(trips)} |")
-        print(f"| tick wall ms, median (max), direct | {durations[len(durations) // 2] * 1000:.1f} "
-              f"({durations[-1] * 1000:.1f}) |")
+        print(
+            f"| tick wall ms, median (max), direct | {durations[len(durations) // 2] * 1000:.1f} "
+            f"({durations[-1] * 1000:.1f}) |"
+        )
         print(f"| Redis time per LPOS (commandstats) | {stats['usec'] / stats['calls']:.1f} us |")
         print(f"| queues with a latency after the run | {sum(value is not None for value in latencies):,} |")
     finally:
@@ -94,4 +118,4 @@ def main(queues: int, ticks: int) -> None:
 
 if __name__ == "__main__":
     arguments = [int(value) for value in sys.argv[1:]]
-    main(*(arguments + [1000, 200][len(arguments):]))
+    main(*(arguments + [1000, 200][len(arguments) :]))

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import redis  # noqa: E402
 import run as bench  # noqa: E402
+
 from helpers.servers import RedisServer  # noqa: E402
 
 TICKS = 50

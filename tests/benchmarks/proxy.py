@@ -71,8 +71,10 @@ async def main(target_port: int, delay_ms: float) -> None:
             client_writer.close()
             return
         state = {"last": None}
-        await asyncio.gather(pump(client_reader, server_writer, delay, True, state),
-                             pump(server_reader, client_writer, delay, False, state))
+        await asyncio.gather(
+            pump(client_reader, server_writer, delay, True, state),
+            pump(server_reader, client_writer, delay, False, state),
+        )
 
     async def control(reader, writer):
         while True:

@@ -45,8 +45,11 @@ COMMAND = ".venv/bin/python tests/benchmarks/run.py --write BENCHMARKS.md"
 
 class Proxy:
     def __init__(self, target_port: int, delay_ms: float) -> None:
-        self.process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("proxy.py")),
-                                         str(target_port), str(delay_ms)], stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("proxy.py")), str(target_port), str(delay_ms)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         port, control = self.process.stdout.readline().split()
         self.port = int(port)
         self.control = socket.create_connection(("127.0.0.1", int(control)))
@@ -70,6 +73,7 @@ class Proxy:
 
 # ---- data --------------------------------------------------------------------------------
 
+
 def populate(client, backend: str, queues: int, depth: int, label: str = "queue") -> list:
     """`queues` queues of `depth` jobs for one backend, in that system's own layout."""
     now = time.time()
@@ -78,24 +82,49 @@ def populate(client, backend: str, queues: int, depth: int, label: str = "queue"
     for index, name in enumerate(names):
         if backend == "sidekiq":
             pipe.sadd("queues", name)
-            job = json.dumps({"class": "HardWorker", "args": [index, "x" * 20], "retry": True, "queue": name,
-                              "jid": uuid.uuid4().hex[:24], "created_at": now - 30, "enqueued_at": now - 30})
+            job = json.dumps(
+                {
+                    "class": "HardWorker",
+                    "args": [index, "x" * 20],
+                    "retry": True,
+                    "queue": name,
+                    "jid": uuid.uuid4().hex[:24],
+                    "created_at": now - 30,
+                    "enqueued_at": now - 30,
+                }
+            )
             push(pipe, "lpush", f"queue:{name}", job, depth)
         elif backend == "rq":
             # The head job by rq itself (its hash is what RQ's own API insists on); the rest of a
             # deep queue repeats its id.
             from rq import Queue
+
             job = Queue(name, connection=client).enqueue("builtins.len", "x")
             push(pipe, "rpush", f"rq:queue:{name}", job.id, depth - 1)
         else:
             pipe.sadd("_kombu.binding.celery", f"{name}\x06\x16\x06\x16{name}")
-            message = json.dumps({
-                "body": "W1tdLCB7fSwgeyJjYWxsYmFja3MiOiBudWxsfV0=", "content-encoding": "utf-8",
-                "content-type": "application/json",
-                "headers": {"lang": "py", "task": "tasks.work", "id": str(uuid.uuid4()), "eta": None, "retries": 0,
-                            "run_at": datetime.fromtimestamp(now - 30, timezone.utc).isoformat()},
-                "properties": {"delivery_tag": str(uuid.uuid4()), "priority": 0, "body_encoding": "base64",
-                               "delivery_info": {"exchange": "", "routing_key": name}, "published_at": now - 30}})
+            message = json.dumps(
+                {
+                    "body": "W1tdLCB7fSwgeyJjYWxsYmFja3MiOiBudWxsfV0=",
+                    "content-encoding": "utf-8",
+                    "content-type": "application/json",
+                    "headers": {
+                        "lang": "py",
+                        "task": "tasks.work",
+                        "id": str(uuid.uuid4()),
+                        "eta": None,
+                        "retries": 0,
+                        "run_at": datetime.fromtimestamp(now - 30, timezone.utc).isoformat(),
+                    },
+                    "properties": {
+                        "delivery_tag": str(uuid.uuid4()),
+                        "priority": 0,
+                        "body_encoding": "base64",
+                        "delivery_info": {"exchange": "", "routing_key": name},
+                        "published_at": now - 30,
+                    },
+                }
+            )
             push(pipe, "lpush", name, message, depth)
         if index % 500 == 0:
             pipe.execute()
@@ -113,6 +142,7 @@ def push(pipe, command: str, key: str, value: str, count: int) -> None:
 
 
 # ---- measuring ---------------------------------------------------------------------------
+
 
 def summarize(walls, cpus, stats, ticks) -> dict:
     walls_ms = sorted(w * 1000 for w in walls)
@@ -162,6 +192,7 @@ def ours(url: str, backends: str):
         report = collector.tick()
         assert report.redis_ok and not report.errors, report.errors
         OWN_ROUND_TRIPS.append(report.round_trips)
+
     return tick
 
 
@@ -174,14 +205,16 @@ OWN_ROUND_TRIPS: list = []
 def rq_api(url: str):
     from rq import Queue
     from rq.job import Job
+
     connection = redis.Redis.from_url(url)
 
     def tick():
         for queue in Queue.all(connection=connection):
-            queue.count
+            _ = queue.count  # the API call is what is timed
             ids = queue.get_job_ids(0, 1)
             if ids:
-                Job.fetch(ids[0], connection=connection).enqueued_at
+                _ = Job.fetch(ids[0], connection=connection).enqueued_at
+
     return tick
 
 
@@ -190,6 +223,7 @@ _RQ_EXPORTER = []
 
 def rq_exporter(url: str):
     from rq_exporter.collector import RQCollector
+
     # It registers a summary in prometheus_client's global registry: one collector per process.
     if not _RQ_EXPORTER:
         _RQ_EXPORTER.append(RQCollector(redis.Redis.from_url(url)))
@@ -199,12 +233,14 @@ def rq_exporter(url: str):
     def tick():
         for family in collector.collect():
             list(family.samples)
+
     return tick
 
 
 def hirefire(system: str, url: str, names: list):
     """hirefire-resource's size and latency functions, once per queue (their per-queue use)."""
     import importlib
+
     macro = importlib.import_module(f"hirefire_resource.macro.{system}")
     option = {"rq": "redis_url", "celery": "broker_url"}[system]
 
@@ -212,6 +248,7 @@ def hirefire(system: str, url: str, names: list):
         for name in names:
             macro.job_queue_size(name, **{option: url})
             macro.job_queue_latency(name, **{option: url})
+
     return tick
 
 
@@ -221,13 +258,17 @@ def llen_loop(url: str, names: list):
     def tick():
         for name in names:
             connection.llen(name)
+
     return tick
 
 
 def sidekiq_api(url: str, ticks: int, proxy) -> dict:
-    process = subprocess.Popen(["ruby", str(Path(__file__).with_name("sidekiq_api.rb")), url, str(ticks),
-                                str(ALTERNATIVE_BUDGET)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        ["ruby", str(Path(__file__).with_name("sidekiq_api.rb")), url, str(ticks), str(ALTERNATIVE_BUDGET)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     process.stdout.readline()
     proxy.reset()
     process.stdin.write("go\n")
@@ -247,14 +288,15 @@ def alternatives_for(backend: str, url: str, names: list, ticks: int, proxy) -> 
             "hirefire-resource (rq)": time_ticks(hirefire("rq", url, names), ticks, proxy, ALTERNATIVE_BUDGET),
         }
     return {
-        "hirefire-resource (celery)": time_ticks(hirefire("celery", url, names), ticks, proxy,
-                                                                ALTERNATIVE_BUDGET),
-        "per-queue LLEN loop (celery-exporter style)": time_ticks(llen_loop(url, names), ticks, proxy,
-                                                                  ALTERNATIVE_BUDGET),
+        "hirefire-resource (celery)": time_ticks(hirefire("celery", url, names), ticks, proxy, ALTERNATIVE_BUDGET),
+        "per-queue LLEN loop (celery-exporter style)": time_ticks(
+            llen_loop(url, names), ticks, proxy, ALTERNATIVE_BUDGET
+        ),
     }
 
 
 # ---- the run process ---------------------------------------------------------------------
+
 
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -285,8 +327,12 @@ def buildpack_launch(url: str) -> tuple:
     build = Path(tempfile.mkdtemp(prefix="qm-bench-build-"))
     for name in ("app", "cache", "env"):
         (build / name).mkdir()
-    subprocess.run([str(ROOT / "bin" / "compile"), str(build / "app"), str(build / "cache"), str(build / "env")],
-                   env={**os.environ, "STACK": "heroku-22"}, check=True, capture_output=True)
+    subprocess.run(
+        [str(ROOT / "bin" / "compile"), str(build / "app"), str(build / "cache"), str(build / "env")],
+        env={**os.environ, "STACK": "heroku-22"},
+        check=True,
+        capture_output=True,
+    )
     # As the supervisor starts it: the slug's `queue-metrics` command, which picks the interpreter.
     return [str(build / "app" / ".queue-metrics" / "bin" / "queue-metrics"), "run"], build
 
@@ -298,32 +344,51 @@ def process_figures(url: str) -> dict:
         as_deployed = measure_process(command, env, b".size=", 50)
     finally:
         shutil.rmtree(build, ignore_errors=True)
-    dev = measure_process([sys.executable, "-m", "queue_metrics", "run"], {**env, "PYTHONPATH": str(ROOT / "lib")},
-                          b".size=", 50)
+    dev = measure_process(
+        [sys.executable, "-m", "queue_metrics", "run"], {**env, "PYTHONPATH": str(ROOT / "lib")}, b".size=", 50
+    )
     started = time.perf_counter()
-    ruby = subprocess.Popen(["ruby", str(Path(__file__).with_name("sidekiq_api.rb")), url, "0"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    ruby = subprocess.Popen(
+        ["ruby", str(Path(__file__).with_name("sidekiq_api.rb")), url, "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     ruby.stdout.readline()
     ruby_first = (time.perf_counter() - started) * 1000
     ruby_rss = rss_kb(ruby.pid) / 1024
     ruby.communicate("go\n")
-    return {"as deployed (buildpack, /usr/bin/python3 -I -S, redis-py 5.2.1)": as_deployed,
-            "python -m queue_metrics (dev venv, redis-py " + redis.__version__ + ")": dev,
-            "Sidekiq API (Ruby), process start to first tick": {"first_line_ms": ruby_first, "rss_mb": ruby_rss}}
+    return {
+        "as deployed (buildpack, /usr/bin/python3 -I -S, redis-py 5.2.1)": as_deployed,
+        "python -m queue_metrics (dev venv, redis-py " + redis.__version__ + ")": dev,
+        "Sidekiq API (Ruby), process start to first tick": {"first_line_ms": ruby_first, "rss_mb": ruby_rss},
+    }
 
 
 # ---- report ------------------------------------------------------------------------------
 
+
 def machine() -> list:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     memory = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2]
-    ruby = subprocess.run(["ruby", "-e", "require 'sidekiq'; print RUBY_VERSION, ' sidekiq ', Sidekiq::VERSION"],
-                          capture_output=True, text=True).stdout
-    return [f"- CPU: {cpu}, {os.cpu_count()} cores; memory: {memory} GiB",
-            f"- Python {platform.python_version()}, redis-py {redis.__version__}; Redis {redis_version}; Ruby {ruby}",
-            f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}"]
+    ruby = subprocess.run(
+        ["ruby", "-e", "require 'sidekiq'; print RUBY_VERSION, ' sidekiq ', Sidekiq::VERSION"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [
+        f"- CPU: {cpu}, {os.cpu_count()} cores; memory: {memory} GiB",
+        f"- Python {platform.python_version()}, redis-py {redis.__version__}; Redis {redis_version}; Ruby {ruby}",
+        f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+    ]
 
 
 def fmt(value, digits=1) -> str:
@@ -339,21 +404,37 @@ def row(label, figures, reference=None) -> str:
     if reference:
         ratio = f"{figures['wall_median'] / reference['wall_median']:.1f}x"
     ticks = f"{figures['ticks']} (cold)" if figures.get("cold") else figures["ticks"]
-    return (f"| {label} | {ticks} | {fmt(figures['round_trips'])} | {fmt(figures['wall_median'])} "
-            f"({fmt(figures['wall_p10'])}-{fmt(figures['wall_p90'])}) | {fmt(figures['cpu'])} | "
-            f"{fmt(figures['bytes'] / 1024 if figures['bytes'] is not None else None)} | {ratio} |")
+    return (
+        f"| {label} | {ticks} | {fmt(figures['round_trips'])} | {fmt(figures['wall_median'])} "
+        f"({fmt(figures['wall_p10'])}-{fmt(figures['wall_p90'])}) | {fmt(figures['cpu'])} | "
+        f"{fmt(figures['bytes'] / 1024 if figures['bytes'] is not None else None)} | {ratio} |"
+    )
 
 
-HEADER = ("| what | ticks | round trips / tick | wall ms / tick, median (p10-p90) | CPU ms / tick | "
-          "KiB read / tick | wall vs ours |\n|---|---|---|---|---|---|---|")
+HEADER = (
+    "| what | ticks | round trips / tick | wall ms / tick, median (p10-p90) | CPU ms / tick | "
+    "KiB read / tick | wall vs ours |\n|---|---|---|---|---|---|---|"
+)
 
 
 def install_alternatives() -> None:
-    missing = subprocess.run([sys.executable, "-c", "import rq_exporter, hirefire_resource, prometheus_client"],
-                             capture_output=True).returncode
+    missing = subprocess.run(
+        [sys.executable, "-c", "import rq_exporter, hirefire_resource, prometheus_client"], capture_output=True
+    ).returncode
     if missing:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "-r",
-                        str(Path(__file__).with_name("requirements.txt"))], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-deps",
+                "-r",
+                str(Path(__file__).with_name("requirements.txt")),
+            ],
+            check=True,
+        )
 
 
 def targets(measured: dict, sizes, processes: dict) -> list:
@@ -366,21 +447,30 @@ def targets(measured: dict, sizes, processes: dict) -> list:
     for backend in (*BACKENDS, "mixed"):
         own = [measured[(backend, queues)]["own_round_trips"] for queues in sizes]
         proxied = [measured[(backend, queues)]["round_trips"] for queues in sizes]
-        add(f"round trips per tick at most 3, the same at {sizes[0]:,} and {sizes[-1]:,} queues ({backend})",
+        add(
+            f"round trips per tick at most 3, the same at {sizes[0]:,} and {sizes[-1]:,} queues ({backend})",
             f"collector's count, most in a tick: {' / '.join(str(t) for t in own)}; proxy's mean: "
-            f"{' / '.join(f'{t:.2f}' if t is not None else '-' for t in proxied)}", max(own) <= 3 and len(set(own)) == 1)
+            f"{' / '.join(f'{t:.2f}' if t is not None else '-' for t in proxied)}",
+            max(own) <= 3 and len(set(own)) == 1,
+        )
     for backend in (*BACKENDS, "mixed"):
         wall = measured[(backend, 1000)]["wall_median"]
         add(f"1,000 queues through the 1 ms proxy, tick under 25 ms ({backend})", f"{fmt(wall)} ms median", wall < 25)
     for backend in BACKENDS:
         shallow = measured[(backend, "depth", 1)]["wall_median"]
         deep = measured[(backend, "depth", DEEP)]["wall_median"]
-        add(f"tick at depth 1,000,000 within 10% of depth 1 ({backend})",
-            f"{fmt(deep, 2)} ms against {fmt(shallow, 2)} ms ({(deep / shallow - 1) * 100:+.0f}%)", deep <= shallow * 1.1)
+        add(
+            f"tick at depth 1,000,000 within 10% of depth 1 ({backend})",
+            f"{fmt(deep, 2)} ms against {fmt(shallow, 2)} ms ({(deep / shallow - 1) * 100:+.0f}%)",
+            deep <= shallow * 1.1,
+        )
     deployed = next(figures for label, figures in processes.items() if label.startswith("as deployed"))
     add("`run` resident memory at most 30 MB (as deployed)", f"{fmt(deployed['rss_mb'])} MB", deployed["rss_mb"] <= 30)
-    add("first metric line within 400 ms of process start (as deployed)", f"{fmt(deployed['first_line_ms'])} ms",
-        deployed["first_line_ms"] <= 400)
+    add(
+        "first metric line within 400 ms of process start (as deployed)",
+        f"{fmt(deployed['first_line_ms'])} ms",
+        deployed["first_line_ms"] <= 400,
+    )
     return lines
 
 
@@ -396,17 +486,29 @@ def main() -> None:
     proxy = Proxy(server.port, DELAY_MS)
     client = redis.Redis.from_url(server.url)
     direct, proxied = server.url, f"redis://127.0.0.1:{proxy.port}/0"
-    out = ["# Benchmarks", "", f"Reproduce: `{COMMAND}` (after `tests/run` has set up `.venv`; "
-           "`--quick` stops at 1,000 queues).", "", "Machine:", *machine(), "",
-           f"Every figure below comes from one run of that command. \"proxied\" goes through "
-           f"tests/benchmarks/proxy.py, which adds {DELAY_MS:g} ms each way (a Redis 1-2 ms away, as on "
-           "Heroku) and counts round trips and bytes. Wall and CPU times are per tick after one warm-up "
-           "tick; alternatives run one tick, then more until "
-           f"{ALTERNATIVE_BUDGET:g} s are spent.", ""]
+    out = [
+        "# Benchmarks",
+        "",
+        f"Reproduce: `{COMMAND}` (after `tests/run` has set up `.venv`; `--quick` stops at 1,000 queues).",
+        "",
+        "Machine:",
+        *machine(),
+        "",
+        f'Every figure below comes from one run of that command. "proxied" goes through '
+        f"tests/benchmarks/proxy.py, which adds {DELAY_MS:g} ms each way (a Redis 1-2 ms away, as on "
+        "Heroku) and counts round trips and bytes. Wall and CPU times are per tick after one warm-up "
+        "tick; alternatives run one tick, then more until "
+        f"{ALTERNATIVE_BUDGET:g} s are spent.",
+        "",
+    ]
     try:
-        out += ["## Ours by scenario (depth 1 job per queue; \"mixed\" shares the queues out among the three)", "",
-                "| backend | queues | direct: wall ms median | proxied: round trips | proxied: wall ms median (p10-p90) "
-                "| CPU ms | KiB read |", "|---|---|---|---|---|---|---|"]
+        out += [
+            '## Ours by scenario (depth 1 job per queue; "mixed" shares the queues out among the three)',
+            "",
+            "| backend | queues | direct: wall ms median | proxied: round trips | proxied: wall ms median (p10-p90) "
+            "| CPU ms | KiB read |",
+            "|---|---|---|---|---|---|---|",
+        ]
         comparisons = []
         measured = {}
         for queues in sizes:
@@ -425,9 +527,11 @@ def main() -> None:
                 slow = time_ticks(ours(proxied, backends), ticks, proxy)
                 slow["own_round_trips"] = max(OWN_ROUND_TRIPS[1:])  # after the warm-up tick
                 measured[(backend, queues)] = slow
-                out.append(f"| {backend} | {queues:,} | {fmt(fast['wall_median'])} | {fmt(slow['round_trips'])} | "
-                           f"{fmt(slow['wall_median'])} ({fmt(slow['wall_p10'])}-{fmt(slow['wall_p90'])}) | "
-                           f"{fmt(slow['cpu'])} | {fmt(slow['bytes'] / 1024)} |")
+                out.append(
+                    f"| {backend} | {queues:,} | {fmt(fast['wall_median'])} | {fmt(slow['round_trips'])} | "
+                    f"{fmt(slow['wall_median'])} ({fmt(slow['wall_p10'])}-{fmt(slow['wall_p90'])}) | "
+                    f"{fmt(slow['cpu'])} | {fmt(slow['bytes'] / 1024)} |"
+                )
                 print(out[-1], file=sys.stderr, flush=True)
                 if backend != "mixed":
                     others = alternatives_for(backend, proxied, names[backend], ticks, proxy)
@@ -441,8 +545,12 @@ def main() -> None:
             out += [row(label, figures, mine) for label, figures in others.items()]
             out.append("")
 
-        out += ["## Depth: 10 queues, one of them 1 job or 1,000,000 jobs deep (proxied)", "",
-                "| backend | depth of the deep queue | wall ms median (p10-p90) | CPU ms | KiB read |", "|---|---|---|---|---|"]
+        out += [
+            "## Depth: 10 queues, one of them 1 job or 1,000,000 jobs deep (proxied)",
+            "",
+            "| backend | depth of the deep queue | wall ms median (p10-p90) | CPU ms | KiB read |",
+            "|---|---|---|---|---|",
+        ]
         for backend in BACKENDS:
             for depth in (1, DEEP):
                 client.flushall()
@@ -450,16 +558,23 @@ def main() -> None:
                 populate(client, backend, 9, 1)
                 figures = time_ticks(ours(proxied, backend), 30, proxy)
                 measured[(backend, "depth", depth)] = figures
-                out.append(f"| {backend} | {depth:,} | {fmt(figures['wall_median'], 2)} "
-                           f"({fmt(figures['wall_p10'], 2)}-{fmt(figures['wall_p90'], 2)}) | "
-                           f"{fmt(figures['cpu'], 2)} | {fmt(figures['bytes'] / 1024, 2)} |")
+                out.append(
+                    f"| {backend} | {depth:,} | {fmt(figures['wall_median'], 2)} "
+                    f"({fmt(figures['wall_p10'], 2)}-{fmt(figures['wall_p90'], 2)}) | "
+                    f"{fmt(figures['cpu'], 2)} | {fmt(figures['bytes'] / 1024, 2)} |"
+                )
                 print(out[-1], file=sys.stderr, flush=True)
 
         client.flushall()
         for backend in BACKENDS:
             populate(client, backend, 1000, 1)
-        out += ["", "## The `run` process (1,000 queues of each backend, interval 0.1 s, after 50 ticks)", "",
-                "| how | process start to first metric line, ms | resident memory, MB |", "|---|---|---|"]
+        out += [
+            "",
+            "## The `run` process (1,000 queues of each backend, interval 0.1 s, after 50 ticks)",
+            "",
+            "| how | process start to first metric line, ms | resident memory, MB |",
+            "|---|---|---|",
+        ]
         processes = process_figures(direct)
         for label, figures in processes.items():
             out.append(f"| {label} | {fmt(figures['first_line_ms'])} | {fmt(figures['rss_mb'])} |")

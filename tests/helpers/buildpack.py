@@ -15,13 +15,29 @@ NO_NETWORK = ["unshare", "-n"]
 # covered with an empty tmpfs (pyenv's interpreters and their libpython, Debian's standard library)
 # and interpreter binaries outside them with /dev/null. Shared libraries that are not Python's
 # (libssl, libffi, ...) stay, as they do in Heroku's run images.
-PYTHON_TREES = ("/root/.pyenv", "/usr/lib/python3*", "/usr/local/lib/python3*", "/usr/lib/python2*",
-                "/usr/local/lib/python2*")
-PYTHON_BINARIES = ("/usr/bin/python*", "/usr/local/bin/python*", "/usr/libexec/python*", "/bin/python*",
-                   "/usr/lib/*-linux-gnu/libpython*", "/usr/local/lib/libpython*")
+PYTHON_TREES = (
+    "/root/.pyenv",
+    "/usr/lib/python3*",
+    "/usr/local/lib/python3*",
+    "/usr/lib/python2*",
+    "/usr/local/lib/python2*",
+)
+PYTHON_BINARIES = (
+    "/usr/bin/python*",
+    "/usr/local/bin/python*",
+    "/usr/libexec/python*",
+    "/bin/python*",
+    "/usr/lib/*-linux-gnu/libpython*",
+    "/usr/local/lib/libpython*",
+)
 # Commands that must all fail inside the namespace for the check to mean anything.
-PYTHON_PROBES = ("python3 -c 1", "python -c 1", "/usr/bin/python3 -c 1",
-                 "/root/.pyenv/versions/3.11.7/bin/python3 -c 1", "/root/.pyenv/versions/3.9.18/bin/python3 -c 1")
+PYTHON_PROBES = (
+    "python3 -c 1",
+    "python -c 1",
+    "/usr/bin/python3 -c 1",
+    "/root/.pyenv/versions/3.11.7/bin/python3 -c 1",
+    "/root/.pyenv/versions/3.9.18/bin/python3 -c 1",
+)
 
 
 def run(command, **options) -> subprocess.CompletedProcess:
@@ -30,9 +46,16 @@ def run(command, **options) -> subprocess.CompletedProcess:
 
 def hidden_paths() -> List[str]:
     trees = sorted({path for pattern in PYTHON_TREES for path in glob.glob(pattern) if os.path.isdir(path)})
-    binaries = sorted({path for pattern in PYTHON_BINARIES for path in glob.glob(pattern)
-                       if os.path.isfile(path) and not os.path.islink(path)
-                       and not any(path.startswith(tree + "/") for tree in trees)})
+    binaries = sorted(
+        {
+            path
+            for pattern in PYTHON_BINARIES
+            for path in glob.glob(pattern)
+            if os.path.isfile(path)
+            and not os.path.islink(path)
+            and not any(path.startswith(tree + "/") for tree in trees)
+        }
+    )
     return trees + binaries
 
 
@@ -50,8 +73,16 @@ def hide_python_script() -> str:
 
 def without_python(command: str) -> List[str]:
     """argv running bash `command` in a mount namespace where no Python exists."""
-    return ["unshare", "-m", "--propagation", "private", "bash", "-c", hide_python_script() + 'exec bash -c "$0"',
-            command]
+    return [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "bash",
+        "-c",
+        hide_python_script() + 'exec bash -c "$0"',
+        command,
+    ]
 
 
 def python_is_hidden() -> bool:

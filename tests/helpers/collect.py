@@ -32,7 +32,10 @@ def sidekiq(url: str, plan: dict, namespace: str = "") -> dict:
     """Drive the real Sidekiq client (Ruby); returns Sidekiq's own sizes and latencies."""
     result = subprocess.run(
         ["ruby", os.path.join(HELPERS, "sidekiq_client.rb"), url, namespace],
-        input=json.dumps(plan), capture_output=True, text=True, timeout=60,
+        input=json.dumps(plan),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)

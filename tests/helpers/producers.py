@@ -6,12 +6,12 @@ import time
 from datetime import timezone
 from typing import Dict, NamedTuple, Optional, Tuple
 
-import queue_metrics.celery as celery_hook
 import redis
 from celery import Celery
 from kombu import pools
 from rq import Queue
 
+import queue_metrics.celery as celery_hook
 from helpers.collect import sidekiq
 
 

@@ -35,8 +35,9 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 class RedisServer:
     """One redis-server on a free port. `extra` adds config arguments (ACLs, TLS, ...)."""
 
-    def __init__(self, extra: Optional[List[str]] = None, port: Optional[int] = None,
-                 tls_port: Optional[int] = None) -> None:
+    def __init__(
+        self, extra: Optional[List[str]] = None, port: Optional[int] = None, tls_port: Optional[int] = None
+    ) -> None:
         if REDIS_SERVER is None:
             raise RuntimeError("redis-server is not installed: run tests/run, which installs it")
         self.port = port or free_port()
@@ -50,12 +51,22 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
-        arguments = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-                     "--save", "", "--appendonly", "no", "--dir", self.directory]
+        arguments = [
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.directory,
+        ]
         if self.tls_port:
             arguments += ["--tls-port", str(self.tls_port)]
-        self.process = subprocess.Popen(arguments + self.extra, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(arguments + self.extra, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port if self.port else self.tls_port)
         return self
 

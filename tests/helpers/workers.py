@@ -22,8 +22,9 @@ def worker_process(command: List[str], env: Dict[str, str]) -> Iterator[subproce
     """Runs `command` in its own process group; kills the group (forked children too) after.
     Its output is printed at the end: pytest shows it when the test fails."""
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         yield process
     finally:
@@ -59,8 +60,16 @@ def add_workers(client, name: str = "1") -> None:
     identity = f"web.{name}:1:0123456789ab"
     client.sadd("processes", identity, f"dead.{name}:1:0123456789ab")
     client.sadd("rq:workers", f"rq:worker:dead-{name}")
-    info = {"hostname": f"web.{name}", "started_at": time.time(), "pid": 1, "tag": "", "concurrency": 10,
-            "queues": ["default"], "labels": [], "identity": identity}
+    info = {
+        "hostname": f"web.{name}",
+        "started_at": time.time(),
+        "pid": 1,
+        "tag": "",
+        "concurrency": 10,
+        "queues": ["default"],
+        "labels": [],
+        "identity": identity,
+    }
     client.hset(identity, mapping={"info": json.dumps(info), "busy": 2, "beat": time.time(), "quiet": "false"})
     client.sadd("rq:workers", f"rq:worker:{name}")
     client.hset(f"rq:worker:{name}", mapping={"state": "busy", "birth": "2026-11-23T00:00:00.000000Z"})
