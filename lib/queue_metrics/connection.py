@@ -2,8 +2,8 @@
 SELECT, and pipelined round trips of packed commands.
 
 Our own, not redis-py's: the loop lives inside a customer's web dyno, and importing redis-py
-costs about 15 MB of memory and 170 ms of start-up (BENCHMARKS.md), for a connection that needs
-a hundred lines. Replies are parsed by `resp`.
+costs more memory and start-up than the whole collector (BENCHMARKS.md, "The `run` process"), for
+a connection that needs a hundred lines. Replies are parsed by `resp`.
 """
 
 from __future__ import annotations

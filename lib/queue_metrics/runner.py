@@ -3,8 +3,8 @@
 With `cli.py` this is the only code that reads `os.environ` or writes to stdout/stderr. The
 loop as deployed starts here (`python -m queue_metrics run`, or `main(["run"])` from the
 supervisor) and imports neither click nor redis-py: the process lives inside a customer's web
-dyno, and those two cost about 18 MB and 200 ms before the first line (BENCHMARKS.md). Every
-other command goes to the click CLI.
+dyno, and those two cost more memory and start-up than the collector itself (BENCHMARKS.md).
+Every other command goes to the click CLI.
 """
 
 from __future__ import annotations
