@@ -16,10 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from helpers.buildpack import BUILDPACK, NO_NETWORK, hide_python_script, python_is_hidden, run
+from helpers.buildpack import (
+    BUILDPACK,
+    NO_NETWORK,
+    hide_python_script,
+    oldest_supported_python,
+    python_is_hidden,
+    run,
+)
 from helpers.collect import sidekiq
 
-OLDEST_PYTHON = "/root/.pyenv/versions/3.9.18/bin/python3.9"
+# The collector runs on the oldest supported Python this machine has (3.9 here).
+OLDEST_PYTHON = oldest_supported_python()
 
 
 def compile_app(tmp_path: Path, stack: str, config: dict, app_files=(), path=None) -> subprocess.CompletedProcess:
@@ -296,8 +304,6 @@ def fake_heroku_python(build: Path, base: str) -> Path:
 
 def test_heroku_python_before_us_the_apps_python_isolated_from_its_packages(tmp_path, jobs, dynos):
     """heroku/python ran first: /app/.heroku/python exists, with its own (here: broken) redis."""
-    if not os.path.exists(OLDEST_PYTHON):
-        pytest.fail(f"{OLDEST_PYTHON} is missing: this test runs the collector on the oldest supported Python")
     build = tmp_path / "build"
     build.mkdir()
     app_python = fake_heroku_python(build, OLDEST_PYTHON)
@@ -592,7 +598,8 @@ def test_one_off_dynos_have_the_queue_metrics_command(tmp_path, jobs, dynos):
     build = tmp_path / "build"
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(build), "DYNO": "run.4242", "REDIS_URL": jobs}
     script = (
-        'for script in "$HOME"/.profile.d/*.sh; do source "$script"; done; queue-metrics once; queue-metrics config'
+        'for script in "$HOME"/.profile.d/*.sh; do source "$script"; done; queue-metrics once; queue-metrics config; '
+        "queue-metrics demo --ticks 1 2>/dev/null"
     )
     result = run(
         ["unshare", "-m", "--propagation", "private", "bash", "-c", hide_python_script() + 'exec bash -c "$0"', script],
@@ -603,6 +610,9 @@ def test_one_off_dynos_have_the_queue_metrics_command(tmp_path, jobs, dynos):
     assert result.stderr == ""
     assert re.search(r"^sample#queue\.sidekiq\.default\.size=2 ", result.stdout, re.M), result.stdout
     assert "redis_url_var='REDIS_URL'" in result.stdout
+    # `demo`, the one command that imports redis-py: the shipped wheel (the lower end of the
+    # range pyproject.toml supports) with the bundled Python.
+    assert "sample#queue.rq.reports.size=4" in result.stdout
     # `heroku run queue-metrics run`: the process is the bundled Python, as on web.1.
     dyno = dynos(build, "run.4243", dyno_env(jobs), hide_python=True, command="queue-metrics run")
     dyno.wait_for(lambda line: ".size=" in line, timeout=15)

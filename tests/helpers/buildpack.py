@@ -5,10 +5,13 @@ from __future__ import annotations
 import glob
 import os
 import subprocess
+import sys
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 BUILDPACK = Path(__file__).resolve().parent.parent.parent
+PYENV_ROOT = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+OLDEST_SUPPORTED = (3, 9)
 # Builds run with no network at all: nothing may be downloaded.
 NO_NETWORK = ["unshare", "-n"]
 # Every Python of this machine, for dynos and run images that have none: whole installations are
@@ -16,7 +19,7 @@ NO_NETWORK = ["unshare", "-n"]
 # and interpreter binaries outside them with /dev/null. Shared libraries that are not Python's
 # (libssl, libffi, ...) stay, as they do in Heroku's run images.
 PYTHON_TREES = (
-    "/root/.pyenv",
+    PYENV_ROOT,
     "/usr/lib/python3*",
     "/usr/local/lib/python3*",
     "/usr/lib/python2*",
@@ -30,14 +33,40 @@ PYTHON_BINARIES = (
     "/usr/lib/*-linux-gnu/libpython*",
     "/usr/local/lib/libpython*",
 )
-# Commands that must all fail inside the namespace for the check to mean anything.
-PYTHON_PROBES = (
-    "python3 -c 1",
-    "python -c 1",
-    "/usr/bin/python3 -c 1",
-    "/root/.pyenv/versions/3.11.7/bin/python3 -c 1",
-    "/root/.pyenv/versions/3.9.18/bin/python3 -c 1",
-)
+
+
+def pythons_on_this_machine() -> List[Tuple[Tuple[int, int], str]]:
+    """((major, minor), executable) of every CPython 3 found here: on PATH, in the system
+    directories and under pyenv, each asked for its own version (pyenv's shims are skipped)."""
+    candidates = set()
+    for directory in [*os.environ.get("PATH", "").split(os.pathsep), "/usr/bin", "/usr/local/bin"]:
+        candidates.update(glob.glob(os.path.join(directory, "python3*")))
+    candidates.update(glob.glob(os.path.join(PYENV_ROOT, "versions", "*", "bin", "python3")))
+    found = {}
+    for candidate in sorted(candidates):
+        if "shims" in candidate or not os.access(candidate, os.X_OK):
+            continue
+        result = subprocess.run(
+            [candidate, "-c", "import sys; print(*sys.version_info[:2], sys.executable)"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if result.returncode == 0:
+            major, minor, executable = result.stdout.split(maxsplit=2)
+            found[os.path.realpath(executable.strip())] = (int(major), int(minor))
+    return sorted((version, executable) for executable, version in found.items())
+
+
+def oldest_supported_python() -> str:
+    """The oldest Python this machine has that the collector supports (at worst, this one)."""
+    supported = [executable for version, executable in pythons_on_this_machine() if version >= OLDEST_SUPPORTED]
+    return supported[0] if supported else os.path.realpath(sys.executable)
+
+
+def python_probes() -> List[str]:
+    """Commands that must all fail inside the namespace for the check to mean anything."""
+    return ["python3 -c 1", "python -c 1", *(f"{executable} -c 1" for _, executable in pythons_on_this_machine())]
 
 
 def run(command, **options) -> subprocess.CompletedProcess:
@@ -87,6 +116,6 @@ def without_python(command: str) -> List[str]:
 
 def python_is_hidden() -> bool:
     """True when every probe fails inside the namespace (so the hiding itself is tested)."""
-    probes = " ; ".join(f"{probe} >/dev/null 2>&1 && echo RAN" for probe in PYTHON_PROBES)
+    probes = " ; ".join(f"{probe} >/dev/null 2>&1 && echo RAN" for probe in python_probes())
     result = run(without_python(probes + "; true"))
     return result.returncode == 0 and "RAN" not in result.stdout
