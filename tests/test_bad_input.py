@@ -225,3 +225,19 @@ def test_ten_thousand_queues_all_appear_on_short_lines(client, redis_url):
     sizes = re.findall(r"sample#queue\.sidekiq\.(queue-number-\d{5})\.size=1 ", result.stdout + " ")
     assert len(set(sizes)) == 10_000
     assert lines[-1].startswith("source=web.1 sample#queue.collector.queues=10000 sample#queue.collector.errors=0 ")
+
+
+def test_numbers_too_big_for_a_float_lose_only_their_figure(client, redis_url):
+    """A JSON integer of hundreds of digits, or 1e999, where a timestamp or a thread count goes."""
+    client.sadd("queues", "huge", "fine")
+    client.lpush("queue:huge", '{"class": "X", "enqueued_at": ' + "9" * 400 + "}")
+    client.lpush("queue:fine", json.dumps({"class": "X", "enqueued_at": time.time()}))
+    client.sadd("processes", "web.1:1:abc")
+    client.hset("web.1:1:abc", mapping={"busy": 1, "beat": time.time(), "info": '{"concurrency": 1e999}'})
+    report = collect(redis_url)
+    samples = by_queue(report, "sidekiq")
+    assert (samples["huge"].size, samples["huge"].latency) == (1, None)
+    assert samples["fine"].latency is not None
+    assert any('"huge"' in error and "not a finite number" in error for error in report.errors)
+    assert any("concurrency" in error for error in report.errors)
+    assert all("\n" not in error for error in report.errors)

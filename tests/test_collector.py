@@ -144,9 +144,25 @@ def test_wrong_types_and_missing_queues_lose_only_that_queue(redis_url, client):
 def test_registry_of_the_wrong_type_does_not_silence_other_backends(redis_url, client):
     client.set("queues", "oops")
     Queue("default", connection=client).enqueue("builtins.len", "abc")
+    # Auto mode: a string named `queues` is some other program's key, not a broken Sidekiq.
     report = collect(redis_url)
     assert by_queue(report, "rq")["default"].size == 1
-    assert any("sidekiq registry" in error for error in report.errors)
+    assert report.errors == () and report.backends == ("rq",)
+    # Sidekiq pinned: then it is Sidekiq's registry, and its error is said.
+    pinned = collect(redis_url, QUEUE_METRICS_BACKENDS="sidekiq,rq")
+    assert by_queue(pinned, "rq")["default"].size == 1
+    assert any("sidekiq registry" in error and "wrong type" in error for error in pinned.errors)
+
+
+def test_a_binding_separator_that_does_not_match_is_one_line_per_key(redis_url, client):
+    client.sadd("_kombu.binding.celery", *[f"q{index}::q{index}" for index in range(50)])  # an app with sep=":"
+    report = collect(redis_url)
+    assert report.backends == ("celery",)
+    (error,) = report.errors
+    assert "ignoring 50 binding(s)" in error and "QUEUE_METRICS_CELERY_SEP" in error
+    assert {s.queue for s in collect(redis_url, QUEUE_METRICS_CELERY_SEP=":").samples} == {
+        f"q{index}" for index in range(50)
+    }
 
 
 def test_unreachable_redis_is_one_clear_error_and_no_samples(make_server):

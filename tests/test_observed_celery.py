@@ -161,3 +161,23 @@ def test_a_queue_that_empties_and_refills(redis_url, client, cleanup):
     # Seen arriving between two ticks: within one interval of the truth, never above it.
     assert now - refilled - INTERVAL - 0.5 <= sample.latency <= now - refilled + 0.5
     app.close()
+
+
+def test_a_redis_without_lpos_keeps_stamped_latency_and_says_nothing_per_queue(make_server, cleanup):
+    """Redis before 6.0.6 has no LPOS (here: the command renamed away): stamped queues keep their
+    latency, unstamped ones report none, and no queue fills the log with errors."""
+    server = make_server(extra=["--rename-command", "LPOS", ""])
+    app = Celery("shop", broker=server.url)
+    app.conf.task_create_missing_queues = True
+    app.send_task("shop.tasks.ship", queue="plain")
+    stamp_hook.install(app)
+    app.send_task("shop.tasks.ship", queue="stamped")
+    collector = make_collector(server.url)
+    for _ in range(3):
+        report = collector.tick()
+        time.sleep(0.2)
+    assert report.errors == ()
+    samples = by_queue(report)
+    assert samples["stamped"].latency is not None and samples["stamped"].latency_source == "stamp"
+    assert (samples["plain"].size, samples["plain"].latency) == (1, None)
+    app.close()

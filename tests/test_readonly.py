@@ -95,3 +95,20 @@ def test_every_key_is_unchanged_after_1000_ticks(all_three, client):
         if figure.name in ("processes", "workers")
     ] == [("sidekiq", "processes", 1), ("rq", "workers", 1)]
     assert client.scard("processes") == client.scard("rq:workers") == 2
+
+
+def test_a_user_denied_scan_gets_one_clear_line_and_once_and_doctor_still_finish(all_three, client):
+    """An ACL, a proxy or a renamed command refusing SCAN: Celery's exchanges cannot be looked
+    for. The walk must not retry flat out (once and doctor would never finish), and say why."""
+    client.execute_command(
+        "ACL", "SETUSER", "noscan", "on", f">{READER_PASSWORD}", "~*", "-@all", "+@read", "-@dangerous", "-scan"
+    )
+    port = client.connection_pool.connection_kwargs["port"]
+    url = f"redis://noscan:{READER_PASSWORD}@127.0.0.1:{port}/0"
+    once = queue_metrics("once", env={"REDIS_URL": url}, timeout=30)
+    assert once.returncode == 0, once.stderr
+    assert "sample#queue.sidekiq.default.size=" in once.stdout  # the rest is read as ever
+    (line,) = [line for line in once.stderr.splitlines() if "SCAN" in line]
+    assert line.startswith("queue-metrics: error: cannot look for queues in the keyspace (SCAN): ")
+    doctor = queue_metrics("doctor", env={"REDIS_URL": url}, timeout=30)
+    assert doctor.returncode == 1 and "SCAN" in doctor.stdout

@@ -35,7 +35,7 @@ from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 
 from queue_metrics.config import escaped_text, name_list, whole_numbers
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
-from queue_metrics.observed import SEARCH_DEPTH, ListWatch
+from queue_metrics.observed import MAX_TRACKED, NOT_SEARCHED, SEARCH_DEPTH, ListWatch
 from queue_metrics.plugin import (
     EMPTY_BATCH,
     Batch,
@@ -242,6 +242,7 @@ class Celery:
         # Each list's history, for latency without a stamp (observed.py), and the lists read
         # this tick: a list no tick reads any more loses its history.
         self._watches: Dict[bytes, ListWatch] = {}
+        self._observing = True
         self._watched: Set[bytes] = set()
         # What doctor reports: prefixes seen, lists with messages, stamped and unstamped heads.
         self.prefixes_seen: Set[str] = set()
@@ -251,6 +252,9 @@ class Celery:
         # This tick's binding keys and their SMEMBERS replies; the routes made from them.
         self._bindings: Tuple[List[str], list] = ([], [])
         self._routes_made: Tuple[Tuple[List[str], list], Dict[Tuple[str, str, str], Dict[str, None]]] = (([], []), {})
+        # Prefixes whose `unacked` hash was too big to read whole at the last tick: HLEN only,
+        # until it shrinks.
+        self._big_held: Set[str] = set()
         self._held_batch = self._make_held_batch()
         # This tick's held messages per queue; None: not known (a hash too big to read whole).
         self._held: Optional[Dict[str, int]] = None
@@ -292,7 +296,9 @@ class Celery:
         commands: List[Tuple[object, ...]] = []
         for prefix in self._held_prefixes():
             key = encode_key(prefix + UNACKED_KEY)
-            commands += [("HLEN", key), ("HSCAN", key, 0, "COUNT", HELD_SCAN_COUNT)]
+            commands.append(("HLEN", key))
+            if prefix not in self._big_held:
+                commands.append(("HSCAN", key, 0, "COUNT", HELD_SCAN_COUNT))
         return batch(*commands)
 
     def _make_registry_batch(self) -> Batch:
@@ -302,7 +308,7 @@ class Celery:
         return self._registry
 
     def queues(self, replies: list, errors: ErrorLog) -> Found:
-        if len(self._watches) > len(self._watched):
+        if not self._watched.issuperset(self._watches):
             self._watches = {key: watch for key, watch in self._watches.items() if key in self._watched}
         self._watched = set()
         names: Dict[str, None] = dict.fromkeys(self.settings.queues)
@@ -310,25 +316,30 @@ class Celery:
         sep = self.settings.sep
         # Kept to find the queues of held messages, only when there are some (see _routes).
         self._bindings = (self._sorted_binding_keys, replies)
+        unreadable = 0
         for key, reply in zip(self._sorted_binding_keys, replies):
             prefix = (split_binding_key(key) or ("", ""))[0]
+            ignored = 0
             for member in registry_members(NAME, key, reply, errors):
                 parts = decode_name(member).split(sep)
                 if len(parts) != 3:
-                    errors.add(
-                        f"celery registry {show_name(key)}: ignoring a binding that is not "
-                        f"routing_key{sep!r}pattern{sep!r}queue (set QUEUE_METRICS_CELERY_SEP "
-                        f"to the app's `sep` transport option)"
-                    )
+                    ignored += 1
                     continue
                 bound += 1
                 self.prefixes_seen.add(prefix)
                 # With a configured prefix the names are kombu's; found prefixes stay in the name.
                 shown = parts[2] if self.settings.keyprefix is not None else prefix + parts[2]
                 names[shown] = None
+            if ignored:
+                unreadable += ignored
+                errors.add(
+                    f"celery registry {show_name(key)}: ignoring {ignored} binding(s) that are not "
+                    f"routing_key{sep!r}pattern{sep!r}queue (set QUEUE_METRICS_CELERY_SEP "
+                    f"to the app's `sep` transport option)"
+                )
         evidence = None
-        if bound:
-            evidence = f"{len(self._sorted_binding_keys)} _kombu.binding.* set(s) bind {bound} queue(s)"
+        if bound or unreadable:
+            evidence = f"{len(self._sorted_binding_keys)} _kombu.binding.* set(s) bind {bound + unreadable} queue(s)"
         elif self.settings.queues:
             evidence = "QUEUE_METRICS_CELERY_QUEUES is set"
         return Found(sorted(names), evidence)
@@ -354,11 +365,10 @@ class Celery:
     def _search(self, key: bytes) -> Batch:
         """LPOS of the list's newest message at the last tick, when there was one: how many
         messages were pushed since (see observed.py)."""
-        watch = self._watches.get(key)
-        if watch is None or watch.newest is None:
+        newest = self._tracked(key)
+        if newest is None:
             return EMPTY_BATCH
         # LPOS <key> <message> RANK 1 MAXLEN <depth>, packed by hand: once a list and tick.
-        newest = watch.newest
         return Batch(
             b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (_LPOS_HEAD, len(key), key, len(newest), newest, _LPOS_TAIL), 1
         )
@@ -419,7 +429,12 @@ class Celery:
         exists = values[len(keys)] if self._probed else 0
         at = len(keys) + (1 if self._probed else 0)
         base = _ListRead(
-            keys[0], sizes[0], values[at], values[at + 1], values[at + 2] if search.replies else None, replies.now
+            keys[0],
+            sizes[0],
+            values[at],
+            values[at + 1],
+            values[at + 2] if search.replies else NOT_SEARCHED,
+            replies.now,
         )
 
         wrong = [index for index, reply in enumerate(sizes) if isinstance(reply, ReplyError)]
@@ -450,7 +465,7 @@ class Celery:
                     if not isinstance(length, ReplyError):
                         size += length
                 oldest, newest = next(more), next(more)
-                pushed = next(more) if self._search_sent(key) else None
+                pushed = next(more) if self._search_sent(key) else NOT_SEARCHED
                 lists.append(_ListRead(key, length, oldest, newest, pushed, replies.now))
             self.steps_seen.update(self._step_of(queue, read.key) for read in lists[1:] if read.length)
         failed = next((read for read in lists if read.error() is not None), None)
@@ -470,9 +485,16 @@ class Celery:
             return self._with_held(queue, size, None)
         return self._with_held(queue, size, seconds, source)
 
-    def _search_sent(self, key: bytes) -> bool:
+    def _tracked(self, key: bytes) -> Optional[bytes]:
+        """The message to look for with LPOS this tick, if any: the list's last newest message,
+        unless observing is off (a Redis without LPOS) or the message is too big to send back."""
         watch = self._watches.get(key)
-        return watch is not None and watch.newest is not None
+        if not self._observing or watch is None or watch.newest is None or len(watch.newest) > MAX_TRACKED:
+            return None
+        return watch.newest
+
+    def _search_sent(self, key: bytes) -> bool:
+        return self._tracked(key) is not None
 
     def _step_of(self, queue: str, key: bytes) -> int:
         return int(decode_name(key)[len(self._keyprefix + queue + self.settings.sep) :] or 0)
@@ -493,20 +515,30 @@ class Celery:
                 if watch is not None:
                     watch.observe(read.now, 0, None, None)
                 continue
+            wait = message_wait(read.oldest, read.now)  # type: ignore[arg-type]
+            if wait is not None:
+                # A stamp wins, and a stamped list needs no history (nor its LINDEX 0 and LPOS).
+                self.heads_stamped += 1
+                self._watches.pop(read.key, None)
+                waits.append(wait)
+                continue
+            self.heads_unstamped += 1
+            observed = True
+            pushed = read.pushed
+            if isinstance(pushed, ReplyError):
+                if "unknown command" in pushed.text.lower():
+                    self._observing = False  # Redis < 6.0.6: no LPOS, so no observed latency
+                pushed = NOT_SEARCHED
+            if not self._observing:
+                unknown = True
+                continue
             if watch is None:
                 watch = self._watches[read.key] = ListWatch()
-            seen = watch.observe(read.now, read.length, read.newest, read.pushed)  # type: ignore[arg-type]
-            wait = message_wait(read.oldest, read.now)  # type: ignore[arg-type]
-            if wait is None:
-                self.heads_unstamped += 1
-                observed = True
-                if not watch.exact and seen == 0.0:
-                    unknown = True
-                    continue
-                wait = seen
-            else:
-                self.heads_stamped += 1
-            waits.append(wait)
+            seen = watch.observe(read.now, read.length, read.newest, pushed)  # type: ignore[arg-type]
+            if not watch.exact and seen == 0.0:
+                unknown = True
+                continue
+            waits.append(seen)
         if unknown:
             return None, None
         if not waits:
@@ -520,20 +552,29 @@ class Celery:
     def _read_held(self, errors: ErrorLog) -> SystemReader:
         """Messages workers hold unacknowledged: in total, and per queue when the hash is small."""
         prefixes = self._held_prefixes()
+        big = set(self._big_held)
         replies = yield self._held_batch
+        values = iter(replies.values)
         total = 0
         held: Optional[Dict[str, int]] = {}
-        for index, prefix in enumerate(prefixes):
-            size, scan = replies.values[2 * index : 2 * index + 2]
+        for prefix in prefixes:
+            size = next(values)
+            scan = None if prefix in big else next(values)
             key = prefix + UNACKED_KEY
             if isinstance(size, ReplyError):
                 errors.about_reply(NAME, f"held messages {show_name(key)}", size, "a hash")
                 return None
             total += size
-            if isinstance(scan, ReplyError) or scan[0] != b"0":
+            if size >= HELD_SCAN_COUNT:
+                self._big_held.add(prefix)
+            else:
+                self._big_held.discard(prefix)
+            if scan is None or isinstance(scan, ReplyError) or scan[0] != b"0":
                 held = None  # too many to read whole this tick: the total only
             elif held is not None:
                 self._attribute(prefix, scan[1], held, errors)
+        if self._big_held != big:
+            self._held_batch = self._make_held_batch()
         self._held = held
         self.held_attributed = held is not None
         return SystemSample(NAME, (Figure("unacked", total, UNIT_MESSAGES),))
@@ -606,10 +647,8 @@ class _ListRead(NamedTuple):
     now: float
 
     def error(self) -> Optional[ReplyError]:
-        return next(
-            (value for value in (self.length, self.oldest, self.newest, self.pushed) if isinstance(value, ReplyError)),
-            None,
-        )
+        # LPOS is left out: without it the list's latency is a lower bound, not unknown.
+        return next((value for value in (self.length, self.oldest, self.newest) if isinstance(value, ReplyError)), None)
 
 
 SYSTEM = SystemSpec(NAME, CelerySettings.from_env, Celery)  # type: ignore[arg-type]

@@ -130,6 +130,11 @@ class Collector:
             scans,
         )
 
+    def reset(self) -> None:
+        """Forget the connection and what the last tick found, after an unforeseen failure."""
+        self._client.close()
+        self._known = []
+
     def walk(self, deadline: float, sleep: Optional[Callable[[float], None]] = time.sleep) -> int:
         """Take keyspace walk steps until `deadline` (monotonic); returns the steps taken.
 
@@ -160,13 +165,19 @@ class Collector:
                 return steps
             steps += 1
             failed = next((value for value in values if isinstance(value, ReplyError)), None)
-            if failed is not None:
-                self._walk_errors[walk.pattern] = (
-                    f"cannot look for queues in the keyspace (SCAN): {describe_reply_error(failed)}"
-                )
-                walk.due = self._monotonic() + walk.pass_seconds
-                continue
-            walk.take(values, self._monotonic())
+            if failed is None:
+                try:
+                    walk.take(values, self._monotonic())
+                    continue
+                except (ValueError, TypeError) as error:  # not the replies SCAN and DBSIZE give
+                    problem = f"unexpected reply ({error})"
+            else:
+                problem = describe_reply_error(failed)
+            self._walk_errors[walk.pattern] = f"cannot look for queues in the keyspace (SCAN): {problem}"
+            walk.restart(self._monotonic())
+            if sleep is None:
+                # No flat-out retries: the walk tries again a whole pass later, between ticks.
+                return steps
         if sleep is not None:
             sleep(max(0.0, deadline - self._monotonic()))
         return steps
@@ -179,12 +190,16 @@ class Collector:
         listed: List[Tuple[QueueSystem, str]] = []
         offset = 0
         for system, registry in zip(self.systems, registries):
-            found = system.queues(values[offset : offset + registry.replies], errors)
+            # A registry's errors count only for a system in use: in auto mode, a key of the
+            # wrong type named `queues` belongs to some other program, not to a broken Sidekiq.
+            own = ErrorLog()
+            found = system.queues(values[offset : offset + registry.replies], own)
             offset += registry.replies
             self.found[system.name] = found
             if self._pinned or found.evidence is not None:
                 in_use.append(system)
                 listed.extend((system, queue) for queue in found.queues)
+                errors.messages.extend(own.messages)
         return in_use, listed
 
     def _execute(self, batches: Sequence[Batch]) -> Replies:
@@ -228,4 +243,10 @@ def _advance(reads: Sequence[_Read], replies: Replies) -> None:
         except StopIteration as finished:
             read.step = None
             read.result = finished.value
+        except Exception as error:  # noqa: BLE001 (a defect in one read must not stop the rest)
+            # Bad input the reader did not foresee: that one figure is lost, said in one line,
+            # and every other queue is still reported.
+            read.step = None
+            read.result = None
+            read.errors.add(f"{read.system.name}: a reply could not be read ({type(error).__name__}: {error})"[:300])
         offset += count

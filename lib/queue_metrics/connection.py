@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import ssl
-from typing import Any, List, NamedTuple, Optional, Sequence
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from queue_metrics.config import Settings
@@ -37,10 +37,11 @@ def parse_address(url: str) -> Address:
     parts = urlsplit(url)
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
+    # The path's number, else `?db=`, as redis-py reads them (checked by redis_url).
+    query_db = parse_qs(parts.query).get("db", ["0"])[0] or "0"
     if parts.scheme == "unix":
-        database = int(parse_qs(parts.query).get("db", ["0"])[0] or 0)
-        return Address(None, 0, parts.path, False, username, password, database)
-    database = int(parts.path.lstrip("/") or 0)
+        return Address(None, 0, parts.path, False, username, password, int(query_db))
+    database = int(parts.path.lstrip("/") or query_db)
     return Address(
         parts.hostname, parts.port or DEFAULT_PORT, None, parts.scheme == "rediss", username, password, database
     )
@@ -63,7 +64,12 @@ class RedisConnection:
         """
         try:
             sock = self._sock or self._connect()
-            sock.sendall(b"".join(packed))
+            try:
+                sock.sendall(b"".join(packed))
+            except socket.timeout as error:
+                raise RedisTimeout("timed out sending") from error
+            except OSError as error:
+                raise RedisUnavailable("lost the connection") from error
             values = read_replies(sock, count)
         except BaseException:
             # Whatever was left unread would answer the next commands: start afresh.
@@ -99,19 +105,30 @@ class RedisConnection:
             raise RedisUnavailable("cannot connect") from error
         sock.settimeout(timeout)
         self._sock = sock
-        handshake = []
         if address.password is not None:
-            credentials = (address.username, address.password) if address.username else (address.password,)
-            handshake.append(("AUTH", *credentials))
+            self._handshake(
+                ("AUTH", address.username, address.password) if address.username else ("AUTH", address.password),
+                fallback=("AUTH", address.password),
+            )
         if address.database:
-            handshake.append(("SELECT", address.database))
-        if handshake:
-            replies = self.round_trip([pack_commands(handshake)], len(handshake))
-            failed = next((reply for reply in replies if isinstance(reply, ReplyError)), None)
-            if failed is not None:
-                self.close()
-                raise failed
+            self._handshake(("SELECT", address.database))
         return sock
+
+    def _handshake(self, command: Tuple[object, ...], fallback: Optional[Tuple[object, ...]] = None) -> None:
+        """One command of the connection's set-up; its error reply fails the connection."""
+        (reply,) = self.round_trip([pack_commands([command])], 1)
+        if (
+            isinstance(reply, ReplyError)
+            and fallback is not None
+            and fallback != command
+            and "wrong number of arguments" in reply.text.lower()
+        ):
+            # Redis < 6 knows no user names: old URLs carry one (`redis://h:password@...`) that
+            # its AUTH takes as an extra argument. Do as redis-py does: the password alone.
+            (reply,) = self.round_trip([pack_commands([fallback])], 1)
+        if isinstance(reply, ReplyError):
+            self.close()
+            raise reply
 
     def _tls_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.settings.tls_ca_file)

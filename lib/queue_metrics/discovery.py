@@ -17,10 +17,14 @@ from typing import Callable, List, Optional, Set
 from queue_metrics.resp import pack_commands
 
 SCAN_COUNT = 1000
+# At most one step every 10 ms (100 a second), however big the keyspace: on more than 1.5 million
+# keys a walk takes longer than QUEUE_METRICS_DISCOVERY_INTERVAL rather than load Redis more.
+MIN_STEP_GAP = 0.01
 
 
 class KeyspaceWalk:
-    """One pattern's walk. `step()` makes one round trip; `due` says when the next one is."""
+    """One pattern's walk: `command()` is its next step, `take()` its replies, `due` when the
+    next step is (monotonic)."""
 
     def __init__(self, pattern: str, pass_seconds: float, deliver: Callable[[List[str], bool], None]) -> None:
         self.pattern = pattern
@@ -60,7 +64,16 @@ class KeyspaceWalk:
         if new:
             self._deliver(new, False)
         steps_per_pass = max(1, math.ceil((self.keyspace or 0) / SCAN_COUNT))
-        self.due = now + self.pass_seconds / steps_per_pass
+        self.due = now + max(MIN_STEP_GAP, self.pass_seconds / steps_per_pass)
+
+    def restart(self, now: float) -> None:
+        """After a failed step: a new pass from the start, a whole pass later (and counted as
+        done, so `once` does not wait for it)."""
+        self.cursor = 0
+        self._found = set()
+        self._pass_started = None
+        self.passes = max(self.passes, 1)
+        self.due = now + self.pass_seconds
 
     @property
     def in_pass(self) -> bool:

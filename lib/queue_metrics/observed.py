@@ -23,7 +23,8 @@ publish; more than 10,000 pushes between two ticks (LPOS looks no further) or an
 commands landing between our reads make that tick's count uncertain, and the list falls back to
 a lower bound from then on. Memory: per list one message (the last newest) and at most
 MAX_TICKS ticks of three numbers; past that, old ticks are thinned out, so very old backlogs
-get a lower bound rather than a growing table.
+get a lower bound rather than a growing table. It assumes no two messages of a list are the same
+bytes (kombu's carry a unique delivery tag and task id): LPOS would find the newer twin.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ from typing import Optional
 SEARCH_DEPTH = 10_000
 # Ticks remembered per list; beyond this, every other old tick is dropped (bounds stay lower).
 MAX_TICKS = 128
+# A newest message longer than this is not sent back with LPOS: the list falls back to a lower
+# bound rather than cost the bandwidth and memory of huge messages.
+MAX_TRACKED = 16 * 1024
+# `pushed` when LPOS was not sent or failed: the count of what arrived is unknown.
+NOT_SEARCHED = -1
 
 
 class ListWatch:
@@ -59,7 +65,8 @@ class ListWatch:
         """Take one tick's reading; return how long the oldest message has waited (a lower bound).
 
         `pushed`: the position of the previous newest message found by LPOS (the number of
-        messages pushed since), None when LPOS did not find it or there was none to look for.
+        messages pushed since), None when LPOS did not find it, NOT_SEARCHED when it was not
+        asked (or failed): then what came since is unknown, and the figure a lower bound.
         """
         if length <= 0 or newest is None:
             self._forget(since=now)
@@ -67,6 +74,8 @@ class ListWatch:
         if self.newest is None:
             # Empty at the last tick (`since` is then that tick), or never seen (unknown).
             self._forget(self.since)
+        elif pushed is not None and pushed < 0:
+            self._forget(None)
         elif pushed is None:
             if length < SEARCH_DEPTH:
                 # The last newest message is gone, so is all that was older: everything now in

@@ -6,7 +6,7 @@ returns the password or the raw URL text; messages name the host, port and datab
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from queue_metrics.errors import RedisURLError
 
@@ -23,6 +23,9 @@ def check_redis_url(url: str) -> None:
         raise RedisURLError(f"is not a valid Redis URL (expected {EXPECTED_FORM})") from None
     if parts.scheme not in SCHEMES:
         raise RedisURLError("is not a Redis URL: it must start with redis://, rediss:// or unix://")
+    query_db = parse_qs(parts.query).get("db", [""])[0]
+    if query_db and not query_db.isdigit():
+        raise RedisURLError("has a ?db= that is not a number")
     if parts.scheme == "unix":
         if not parts.path:
             raise RedisURLError("is a unix:// URL without a socket path")
@@ -46,7 +49,7 @@ def describe_redis_url(url: str) -> str:
         if ":" in host:
             host = f"[{host}]"
         port = parts.port or 6379
-        database = parts.path.lstrip("/") or "0"
+        database = parts.path.lstrip("/") or parse_qs(parts.query).get("db", ["0"])[0] or "0"
         return f"{parts.scheme}://{host}:{port}/{database}"
     except ValueError:
         return "an unparsable Redis URL"

@@ -116,12 +116,15 @@ class RQ:
     def queues(self, replies: list, errors: ErrorLog) -> Found:
         members = registry_members(NAME, QUEUES_KEY, replies[0], errors)
         names = set(self.settings.queues)
+        ignored = 0
         for member in members:
             key = decode_name(member)
             if key.startswith(QUEUE_KEY_PREFIX):
                 names.add(key[len(QUEUE_KEY_PREFIX) :])
             else:
-                errors.add(f"rq registry {QUEUES_KEY}: ignoring a member that is not a queue key")
+                ignored += 1
+        if ignored:
+            errors.add(f"rq registry {QUEUES_KEY}: ignoring {ignored} member(s) that are not queue keys")
         evidence = None
         if members:
             evidence = f"the {QUEUES_KEY!r} set names {len(members)} queue(s)"

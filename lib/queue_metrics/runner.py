@@ -106,7 +106,12 @@ class Ticker:
         )
 
     def tick(self) -> TickReport:
-        return self.collector.tick()
+        try:
+            return self.collector.tick()
+        except Exception as error:  # noqa: BLE001 (the loop outlives a defect; the line says what)
+            self.collector.reset()
+            message = f"the tick failed unexpectedly ({type(error).__name__}: {error}); trying again next tick"
+            return TickReport((), (message[:300],), (), 0.0, False)
 
     def idle(self, deadline: float) -> None:
         """Between ticks: the keyspace walk, at its own pace, until the next tick is due."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from queue_metrics.config import name_list
@@ -59,7 +60,7 @@ CONCURRENCY_FIELD = "concurrency"
 def process_concurrency(info: bytes) -> int:
     """A process's thread count, from the `info` JSON its heartbeat writes (`"concurrency":10`)."""
     value = parse_json_object(info, "process info").get(CONCURRENCY_FIELD)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise PayloadError(f"process info has no number {CONCURRENCY_FIELD!r}")
     return int(value)
 

@@ -23,7 +23,10 @@ def epoch_seconds(value: object, field: str) -> float:
     if isinstance(value, bool) or value is None:
         raise PayloadError(f"{field} is {_kind(value)}, not a timestamp")
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            raise PayloadError(f"{field} is not a finite number") from None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
