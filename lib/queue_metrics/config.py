@@ -73,7 +73,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Settings":
         """Build settings from an environment mapping; raise ConfigError on the first bad value."""
-        from queue_metrics.systems import SYSTEMS  # the systems import redis: not at import time
+        from queue_metrics.systems import SYSTEMS  # not at import time: the build imports this module
 
         values = {name: value for name, value in env.items() if value != ""}
 

@@ -161,6 +161,8 @@ def _describe_reply(error: ReplyError, where: str, has_password: bool) -> str:
     if error.code == "WRONGPASS" or body == "invalid password":
         return f"Redis at {where} rejected the password (check the URL's credentials)"
     if error.code == "NOPERM":
+        if "'select'" in body.lower():
+            return f"Redis at {where} refused SELECT: grant the user +select to read a database other than 0"
         return f"Redis at {where} refused a read: the user lacks permission (grant it +@read)"
     if body.startswith(("DB index is out of range", "invalid DB index")):
         return f"Redis at {where}: that database number does not exist on this server"

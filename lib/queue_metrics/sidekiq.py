@@ -123,7 +123,6 @@ class Sidekiq:
         self._key_prefix = f"{self.settings.namespace}:" if self.settings.namespace else ""
         self._registry = batch(("SMEMBERS", self._key_prefix + QUEUES_KEY))
         self._queue_batch = functools.lru_cache(maxsize=65536)(self._make_queue_batch)
-        self._registered = 0
         prefix = self._key_prefix
         self._stats_batch = batch(
             *[("ZCARD", prefix + key) for key in (SCHEDULED_KEY, RETRY_KEY, DEAD_KEY)],
@@ -145,7 +144,6 @@ class Sidekiq:
     def queues(self, replies: list, errors: ErrorLog) -> Found:
         key = self._key_prefix + QUEUES_KEY
         members = registry_members(NAME, key, replies[0], errors)
-        self._registered = len(members)
         names = {decode_name(member) for member in members}
         names.update(self.settings.queues)
         evidence = None
