@@ -181,3 +181,45 @@ def test_a_redis_without_lpos_keeps_stamped_latency_and_says_nothing_per_queue(m
     assert samples["stamped"].latency is not None and samples["stamped"].latency_source == "stamp"
     assert (samples["plain"].size, samples["plain"].latency) == (1, None)
     app.close()
+
+
+def test_a_thousand_backlogged_queues_each_within_one_interval(redis_url, client, cleanup):
+    """1,000 queues, a message published to each between ticks and one taken from each by a
+    'worker' (BRPOP's end): every queue's observed latency against its oldest message's real
+    publish time, after the loop has seen the first backlog go."""
+    queues = [f"bulk{index}" for index in range(1000)]
+    client.sadd("_kombu.binding.celery", *[f"{q}\x06\x16\x06\x16{q}" for q in queues])
+    published = {}
+
+    def publish(count: int) -> None:
+        pipe = client.pipeline(transaction=False)
+        for queue in queues:
+            for _ in range(count):
+                task = f"{queue}-{len(published)}"
+                published[task] = time.time()
+                pipe.lpush(queue, json.dumps({"headers": {"id": task}, "properties": {}, "body": ""}))
+        pipe.execute()
+
+    def consume() -> None:
+        pipe = client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.rpop(queue)
+        pipe.execute()
+
+    collector = make_collector(redis_url)
+    publish(2)
+    collector.tick()
+    for _ in range(5):
+        time.sleep(INTERVAL / 2)
+        publish(1)
+        time.sleep(INTERVAL / 2)
+        consume()
+        report = collector.tick()
+        assert report.errors == () and report.round_trips <= 3
+    now = time.time()
+    samples = by_queue(report)
+    for queue in queues[::50]:
+        expected = now - published[json.loads(client.lindex(queue, -1))["headers"]["id"]]
+        sample = samples[queue]
+        assert sample.latency_source == LATENCY_OBSERVED
+        assert expected - INTERVAL - 0.5 <= sample.latency <= expected + 0.5, (queue, sample.latency, expected)
