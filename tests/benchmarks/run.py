@@ -359,7 +359,7 @@ def process_figures(url: str) -> dict:
     ruby_rss = rss_kb(ruby.pid) / 1024
     ruby.communicate("go\n")
     return {
-        "as deployed (buildpack, /usr/bin/python3 -I -S, redis-py 5.2.1)": as_deployed,
+        "as deployed (the slug's queue-metrics command, /usr/bin/python3 -I -S)": as_deployed,
         "python -m queue_metrics (dev venv, redis-py " + redis.__version__ + ")": dev,
         "Sidekiq API (Ruby), process start to first tick": {"first_line_ms": ruby_first, "rss_mb": ruby_rss},
     }
