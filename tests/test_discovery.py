@@ -3,9 +3,6 @@ kombu's priority lists and key prefixes, ETA messages with and without a worker,
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -18,9 +15,8 @@ import queue_metrics.celery as stamp_hook
 from helpers.collect import by_queue, collect, make_collector, sidekiq
 from helpers.process import start
 from helpers.watch import Watcher
+from helpers.workers import start_celery_worker
 from queue_metrics.format import librato_lines
-
-HELPERS = os.path.join(os.path.dirname(__file__), "helpers")
 
 
 def celery_app(url: str, **transport_options) -> Celery:
@@ -129,30 +125,7 @@ def test_eta_messages_with_a_worker_running(redis_url, apps, options):
     """A running worker takes ETA and countdown messages off the list at once and holds them:
     the queue is then empty (size 0, latency 0), while the tasks wait in the worker."""
     app = apps(redis_url)
-    env = {**os.environ, "CELERY_BROKER_URL": redis_url, "PYTHONPATH": HELPERS}
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "celery_app",
-            "worker",
-            "--pool",
-            "solo",
-            "-Q",
-            "work",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel",
-            "WARNING",
-        ],
-        cwd=HELPERS,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_celery_worker(redis_url, ["work"])
     try:
         app.send_task("shop.tasks.ship", queue="work", **options)
         deadline = time.monotonic() + 30

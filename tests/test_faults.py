@@ -12,7 +12,7 @@ import pytest
 
 from helpers.collect import sidekiq
 from helpers.process import lines_of, queue_metrics, start
-from helpers.servers import RedisServer, free_port
+from helpers.servers import RedisServer, free_port, self_signed_certificate
 from helpers.watch import Watcher, collector_line, metric_line
 
 PASSWORD = "Sup3r-Secret-Pa55"
@@ -239,30 +239,7 @@ def test_url_that_does_not_parse():
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_certificate(tmp_path_factory.mktemp("tls"))
     tls_port = free_port()
     server = RedisServer(
         tls_port=tls_port,

@@ -5,9 +5,7 @@ time, recorded by the producer when it sent it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 import time
 
@@ -17,9 +15,9 @@ from kombu import pools
 
 import queue_metrics.celery as stamp_hook
 from helpers.collect import by_queue, make_collector
+from helpers.workers import start_celery_worker
 from queue_metrics.sample import LATENCY_OBSERVED
 
-HELPERS = os.path.join(os.path.dirname(__file__), "helpers")
 INTERVAL = 1.0
 QUEUES = {"reports": (0,), "ranked": (0, 9)}  # queue -> priorities its producer uses
 
@@ -64,30 +62,7 @@ def truth(client, queue: str, published: dict, now: float) -> float:
 
 
 def start_worker(url: str) -> subprocess.Popen:
-    env = {**os.environ, "CELERY_BROKER_URL": url, "PYTHONPATH": HELPERS}
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "celery_app",
-            "worker",
-            "--pool",
-            "solo",
-            "-Q",
-            ",".join(QUEUES),
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "--loglevel",
-            "WARNING",
-        ],
-        cwd=HELPERS,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return start_celery_worker(url, list(QUEUES))
 
 
 @pytest.fixture

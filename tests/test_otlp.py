@@ -5,7 +5,6 @@ with the real queues; receivers that hang, fail, are down, or refuse gzip."""
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from helpers.process import lines_of, queue_metrics, start
 from helpers.producers import fill_three_systems, latency_then
 from helpers.receivers import OtlpReceiver, by_queue, points, resource_of, single
-from helpers.servers import free_port
+from helpers.servers import free_port, self_signed_certificate
 from helpers.watch import Watcher, collector_line
 from queue_metrics import protobuf as pb
 from queue_metrics.config import ConfigError
@@ -359,31 +358,7 @@ def test_bad_output_settings_are_usage_errors():
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("otlp-tls")
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return str(cert), str(key)
+    return self_signed_certificate(tmp_path_factory.mktemp("otlp-tls"))
 
 
 def test_https_endpoint_verified_against_the_system_certificates(redis_url, certificate):

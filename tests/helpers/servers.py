@@ -15,6 +15,35 @@ from typing import List, Optional
 REDIS_SERVER = shutil.which("redis-server")
 
 
+def self_signed_certificate(directory) -> "tuple[str, str]":
+    """A certificate for localhost and 127.0.0.1, and its key (PEM files in `directory`), made by
+    openssl for real TLS in the tests."""
+    cert, key = os.path.join(str(directory), "cert.pem"), os.path.join(str(directory), "key.pem")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Callable, Dict, Iterator, List
@@ -74,3 +75,26 @@ def add_workers(client, name: str = "1") -> None:
     client.sadd("rq:workers", f"rq:worker:{name}")
     client.hset(f"rq:worker:{name}", mapping={"state": "busy", "birth": "2026-11-23T00:00:00.000000Z"})
     client.hset("unacked", f"tag-{name}", json.dumps([{"body": "", "properties": {}}, "", "celery"]))
+
+
+def start_celery_worker(url: str, queues: List[str]) -> subprocess.Popen:
+    """A real `celery worker` (solo pool, tests/helpers/celery_app.py) consuming `queues`."""
+    env = {**os.environ, "CELERY_BROKER_URL": url, "PYTHONPATH": HELPERS}
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "celery_app",
+        "worker",
+        "--pool",
+        "solo",
+        "-Q",
+        ",".join(queues),
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel",
+        "WARNING",
+    ]
+    return subprocess.Popen(command, cwd=HELPERS, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
