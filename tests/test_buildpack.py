@@ -19,10 +19,10 @@ import pytest
 from helpers.buildpack import (
     BUILDPACK,
     NO_NETWORK,
-    hide_python_script,
     oldest_supported_python,
     python_is_hidden,
     run,
+    without_python,
 )
 from helpers.collect import sidekiq
 
@@ -60,16 +60,7 @@ class Dyno:
         script = DYNO_SCRIPT.format(extra=extra, command=command)
         command = ["bash", "-c", script]
         if hide_python:
-            command = [
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-                "bash",
-                "-c",
-                hide_python_script() + 'exec bash -c "$0"',
-                script,
-            ]
+            command = without_python(script)
         self.build = build
         self.process = subprocess.Popen(
             command,
@@ -349,17 +340,7 @@ def test_heroku_python_before_us_with_a_shared_libpython_needs_no_profile_d_orde
     assert bundle.returncode == 0, bundle.stdout + bundle.stderr
     app_python = build / ".heroku" / "python" / "bin" / "python3"
     assert list((build / ".heroku" / "python" / "lib").glob("libpython3*.so*"))
-    alone = run(
-        [
-            "unshare",
-            "-m",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            hide_python_script() + f"{app_python} -c 'print(1)'",
-        ]
-    )
+    alone = run(without_python(f"{app_python} -c 'print(1)'"))
     assert alone.returncode != 0 and "libpython" in alone.stderr, "the app's Python must need LD_LIBRARY_PATH"
     result = compile_app(tmp_path, "heroku-24", {"REDIS_URL": jobs}, app_files=("requirements.txt",))
     assert "the app's Python (/app/.heroku/python), installed by heroku/python" in result.stdout
@@ -601,11 +582,7 @@ def test_one_off_dynos_have_the_queue_metrics_command(tmp_path, jobs, dynos):
         'for script in "$HOME"/.profile.d/*.sh; do source "$script"; done; queue-metrics once; queue-metrics config; '
         "queue-metrics demo --ticks 1 2>/dev/null"
     )
-    result = run(
-        ["unshare", "-m", "--propagation", "private", "bash", "-c", hide_python_script() + 'exec bash -c "$0"', script],
-        env=env,
-        cwd=build,
-    )
+    result = run(without_python(script), env=env, cwd=build)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert re.search(r"^sample#queue\.sidekiq\.default\.size=2 ", result.stdout, re.M), result.stdout
