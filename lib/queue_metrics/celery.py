@@ -46,6 +46,7 @@ from queue_metrics.plugin import (
     batch,
     decode_name,
     encode_key,
+    evidence,
     parse_json_object,
     registry_members,
 )
@@ -337,12 +338,11 @@ class Celery:
                     f"routing_key{sep!r}pattern{sep!r}queue (set QUEUE_METRICS_CELERY_SEP "
                     f"to the app's `sep` transport option)"
                 )
-        evidence = None
-        if bound or unreadable:
-            evidence = f"{len(self._sorted_binding_keys)} _kombu.binding.* set(s) bind {bound + unreadable} queue(s)"
-        elif self.settings.queues:
-            evidence = "QUEUE_METRICS_CELERY_QUEUES is set"
-        return Found(sorted(names), evidence)
+        bindings = len(self._sorted_binding_keys)
+        listed = (
+            f"{bindings} _kombu.binding.* set(s) bind {bound + unreadable} queue(s)" if bound or unreadable else None
+        )
+        return Found(sorted(names), evidence(listed, "QUEUE_METRICS_CELERY_QUEUES", bool(self.settings.queues)))
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 (one per collector; queues are few)
     def list_keys(self, queue: str) -> Tuple[bytes, ...]:
@@ -423,7 +423,8 @@ class Celery:
         keys = self.list_keys(queue)
         first = self._first_batch(queue)
         search = self._search(keys[0])
-        replies = yield Batch(first.packed + search.packed, first.replies + search.replies)
+        # Most queues send no LPOS (empty or stamped lists): their cached batch goes as it is.
+        replies = yield Batch(first.packed + search.packed, first.replies + 1) if search.replies else first
         values = replies.values
         sizes = values[: len(keys)]
         exists = values[len(keys)] if self._probed else 0

@@ -120,6 +120,14 @@ class SystemSpec(NamedTuple):
     make: Callable[[object, bool], QueueSystem]
 
 
+def evidence(listed: Optional[str], setting: str, configured: bool) -> Optional[str]:
+    """Why a system counts as in use: what its registry lists, else its queue setting; None: no
+    sign of it."""
+    if listed:
+        return listed
+    return f"{setting} is set" if configured else None
+
+
 def decode_name(raw: bytes) -> str:
     """Names are kept as str that turn back into the exact bytes of the key."""
     return raw.decode("utf-8", "surrogateescape")

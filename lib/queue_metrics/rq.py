@@ -30,6 +30,7 @@ from queue_metrics.plugin import (
     batch,
     decode_name,
     encode_key,
+    evidence,
     joined,
     latency_or_report,
     list_head,
@@ -125,12 +126,8 @@ class RQ:
                 ignored += 1
         if ignored:
             errors.add(f"rq registry {QUEUES_KEY}: ignoring {ignored} member(s) that are not queue keys")
-        evidence = None
-        if members:
-            evidence = f"the {QUEUES_KEY!r} set names {len(members)} queue(s)"
-        elif self.settings.queues:
-            evidence = "QUEUE_METRICS_RQ_QUEUES is set"
-        return Found(sorted(names), evidence)
+        listed = f"the {QUEUES_KEY!r} set names {len(members)} queue(s)" if members else None
+        return Found(sorted(names), evidence(listed, "QUEUE_METRICS_RQ_QUEUES", bool(self.settings.queues)))
 
     def _make_queue_batch(self, queue: str, counted: bool) -> Batch:
         """LLEN + LINDEX and, with the extras, the queue's registries: their ZCARDs when it had

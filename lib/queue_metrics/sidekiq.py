@@ -31,6 +31,7 @@ from queue_metrics.plugin import (
     batch,
     decode_name,
     encode_key,
+    evidence,
     joined,
     latency_or_report,
     list_head,
@@ -146,12 +147,8 @@ class Sidekiq:
         members = registry_members(NAME, key, replies[0], errors)
         names = {decode_name(member) for member in members}
         names.update(self.settings.queues)
-        evidence = None
-        if members:
-            evidence = f"the {key!r} set names {len(members)} queue(s)"
-        elif self.settings.queues:
-            evidence = "QUEUE_METRICS_SIDEKIQ_QUEUES is set"
-        return Found(sorted(names), evidence)
+        listed = f"the {key!r} set names {len(members)} queue(s)" if members else None
+        return Found(sorted(names), evidence(listed, "QUEUE_METRICS_SIDEKIQ_QUEUES", bool(self.settings.queues)))
 
     def _make_queue_batch(self, queue: str) -> Batch:
         key = encode_key(self._key_prefix + QUEUE_KEY.format(name=queue))
