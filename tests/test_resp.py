@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from queue_metrics.errors import RedisTimeout, RedisUnavailable, ReplyError
-from queue_metrics.resp import NeedMore, pack_commands, parse_reply, read_replies
+from queue_metrics.resp import ReplyParser, pack_commands, parse_replies, read_replies
 
 
 def test_pack_matches_the_protocol():
@@ -35,25 +35,53 @@ def test_pack_keeps_undecodable_bytes_of_names():
     ],
 )
 def test_parse_each_reply_kind(raw, value):
-    assert parse_reply(bytearray(raw), 0) == (value, len(raw))
+    assert parse_replies(raw) == ([value], False)
+
+
+def test_nested_arrays_as_scan_and_hscan_answer():
+    raw = b"*2\r\n$1\r\n0\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n:5\r\n"
+    assert parse_replies(raw) == ([[b"0", [b"a", [1]]], 5], False)
+
+
+def test_a_reply_cut_anywhere_comes_out_whole_once():
+    raw = b"*3\r\n$1\r\na\r\n:7\r\n$-1\r\n$5\r\nhe\r\no\r\n*0\r\n-ERR no\r\n+OK\r\n"
+    whole, _ = parse_replies(raw)
+    for cut in range(len(raw) + 1):
+        for second in range(cut, len(raw) + 1):
+            parser, replies = ReplyParser(), []
+            for part in (raw[:cut], raw[cut:second], raw[second:]):
+                parser.feed(part, replies)
+            assert [str(r) if isinstance(r, Exception) else r for r in replies] == [
+                str(r) if isinstance(r, Exception) else r for r in whole
+            ]
+            assert not parser.pending
+
+
+def test_a_long_array_cut_into_many_reads_comes_out_whole():
+    # Ten thousand names in one SMEMBERS reply, cut into 4 KB reads, as a slow link delivers them.
+    names = [b"queue-%05d" % index for index in range(10_000)]
+    raw = b"*%d\r\n" % len(names) + b"".join(b"$%d\r\n%s\r\n" % (len(name), name) for name in names)
+    parser, replies = ReplyParser(), []
+    for start in range(0, len(raw), 4096):
+        parser.feed(raw[start : start + 4096], replies)
+    assert replies == [names]
 
 
 def test_errors_stand_in_their_commands_place():
-    reply, end = parse_reply(bytearray(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"), 0)
+    (reply,), _ = parse_replies(b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n")
     assert isinstance(reply, ReplyError) and reply.code == "WRONGTYPE"
     assert str(reply).startswith("WRONGTYPE")
-    assert parse_reply(bytearray(b"-unknown trouble\r\n"), 0)[0].code == "ERR"
+    assert parse_replies(b"-unknown trouble\r\n")[0][0].code == "ERR"
 
 
 @pytest.mark.parametrize("raw", [b":4", b"$5\r\nhel", b"$5\r\nhello", b"*2\r\n$1\r\na\r\n", b""])
 def test_incomplete_replies_ask_for_more(raw):
-    with pytest.raises(NeedMore):
-        parse_reply(bytearray(raw), 0)
+    assert parse_replies(raw) == ([], bool(raw))
 
 
 def test_an_unknown_reply_type_is_a_connection_error():
     with pytest.raises(RedisUnavailable):
-        parse_reply(bytearray(b"%1\r\n"), 0)
+        parse_replies(b"%1\r\n")
 
 
 def test_read_replies_from_a_real_server_across_many_reads(redis_server, client):

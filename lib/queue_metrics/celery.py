@@ -40,6 +40,7 @@ from queue_metrics.plugin import (
     EMPTY_BATCH,
     Batch,
     Found,
+    ParsedHeads,
     QueueReader,
     SystemReader,
     SystemSpec,
@@ -176,13 +177,13 @@ def message_stamp(payload: bytes) -> Optional[float]:
     return None
 
 
-def message_wait(payload: bytes, now: float) -> Optional[float]:
+def message_wait(payload: bytes, now: float, heads: Optional[ParsedHeads] = None) -> Optional[float]:
     """How long a message has waited for a worker: since its publish stamp, whatever its ETA.
 
     A message still in a list is waiting for a worker: a running worker takes ETA, countdown
     and retry messages off the list at once and holds them until due. None: no stamp.
     """
-    stamp = message_stamp(payload)
+    stamp = message_stamp(payload) if heads is None else heads.parsed(payload, message_stamp)
     return None if stamp is None else latency(stamp, now)
 
 
@@ -245,6 +246,7 @@ class Celery:
         self._watches: Dict[bytes, ListWatch] = {}
         self._observing = True
         self._watched: Set[bytes] = set()
+        self._heads = ParsedHeads()
         # What doctor reports: prefixes seen, lists with messages, stamped and unstamped heads.
         self.prefixes_seen: Set[str] = set()
         self.steps_seen: Set[int] = set()
@@ -309,6 +311,7 @@ class Celery:
         return self._registry
 
     def queues(self, replies: list, errors: ErrorLog) -> Found:
+        self._heads.start_tick()
         if not self._watched.issuperset(self._watches):
             self._watches = {key: watch for key, watch in self._watches.items() if key in self._watched}
         self._watched = set()
@@ -516,7 +519,7 @@ class Celery:
                 if watch is not None:
                     watch.observe(read.now, 0, None, None)
                 continue
-            wait = message_wait(read.oldest, read.now)  # type: ignore[arg-type]
+            wait = message_wait(read.oldest, read.now, self._heads)  # type: ignore[arg-type]
             if wait is not None:
                 # A stamp wins, and a stamped list needs no history (nor its LINDEX 0 and LPOS).
                 self.heads_stamped += 1

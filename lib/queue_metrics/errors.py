@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
-import ssl
+import sys
 from typing import List, Optional
 
 
@@ -120,7 +120,10 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
     if isinstance(error, ReplyError):
         return _describe_reply(error, where, has_password)
     chain = _chain(error)
-    rejected = _first(chain, ssl.SSLCertVerificationError)
+    # `ssl` is imported by a TLS connection only (it costs megabytes): without it, no error
+    # can be a TLS one.
+    ssl = sys.modules.get("ssl")
+    rejected = _first(chain, ssl.SSLCertVerificationError) if ssl else None
     if rejected is not None:
         reason = getattr(rejected, "verify_message", None) or "the server's certificate was not accepted"
         return (
@@ -128,7 +131,7 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
             f"(QUEUE_METRICS_TLS_VERIFY is on: set QUEUE_METRICS_TLS_CA_FILE to the server's CA, "
             f"or turn verification off)"
         )
-    ssl_error = _first(chain, ssl.SSLError)
+    ssl_error = _first(chain, ssl.SSLError) if ssl else None
     if ssl_error is not None:
         reason = getattr(ssl_error, "reason", None) or type(ssl_error).__name__
         return f"TLS with Redis at {where} failed: {reason} (is that port really TLS?)"

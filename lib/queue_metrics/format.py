@@ -19,7 +19,6 @@ first of which is a system name or `collector`: no queue name can make them coll
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -44,9 +43,16 @@ def metric_queue_part(queue: str) -> str:
     """The queue's part of a metric name: the name itself when safe, else cleaned and hashed."""
     if NAME_SAFE.match(queue) and len(queue) <= MAX_QUEUE_PART and not LOOKS_HASHED.search(queue):
         return queue
-    digest = hashlib.sha1(queue.encode("utf-8", "surrogateescape")).hexdigest()[:DIGEST_LENGTH]
     cleaned = NAME_UNSAFE_CHAR.sub("_", queue)[: MAX_QUEUE_PART - DIGEST_LENGTH - 1]
-    return f"{cleaned}_{digest}"
+    return f"{cleaned}_{name_digest(queue)}"
+
+
+def name_digest(queue: str) -> str:
+    """The short hash that keeps a cleaned or shortened queue name unique."""
+    # Imported on first use: hashlib loads OpenSSL, and most apps' queue names need no digest.
+    import hashlib
+
+    return hashlib.sha1(queue.encode("utf-8", "surrogateescape")).hexdigest()[:DIGEST_LENGTH]
 
 
 def queue_metric_base(prefix: str, backend: str, queue: str) -> str:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from queue_metrics.config import ConfigError
-from queue_metrics.otlp import OtlpSender, OtlpSettings
 from queue_metrics.sample import TickReport
-from queue_metrics.statsd import StatsdSender, StatsdSettings
+
+if TYPE_CHECKING:
+    # Each network output is imported only when it is chosen: a dyno that prints log lines only
+    # loads neither (OTLP alone brings threads, gzip and an HTTP client).
+    from queue_metrics.otlp import OtlpSender, OtlpSettings
+    from queue_metrics.statsd import StatsdSender, StatsdSettings
 
 LOGS = "logs"
 STATSD = "statsd"
@@ -32,11 +36,17 @@ class OutputSettings:
     def from_env(cls, env: Mapping[str, str], interval: float, prefix: str = "queue") -> "OutputSettings":
         """QUEUE_METRICS_OUTPUTS and the chosen outputs' own settings; ConfigError on a bad one."""
         names = _output_names(env.get("QUEUE_METRICS_OUTPUTS", ""))
-        return cls(
-            logs=LOGS in names,
-            statsd=StatsdSettings.from_env(env, prefix) if STATSD in names else None,
-            otlp=OtlpSettings.from_env(env, interval) if OTLP in names else None,
-        )
+        statsd: Optional[StatsdSettings] = None
+        otlp: Optional[OtlpSettings] = None
+        if STATSD in names:
+            from queue_metrics.statsd import StatsdSettings
+
+            statsd = StatsdSettings.from_env(env, prefix)
+        if OTLP in names:
+            from queue_metrics.otlp import OtlpSettings
+
+            otlp = OtlpSettings.from_env(env, interval)
+        return cls(logs=LOGS in names, statsd=statsd, otlp=otlp)
 
     @property
     def names(self) -> Tuple[str, ...]:
@@ -73,7 +83,7 @@ def _output_names(text: str) -> Tuple[str, ...]:
     return tuple(chosen)
 
 
-Sender = Union[StatsdSender, OtlpSender]
+Sender = Union["StatsdSender", "OtlpSender"]
 
 
 class Outputs:
@@ -90,8 +100,12 @@ class Outputs:
         self.logs = settings.logs
         self.senders: List[Sender] = []
         if settings.statsd:
+            from queue_metrics.statsd import StatsdSender
+
             self.senders.append(StatsdSender(settings.statsd, prefix, source, err))
         if settings.otlp:
+            from queue_metrics.otlp import OtlpSender
+
             self.senders.append(OtlpSender(settings.otlp, prefix, err, clock))
 
     def take_dropped(self) -> Optional[int]:

@@ -32,88 +32,103 @@ def pack_commands(commands: Sequence[Sequence[object]]) -> bytes:
     return b"".join(parts)
 
 
-class NeedMore(Exception):
-    """The buffer ends before the reply does."""
+class ReplyParser:
+    """Turns the bytes Redis sends into replies, however the network cuts them.
 
-
-def parse_reply(buffer, position: int) -> Tuple[object, int]:
-    """One reply of `buffer` (bytes or bytearray) at `position`; returns it and the position after.
-
-    Raises NeedMore when the buffer ends before the reply does.
+    Parsing resumes where it stopped: a reply cut off by the end of what has arrived (an array of
+    ten thousand queue names, say) is never parsed again from its start, so a tick's replies cost
+    the same whether they arrive in one piece or in a thousand.
     """
-    end = buffer.find(CRLF, position)
-    if end < 0:
-        raise NeedMore()
-    kind = buffer[position]
-    if kind == 36:  # $ bulk string
-        length = int(buffer[position + 1 : end])
-        if length < 0:
-            return None, end + 2
-        stop = end + 2 + length
-        if stop + 2 > len(buffer):
-            raise NeedMore()
-        return bytes(buffer[end + 2 : stop]), stop + 2
-    if kind == 58:  # : integer
-        return int(buffer[position + 1 : end]), end + 2
-    if kind == 42:  # * array
-        count = int(buffer[position + 1 : end])
-        if count < 0:
-            return None, end + 2
-        items = []
-        position = end + 2
-        for _ in range(count):
-            item, position = parse_reply(buffer, position)
-            items.append(item)
-        return items, position
-    if kind == 43:  # + simple string
-        return bytes(buffer[position + 1 : end]), end + 2
-    if kind == 45:  # - error
-        return ReplyError(bytes(buffer[position + 1 : end]).decode("utf-8", "replace")), end + 2
-    raise RedisUnavailable(f"unexpected reply type byte {bytes([kind])!r} from Redis")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._position = 0
+        # Arrays being filled, innermost last: [their items so far, how many they will hold].
+        self._open: List[list] = []
+
+    @property
+    def pending(self) -> bool:
+        """True while a reply has begun to arrive but is not complete."""
+        return bool(self._open) or self._position < len(self._buffer)
+
+    def feed(self, data: bytes, replies: List[object]) -> None:
+        """Appends to `replies` every reply that `data` completes."""
+        buffer = self._buffer
+        if self._position > COMPACT_AFTER:
+            del buffer[: self._position]
+            self._position = 0
+        buffer += data
+        position = self._position
+        size = len(buffer)
+        find = buffer.find
+        opened = self._open
+        append = replies.append
+        while position < size:
+            end = find(CRLF, position)
+            if end < 0:
+                break
+            kind = buffer[position]
+            if kind == 36:  # $ bulk string
+                length = int(buffer[position + 1 : end])
+                if length < 0:
+                    value: object = None
+                    position = end + 2
+                else:
+                    stop = end + 2 + length
+                    if stop + 2 > size:
+                        break
+                    value = bytes(buffer[end + 2 : stop])
+                    position = stop + 2
+            elif kind == 58:  # : integer
+                value = int(buffer[position + 1 : end])
+                position = end + 2
+            elif kind == 42:  # * array
+                count = int(buffer[position + 1 : end])
+                position = end + 2
+                if count > 0:
+                    opened.append([[], count])
+                    continue
+                value = None if count < 0 else []
+            elif kind == 43:  # + simple string
+                value = bytes(buffer[position + 1 : end])
+                position = end + 2
+            elif kind == 45:  # - error
+                value = ReplyError(bytes(buffer[position + 1 : end]).decode("utf-8", "replace"))
+                position = end + 2
+            else:
+                raise RedisUnavailable(f"unexpected reply type byte {bytes([kind])!r} from Redis")
+            # A finished value completes its array, which may complete the one around it.
+            while opened:
+                items, count = opened[-1]
+                items.append(value)
+                if len(items) < count:
+                    break
+                opened.pop()
+                value = items
+            else:
+                append(value)
+        self._position = position
 
 
 # Past this many parsed bytes the buffer is compacted, so a huge tick holds little at once.
 COMPACT_AFTER = 1 << 20
 
 
+def parse_replies(data: bytes) -> Tuple[List[object], bool]:
+    """The complete replies in `data`, and whether an incomplete one follows them."""
+    parser = ReplyParser()
+    replies: List[object] = []
+    parser.feed(data, replies)
+    return replies, parser.pending
+
+
 def read_replies(sock: socket.socket, count: int) -> List[object]:
     """Read exactly `count` replies from the socket (its timeout bounds every wait)."""
     replies: List[object] = []
-    append = replies.append
-    buffer = bytearray()
-    find = buffer.find
-    position = 0
+    parser = ReplyParser()
     while len(replies) < count:
-        # Integers and bulk strings, nearly every reply of a tick, are parsed inline here;
-        # the rest (and any reply cut off by the end of the buffer) by parse_reply.
-        end = find(CRLF, position)
-        if end > 0:
-            kind = buffer[position]
-            if kind == 58:  # :
-                append(int(buffer[position + 1 : end]))
-                position = end + 2
-                continue
-            if kind == 36:  # $
-                length = int(buffer[position + 1 : end])
-                if length < 0:
-                    append(None)
-                    position = end + 2
-                    continue
-                stop = end + 2 + length
-                if stop + 2 <= len(buffer):
-                    append(bytes(buffer[end + 2 : stop]))
-                    position = stop + 2
-                    continue
-        try:
-            reply, position = parse_reply(buffer, position)
-        except NeedMore:
-            if position > COMPACT_AFTER:
-                del buffer[:position]
-                position = 0
-            buffer += _receive(sock)
-            continue
-        append(reply)
-    if position != len(buffer):
+        parser.feed(_receive(sock), replies)
+    if len(replies) > count or parser.pending:
         raise RedisUnavailable("Redis sent more replies than commands")
     return replies
 

@@ -24,6 +24,7 @@ from queue_metrics.plugin import (
     Batch,
     Found,
     MemberReads,
+    ParsedHeads,
     QueueReader,
     SystemReader,
     SystemSpec,
@@ -105,6 +106,7 @@ class RQ:
         self._with_registries: Set[str] = set()
         # Registry figures by their sizes: most queues share a few (all zero, above all).
         self._figures: Dict[Tuple[object, ...], Tuple[Figure, ...]] = {}
+        self._heads = ParsedHeads()
         self._workers_batch = batch(("SMEMBERS", WORKERS_KEY))
         self._workers = MemberReads(lambda key: batch(("EXISTS", key), ("HGET", key, WORKER_STATE_FIELD)))
 
@@ -115,6 +117,7 @@ class RQ:
         return self._registry
 
     def queues(self, replies: list, errors: ErrorLog) -> Found:
+        self._heads.start_tick()
         members = registry_members(NAME, QUEUES_KEY, replies[0], errors)
         names = set(self.settings.queues)
         ignored = 0
@@ -188,9 +191,14 @@ class RQ:
             )
             return QueueSample(NAME, queue, head.size, None, figures)
         seconds = latency_or_report(
-            NAME, queue, errors, lambda: latency(job_enqueued_at(enqueued_at, shown_id), replies.now)
+            NAME, queue, errors, lambda: latency(self._enqueued_at(enqueued_at, shown_id), replies.now)
         )
         return QueueSample(NAME, queue, head.size, seconds, figures)
+
+    def _enqueued_at(self, value: Optional[bytes], job_id: str) -> float:
+        if value is None:
+            return job_enqueued_at(value, job_id)  # raises: the error names the job
+        return self._heads.parsed(value, lambda text: job_enqueued_at(text, job_id))
 
     def _registry_figures(self, queue: str, sizes: list, errors: ErrorLog) -> Tuple[Figure, ...]:
         """The registries' figures from their ZCARDs; remembers whether the queue has any."""

@@ -24,6 +24,7 @@ from queue_metrics.sample import TickReport
 USAGE_ERROR = 2
 NOTHING_READ = 1
 PROGRAM = "queue-metrics"
+LINES_PER_WRITE = 256
 
 
 class Output:
@@ -38,8 +39,10 @@ class Output:
         return line.replace("\r", "\\r").replace("\n", "\\n")
 
     def out(self, lines: List[str]) -> None:
+        # Whole lines, a few hundred at a time: ten thousand queues' lines are never one string.
+        for start in range(0, len(lines), LINES_PER_WRITE):
+            sys.stdout.write("".join(self.clean(line) + "\n" for line in lines[start : start + LINES_PER_WRITE]))
         if lines:
-            sys.stdout.write("".join(self.clean(line) + "\n" for line in lines))
             sys.stdout.flush()
 
     def err(self, messages: Sequence[str], level: str = "error") -> None:

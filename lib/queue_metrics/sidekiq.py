@@ -25,6 +25,7 @@ from queue_metrics.plugin import (
     Found,
     Interval,
     MemberReads,
+    ParsedHeads,
     QueueReader,
     SystemReader,
     SystemSpec,
@@ -85,7 +86,7 @@ def job_enqueued_at(payload: bytes) -> Optional[float]:
     return epoch_seconds(value, ENQUEUED_AT_FIELD)
 
 
-def queue_latency(oldest_payload: Optional[bytes], now: float) -> float:
+def queue_latency(oldest_payload: Optional[bytes], now: float, heads: Optional[ParsedHeads] = None) -> float:
     """Latency of a queue from its oldest job, as `Sidekiq::Queue#latency` computes it.
 
     An empty queue has none to wait for. A job without `enqueued_at` counts 0, as Sidekiq's own
@@ -94,7 +95,7 @@ def queue_latency(oldest_payload: Optional[bytes], now: float) -> float:
     """
     if oldest_payload is None:
         return 0.0
-    enqueued_at = job_enqueued_at(oldest_payload)
+    enqueued_at = job_enqueued_at(oldest_payload) if heads is None else heads.parsed(oldest_payload, job_enqueued_at)
     return 0.0 if enqueued_at is None else latency(enqueued_at, now)
 
 
@@ -133,6 +134,7 @@ class Sidekiq:
         )
         self._processes = MemberReads(lambda identity: batch(("HMGET", prefix.encode() + identity, *PROCESS_FIELDS)))
         self._interval = Interval()
+        self._heads = ParsedHeads()
         # A process's `info` is the same at every heartbeat: parsed once.
         self._concurrency: Dict[bytes, int] = {}
 
@@ -143,6 +145,7 @@ class Sidekiq:
         return self._registry
 
     def queues(self, replies: list, errors: ErrorLog) -> Found:
+        self._heads.start_tick()
         key = self._key_prefix + QUEUES_KEY
         members = registry_members(NAME, key, replies[0], errors)
         names = {decode_name(member) for member in members}
@@ -161,7 +164,7 @@ class Sidekiq:
             return None
         if not head.readable:
             return QueueSample(NAME, queue, head.size, None)
-        seconds = latency_or_report(NAME, queue, errors, lambda: queue_latency(head.oldest, replies.now))
+        seconds = latency_or_report(NAME, queue, errors, lambda: queue_latency(head.oldest, replies.now, self._heads))
         return QueueSample(NAME, queue, head.size, seconds)
 
     def read_system(self, errors: ErrorLog) -> Optional[SystemReader]:

@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import hashlib
 import socket
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 from queue_metrics.config import ConfigError
 from queue_metrics.format import (
-    DIGEST_LENGTH,
     collector_figures,
     collector_metric_name,
     format_seconds,
     metric_queue_part,
+    name_digest,
     queue_metric_base,
     system_metric_name,
 )
@@ -109,8 +108,7 @@ def untagged_queue_base(prefix: str, backend: str, queue: str) -> str:
     part = metric_queue_part(queue)
     if ":" not in part:
         return queue_metric_base(prefix, backend, queue)
-    digest = hashlib.sha1(queue.encode("utf-8", "surrogateescape")).hexdigest()[:DIGEST_LENGTH]
-    return f"{prefix}.{backend}.{part.replace(':', '_')}_{digest}"
+    return f"{prefix}.{backend}.{part.replace(':', '_')}_{name_digest(queue)}"
 
 
 def statsd_lines(
