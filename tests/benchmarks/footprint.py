@@ -82,7 +82,15 @@ def run_until(command: List[str], env: Dict[str, str], checkpoints: Tuple[int, .
     process.kill()
     process.wait()
     error_lines = [line for line in errors if b"error:" in line]
-    return {"first_line_ms": first, "rss": rss, "hwm": hwm, "errors": len(error_lines), "ticks": ticks}
+    first_error = error_lines[0].decode("utf-8", "replace").strip()[:160] if error_lines else ""
+    return {
+        "first_line_ms": first,
+        "rss": rss,
+        "hwm": hwm,
+        "errors": len(error_lines),
+        "ticks": ticks,
+        "first_error": first_error,
+    }
 
 
 def bare_start_ms(runs: int = 20) -> float:
@@ -168,13 +176,15 @@ def section(quick: bool = False) -> Tuple[List[str], dict]:
         f"{sinks.datagrams:,} datagrams and {sinks.requests:,} requests). Queues shared out among the three systems, "
         "ticks back to back (the interval shown is shorter than a tick at 10,000 queues).",
         "",
-        "| queues | interval s | ticks | resident MB at each | peak MB | error lines |",
+        "| queues | interval s | ticks | resident MB at each | peak MB | error lines (the first) |",
         "|---|---|---|---|---|---|",
     ]
     for queues, interval, result in runs:
         at = ", ".join(f"{rss:.1f} after {ticks:,}" for ticks, rss in sorted(result["rss"].items()))
         out.append(
-            f"| {queues:,} | {interval:g} | {result['ticks']:,} | {at} | {result['hwm']:.1f} | {result['errors']} |"
+            f"| {queues:,} | {interval:g} | {result['ticks']:,} | {at} | {result['hwm']:.1f} | {result['errors']}"
+            + (f" (`{result['first_error']}`)" if result["first_error"] else "")
+            + " |"
         )
     out += [
         "",

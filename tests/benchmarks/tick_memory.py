@@ -1,0 +1,84 @@
+"""Usage: .venv/bin/python tests/benchmarks/tick_memory.py [QUEUES] [TICKS]
+
+Where a tick's memory goes (tracemalloc, Python allocations only): what the collector holds
+between ticks, the peak within a tick, and the biggest allocation sites at the moment the first
+round trip's replies have all arrived (every queue's read and every reply alive at once). QUEUES
+(default 10,000) are shared out among the three systems; extras on, log lines rendered. Prints
+Markdown.
+"""
+
+from __future__ import annotations
+
+import sys
+import tracemalloc
+from pathlib import Path
+from typing import List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import redis  # noqa: E402
+import run  # noqa: E402, F401 (it puts lib/ and tests/ on sys.path)
+from footprint import populate_mixed  # noqa: E402
+
+from helpers.servers import RedisServer  # noqa: E402
+from queue_metrics.collector import Collector  # noqa: E402
+from queue_metrics.config import Settings  # noqa: E402
+from queue_metrics.connection import RedisConnection, connect  # noqa: E402
+from queue_metrics.format import librato_lines  # noqa: E402
+
+COMMAND = ".venv/bin/python tests/benchmarks/tick_memory.py"
+ROOT = str(Path(__file__).resolve().parents[2])
+
+
+def where(trace) -> str:
+    frame = trace.traceback[0]
+    return f"{frame.filename.replace(ROOT + '/', '')}:{frame.lineno}"
+
+
+def main(queues: int, ticks: int) -> None:
+    server = RedisServer().start()
+    try:
+        populate_mixed(redis.Redis.from_url(server.url), queues)
+        settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": server.url})
+        collector = Collector(settings, connect(settings))
+        librato_lines(collector.tick(), "queue", None)
+        tracemalloc.start(1)
+        held, peaks = [], []
+        for _ in range(ticks):
+            held.append(tracemalloc.get_traced_memory()[0])
+            tracemalloc.reset_peak()
+            librato_lines(collector.tick(), "queue", None)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        # One more tick, stopped when its first round trip's replies are all in.
+        snapshots: List[tracemalloc.Snapshot] = []
+        original = RedisConnection.round_trip
+
+        def round_trip(self, packed, count):
+            values = original(self, packed, count)
+            if not snapshots:
+                snapshots.append(tracemalloc.take_snapshot())
+            return values
+
+        RedisConnection.round_trip = round_trip  # type: ignore[method-assign]
+        collector.tick()
+        RedisConnection.round_trip = original  # type: ignore[method-assign]
+    finally:
+        server.close()
+    mib = 1024 * 1024
+    print(f"## Where a tick's memory goes ({queues:,} queues, tracemalloc)\n")
+    print(
+        f"Reproduce: `{COMMAND} {queues} {ticks}`. Python allocations only (not the interpreter, nor "
+        f"OpenSSL): held between ticks {held[-1] / mib:.1f} MiB; peak within a tick {max(peaks) / mib:.1f} MiB "
+        f"(ticks 2 to {ticks + 1}).\n"
+    )
+    print("At the end of the first round trip, by allocation site:\n")
+    print("| where | MiB | blocks |\n|---|---|---|")
+    stats = snapshots[0].statistics("lineno")
+    for stat in stats[:12]:
+        print(f"| {where(stat)} | {stat.size / mib:.2f} | {stat.count:,} |")
+    print(f"| everything | {sum(stat.size for stat in stats) / mib:.2f} | {sum(stat.count for stat in stats):,} |")
+
+
+if __name__ == "__main__":
+    arguments = sys.argv[1:]
+    main(int(arguments[0]) if arguments else 10_000, int(arguments[1]) if len(arguments) > 1 else 5)
