@@ -267,3 +267,34 @@ def test_held_messages_per_queue_only_when_the_hash_is_small(redis_url, client, 
     for queue, count in expected.items():
         assert queue_figures(report, "celery", queue) == ({"unacked": count} if per_queue else {})
     assert report.errors == ()
+
+
+def test_a_head_that_changes_between_ticks_gives_its_own_latency(redis_url, client):
+    # The oldest job of each queue is parsed once and remembered; a new oldest job must be read
+    # afresh, and one that stays must keep ageing.
+    now = time.time()
+    client.sadd("queues", "default")
+    client.lpush("queue:default", json.dumps({"jid": "a", "class": "W", "args": [], "enqueued_at": now - 100}))
+    client.sadd("_kombu.binding.celery", "celery\x06\x16\x06\x16celery")
+    client.lpush("celery", json.dumps({"headers": {}, "properties": {"published_at": now - 100}}))
+    queue = Queue("rqdefault", connection=client)
+    first_job = queue.enqueue("builtins.len", "abc")
+    client.hset(f"rq:job:{first_job.id}", "enqueued_at", "2000-01-02T00:00:00.000000Z")
+    collector = make_collector(redis_url)
+
+    before = {(s.backend, s.queue): s.latency for s in collector.tick().samples}
+    assert before[("sidekiq", "default")] >= 100 and before[("celery", "celery")] >= 100
+    assert before[("rq", "rqdefault")] > 365 * 86400
+    again = {(s.backend, s.queue): s.latency for s in collector.tick().samples}
+    assert again[("sidekiq", "default")] >= before[("sidekiq", "default")]
+
+    client.rpop("queue:default")
+    client.lpush("queue:default", json.dumps({"jid": "b", "class": "W", "args": [], "enqueued_at": now - 5}))
+    client.rpop("celery")
+    client.lpush("celery", json.dumps({"headers": {}, "properties": {"published_at": now - 5}}))
+    client.lpop("rq:queue:rqdefault")
+    queue.enqueue("builtins.len", "def")
+    after = {(s.backend, s.queue): s.latency for s in collector.tick().samples}
+    assert 5 <= after[("sidekiq", "default")] < 100
+    assert 5 <= after[("celery", "celery")] < 100
+    assert after[("rq", "rqdefault")] < 60

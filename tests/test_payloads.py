@@ -182,3 +182,42 @@ def test_celery_held_entry_route_read_from_the_tail_equals_json(message, exchang
 def test_celery_held_entry_that_is_not_one_says_so(entry):
     with pytest.raises(PayloadError, match="held message is not JSON"):
         celery.held_route(entry)
+
+
+def test_parsed_heads_parse_a_payload_once_while_ticks_read_it():
+    from queue_metrics.plugin import ParsedHeads
+
+    parsed = []
+
+    def parse(payload: bytes) -> float:
+        parsed.append(payload)
+        return float(len(payload))
+
+    heads = ParsedHeads()
+    heads.start_tick()
+    assert heads.parsed(b"job-1", parse) == 5.0
+    heads.start_tick()
+    assert heads.parsed(b"job-1", parse) == 5.0  # the same head at the next tick: not parsed again
+    assert heads.parsed(b"job-22", parse) == 6.0  # a new head is parsed
+    assert parsed == [b"job-1", b"job-22"]
+    heads.start_tick()
+    heads.start_tick()  # a tick that read neither: both forgotten
+    assert heads.parsed(b"job-1", parse) == 5.0
+    assert parsed == [b"job-1", b"job-22", b"job-1"]
+
+
+def test_parsed_heads_never_keep_a_payload_that_failed():
+    from queue_metrics.plugin import ParsedHeads
+
+    calls = []
+
+    def parse(payload: bytes) -> float:
+        calls.append(payload)
+        raise PayloadError("oldest job is not JSON")
+
+    heads = ParsedHeads()
+    for _ in range(2):
+        heads.start_tick()
+        with pytest.raises(PayloadError):
+            heads.parsed(b"{not json", parse)
+    assert len(calls) == 2  # reported at every tick, not once
