@@ -158,6 +158,28 @@ def test_a_redis_without_lpos_keeps_stamped_latency_and_says_nothing_per_queue(m
     app.close()
 
 
+def test_a_redis_without_lpos_found_mid_tick_leaves_the_other_queues_replies_in_place(make_server):
+    """The first queue to meet "unknown command" for LPOS turns observing off; a queue whose
+    follow-up already carried LPOS for two lists must still take its replies in their places."""
+    import redis
+
+    server = make_server(extra=["--rename-command", "LPOS", ""])
+    client = redis.Redis.from_url(server.url)
+    for queue in ("a", "b"):
+        client.sadd("_kombu.binding.celery", f"{queue}\x06\x16\x06\x16{queue}")
+        for step in (3, 6):
+            client.lpush(f"{queue}\x06\x16{step}", json.dumps({"headers": {"id": f"{queue}{step}"}, "properties": {}}))
+    collector = make_collector(server.url)
+    collector.tick()  # each priority list now has a history: the next tick sends LPOS for it
+    report = collector.tick()
+    assert report.errors == ()
+    samples = by_queue(report)
+    assert {name: (samples[name].size, samples[name].latency) for name in ("a", "b")} == {
+        "a": (2, None),
+        "b": (2, None),
+    }
+
+
 def test_a_thousand_backlogged_queues_each_within_one_interval(redis_url, client, cleanup):
     """1,000 queues, a message published to each between ticks and one taken from each by a
     'worker' (BRPOP's end): every queue's observed latency against its oldest message's real

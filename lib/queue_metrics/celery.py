@@ -376,15 +376,18 @@ class Celery:
             b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (_LPOS_HEAD, len(key), key, len(newest), newest, _LPOS_TAIL), 1
         )
 
-    def _list_reads(self, lists: Sequence[Tuple[bytes, bool]]) -> Batch:
-        """For each (key, length known): [LLEN], oldest, newest, [LPOS of the last newest]."""
-        packed, replies = [], 0
+    def _list_reads(self, lists: Sequence[Tuple[bytes, bool]]) -> Tuple[Batch, List[bool]]:
+        """For each (key, length known): [LLEN], oldest, newest, [LPOS of the last newest]; and
+        for each list whether its LPOS was sent (decided once: another queue's replies may turn
+        observing off before these come back)."""
+        packed, replies, searched = [], 0, []
         for key, length_known in lists:
             part = self._heads_batch(key, length_known)
             search = self._search(key)
             packed += [part.packed, search.packed]
             replies += part.replies + search.replies
-        return Batch(b"".join(packed), replies)
+            searched.append(bool(search.replies))
+        return Batch(b"".join(packed), replies), searched
 
     @functools.lru_cache(maxsize=65536)  # noqa: B019 (one per collector)
     def _heads_batch(self, key: bytes, length_known: bool) -> Batch:
@@ -461,15 +464,16 @@ class Celery:
         probed = [self._list_key(queue, step) for step in self._probed] if exists else []
         if busy or probed:
             plan = [(key, True) for key, _ in busy] + [(key, False) for key in probed]
-            replies = yield self._list_reads(plan)
+            follow_up, searched = self._list_reads(plan)
+            replies = yield follow_up
             more = iter(replies.values)
-            for key, length in [*busy, *[(key, None) for key in probed]]:
+            for (key, length), sent in zip([*busy, *[(key, None) for key in probed]], searched):
                 if length is None:
                     length = next(more)
                     if not isinstance(length, ReplyError):
                         size += length
                 oldest, newest = next(more), next(more)
-                pushed = next(more) if self._search_sent(key) else NOT_SEARCHED
+                pushed = next(more) if sent else NOT_SEARCHED
                 lists.append(_ListRead(key, length, oldest, newest, pushed, replies.now))
             self.steps_seen.update(self._step_of(queue, read.key) for read in lists[1:] if read.length)
         failed = next((read for read in lists if read.error() is not None), None)
@@ -496,9 +500,6 @@ class Celery:
         if not self._observing or watch is None or watch.newest is None or len(watch.newest) > MAX_TRACKED:
             return None
         return watch.newest
-
-    def _search_sent(self, key: bytes) -> bool:
-        return self._tracked(key) is not None
 
     def _step_of(self, queue: str, key: bytes) -> int:
         return int(decode_name(key)[len(self._keyprefix + queue + self.settings.sep) :] or 0)
