@@ -43,10 +43,6 @@ class ReplyError(QueueMetricsError):
         self.code = first if first.isupper() else "ERR"
 
 
-def is_error(reply: object) -> bool:
-    return isinstance(reply, ReplyError)
-
-
 def describe_reply_error(reply: ReplyError, expected: str = "a list") -> str:
     """One short phrase for an error reply to one read."""
     if reply.code == "WRONGTYPE":
@@ -56,9 +52,14 @@ def describe_reply_error(reply: ReplyError, expected: str = "a list") -> str:
     return reply.text.split("\n", 1)[0][:200] or reply.code
 
 
+def readable_name(name: str) -> str:
+    """A name as text: the undecodable bytes it keeps as surrogates shown as \\xNN escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def show_name(name: str, limit: int = 80) -> str:
     """A name quoted on one line: control characters and odd bytes escaped, long names cut."""
-    shown = json.dumps(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+    shown = json.dumps(readable_name(name))
     if len(shown) > limit:
         shown = shown[: limit - 4] + '..."'
     return shown

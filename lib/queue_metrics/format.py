@@ -23,6 +23,7 @@ import json
 import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from queue_metrics.errors import readable_name
 from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, QueueSample, TickReport
 
 # Logplex cuts lines at 10,000 bytes; stay far below so a drain never sees half a line.
@@ -106,9 +107,22 @@ def queue_pairs(prefix: str, sample: QueueSample) -> str:
     pairs = f"sample#{base}.size={sample.size}"
     if sample.latency is not None:
         pairs += f" sample#{base}.latency={format_seconds(sample.latency)}s"
-    for figure in sample.figures:
-        pairs += f" {l2met_pair(f'{base}.{figure.name}', figure)}"
+    for kind, tail in figure_tails(sample.figures):
+        pairs += f" {kind}{base}{tail}"
     return pairs
+
+
+@functools.lru_cache(maxsize=4096)
+def figure_tails(figures: Tuple[Figure, ...]) -> Tuple[Tuple[str, str], ...]:
+    """Each figure's `sample#`/`count#` and `.<name>=<value>`, as `l2met_pair` writes them.
+
+    Formatted once per distinct tuple: most queues share a few (RQ's six registries all empty,
+    Celery's held count 0), and ten thousand queues would format them again every tick.
+    """
+    return tuple(
+        ("count#" if figure.kind == COUNTER else "sample#", f".{figure.name}={format_value(figure)}")
+        for figure in figures
+    )
 
 
 def librato_lines(
@@ -160,7 +174,7 @@ def json_document(
     for s in report.samples:
         entry: Dict[str, object] = {
             "backend": s.backend,
-            "queue": _json_text(s.queue),
+            "queue": readable_name(s.queue),
             "size": s.size,
             "latency": None if s.latency is None else round(max(0.0, s.latency), 3),
         }
@@ -196,16 +210,11 @@ def json_line(
     return json.dumps(json_document(report, time, source, dropped), separators=(",", ":"))
 
 
-def _json_text(name: str) -> str:
-    # Undecodable bytes are kept as surrogates internally; JSON shows them as \\xNN escapes.
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def table_lines(report: TickReport) -> List[str]:
     """The tick as a table for people: system, queue, size, latency; then the errors."""
     rows = [("SYSTEM", "QUEUE", "SIZE", "LATENCY")]
     for sample in report.samples:
-        shown = _json_text(sample.queue)
+        shown = readable_name(sample.queue)
         latency = "unknown" if sample.latency is None else format_seconds(sample.latency) + " s"
         rows.append((sample.backend, shown if len(shown) <= 60 else shown[:57] + "...", str(sample.size), latency))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]

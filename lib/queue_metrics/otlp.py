@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, Opt
 from queue_metrics import __version__
 from queue_metrics import protobuf as pb
 from queue_metrics.config import ConfigError
+from queue_metrics.errors import readable_name
 from queue_metrics.format import collector_figures, collector_metric_name, system_metric_name
 from queue_metrics.sample import COUNTER, GAUGE, UNIT_JOBS, UNIT_RATIO, UNIT_SECONDS, Figure, TickReport
 
@@ -260,8 +261,7 @@ def queue_attributes(backend: str, queue: str) -> Pairs:
 
     Cached, like the log lines' names: the same queues come back every tick.
     """
-    text = queue.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return ((ATTR_SYSTEM, backend), (ATTR_DESTINATION, text))
+    return ((ATTR_SYSTEM, backend), (ATTR_DESTINATION, readable_name(queue)))
 
 
 def otlp_metrics(report: TickReport, prefix: str = "queue", dropped: Optional[int] = None) -> List[Metric]:

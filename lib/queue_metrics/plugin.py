@@ -154,10 +154,10 @@ _NOT_SEEN = object()
 
 
 class ParsedHeads:
-    """What each oldest payload gave when it was parsed, kept across one tick.
+    """What each payload gave when it was parsed, kept across one tick.
 
-    A queue's oldest job is usually the same job from one tick to the next, and parsing it (a
-    JSON document) costs more than the rest of its queue's reading. So a payload the last tick
+    A queue's oldest job (or a Sidekiq process's `info`) is usually the same from one tick to the
+    next, and parsing it (a JSON document) costs more than the rest of its queue's reading. So a payload the last tick
     parsed gives the same value again without being parsed: it is known by its hash, and only the
     values are kept, never the payloads (a kilobyte each, at ten thousand queues). Two different
     payloads of equal 64-bit hash would share a value: a chance far below one in a billion

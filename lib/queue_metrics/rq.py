@@ -182,23 +182,23 @@ class RQ:
         if not count_now:
             replies = yield enqueued_at_batch(job_id)
         enqueued_at = replies.values[0]
-        shown_id = decode_name(job_id)
         if isinstance(enqueued_at, ReplyError):
             errors.about_queue(
                 NAME,
                 queue,
-                f"latency unknown: job {show_name(shown_id)}: {describe_reply_error(enqueued_at, 'a hash')}",
+                f"latency unknown: job {show_name(decode_name(job_id))}: {describe_reply_error(enqueued_at, 'a hash')}",
             )
             return QueueSample(NAME, queue, head.size, None, figures)
         seconds = latency_or_report(
-            NAME, queue, errors, lambda: latency(self._enqueued_at(enqueued_at, shown_id), replies.now)
+            NAME, queue, errors, lambda: latency(self._enqueued_at(enqueued_at, job_id), replies.now)
         )
         return QueueSample(NAME, queue, head.size, seconds, figures)
 
-    def _enqueued_at(self, value: Optional[bytes], job_id: str) -> float:
+    def _enqueued_at(self, value: Optional[bytes], job_id: bytes) -> float:
+        # The job id is decoded only when the value is parsed: once per new head job.
         if value is None:
-            return job_enqueued_at(value, job_id)  # raises: the error names the job
-        return self._heads.parsed(value, lambda text: job_enqueued_at(text, job_id))
+            return job_enqueued_at(value, decode_name(job_id))  # raises: the error names the job
+        return self._heads.parsed(value, lambda text: job_enqueued_at(text, decode_name(job_id)))
 
     def _registry_figures(self, queue: str, sizes: list, errors: ErrorLog) -> Tuple[Figure, ...]:
         """The registries' figures from their ZCARDs; remembers whether the queue has any."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Iterable, List, Mapping, Optional, Tuple
 
 from queue_metrics.config import name_list
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, show_name
@@ -136,7 +136,7 @@ class Sidekiq:
         self._interval = Interval()
         self._heads = ParsedHeads()
         # A process's `info` is the same at every heartbeat: parsed once.
-        self._concurrency: Dict[bytes, int] = {}
+        self._infos = ParsedHeads()
 
     def found_keys(self, keys: Iterable[str], complete: bool) -> None:
         """Sidekiq lists its queues in a set: nothing to discover."""
@@ -201,7 +201,7 @@ class Sidekiq:
         """Live processes, busy threads, concurrency and utilization, as `ProcessSet` sums them."""
         live = busy = concurrency = 0
         concurrency_known = True
-        parsed: Dict[bytes, int] = {}
+        self._infos.start_tick()
         for identity, (reply,) in processes:  # HMGET: [info, busy], or an error reply
             if isinstance(reply, ReplyError):
                 errors.about_reply(NAME, f"process {show_name(decode_name(identity))}", reply, "a hash")
@@ -213,14 +213,10 @@ class Sidekiq:
             live += 1
             try:
                 busy += whole_number(threads, "busy")
-                if info not in self._concurrency:
-                    self._concurrency[info] = process_concurrency(info)
-                parsed[info] = self._concurrency[info]
-                concurrency += parsed[info]
+                concurrency += self._infos.parsed(info, process_concurrency)
             except PayloadError as error:
                 errors.add(f"{NAME} process {show_name(decode_name(identity))}: {error}")
                 concurrency_known = False
-        self._concurrency = parsed
         figures = [Figure("processes", live, "{process}"), Figure("busy", busy, "{thread}")]
         if concurrency_known:
             figures.append(Figure("concurrency", concurrency, "{thread}"))

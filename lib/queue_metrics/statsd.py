@@ -21,7 +21,7 @@ import errno
 import socket
 from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
-from queue_metrics.config import ConfigError
+from queue_metrics.config import ConfigError, boolean
 from queue_metrics.format import (
     collector_figures,
     collector_metric_name,
@@ -48,7 +48,7 @@ class StatsdSettings:
     def from_env(cls, env: Mapping[str, str], prefix: str) -> "StatsdSettings":
         values = {name: value.strip() for name, value in env.items() if value.strip() != ""}
         host, port = parse_address(values.get("QUEUE_METRICS_STATSD_ADDRESS", DEFAULT_ADDRESS))
-        tags = _boolean(values, "QUEUE_METRICS_STATSD_TAGS", default=True)
+        tags = boolean(values, "QUEUE_METRICS_STATSD_TAGS", default=True)
         if ":" in prefix:
             raise ConfigError("QUEUE_METRICS_PREFIX must not contain ':' with the statsd output (':' ends a name)")
         return cls(host, port, tags)
@@ -71,17 +71,6 @@ def parse_address(text: str) -> Tuple[str, int]:
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
         raise ConfigError(f"{variable} must be host:port (e.g. 127.0.0.1:8125), got {text!r}")
     return host, int(port_text)
-
-
-def _boolean(values: Mapping[str, str], name: str, default: bool) -> bool:
-    word = values.get(name, "").lower()
-    if not word:
-        return default
-    if word in ("1", "true", "yes", "on"):
-        return True
-    if word in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {values[name]!r}")
 
 
 # --- the lines: pure functions ---------------------------------------------------------------
