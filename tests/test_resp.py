@@ -4,11 +4,16 @@ and against a real redis-server with replies split across reads."""
 from __future__ import annotations
 
 import socket
+from collections import deque
+from typing import List, Optional
 
 import pytest
 
+from queue_metrics.config import Settings
+from queue_metrics.connection import RedisConnection, connect
 from queue_metrics.errors import RedisTimeout, RedisUnavailable, ReplyError
-from queue_metrics.resp import ReplyParser, pack_commands, parse_replies, read_replies
+from queue_metrics.plugin import Batch
+from queue_metrics.resp import ReplyParser, pack_commands, parse_replies
 
 
 def test_pack_matches_the_protocol():
@@ -84,22 +89,55 @@ def test_an_unknown_reply_type_is_a_connection_error():
         parse_replies(b"%1\r\n")
 
 
+def connection_to(url: str, timeout: float = 5.0) -> RedisConnection:
+    return connect(Settings.from_env({"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_TIMEOUT": str(timeout)}))
+
+
 def test_read_replies_from_a_real_server_across_many_reads(redis_server, client):
     big = b"x" * 3_000_000
     client.rpush("list", big, b"small")
     commands = [("LINDEX", "list", 0), ("LLEN", "list"), ("LINDEX", "missing", 0), ("SMEMBERS", "list")] * 50
-    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=5) as sock:
-        sock.sendall(pack_commands(commands))
-        replies = read_replies(sock, len(commands))
+    replies = connection_to(redis_server.url).round_trip([pack_commands(commands)], len(commands))
     assert replies[0] == big and replies[1] == 2 and replies[2] is None
     assert isinstance(replies[3], ReplyError) and "WRONGTYPE" in str(replies[3])
     assert len(replies) == 200 and replies[196:199] == [big, 2, None]
 
 
-def test_a_server_that_goes_silent_times_out(redis_server):
-    with socket.create_connection(("127.0.0.1", redis_server.port), timeout=0.2) as sock:
+def test_a_stream_keeps_its_window_and_sends_follow_ups_given_on_delivery(redis_server, client):
+    client.rpush("list", *[b"item-%d" % index for index in range(100)])
+    pending = deque(Batch(pack_commands([("LINDEX", "list", index), ("LLEN", "list")]), 2) for index in range(100))
+    delivered: List[list] = []
+    sent = 0
+    awaited_at_send: List[int] = []
+
+    def next_batch() -> Optional[Batch]:
+        nonlocal sent
+        if not pending:
+            return None
+        step = pending.popleft()
+        awaited_at_send.append(sent - 2 * len(delivered))  # replies not yet delivered
+        sent += step.replies
+        return step
+
+    def deliver(values: list) -> None:
+        delivered.append(values)
+        if values[0] == b"item-99":  # a follow-up, made from a reply, goes in the same stream
+            pending.append(Batch(pack_commands([("LINDEX", "list", 0)]), 1))
+
+    connection_to(redis_server.url).stream(next_batch, deliver, window=7)
+    assert delivered[:100] == [[b"item-%d" % index, 100] for index in range(100)]
+    assert delivered[100:] == [[b"item-0"]]
+    assert max(awaited_at_send) < 7 and max(awaited_at_send) >= 5  # the window is used, never exceeded
+
+
+def test_a_server_that_goes_silent_times_out():
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    with silent:
+        connection = connection_to(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", timeout=0.2)
         with pytest.raises(RedisTimeout):
-            read_replies(sock, 1)  # nothing was asked: nothing comes
+            connection.round_trip([pack_commands([("LLEN", "queue")])], 1)
 
 
 def test_rq_hand_packed_hget_equals_the_general_packing():

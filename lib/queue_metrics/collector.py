@@ -1,12 +1,14 @@
-"""One tick: read every queue of every queue system in at most three pipelined round trips.
+"""One tick: read every queue of every queue system in one pipelined stream, at most three round
+trips deep.
 
-Round trip 1 reads every system's registries (which queues exist) and system-wide figures and,
-along with them, every queue the previous tick found; round trip 2 reads the queues that are new
-this tick and the follow-up reads of the others (RQ's job hashes, Celery's priority lists, the
-hashes of Sidekiq processes and RQ workers that are new this tick); round trip 3 only what new
-queues need after that. So a steady tick is one or two round trips, never more than three,
-however many queues. At each step the system reads get their replies before the queue reads.
-Reads of a queue that left its registry are dropped unreported.
+The stream starts with every system's registries (which queues exist) and system-wide figures
+and, right behind them, every queue the previous tick found; the follow-up reads (RQ's job hashes,
+Celery's priority lists, the hashes of Sidekiq processes and RQ workers new this tick) and the
+queues new this tick go out as soon as the replies they depend on are in. So a steady tick waits
+for one or two round trips, never more than three, however many queues; and since only the reads
+in flight are alive (`RedisConnection.stream` keeps a window), memory does not grow with the
+queues' replies. The system reads get their replies before the queue reads. Reads of a queue
+that left its registry are dropped unreported.
 
 Between ticks the keyspace walk (`discovery.KeyspaceWalk`) looks for the keys that reveal queues
 no registry lists, a short SCAN at a time. The collector names no queue system: it drives
@@ -16,14 +18,15 @@ whatever `systems.SYSTEMS` holds. Only read commands are ever sent.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Any, Callable, Deque, Dict, Generator, Iterator, List, Optional, Sequence, Set, Tuple
 
 from queue_metrics.config import Settings
 from queue_metrics.connection import RedisConnection, describe_error, round_trip
 from queue_metrics.discovery import KeyspaceWalk
 from queue_metrics.errors import ErrorLog, RedisUnavailable, ReplyError, describe_reply_error
-from queue_metrics.plugin import Batch, Found, QueueSystem, Replies
-from queue_metrics.sample import TickReport
+from queue_metrics.plugin import Batch, Found, QueueSystem, Replies, joined
+from queue_metrics.sample import QueueSample, TickReport
 from queue_metrics.systems import SYSTEMS
 
 # How long the first tick may walk the keyspace before reading, in `run`; the rest of the walk
@@ -70,61 +73,39 @@ class Collector:
 
     def tick(self) -> TickReport:
         started = self._monotonic()
-        self._round_trips = 0
         errors = ErrorLog()
-        reads: List[_Read] = []
-        systems: List[_Read] = []
         scans = 0
+        reads = _TickReads(self, errors)
         try:
             if self._ticks == 0:
                 scans = self.walk(started + self._first_walk_seconds, sleep=None)
             self._ticks += 1
             errors.messages.extend(self._walk_errors.values())
             self._walk_errors.clear()
-            registries = [system.registry_batch() for system in self.systems]
-            early = {key: _queue_read(*key) for key in self._known}
-            for system in self.systems:
-                read = _Read(system, system.read_system)
-                if read.step is not None:
-                    systems.append(read)
-            # At every step the system reads go before the queue reads: a queue's read can use
-            # what its system's read found in the same round trip (Celery's held messages).
-            replies = self._execute(
-                registries
-                + [
-                    read.step
-                    for read in (*systems, *early.values())  # type: ignore[misc]
-                    if read.step is not None
-                ]
-            )
-            split = sum(registry.replies for registry in registries)
-            in_use, listed = self._in_use(replies.values[:split], registries, errors)
-            _advance([*systems, *early.values()], Replies(replies.values[split:], replies.now))
-            reads = [early.get(key) or _queue_read(*key) for key in listed]
-            pending = [read for read in (*systems, *reads) if read.step is not None]
-            while pending:
-                _advance(pending, self._execute([read.step for read in pending]))  # type: ignore[misc]
-                pending = [read for read in pending if read.step is not None]
-            self._known = listed
+            reads.start()
+            self._client.stream(reads.next_batch, reads.deliver)
         except (RedisUnavailable, ReplyError) as error:
             errors.add(describe_error(error, self._settings))
             return TickReport(
-                (), tuple(errors.messages), (), self._monotonic() - started, False, self._round_trips, (), scans
+                (), tuple(errors.messages), (), self._monotonic() - started, False, reads.round_trips, (), scans
             )
-        used = {system.name for system in in_use}
-        for read in (*reads, *systems):
+        self._known = reads.listed
+        used = {system.name for system in reads.in_use}
+        for key in reads.listed:
+            errors.messages.extend(reads.queue_errors.get(key, ()))
+        for read in reads.system_reads:
             if read.system.name in used:
                 errors.messages.extend(read.errors.messages)
         return TickReport(
-            tuple(read.result for read in reads if read.result is not None),  # type: ignore[misc]
+            tuple(reads.samples[key] for key in reads.listed if key in reads.samples),
             tuple(errors.messages),
-            tuple(system.name for system in in_use),
+            tuple(system.name for system in reads.in_use),
             self._monotonic() - started,
             True,
-            self._round_trips,
+            reads.round_trips,
             tuple(
                 read.result  # type: ignore[misc]
-                for read in systems
+                for read in reads.system_reads
                 if read.result is not None and read.system.name in used
             ),
             scans,
@@ -202,51 +183,139 @@ class Collector:
                 errors.messages.extend(own.messages)
         return in_use, listed
 
-    def _execute(self, batches: Sequence[Batch]) -> Replies:
-        """One round trip; a failing command comes back as its ReplyError, in its place."""
-        count = sum(step.replies for step in batches)
-        if not count:
-            return Replies([], self._wall_clock())
-        values = round_trip(self._client, [step.packed for step in batches], count)
-        self._round_trips += 1
-        return Replies(values, self._wall_clock())
-
 
 class _Read:
     """One generator during one tick (a queue's or a system's): its next batch and its result."""
 
-    __slots__ = ("system", "generator", "errors", "step", "result")
+    __slots__ = ("system", "queue", "generator", "errors", "step", "result", "depth")
 
     def __init__(
-        self, system: QueueSystem, start: Callable[[ErrorLog], Optional[Generator[Batch, Replies, Any]]]
+        self,
+        system: QueueSystem,
+        start: Callable[[ErrorLog], Optional[Generator[Batch, Replies, Any]]],
+        queue: Optional[str] = None,
+        depth: int = 0,
     ) -> None:
         self.system = system
+        self.queue = queue  # None: the system's own read
         # Errors of its own: a read dropped because its queue left the registry says nothing.
         self.errors = ErrorLog()
         self.generator = start(self.errors)
         self.step: Optional[Batch] = None if self.generator is None else next(self.generator)
         self.result: Optional[object] = None
+        # Round trips its batches have waited for, counting those it depends on (the registries).
+        self.depth = depth
 
-
-def _queue_read(system: QueueSystem, queue: str) -> _Read:
-    return _Read(system, lambda errors: system.read_queue(queue, errors))
-
-
-def _advance(reads: Sequence[_Read], replies: Replies) -> None:
-    """Hand each read the replies to its batch; each then has a next batch or its result."""
-    values, now = replies.values, replies.now
-    offset = 0
-    for read in reads:
-        count = read.step.replies  # type: ignore[union-attr]
+    def advance(self, replies: Replies) -> None:
+        """Hand it the replies to its batch; it then has a next batch or its result."""
         try:
-            read.step = read.generator.send(Replies(values[offset : offset + count], now))  # type: ignore[union-attr]
+            self.step = self.generator.send(replies)  # type: ignore[union-attr]
         except StopIteration as finished:
-            read.step = None
-            read.result = finished.value
+            self.step = None
+            self.result = finished.value
         except Exception as error:  # noqa: BLE001 (a defect in one read must not stop the rest)
             # Bad input the reader did not foresee: that one figure is lost, said in one line,
             # and every other queue is still reported.
-            read.step = None
-            read.result = None
-            read.errors.add(f"{read.system.name}: a reply could not be read ({type(error).__name__}: {error})"[:300])
-        offset += count
+            self.step = None
+            self.result = None
+            self.errors.add(f"{self.system.name}: a reply could not be read ({type(error).__name__}: {error})"[:300])
+
+
+def _queue_read(system: QueueSystem, queue: str, depth: int = 0) -> _Read:
+    return _Read(system, lambda errors: system.read_queue(queue, errors), queue, depth)
+
+
+class _TickReads:
+    """A tick's reads as one stream of pipelined batches (`RedisConnection.stream`).
+
+    Sent in this order: the registries, the system reads, then every queue the last tick found,
+    each read made only when its batch is about to go; a read's follow-up goes as soon as its
+    replies are in, and the queues new this tick once the registries have answered. Replies come
+    back in the order sent, so the registries are read before any queue's replies, and a system's
+    read before its queues' (Celery's held messages). Only the reads in flight are alive at once,
+    and a finished read leaves only its sample. `round_trips` counts the longest chain of replies
+    waited for: 1 for a queue read in one go, 2 with a follow-up (RQ's job hash) or for a queue
+    new this tick, at most 3.
+    """
+
+    def __init__(self, collector: Collector, errors: ErrorLog) -> None:
+        self._collector = collector
+        self._errors = errors
+        self._wall_clock = collector._wall_clock
+        self._registries: List[Batch] = []
+        self._registries_sent = False
+        self._first: Deque[_Read] = deque()
+        self._ready: Deque[_Read] = deque()  # reads with a follow-up to send
+        self._known: Iterator[Tuple[QueueSystem, str]] = iter(collector._known)
+        self._new: Iterator[Tuple[QueueSystem, str]] = iter(())
+        self._sent: Deque[Optional[_Read]] = deque()  # None: the registries
+        self._listed: Optional[Set[Tuple[QueueSystem, str]]] = None
+        self.system_reads: List[_Read] = []
+        self.listed: List[Tuple[QueueSystem, str]] = []
+        self.in_use: List[QueueSystem] = []
+        self.samples: Dict[Tuple[QueueSystem, str], QueueSample] = {}
+        self.queue_errors: Dict[Tuple[QueueSystem, str], List[str]] = {}
+        self.round_trips = 0
+
+    def start(self) -> None:
+        self._registries = [system.registry_batch() for system in self._collector.systems]
+        for system in self._collector.systems:
+            read = _Read(system, system.read_system)
+            if read.step is not None:
+                self.system_reads.append(read)
+                self._first.append(read)
+
+    def next_batch(self) -> Optional[Batch]:
+        if not self._registries_sent:
+            registries = joined(self._registries)
+            self._registries_sent = True
+            self._sent.append(None)
+            self.round_trips = max(self.round_trips, 1)
+            return registries
+        if self._first:
+            read: Optional[_Read] = self._first.popleft()
+        elif self._ready:
+            read = self._ready.popleft()
+        else:
+            read = self._next_queue_read()
+        if read is None:
+            return None
+        read.depth += 1
+        self.round_trips = max(self.round_trips, read.depth)
+        self._sent.append(read)
+        return read.step
+
+    def _next_queue_read(self) -> Optional[_Read]:
+        for system, queue in self._known:
+            read = _queue_read(system, queue)
+            if read.step is not None:
+                return read
+        for system, queue in self._new:
+            read = _queue_read(system, queue, depth=1)  # it waited for the registries
+            if read.step is not None:
+                return read
+        return None
+
+    def deliver(self, values: List[Any]) -> None:
+        read = self._sent.popleft()
+        if read is None:
+            self._take_registries(values)
+            return
+        key = (read.system, read.queue)
+        if read.queue is not None and key not in self._listed:  # type: ignore[operator]
+            read.generator.close()  # type: ignore[union-attr] # its queue left the registry: dropped unreported
+            return
+        read.advance(Replies(values, self._wall_clock()))
+        if read.step is not None:
+            self._ready.append(read)
+        elif read.queue is not None:
+            if read.result is not None:
+                self.samples[key] = read.result  # type: ignore[index,assignment]
+            if read.errors.messages:
+                self.queue_errors[key] = read.errors.messages  # type: ignore[index]
+
+    def _take_registries(self, values: List[Any]) -> None:
+        self.in_use, self.listed = self._collector._in_use(values, self._registries, self._errors)
+        self._listed = set(self.listed)
+        known = set(self._collector._known)
+        self._new = iter([key for key in self.listed if key not in known])

@@ -9,18 +9,26 @@ a connection that needs a hundred lines. Replies are parsed by `resp`.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Any, List, NamedTuple, Optional, Sequence, Tuple
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from queue_metrics.config import Settings
 from queue_metrics.errors import RedisTimeout, RedisUnavailable, ReplyError, describe_redis_error
+from queue_metrics.plugin import Batch
 from queue_metrics.redis_url import describe_redis_url
-from queue_metrics.resp import pack_commands, read_replies
+from queue_metrics.resp import ReplyParser, pack_commands, receive
 
 if TYPE_CHECKING:
     import ssl
 
 DEFAULT_PORT = 6379
+# Replies awaited at once in a stream: enough to keep a 1 ms network busy (Redis answers a few
+# thousand of our reads in a millisecond or two), few enough that a tick holds a few hundred
+# queues' replies at a time, not ten thousand.
+WINDOW = 2048
+# Bytes of commands gathered before a write.
+SEND_SIZE = 1 << 16
 
 
 class Address(NamedTuple):
@@ -58,28 +66,74 @@ class RedisConnection:
         self._sock: Optional[socket.socket] = None
 
     def round_trip(self, packed: Sequence[bytes], count: int) -> List[Any]:
-        """Send the packed commands in one write and read their `count` replies.
+        """Send the packed commands and read their `count` replies (see `stream`)."""
+        pending: Deque[Batch] = deque([Batch(b"".join(packed), count)])
+        values: List[Any] = []
+        self.stream(lambda: pending.popleft() if pending else None, values.extend)
+        return values
 
-        A command that fails comes back as a ReplyError in its place; a connection that is not
-        authenticated (NOAUTH), a lost connection or a timeout raise, and the next call starts
-        afresh.
+    def stream(
+        self,
+        next_batch: Callable[[], Optional[Batch]],
+        deliver: Callable[[List[Any]], None],
+        window: int = WINDOW,
+    ) -> None:
+        """Send the batches `next_batch` gives, pipelined, and hand each one's replies to
+        `deliver`, in the order they were sent, as soon as they have all arrived.
+
+        `next_batch` returns None when it has nothing more for now; `deliver` may give it more (a
+        follow-up read), and the stream ends when it has nothing and every reply is in. At most
+        `window` replies are awaited at once: a tick of ten thousand queues is still written
+        without waiting for each answer, but only the replies in flight are ever held, not every
+        reply of the tick (memory in the web dyno), and Redis gets the commands a slice at a
+        time. A command that fails comes back as a ReplyError in its place; a connection that is
+        not authenticated (NOAUTH), a lost connection or a timeout raise, and the next call
+        starts afresh.
         """
         try:
             sock = self._sock or self._connect()
-            try:
-                sock.sendall(b"".join(packed))
-            except socket.timeout as error:
-                raise RedisTimeout("timed out sending") from error
-            except OSError as error:
-                raise RedisUnavailable("lost the connection") from error
-            values = read_replies(sock, count)
+            parser = ReplyParser()
+            replies: List[Any] = []
+            awaited: Deque[int] = deque()  # reply counts of the batches sent, not yet delivered
+            in_flight = 0
+            first = True
+            while True:
+                outgoing: List[bytes] = []
+                size = 0
+                while in_flight < window:
+                    step = next_batch()
+                    if step is None:
+                        break
+                    outgoing.append(step.packed)
+                    awaited.append(step.replies)
+                    in_flight += step.replies
+                    size += len(step.packed)
+                    if size >= SEND_SIZE:
+                        _send(sock, outgoing)
+                        outgoing, size = [], 0
+                if outgoing:
+                    _send(sock, outgoing)
+                if not awaited:
+                    break
+                if len(replies) < awaited[0]:
+                    parser.feed(receive(sock), replies)
+                delivered = 0
+                while awaited and len(replies) - delivered >= awaited[0]:
+                    count = awaited.popleft()
+                    values = replies[delivered : delivered + count]
+                    delivered += count
+                    in_flight -= count
+                    if first and values and isinstance(values[0], ReplyError) and values[0].code == "NOAUTH":
+                        raise values[0]
+                    first = False
+                    deliver(values)
+                del replies[:delivered]
+            if replies or parser.pending:
+                raise RedisUnavailable("Redis sent more replies than commands")
         except BaseException:
             # Whatever was left unread would answer the next commands: start afresh.
             self.close()
             raise
-        if values and isinstance(values[0], ReplyError) and values[0].code == "NOAUTH":
-            raise values[0]
-        return values
 
     def close(self) -> None:
         if self._sock is not None:
@@ -146,6 +200,15 @@ class RedisConnection:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
+
+
+def _send(sock: socket.socket, packed: List[bytes]) -> None:
+    try:
+        sock.sendall(b"".join(packed))
+    except socket.timeout as error:
+        raise RedisTimeout("timed out sending") from error
+    except OSError as error:
+        raise RedisUnavailable("lost the connection") from error
 
 
 def connect(settings: Settings) -> RedisConnection:

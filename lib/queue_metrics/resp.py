@@ -122,18 +122,8 @@ def parse_replies(data: bytes) -> Tuple[List[object], bool]:
     return replies, parser.pending
 
 
-def read_replies(sock: socket.socket, count: int) -> List[object]:
-    """Read exactly `count` replies from the socket (its timeout bounds every wait)."""
-    replies: List[object] = []
-    parser = ReplyParser()
-    while len(replies) < count:
-        parser.feed(_receive(sock), replies)
-    if len(replies) > count or parser.pending:
-        raise RedisUnavailable("Redis sent more replies than commands")
-    return replies
-
-
-def _receive(sock: socket.socket) -> bytes:
+def receive(sock: socket.socket) -> bytes:
+    """What the socket has now, at most RECEIVE_SIZE bytes (its timeout bounds the wait)."""
     try:
         chunk = sock.recv(RECEIVE_SIZE)
     except socket.timeout as error:

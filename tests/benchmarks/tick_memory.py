@@ -1,8 +1,8 @@
 """Usage: .venv/bin/python tests/benchmarks/tick_memory.py [QUEUES] [TICKS]
 
 Where a tick's memory goes (tracemalloc, Python allocations only): what the collector holds
-between ticks, the peak within a tick, and the biggest allocation sites at the moment the first
-round trip's replies have all arrived (every queue's read and every reply alive at once). QUEUES
+between ticks, the peak within a tick, and the biggest allocation sites mid-tick (when half the
+queues' replies have been handed out). QUEUES
 (default 10,000) are shared out among the three systems; extras on, log lines rendered. Prints
 Markdown.
 """
@@ -49,19 +49,25 @@ def main(queues: int, ticks: int) -> None:
             tracemalloc.reset_peak()
             librato_lines(collector.tick(), "queue", None)
             peaks.append(tracemalloc.get_traced_memory()[1])
-        # One more tick, stopped when its first round trip's replies are all in.
+        # One more tick, looked at when half the queues' replies have been handed out.
         snapshots: List[tracemalloc.Snapshot] = []
-        original = RedisConnection.round_trip
+        original = RedisConnection.stream
 
-        def round_trip(self, packed, count):
-            values = original(self, packed, count)
-            if not snapshots:
-                snapshots.append(tracemalloc.take_snapshot())
-            return values
+        def stream(self, next_batch, deliver, *args):
+            delivered = 0
 
-        RedisConnection.round_trip = round_trip  # type: ignore[method-assign]
+            def watched(values):
+                nonlocal delivered
+                deliver(values)
+                delivered += 1
+                if delivered == queues // 2:
+                    snapshots.append(tracemalloc.take_snapshot())
+
+            return original(self, next_batch, watched, *args)
+
+        RedisConnection.stream = stream  # type: ignore[method-assign]
         collector.tick()
-        RedisConnection.round_trip = original  # type: ignore[method-assign]
+        RedisConnection.stream = original  # type: ignore[method-assign]
     finally:
         server.close()
     mib = 1024 * 1024
@@ -71,7 +77,7 @@ def main(queues: int, ticks: int) -> None:
         f"OpenSSL): held between ticks {held[-1] / mib:.1f} MiB; peak within a tick {max(peaks) / mib:.1f} MiB "
         f"(ticks 2 to {ticks + 1}).\n"
     )
-    print("At the end of the first round trip, by allocation site:\n")
+    print("Mid-tick, when half the queues' replies have been handed out, by allocation site:\n")
     print("| where | MiB | blocks |\n|---|---|---|")
     stats = snapshots[0].statistics("lineno")
     for stat in stats[:12]:
