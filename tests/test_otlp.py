@@ -19,7 +19,14 @@ from helpers.servers import free_port, self_signed_certificate
 from helpers.watch import Watcher, collector_line
 from queue_metrics import protobuf as pb
 from queue_metrics.config import ConfigError
-from queue_metrics.otlp import OtlpSettings, json_request, otlp_metrics, protobuf_request
+from queue_metrics.otlp import (
+    OtlpSender,
+    OtlpSettings,
+    json_request,
+    otlp_requests,
+    protobuf_request,
+    report_point_count,
+)
 from queue_metrics.sample import COUNTER, Figure, QueueSample, SystemSample, TickReport
 
 API_KEY = "glc_Sup3rSecretApiKey0123456789"
@@ -132,7 +139,7 @@ def captured_report() -> TickReport:
 
 
 def test_protobuf_and_json_decode_to_the_same_request_with_every_figure():
-    metrics = otlp_metrics(captured_report(), "queue", dropped=7)
+    [metrics] = otlp_requests(captured_report(), "queue", dropped=7)
     resource = (("service.name", "shop"),)
     from_protobuf = ExportMetricsServiceRequest.FromString(protobuf_request(metrics, resource, 10**18, 2 * 10**18))
     from_json = json_format.Parse(json_request(metrics, resource, 10**18, 2 * 10**18), ExportMetricsServiceRequest())
@@ -161,6 +168,32 @@ def test_protobuf_and_json_decode_to_the_same_request_with_every_figure():
     )
     assert len(units) == len(metrics)  # one metric per name
     assert from_protobuf.resource_metrics[0].scope_metrics[0].scope.name == "queue-metrics"
+
+
+def test_a_big_tick_goes_as_several_requests_on_one_connection_with_every_point_once():
+    samples = tuple(QueueSample("rq", f"q{index:04d}", index, 1.5, (Figure("failed", 1),)) for index in range(1203))
+    report = TickReport(
+        samples, (), ("rq",), 0.01, True, systems=(SystemSample("rq", (Figure("workers", 2, "{worker}"),)),)
+    )
+    receiver = OtlpReceiver()
+    errors: list = []
+    try:
+        sender = OtlpSender(settings(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url), "queue", errors.extend)
+        sender.send(report, time.time())
+        sender.wait()
+        requests = [receiver.next() for _ in range(3)]  # 500 queues a request
+        assert receiver.requests.empty() and errors == []
+    finally:
+        receiver.close()
+    found = [points(request.decoded) for request in requests]
+    sizes = {key: value for each in found for key, value in by_queue(each, "queue.size").items()}
+    assert sizes == {("rq", f"q{index:04d}"): index for index in range(1203)}
+    assert [len(each["queue.size"]) for each in found] == [500, 500, 203]
+    assert sum(len(entries) for each in found for entries in each.values()) == report_point_count(report)
+    # System-wide and collector figures once, in the last request.
+    assert ["queue.rq.workers" in each for each in found] == [False, False, True]
+    assert single(found[-1], "queue.collector.queues") == 1203
+    assert len({request.peer for request in requests}) == 1  # one connection for the tick
 
 
 def test_varints_and_fixed_fields_as_protobuf_writes_them():

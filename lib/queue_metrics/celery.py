@@ -27,7 +27,6 @@ This module never imports celery at module level: the collector must stay small.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import time
@@ -200,8 +199,7 @@ def queue_latency(oldest_payloads: Iterable[Optional[bytes]], now: float) -> Opt
     return max(waits, default=0.0)
 
 
-@dataclasses.dataclass(frozen=True)
-class CelerySettings:
+class CelerySettings(NamedTuple):
     # Queues to read besides those bound in `_kombu.binding.*`.
     queues: Tuple[str, ...] = ()
     # kombu transport option `sep`.

@@ -90,12 +90,12 @@ def config() -> None:
     output_settings = load_output_settings(settings)
     output = Output([*secrets_of(settings.redis_url), *output_settings.secrets()])
     lines: List[str] = []
-    for field, value in vars(settings).items():
+    for field, value in settings._asdict().items():
         if field == "redis_url":
             value = describe_redis_url(value)
         if field == "system_settings":
             for system, own in value:
-                lines.extend(f"{system}.{name}={own_value!r}" for name, own_value in vars(own).items())
+                lines.extend(f"{system}.{name}={own_value!r}" for name, own_value in own._asdict().items())
             continue
         lines.append(f"{field}={value!r}")
     output.out(lines + output_settings.describe())

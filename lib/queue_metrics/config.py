@@ -7,10 +7,9 @@ so tests build one from a plain dict. Each queue system parses the settings it o
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any, Mapping, NamedTuple, Optional, Tuple
 
 from queue_metrics.errors import ConfigError, RedisURLError
 from queue_metrics.redis_url import check_redis_url
@@ -45,8 +44,13 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
+    """Everything the loop is told, built from an environment mapping (`from_env`).
+
+    Typed and frozen as a NamedTuple, as are every system's and output's settings: `dataclasses`
+    imports `inspect`, 1.2 MB of the web dyno's memory for nothing the loop needs (BENCHMARKS.md).
+    """
+
     redis_url: str = DEFAULT_REDIS_URL
     # Which variable the URL came from (None: the built-in default), for error messages.
     redis_url_var: Optional[str] = None

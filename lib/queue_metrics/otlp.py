@@ -17,22 +17,31 @@ per-queue `unacked` against its total): one OTLP metric name has one type and on
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from queue_metrics import __version__
 from queue_metrics import protobuf as pb
 from queue_metrics.config import ConfigError
 from queue_metrics.errors import readable_name
 from queue_metrics.format import collector_figures, collector_metric_name, system_metric_name
-from queue_metrics.sample import COUNTER, GAUGE, UNIT_JOBS, UNIT_RATIO, UNIT_SECONDS, Figure, TickReport
+from queue_metrics.http_post import HttpConnection, MalformedAnswer
+from queue_metrics.sample import (
+    COUNTER,
+    GAUGE,
+    UNIT_JOBS,
+    UNIT_RATIO,
+    UNIT_SECONDS,
+    Figure,
+    QueueSample,
+    TickReport,
+)
 
 PROTOBUF = "http/protobuf"
 JSON = "http/json"
@@ -53,8 +62,9 @@ ATTR_DESTINATION = "messaging.destination.name"
 
 # AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA in metrics.proto.
 DELTA = 1
-# What we read of an answer's body: enough to log nothing of it, never a whole page.
-MAX_ANSWER_BYTES = 65536
+# Queues per request: a tick of ten thousand queues goes as several requests on one connection,
+# each a few hundred kilobytes before gzip, rather than one of many megabytes built in memory.
+QUEUES_PER_REQUEST = 500
 MIN_SECRET_LENGTH = 8
 # HTTP header names are RFC 9110 tokens.
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -67,14 +77,12 @@ HEROKU_RESOURCE = (
 )
 
 if TYPE_CHECKING:
-    import http.client
     import ssl
 
 Pairs = Tuple[Tuple[str, str], ...]
 
 
-@dataclasses.dataclass(frozen=True)
-class OtlpSettings:
+class OtlpSettings(NamedTuple):
     # The full URL we POST to (path included).
     endpoint: str
     headers: Pairs = ()
@@ -255,17 +263,33 @@ def _point(attributes: Pairs, figure: Figure) -> Point:
     return Point(attributes, max(0.0, float(figure.value)), _is_integer(figure))
 
 
-@functools.lru_cache(maxsize=65536)
 def queue_attributes(backend: str, queue: str) -> Pairs:
-    """A queue's attributes; undecodable bytes in its name (kept as surrogates) shown as \\xNN.
-
-    Cached, like the log lines' names: the same queues come back every tick.
-    """
+    """A queue's attributes; undecodable bytes in its name (kept as surrogates) shown as \\xNN."""
     return ((ATTR_SYSTEM, backend), (ATTR_DESTINATION, readable_name(queue)))
 
 
-def otlp_metrics(report: TickReport, prefix: str = "queue", dropped: Optional[int] = None) -> List[Metric]:
-    """Every figure of the tick as OTLP metrics, one metric per name, one point per series."""
+def otlp_requests(
+    report: TickReport,
+    prefix: str = "queue",
+    dropped: Optional[int] = None,
+    queues_per_request: int = QUEUES_PER_REQUEST,
+) -> Iterator[List[Metric]]:
+    """Every figure of the tick as OTLP metrics, one metric per name in each request, one point
+    per series; a request for each `queues_per_request` queues (with all their figures), the
+    system-wide and the collector's own figures in the last one.
+
+    Made one request at a time, as they are sent: the points of ten thousand queues are never
+    all in memory at once, and no request grows with the app's queues.
+    """
+    samples = report.samples
+    for start in range(0, max(len(samples), 1), queues_per_request):
+        last = start + queues_per_request >= len(samples)
+        yield _metrics(samples[start : start + queues_per_request], report, prefix, dropped, last)
+
+
+def _metrics(
+    samples: Sequence[QueueSample], report: TickReport, prefix: str, dropped: Optional[int], last: bool
+) -> List[Metric]:
     sizes: List[Point] = []
     latencies: List[Point] = []
     groups: Dict[Tuple[str, str, str], List[Point]] = {
@@ -276,18 +300,19 @@ def otlp_metrics(report: TickReport, prefix: str = "queue", dropped: Optional[in
     def add(name: str, attributes: Pairs, figure: Figure) -> None:
         groups.setdefault((name, figure.unit, figure.kind), []).append(_point(attributes, figure))
 
-    for sample in report.samples:
+    for sample in samples:
         attributes = queue_attributes(sample.backend, sample.queue)
         sizes.append(Point(attributes, max(0, sample.size), True))
         if sample.latency is not None:
             latencies.append(Point(attributes, max(0.0, sample.latency), False))
         for figure in sample.figures:
             add(f"{prefix}.{figure.name}", attributes, figure)
-    for system in report.systems:
-        for figure in system.figures:
-            add(system_metric_name(prefix, system.backend, figure.name), ((ATTR_SYSTEM, system.backend),), figure)
-    for figure in collector_figures(report, dropped):
-        add(collector_metric_name(prefix, figure.name), (), figure)
+    if last:
+        for system in report.systems:
+            for figure in system.figures:
+                add(system_metric_name(prefix, system.backend, figure.name), ((ATTR_SYSTEM, system.backend),), figure)
+        for figure in collector_figures(report, dropped):
+            add(collector_metric_name(prefix, figure.name), (), figure)
     return [Metric(name, unit, kind, tuple(points)) for (name, unit, kind), points in groups.items() if points]
 
 
@@ -295,7 +320,12 @@ def point_count(metrics: Sequence[Metric]) -> int:
     return sum(len(metric.points) for metric in metrics)
 
 
-@functools.lru_cache(maxsize=65536)
+def report_point_count(report: TickReport, dropped: Optional[int] = None) -> int:
+    """How many points `otlp_requests` makes of the report, without making them."""
+    per_queue = sum(1 + (sample.latency is not None) + len(sample.figures) for sample in report.samples)
+    return per_queue + sum(len(system.figures) for system in report.systems) + len(collector_figures(report, dropped))
+
+
 def _pb_attributes(field: int, attributes: Pairs) -> bytes:
     # KeyValue { string key = 1; AnyValue value = 2 }, AnyValue { string string_value = 1 }
     return pb.repeated_messages(
@@ -303,13 +333,17 @@ def _pb_attributes(field: int, attributes: Pairs) -> bytes:
     )
 
 
-def _pb_points(points: Sequence[Point], times: bytes) -> bytes:
+def _pb_points(points: Sequence[Point], times: bytes, attributes: Dict[Pairs, bytes]) -> bytes:
     """NumberDataPoint { start_time_unix_nano = 2; time_unix_nano = 3; as_double = 4; as_int = 6;
-    attributes = 7 }, each wrapped as field 1 (`data_points`) of Gauge or Sum."""
+    attributes = 7 }, each wrapped as field 1 (`data_points`) of Gauge or Sum. `attributes`: each
+    series' attributes as encoded once for the request (a queue's are in each of its metrics)."""
     encoded = []
     for point in points:
         value = pb.sfixed64_field(6, int(point.value)) if point.integer else pb.double_field(4, point.value)
-        encoded.append(pb.message_field(1, times + value + _pb_attributes(7, point.attributes)))
+        written = attributes.get(point.attributes)
+        if written is None:
+            written = attributes[point.attributes] = _pb_attributes(7, point.attributes)
+        encoded.append(pb.message_field(1, times + value + written))
     return b"".join(encoded)
 
 
@@ -321,14 +355,15 @@ def protobuf_request(metrics: Sequence[Metric], resource: Pairs, start_ns: int, 
     encoded = []
     gauge_times = pb.fixed64_field(3, time_ns)
     sum_times = pb.fixed64_field(2, start_ns) + gauge_times
+    attributes: Dict[Pairs, bytes] = {}
     for metric in metrics:
         if metric.kind == COUNTER:
             # Sum { data_points = 1; aggregation_temporality = 2; is_monotonic = 3 }
-            points = _pb_points(metric.points, sum_times)
+            points = _pb_points(metric.points, sum_times, attributes)
             data = pb.message_field(7, points + pb.uint_field(2, DELTA) + pb.uint_field(3, 1))
         else:
             # Gauge { data_points = 1 }
-            data = pb.message_field(5, _pb_points(metric.points, gauge_times))
+            data = pb.message_field(5, _pb_points(metric.points, gauge_times, attributes))
         # Metric { name = 1; unit = 3; gauge = 5; sum = 7 }
         encoded.append(pb.string_field(1, metric.name) + pb.string_field(3, metric.unit) + data)
     # InstrumentationScope { name = 1; version = 2 }
@@ -388,7 +423,7 @@ def json_request(metrics: Sequence[Metric], resource: Pairs, start_ns: int, time
 
 
 class OtlpSender:
-    """POSTs each tick's request from a short-lived background thread, so the loop never waits.
+    """POSTs each tick's requests from a short-lived background thread, so the loop never waits.
 
     One request at a time: when the previous one is still running at the next tick (a receiver
     that hangs past the timeout), it is cut off and the new tick's data is dropped and counted.
@@ -411,7 +446,7 @@ class OtlpSender:
         self._lock = threading.Lock()
         self._dropped = 0
         self._thread: Optional[threading.Thread] = None
-        self._connection: Optional[http.client.HTTPConnection] = None
+        self._connection: Optional[HttpConnection] = None
         self._ssl_context: Optional[ssl.SSLContext] = None
         self._started = 0.0
         # Delta sums cover the time since the previous export (the process start at first).
@@ -428,8 +463,7 @@ class OtlpSender:
         self._err([f"otlp: {message}; dropped {count} data points"])
 
     def send(self, report: TickReport, now: float, dropped: Optional[int] = None) -> None:
-        metrics = otlp_metrics(report, self.prefix, dropped)
-        count = point_count(metrics)
+        count = report_point_count(report, dropped)
         time_ns = int(now * 1e9)
         start_ns, self._last_ns = self._last_ns, time_ns
         if self._thread is not None and self._thread.is_alive():
@@ -440,94 +474,106 @@ class OtlpSender:
                 f"{self._clock() - self._started:.1f} s (cut off)",
             )
             return
-        encode = json_request if self.settings.protocol == JSON else protobuf_request
-        body = encode(metrics, self.settings.resource, start_ns, time_ns)
         self._started = self._clock()
-        self._thread = threading.Thread(target=self._post, args=(body, count), name="otlp", daemon=True)
+        self._thread = threading.Thread(
+            target=self._post, args=(report, dropped, start_ns, time_ns, count), name="otlp", daemon=True
+        )
         self._thread.start()
 
     def wait(self, timeout: Optional[float] = None) -> None:
-        """Wait for the request under way (for `once`); at most the timeout, plus a little."""
+        """Wait for the requests under way (for `once`); at most the timeout, plus a little."""
         if self._thread is not None:
             self._thread.join(self.settings.timeout + 0.5 if timeout is None else timeout)
 
     def _abort(self) -> None:
         connection = self._connection
-        sock = getattr(connection, "sock", None) if connection else None
+        sock = connection.sock if connection is not None else None
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
 
-    def _post(self, body: bytes, count: int) -> None:
-        # Imported here: http.client and ssl cost memory, and only this output needs them.
-        import http.client
-
-        deadline = time.monotonic() + self.settings.timeout
+    def _post(self, report: TickReport, dropped: Optional[int], start_ns: int, time_ns: int, count: int) -> None:
+        """The tick's requests, one after the other on one connection, each within the timeout;
+        the first that fails drops its points and those of the requests after it."""
+        encode = json_request if self.settings.protocol == JSON else protobuf_request
+        sent = 0
         try:
-            status, reason = self._request(body, self._gzip, deadline)
-            if self.settings.compression is None and self._gzip and status in (400, 415):
-                # The endpoint may not take gzip: try once without, and stay without if that works.
-                status, reason = self._request(body, False, deadline)
-                if 200 <= status < 300:
-                    self._gzip = False
+            for metrics in otlp_requests(report, self.prefix, dropped):
+                body = encode(metrics, self.settings.resource, start_ns, time_ns)
+                # The timeout bounds each request, as OTEL_EXPORTER_OTLP_TIMEOUT does in the SDKs;
+                # a tick's requests still running at the next tick are cut off (see `send`).
+                deadline = time.monotonic() + self.settings.timeout
+                status, reason = self._request(body, self._gzip, deadline)
+                if self.settings.compression is None and self._gzip and status in (400, 415):
+                    # The endpoint may not take gzip: try once without, and stay without if that works.
+                    status, reason = self._request(body, False, deadline)
+                    if 200 <= status < 300:
+                        self._gzip = False
+                if not 200 <= status < 300:
+                    self._drop(count - sent, f"{self._where} answered HTTP {status} {reason}".rstrip())
+                    return
+                sent += point_count(metrics)
         except socket.timeout:
-            self._drop(count, f"no answer from {self._where} within {self.settings.timeout:g} s")
-            return
-        except (OSError, http.client.HTTPException, ValueError) as error:
-            self._drop(count, f"cannot send to {self._where}: {_describe_error(error)}")
-            return
+            self._drop(count - sent, f"no answer from {self._where} within {self.settings.timeout:g} s")
+        except (OSError, ValueError) as error:  # MalformedAnswer is a ValueError
+            self._drop(count - sent, f"cannot send to {self._where}: {_describe_error(error)}")
         except Exception as error:  # noqa: BLE001 - a thread's traceback would be many lines
-            self._drop(count, f"cannot send to {self._where}: unexpected {error.__class__.__name__}")
-            return
-        if not 200 <= status < 300:
-            self._drop(count, f"{self._where} answered HTTP {status} {reason}".rstrip())
+            self._drop(count - sent, f"cannot send to {self._where}: unexpected {error.__class__.__name__}")
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
     def _request(self, body: bytes, compressed: bool, deadline: float) -> Tuple[int, str]:
+        """POSTs one request, on the tick's connection (opened at its first request)."""
         import gzip
-        import http.client
-        import ssl
 
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise socket.timeout()
         parts = urllib.parse.urlsplit(self.settings.endpoint)
-        host = parts.hostname or ""  # never empty: the settings checked it
-        if parts.scheme == "https":
-            if self._ssl_context is None:
-                # The system's CA certificates, read once.
-                self._ssl_context = ssl.create_default_context()
-            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
-                host, parts.port, timeout=remaining, context=self._ssl_context
-            )
-        else:
-            connection = http.client.HTTPConnection(host, parts.port, timeout=remaining)
-        self._connection = connection
+        connection = self._connection or self._connect(parts, remaining)
         headers = {"Content-Type": CONTENT_TYPES[self.settings.protocol], "User-Agent": f"queue-metrics/{__version__}"}
         headers.update(self.settings.headers)
         if compressed:
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = GZIP
-        try:
-            path = parts.path or "/"
-            connection.request("POST", f"{path}?{parts.query}" if parts.query else path, body, headers)
-            if connection.sock is not None:
-                connection.sock.settimeout(max(0.001, deadline - time.monotonic()))
-            response = connection.getresponse()
-            response.read(MAX_ANSWER_BYTES)
-            return response.status, response.reason or ""
-        finally:
-            connection.close()
-            self._connection = None
+        path = parts.path or "/"
+        answer = connection.post(
+            f"{path}?{parts.query}" if parts.query else path, headers, body, max(0.001, deadline - time.monotonic())
+        )
+        if not answer.reusable:
+            # The server closes it, or said more than we read: the next request opens another.
+            self._close()
+        return answer.status, answer.reason
+
+    def _connect(self, parts: urllib.parse.SplitResult, timeout: float) -> HttpConnection:
+        tls = None
+        if parts.scheme == "https":
+            if self._ssl_context is None:
+                import ssl  # only for an https:// endpoint: it loads OpenSSL
+
+                # The system's CA certificates, read once.
+                self._ssl_context = ssl.create_default_context()
+            tls = self._ssl_context
+        # The host is never empty: the settings checked it.
+        self._connection = HttpConnection(parts.hostname or "", parts.port, parts.scheme, timeout, tls)
+        return self._connection
 
 
 def _describe_error(error: BaseException) -> str:
-    import ssl
+    ssl = sys.modules.get("ssl")  # loaded by an https:// endpoint or rediss://, never for this
 
     if isinstance(error, ConnectionRefusedError):
         return "connection refused"
-    if isinstance(error, ssl.SSLError):
+    if isinstance(error, MalformedAnswer):
+        return str(error)
+    if ssl is not None and isinstance(error, ssl.SSLError):
         return f"TLS failed ({error.reason or error.__class__.__name__})"
     if isinstance(error, socket.gaierror):
         return "the host name does not resolve"

@@ -7,9 +7,8 @@ loop; what they could not send is dropped, counted, and reported in the next tic
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 from queue_metrics.config import ConfigError
 from queue_metrics.sample import TickReport
@@ -26,8 +25,7 @@ OTLP = "otlp"
 OUTPUT_NAMES = (LOGS, STATSD, OTLP)
 
 
-@dataclasses.dataclass(frozen=True)
-class OutputSettings:
+class OutputSettings(NamedTuple):
     logs: bool = True
     statsd: Optional[StatsdSettings] = None
     otlp: Optional[OtlpSettings] = None

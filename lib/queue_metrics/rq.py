@@ -14,9 +14,8 @@ only skip them) and those whose `state` is `busy`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 from queue_metrics.config import name_list
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
@@ -82,8 +81,7 @@ def enqueued_at_batch(job_id: bytes) -> Batch:
     return Batch(b"%s$%d\r\n%s\r\n%s" % (_HGET_HEAD, len(key), key, _HGET_TAIL), 1)
 
 
-@dataclasses.dataclass(frozen=True)
-class RQSettings:
+class RQSettings(NamedTuple):
     # Queues to read besides those in `rq:queues`.
     queues: Tuple[str, ...] = ()
 

@@ -8,7 +8,6 @@ Every output (log lines, JSON, StatsD, OTLP) is a pure function of a `TickReport
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple, Optional, Tuple
 
 # A gauge is a reading at the tick's moment; a counter is how many happened since the last tick
@@ -59,8 +58,7 @@ class SystemSample(NamedTuple):
     figures: Tuple[Figure, ...]
 
 
-@dataclasses.dataclass(frozen=True)
-class TickReport:
+class TickReport(NamedTuple):
     """Everything one tick read, and every problem it met on the way."""
 
     samples: Tuple[QueueSample, ...]

@@ -13,10 +13,9 @@ that every process adds to at each heartbeat (every 5 s).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
-from typing import Iterable, List, Mapping, Optional, Tuple
+from typing import Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from queue_metrics.config import name_list
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, show_name
@@ -99,8 +98,7 @@ def queue_latency(oldest_payload: Optional[bytes], now: float, heads: Optional[P
     return 0.0 if enqueued_at is None else latency(enqueued_at, now)
 
 
-@dataclasses.dataclass(frozen=True)
-class SidekiqSettings:
+class SidekiqSettings(NamedTuple):
     # redis-namespace prefix of a Sidekiq <= 6 app (`myapp` for keys `myapp:queues`, ...).
     namespace: str = ""
     # Queues to read besides those in the `queues` set.

@@ -16,10 +16,9 @@ never mixes two meanings. Without tags the names are the l2met names of the log 
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import socket
-from typing import Callable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from queue_metrics.config import ConfigError, boolean
 from queue_metrics.format import (
@@ -38,8 +37,7 @@ DEFAULT_ADDRESS = "127.0.0.1:8125"
 MAX_DATAGRAM_BYTES = 1432
 
 
-@dataclasses.dataclass(frozen=True)
-class StatsdSettings:
+class StatsdSettings(NamedTuple):
     host: str = "127.0.0.1"
     port: int = 8125
     tags: bool = True

@@ -126,6 +126,8 @@ class Request(NamedTuple):
     body: bytes
     # The body as sent (before gzip), and what the official schema makes of it.
     decoded: ExportMetricsServiceRequest
+    # The client's address and port: one per connection.
+    peer: Tuple[str, int] = ("", 0)
 
 
 class OtlpReceiver:
@@ -162,7 +164,7 @@ class OtlpReceiver:
                     json_format.Parse(body, request)
                 else:
                     request.ParseFromString(body)
-                receiver.requests.put(Request(self.path, headers, raw, request))
+                receiver.requests.put(Request(self.path, headers, raw, request, self.client_address[:2]))
                 # An empty ExportMetricsServiceResponse.
                 self._answer(200, b"", "application/x-protobuf")
 
