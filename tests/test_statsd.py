@@ -108,20 +108,21 @@ def test_any_queue_name_keeps_the_grammar_and_stays_distinct(names):
     assert len(tag_values) == len(names)
     for line in statsd_lines(report, tags=False):
         assert DOGSTATSD_LINE.match(line), line
-    packed, too_long = datagrams(lines)
-    assert too_long == 0
+    packed = list(datagrams(lines))
+    assert all(datagram is not None for datagram, _ in packed)  # none too long
     assert b"\n".join(datagram for datagram, _ in packed).decode().split("\n") == lines
 
 
 def test_many_metrics_per_datagram_and_none_over_1432_bytes():
     report = report_of(*(QueueSample("sidekiq", f"queue-{index:04d}", index, index / 7) for index in range(500)))
     lines = statsd_lines(report)
-    packed, too_long = datagrams(lines)
-    assert too_long == 0
-    assert all(len(datagram) <= MAX_DATAGRAM_BYTES for datagram, _ in packed)
+    packed = list(datagrams(lines))
+    assert all(datagram is not None and len(datagram) <= MAX_DATAGRAM_BYTES for datagram, _ in packed)
     assert sum(count for _, count in packed) == len(lines) == 1003  # 500 sizes and latencies, 3 collector figures
     assert len(packed) < len(lines) / 10  # packed, not one per line
     assert max(len(datagram) for datagram, _ in packed) > MAX_DATAGRAM_BYTES - 100  # filled
+    # A line no datagram can hold is dropped, counted, and the lines around it still go.
+    assert list(datagrams(["a", "x" * 2000, "b"])) == [(None, 1), (b"a\nb", 2)]
 
 
 def test_settings():

@@ -19,9 +19,10 @@ first of which is a system name or `collector`: no queue name can make them coll
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from queue_metrics.errors import readable_name
 from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, QueueSample, TickReport
@@ -128,35 +129,43 @@ def figure_tails(figures: Tuple[Figure, ...]) -> Tuple[Tuple[str, str], ...]:
 def librato_lines(
     report: TickReport, prefix: str = "queue", source: Optional[str] = None, dropped: Optional[int] = None
 ) -> List[str]:
+    """The tick as l2met lines (see `librato_line_stream`), all at once."""
+    return list(librato_line_stream(report, prefix, source, dropped))
+
+
+def librato_line_stream(
+    report: TickReport, prefix: str = "queue", source: Optional[str] = None, dropped: Optional[int] = None
+) -> Iterator[str]:
     """The tick as l2met lines: queue pairs, then system figures, packed into short lines; then
-    the collector line, alone, every tick."""
+    the collector line, alone, every tick. Made as they are written: ten thousand queues' lines
+    are never all in memory at once."""
     start = f"source={source}" if source else ""
-    groups = [queue_pairs(prefix, sample) for sample in report.samples]
-    for system in report.systems:
-        groups.extend(
-            l2met_pair(system_metric_name(prefix, system.backend, figure.name), figure) for figure in system.figures
-        )
-    lines = _packed(groups, start)
+    groups = itertools.chain(
+        (queue_pairs(prefix, sample) for sample in report.samples),
+        (
+            l2met_pair(system_metric_name(prefix, system.backend, figure.name), figure)
+            for system in report.systems
+            for figure in system.figures
+        ),
+    )
+    yield from _packed(groups, start)
     collector = " ".join(
         l2met_pair(collector_metric_name(prefix, figure.name), figure) for figure in collector_figures(report, dropped)
     )
-    lines.append(f"{start} {collector}" if start else collector)
-    return lines
+    yield f"{start} {collector}" if start else collector
 
 
-def _packed(groups: Sequence[str], start: str) -> List[str]:
+def _packed(groups: Iterable[str], start: str) -> Iterator[str]:
     """Groups of pairs joined into lines of at most MAX_LINE_BYTES; a group is never split."""
-    lines: List[str] = []
     current = start
     for pairs in groups:
         candidate = f"{current} {pairs}" if current else pairs
         if len(candidate) > MAX_LINE_BYTES and current != start:
-            lines.append(current)
+            yield current
             candidate = f"{start} {pairs}" if start else pairs
         current = candidate
     if current != start:
-        lines.append(current)
-    return lines
+        yield current
 
 
 def _json_number(figure: Figure) -> object:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 from queue_metrics.config import ConfigError, Settings
-from queue_metrics.format import json_line, librato_lines, table_lines
+from queue_metrics.format import json_line, librato_line_stream, table_lines
 from queue_metrics.loop import StopRequested, StopSignals, run_forever
 from queue_metrics.outputs import Outputs, OutputSettings
 from queue_metrics.redis_url import describe_redis_url, secrets_of
@@ -38,11 +38,20 @@ class Output:
             line = line.replace(secret, "***")
         return line.replace("\r", "\\r").replace("\n", "\\n")
 
-    def out(self, lines: List[str]) -> None:
-        # Whole lines, a few hundred at a time: ten thousand queues' lines are never one string.
-        for start in range(0, len(lines), LINES_PER_WRITE):
-            sys.stdout.write("".join(self.clean(line) + "\n" for line in lines[start : start + LINES_PER_WRITE]))
-        if lines:
+    def out(self, lines: Iterable[str]) -> None:
+        # Whole lines, a few hundred at a time, as they are made: ten thousand queues' lines are
+        # never one string, nor all in memory at once.
+        batch: List[str] = []
+        written = False
+        for line in lines:
+            batch.append(self.clean(line) + "\n")
+            if len(batch) == LINES_PER_WRITE:
+                sys.stdout.write("".join(batch))
+                batch, written = [], True
+        if batch:
+            sys.stdout.write("".join(batch))
+            written = True
+        if written:
             sys.stdout.flush()
 
     def err(self, messages: Sequence[str], level: str = "error") -> None:
@@ -83,12 +92,12 @@ def _env_secrets(env) -> List[str]:
     return secrets
 
 
-def render(report: TickReport, settings: Settings, now: float, dropped: Optional[int] = None) -> List[str]:
+def render(report: TickReport, settings: Settings, now: float, dropped: Optional[int] = None) -> Iterable[str]:
     if settings.output_format == "json":
         return [json_line(report, time=round(now, 3), source=settings.source, dropped=dropped)]
     if settings.output_format == "table":
         return table_lines(report)
-    return librato_lines(report, settings.prefix, settings.source, dropped=dropped)
+    return librato_line_stream(report, settings.prefix, settings.source, dropped=dropped)
 
 
 class Ticker:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from queue_metrics.config import ConfigError, boolean
 from queue_metrics.format import (
@@ -105,8 +105,18 @@ def statsd_lines(
     source: Optional[str] = None,
     dropped: Optional[int] = None,
 ) -> List[str]:
-    """Every figure of the tick, one StatsD line each."""
-    lines: List[str] = []
+    """Every figure of the tick, one StatsD line each (see `statsd_line_stream`), all at once."""
+    return list(statsd_line_stream(report, prefix, tags, source, dropped))
+
+
+def statsd_line_stream(
+    report: TickReport,
+    prefix: str = "queue",
+    tags: bool = True,
+    source: Optional[str] = None,
+    dropped: Optional[int] = None,
+) -> Iterator[str]:
+    """Every figure of the tick, one StatsD line each, made as they are sent."""
     extra = f",source:{source}" if source else ""
     for sample in report.samples:
         figures = [Figure("size", sample.size)]
@@ -117,49 +127,43 @@ def statsd_lines(
             # metric_queue_part keeps only A-Za-z0-9.:_- (odd names are cleaned and hashed): no
             # ',', '|', '#' or line break can reach the tag.
             suffix = f"|#backend:{sample.backend},queue:{metric_queue_part(sample.queue)}{extra}"
-            lines.extend(statsd_line(f"{prefix}.{figure.name}", figure, suffix) for figure in figures)
+            for figure in figures:
+                yield statsd_line(f"{prefix}.{figure.name}", figure, suffix)
         else:
             base = untagged_queue_base(prefix, sample.backend, sample.queue)
-            lines.extend(statsd_line(f"{base}.{figure.name}", figure) for figure in figures)
+            for figure in figures:
+                yield statsd_line(f"{base}.{figure.name}", figure)
     for system in report.systems:
         suffix = f"|#backend:{system.backend}{extra}" if tags else ""
-        lines.extend(
-            statsd_line(system_metric_name(prefix, system.backend, figure.name), figure, suffix)
-            for figure in system.figures
-        )
+        for figure in system.figures:
+            yield statsd_line(system_metric_name(prefix, system.backend, figure.name), figure, suffix)
     suffix = f"|#{extra[1:]}" if tags and extra else ""
-    lines.extend(
-        statsd_line(collector_metric_name(prefix, figure.name), figure, suffix)
-        for figure in collector_figures(report, dropped)
-    )
-    return lines
+    for figure in collector_figures(report, dropped):
+        yield statsd_line(collector_metric_name(prefix, figure.name), figure, suffix)
 
 
-def datagrams(lines: Sequence[str], limit: int = MAX_DATAGRAM_BYTES) -> Tuple[List[Tuple[bytes, int]], int]:
-    """Lines packed, newline-separated, into datagrams of at most `limit` bytes.
+def datagrams(lines: Iterable[str], limit: int = MAX_DATAGRAM_BYTES) -> Iterator[Tuple[Optional[bytes], int]]:
+    """Lines packed, newline-separated, into datagrams of at most `limit` bytes, as they come.
 
-    Returns (datagram, number of lines in it) pairs, and the number of lines too long for any
-    datagram (dropped; none of ours comes near: names are capped at about 250 characters).
+    Yields (datagram, number of lines in it); a line too long for any datagram comes as
+    (None, 1): it is dropped (none of ours comes near: names are capped at about 250 characters).
     """
-    packed: List[Tuple[bytes, int]] = []
-    too_long = 0
     current = bytearray()
     count = 0
     for line in lines:
         data = line.encode("utf-8", "replace")
         if len(data) > limit:
-            too_long += 1
+            yield None, 1
             continue
         if current and len(current) + 1 + len(data) > limit:
-            packed.append((bytes(current), count))
+            yield bytes(current), count
             current, count = bytearray(), 0
         if current:
             current += b"\n"
         current += data
         count += 1
     if current:
-        packed.append((bytes(current), count))
-    return packed, too_long
+        yield bytes(current), count
 
 
 # --- the sender ------------------------------------------------------------------------------
@@ -189,16 +193,18 @@ class StatsdSender:
         return dropped
 
     def send(self, report: TickReport, now: float, dropped: Optional[int] = None) -> None:
-        lines = statsd_lines(report, self.prefix, self.settings.tags, self.source, dropped)
-        packed, too_long = datagrams(lines)
-        lost = too_long
+        packed = datagrams(statsd_line_stream(report, self.prefix, self.settings.tags, self.source, dropped))
+        lost = 0
         failure = None
-        for index, (datagram, count) in enumerate(packed):
+        for datagram, count in packed:
+            if datagram is None:  # a line too long for any datagram
+                lost += count
+                continue
             try:
                 self._connected().send(datagram)
             except OSError as error:
                 failure = error
-                lost += sum(count for _, count in packed[index:])
+                lost += count + sum(count for _, count in packed)
                 self._close()
                 break
         if lost:
