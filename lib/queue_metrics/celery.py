@@ -41,6 +41,7 @@ from queue_metrics.plugin import (
     Found,
     ParsedHeads,
     QueueReader,
+    SameRegistry,
     SystemReader,
     SystemSpec,
     batch,
@@ -245,6 +246,7 @@ class Celery:
         self._observing = True
         self._watched: Set[bytes] = set()
         self._heads = ParsedHeads()
+        self._registry_found = SameRegistry()
         # What doctor reports: prefixes seen, lists with messages, stamped and unstamped heads.
         self.prefixes_seen: Set[str] = set()
         self.steps_seen: Set[int] = set()
@@ -313,13 +315,21 @@ class Celery:
         if not self._watched.issuperset(self._watches):
             self._watches = {key: watch for key, watch in self._watches.items() if key in self._watched}
         self._watched = set()
+        # Kept to find the queues of held messages, only when there are some (see _routes).
+        self._bindings = (self._sorted_binding_keys, replies)
+        items = (
+            *self._sorted_binding_keys,
+            *(tuple(reply) if isinstance(reply, list) else reply for reply in replies),
+        )
+        return self._registry_found.found(items, self._found_in, errors)
+
+    def _found_in(self, errors: ErrorLog) -> Found:
+        """The queues this tick's bindings name (`self._bindings`)."""
         names: Dict[str, None] = dict.fromkeys(self.settings.queues)
         bound = 0
         sep = self.settings.sep
-        # Kept to find the queues of held messages, only when there are some (see _routes).
-        self._bindings = (self._sorted_binding_keys, replies)
         unreadable = 0
-        for key, reply in zip(self._sorted_binding_keys, replies):
+        for key, reply in zip(*self._bindings):
             prefix = (split_binding_key(key) or ("", ""))[0]
             ignored = 0
             for member in registry_members(NAME, key, reply, errors):

@@ -17,6 +17,7 @@ whatever `systems.SYSTEMS` holds. Only read commands are ever sent.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Generator, Iterator, List, Optional, Sequence, Set, Tuple
@@ -66,8 +67,12 @@ class Collector:
         self._ticks = 0
         self._round_trips = 0
         self._walk_errors: Dict[str, str] = {}
-        # (system, queue) pairs the last tick found: read at once with the next registries.
+        # (system, queue) pairs the last tick found: read at once with the next registries. Kept,
+        # with the registries' findings they were made from, for as long as those stay the same:
+        # ten thousand queues are not listed again at every tick.
         self._known: List[Tuple[QueueSystem, str]] = []
+        self._known_set: Set[Tuple[QueueSystem, str]] = set()
+        self._known_from: Tuple[Found, ...] = ()
         # What the last tick found of each system, for `doctor`.
         self.found: Dict[str, Found] = {}
 
@@ -89,7 +94,8 @@ class Collector:
             return TickReport(
                 (), tuple(errors.messages), (), self._monotonic() - started, False, reads.round_trips, (), scans
             )
-        self._known = reads.listed
+        if reads.listed is not self._known:
+            self._known, self._known_set, self._known_from = reads.listed, reads.listed_set, reads.found
         used = {system.name for system in reads.in_use}
         for key in reads.listed:
             errors.messages.extend(reads.queue_errors.get(key, ()))
@@ -114,7 +120,7 @@ class Collector:
     def reset(self) -> None:
         """Forget the connection and what the last tick found, after an unforeseen failure."""
         self._client.close()
-        self._known = []
+        self._known, self._known_set, self._known_from = [], set(), ()
 
     def walk(self, deadline: float, sleep: Optional[Callable[[float], None]] = time.sleep) -> int:
         """Take keyspace walk steps until `deadline` (monotonic); returns the steps taken.
@@ -165,39 +171,53 @@ class Collector:
 
     def _in_use(
         self, values: list, registries: Sequence[Batch], errors: ErrorLog
-    ) -> Tuple[List[QueueSystem], List[Tuple[QueueSystem, str]]]:
-        """The systems in use and their (system, queue) pairs, from the registries' replies."""
+    ) -> Tuple[List[QueueSystem], List[Tuple[QueueSystem, str]], Tuple[Found, ...]]:
+        """The systems in use and their (system, queue) pairs, from the registries' replies;
+        the last tick's pairs when every system found the same as then."""
         in_use = []
-        listed: List[Tuple[QueueSystem, str]] = []
-        offset = 0
-        for system, registry in zip(self.systems, registries):
+        founds = []
+        for system, registry, offset in zip(self.systems, registries, _offsets(registries)):
             # A registry's errors count only for a system in use: in auto mode, a key of the
             # wrong type named `queues` belongs to some other program, not to a broken Sidekiq.
             own = ErrorLog()
             found = system.queues(values[offset : offset + registry.replies], own)
-            offset += registry.replies
+            founds.append(found)
             self.found[system.name] = found
             if self._pinned or found.evidence is not None:
                 in_use.append(system)
-                listed.extend((system, queue) for queue in found.queues)
                 errors.messages.extend(own.messages)
-        return in_use, listed
+        found_now = tuple(founds)
+        if len(found_now) == len(self._known_from) and all(map(operator.is_, found_now, self._known_from)):
+            return in_use, self._known, found_now
+        listed = [
+            (system, queue) for system, found in zip(self.systems, founds) if system in in_use for queue in found.queues
+        ]
+        return in_use, listed, found_now
+
+
+def _offsets(batches: Sequence[Batch]) -> List[int]:
+    """Where each batch's replies start among the replies to them all."""
+    offsets, offset = [], 0
+    for part in batches:
+        offsets.append(offset)
+        offset += part.replies
+    return offsets
 
 
 class _Read:
     """One generator during one tick (a queue's or a system's): its next batch and its result."""
 
-    __slots__ = ("system", "queue", "generator", "errors", "step", "result", "depth")
+    __slots__ = ("system", "key", "generator", "errors", "step", "result", "depth")
 
     def __init__(
         self,
         system: QueueSystem,
         start: Callable[[ErrorLog], Optional[Generator[Batch, Replies, Any]]],
-        queue: Optional[str] = None,
+        key: Optional[Tuple[QueueSystem, str]] = None,
         depth: int = 0,
     ) -> None:
         self.system = system
-        self.queue = queue  # None: the system's own read
+        self.key = key  # (system, queue); None: the system's own read
         # Errors of its own: a read dropped because its queue left the registry says nothing.
         self.errors = ErrorLog()
         self.generator = start(self.errors)
@@ -221,8 +241,9 @@ class _Read:
             self.errors.add(f"{self.system.name}: a reply could not be read ({type(error).__name__}: {error})"[:300])
 
 
-def _queue_read(system: QueueSystem, queue: str, depth: int = 0) -> _Read:
-    return _Read(system, lambda errors: system.read_queue(queue, errors), queue, depth)
+def _queue_read(key: Tuple[QueueSystem, str], depth: int = 0) -> _Read:
+    system, queue = key
+    return _Read(system, lambda errors: system.read_queue(queue, errors), key, depth)
 
 
 class _TickReads:
@@ -249,7 +270,8 @@ class _TickReads:
         self._known: Iterator[Tuple[QueueSystem, str]] = iter(collector._known)
         self._new: Iterator[Tuple[QueueSystem, str]] = iter(())
         self._sent: Deque[Optional[_Read]] = deque()  # None: the registries
-        self._listed: Optional[Set[Tuple[QueueSystem, str]]] = None
+        self.listed_set: Set[Tuple[QueueSystem, str]] = set()
+        self.found: Tuple[Found, ...] = ()
         self.system_reads: List[_Read] = []
         self.listed: List[Tuple[QueueSystem, str]] = []
         self.in_use: List[QueueSystem] = []
@@ -286,12 +308,12 @@ class _TickReads:
         return read.step
 
     def _next_queue_read(self) -> Optional[_Read]:
-        for system, queue in self._known:
-            read = _queue_read(system, queue)
+        for key in self._known:
+            read = _queue_read(key)
             if read.step is not None:
                 return read
-        for system, queue in self._new:
-            read = _queue_read(system, queue, depth=1)  # it waited for the registries
+        for key in self._new:
+            read = _queue_read(key, depth=1)  # it waited for the registries
             if read.step is not None:
                 return read
         return None
@@ -301,21 +323,24 @@ class _TickReads:
         if read is None:
             self._take_registries(values)
             return
-        key = (read.system, read.queue)
-        if read.queue is not None and key not in self._listed:  # type: ignore[operator]
+        key = read.key
+        if key is not None and key not in self.listed_set:
             read.generator.close()  # type: ignore[union-attr] # its queue left the registry: dropped unreported
             return
         read.advance(Replies(values, self._wall_clock()))
         if read.step is not None:
             self._ready.append(read)
-        elif read.queue is not None:
+        elif key is not None:
             if read.result is not None:
-                self.samples[key] = read.result  # type: ignore[index,assignment]
+                self.samples[key] = read.result  # type: ignore[assignment]
             if read.errors.messages:
-                self.queue_errors[key] = read.errors.messages  # type: ignore[index]
+                self.queue_errors[key] = read.errors.messages
 
     def _take_registries(self, values: List[Any]) -> None:
-        self.in_use, self.listed = self._collector._in_use(values, self._registries, self._errors)
-        self._listed = set(self.listed)
-        known = set(self._collector._known)
-        self._new = iter([key for key in self.listed if key not in known])
+        collector = self._collector
+        self.in_use, self.listed, self.found = collector._in_use(values, self._registries, self._errors)
+        if self.listed is collector._known:
+            self.listed_set = collector._known_set
+        else:
+            self.listed_set = set(self.listed)
+            self._new = iter([key for key in self.listed if key not in collector._known_set])

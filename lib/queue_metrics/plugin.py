@@ -183,6 +183,30 @@ class ParsedHeads:
         return value  # type: ignore[return-value]
 
 
+class SameRegistry:
+    """The queues a registry's reply gave last tick, given again while the reply is the same.
+
+    Registries rarely change, and decoding and sorting ten thousand names at every tick would
+    make them anew each time (time, and memory the web dyno keeps). The reply is known by the hash
+    of its items (the same odds as `ParsedHeads`); the messages made with the value are said again
+    at every tick.
+    """
+
+    def __init__(self) -> None:
+        self._fingerprint: Optional[int] = None
+        self._made: Optional[Tuple[Found, List[str]]] = None
+
+    def found(self, items: Iterable[object], make: Callable[[ErrorLog], Found], errors: ErrorLog) -> Found:
+        fingerprint = hash(tuple(items))
+        if self._made is None or fingerprint != self._fingerprint:
+            own = ErrorLog()
+            self._made = (make(own), own.messages)
+            self._fingerprint = fingerprint
+        found, messages = self._made
+        errors.messages.extend(messages)
+        return found
+
+
 class ListHead(NamedTuple):
     """A queue list read as LLEN + LINDEX: its size (None: unknown) and its oldest entry."""
 

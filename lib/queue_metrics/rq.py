@@ -25,6 +25,7 @@ from queue_metrics.plugin import (
     MemberReads,
     ParsedHeads,
     QueueReader,
+    SameRegistry,
     SystemReader,
     SystemSpec,
     batch,
@@ -105,6 +106,7 @@ class RQ:
         # Registry figures by their sizes: most queues share a few (all zero, above all).
         self._figures: Dict[Tuple[object, ...], Tuple[Figure, ...]] = {}
         self._heads = ParsedHeads()
+        self._registry_found = SameRegistry()
         self._workers_batch = batch(("SMEMBERS", WORKERS_KEY))
         self._workers = MemberReads(lambda key: batch(("EXISTS", key), ("HGET", key, WORKER_STATE_FIELD)))
 
@@ -117,18 +119,22 @@ class RQ:
     def queues(self, replies: list, errors: ErrorLog) -> Found:
         self._heads.start_tick()
         members = registry_members(NAME, QUEUES_KEY, replies[0], errors)
-        names = set(self.settings.queues)
-        ignored = 0
-        for member in members:
-            key = decode_name(member)
-            if key.startswith(QUEUE_KEY_PREFIX):
-                names.add(key[len(QUEUE_KEY_PREFIX) :])
-            else:
-                ignored += 1
-        if ignored:
-            errors.add(f"rq registry {QUEUES_KEY}: ignoring {ignored} member(s) that are not queue keys")
-        listed = f"the {QUEUES_KEY!r} set names {len(members)} queue(s)" if members else None
-        return Found(sorted(names), evidence(listed, "QUEUE_METRICS_RQ_QUEUES", bool(self.settings.queues)))
+
+        def make(own: ErrorLog) -> Found:
+            names = set(self.settings.queues)
+            ignored = 0
+            for member in members:
+                key = decode_name(member)
+                if key.startswith(QUEUE_KEY_PREFIX):
+                    names.add(key[len(QUEUE_KEY_PREFIX) :])
+                else:
+                    ignored += 1
+            if ignored:
+                own.add(f"rq registry {QUEUES_KEY}: ignoring {ignored} member(s) that are not queue keys")
+            listed = f"the {QUEUES_KEY!r} set names {len(members)} queue(s)" if members else None
+            return Found(sorted(names), evidence(listed, "QUEUE_METRICS_RQ_QUEUES", bool(self.settings.queues)))
+
+        return self._registry_found.found(members, make, errors)
 
     def _make_queue_batch(self, queue: str, counted: bool) -> Batch:
         """LLEN + LINDEX and, with the extras, the queue's registries: their ZCARDs when it had

@@ -26,6 +26,7 @@ from queue_metrics.plugin import (
     MemberReads,
     ParsedHeads,
     QueueReader,
+    SameRegistry,
     SystemReader,
     SystemSpec,
     batch,
@@ -133,6 +134,7 @@ class Sidekiq:
         self._processes = MemberReads(lambda identity: batch(("HMGET", prefix.encode() + identity, *PROCESS_FIELDS)))
         self._interval = Interval()
         self._heads = ParsedHeads()
+        self._registry_found = SameRegistry()
         # A process's `info` is the same at every heartbeat: parsed once.
         self._infos = ParsedHeads()
 
@@ -146,10 +148,14 @@ class Sidekiq:
         self._heads.start_tick()
         key = self._key_prefix + QUEUES_KEY
         members = registry_members(NAME, key, replies[0], errors)
-        names = {decode_name(member) for member in members}
-        names.update(self.settings.queues)
-        listed = f"the {key!r} set names {len(members)} queue(s)" if members else None
-        return Found(sorted(names), evidence(listed, "QUEUE_METRICS_SIDEKIQ_QUEUES", bool(self.settings.queues)))
+
+        def make(_: ErrorLog) -> Found:
+            names = {decode_name(member) for member in members}
+            names.update(self.settings.queues)
+            listed = f"the {key!r} set names {len(members)} queue(s)" if members else None
+            return Found(sorted(names), evidence(listed, "QUEUE_METRICS_SIDEKIQ_QUEUES", bool(self.settings.queues)))
+
+        return self._registry_found.found(members, make, errors)
 
     def _make_queue_batch(self, queue: str) -> Batch:
         key = encode_key(self._key_prefix + QUEUE_KEY.format(name=queue))
