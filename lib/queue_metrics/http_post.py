@@ -11,7 +11,7 @@ connection is closed rather than reused.
 from __future__ import annotations
 
 import socket
-from typing import TYPE_CHECKING, Mapping, NamedTuple, Optional
+from typing import TYPE_CHECKING, Mapping, NamedTuple, Optional, Tuple
 
 if TYPE_CHECKING:
     import ssl
@@ -102,7 +102,7 @@ class HttpConnection:
                 pass
 
 
-def parse_status_line(line: str) -> tuple:
+def parse_status_line(line: str) -> Tuple[int, str, bool]:
     """(status, reason, is HTTP/1.1) from `HTTP/1.1 200 OK`."""
     version, _, rest = line.partition(" ")
     code, _, reason = rest.partition(" ")
