@@ -250,7 +250,10 @@ def test_sourcing_leaks_no_variables_or_functions(system_python_build, jobs, tmp
     leftover = Dyno.__new__(Dyno)
     leftover.build = build
     for pid, _ in leftover.processes():
-        os.kill(pid, signal.SIGTERM)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:  # it ended between the listing and the kill
+            pass
 
 
 def test_sourcing_twice_starts_one_loop(system_python_build, jobs, dynos):
