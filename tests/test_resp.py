@@ -13,7 +13,7 @@ from queue_metrics.config import Settings
 from queue_metrics.connection import RedisConnection, connect
 from queue_metrics.errors import RedisTimeout, RedisUnavailable, ReplyError
 from queue_metrics.plugin import Batch
-from queue_metrics.resp import ReplyParser, pack_commands, parse_replies
+from queue_metrics.resp import Key, ReplyParser, fill, pack_commands, pack_format, parse_replies
 
 
 def test_pack_matches_the_protocol():
@@ -25,6 +25,49 @@ def test_pack_matches_the_protocol():
 def test_pack_keeps_undecodable_bytes_of_names():
     name = b"caf\xe9".decode("utf-8", "surrogateescape")
     assert pack_commands([("LLEN", name)]) == b"*2\r\n$4\r\nLLEN\r\n$4\r\ncaf\xe9\r\n"
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [b"celery", b"celery\x06\x163", b"caf\xe9 %d %s %%", b""],
+        [b"%b", b"$3\r\n", b"x" * 70_000, b"q"],
+    ],
+)
+def test_a_template_filled_with_keys_is_what_pack_commands_writes(keys):
+    # Fixed arguments of every kind, a % among them, keys used twice and out of order.
+    commands = [
+        ("LLEN", Key(0)),
+        ("EXISTS", Key(2), Key(1), Key(3)),
+        ("LINDEX", Key(0), -1),
+        ("LPOS", Key(1), "100%", b"%s\xff", 1, "MAXLEN", 10_000),
+    ]
+    packed_format, order = pack_format(commands)
+    concrete = [tuple(keys[part] if isinstance(part, Key) else part for part in command) for command in commands]
+    assert fill(packed_format, order, keys) == pack_commands(concrete)
+
+
+def test_each_system_packs_its_queue_batch_as_pack_commands_would():
+    from queue_metrics.celery import Celery, CelerySettings
+    from queue_metrics.errors import ErrorLog
+    from queue_metrics.rq import RQ
+    from queue_metrics.sidekiq import Sidekiq, SidekiqSettings
+
+    name = b"caf\xe9 %s".decode("utf-8", "surrogateescape")
+    first = next(Sidekiq(SidekiqSettings(namespace="ns")).read_queue(name, ErrorLog()))
+    key = b"ns:queue:caf\xe9 %s"
+    assert first == (pack_commands([("LLEN", key), ("LINDEX", key, -1)]), 2)
+    rq = RQ()
+    first = next(rq.read_queue(name, ErrorLog()))
+    registries = [f"rq:{kind}:{name}" for kind in ("wip", "failed", "finished", "deferred", "scheduled", "canceled")]
+    key = b"rq:queue:caf\xe9 %s"
+    assert first == (pack_commands([("LLEN", key), ("LINDEX", key, 0), ("EXISTS", *registries)]), 3)
+    first = next(Celery(CelerySettings(keyprefix="p:")).read_queue(name, ErrorLog()))
+    base = b"p:caf\xe9 %s"
+    lists = [base, *[base + b"\x06\x16%d" % step for step in (3, 6, 9)]]
+    probed = [base + b"\x06\x16%d" % step for step in (1, 2, 4, 5, 7, 8)]
+    expected = [*[("LLEN", key) for key in lists], ("EXISTS", *probed), ("LINDEX", base, -1), ("LINDEX", base, 0)]
+    assert first == (pack_commands(expected), 7)
 
 
 @pytest.mark.parametrize(

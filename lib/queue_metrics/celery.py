@@ -38,6 +38,7 @@ from queue_metrics.observed import MAX_TRACKED, NOT_SEARCHED, SEARCH_DEPTH, List
 from queue_metrics.plugin import (
     EMPTY_BATCH,
     Batch,
+    BatchTemplate,
     Found,
     ParsedHeads,
     QueueReader,
@@ -51,6 +52,7 @@ from queue_metrics.plugin import (
     parse_json_object,
     registry_members,
 )
+from queue_metrics.resp import Key
 from queue_metrics.sample import LATENCY_FROM_STAMP, LATENCY_OBSERVED, Figure, QueueSample, SystemSample
 from queue_metrics.timestamps import epoch_seconds, iso8601_seconds, latency
 
@@ -239,7 +241,10 @@ class Celery:
             if self.settings.priority_steps
             else tuple(step for step in ALL_PRIORITY_STEPS if step not in KOMBU_PRIORITY_STEPS)
         )
-        self._first_batch = functools.lru_cache(maxsize=65536)(self._make_first_batch)
+        # A queue's keys: its lists at self._steps, then those at self._probed; each is the queue's
+        # name with a suffix (none at step 0).
+        self._suffixes = [self._step_suffix(step) for step in (*self._steps, *self._probed)]
+        self._first_template = self._make_first_template()
         # Each list's history, for latency without a stamp (observed.py), and the lists read
         # this tick: a list no tick reads any more loses its history.
         self._watches: Dict[bytes, ListWatch] = {}
@@ -355,23 +360,26 @@ class Celery:
         )
         return Found(sorted(names), evidence(listed, "QUEUE_METRICS_CELERY_QUEUES", bool(self.settings.queues)))
 
-    @functools.lru_cache(maxsize=65536)  # noqa: B019 (one per collector; queues are few)
     def list_keys(self, queue: str) -> Tuple[bytes, ...]:
         """The lists of a queue's steps read every tick, as kombu names them."""
-        return tuple(self._list_key(queue, step) for step in self._steps)
+        return tuple(self._keys(queue)[: len(self._steps)])
 
-    def _list_key(self, queue: str, step: int) -> bytes:
-        base = self._keyprefix + queue
-        return encode_key(base if step == 0 else f"{base}{self.settings.sep}{step}")
+    def _keys(self, queue: str) -> List[bytes]:
+        """The lists of the queue's steps, then those of the probed steps."""
+        base = encode_key(self._keyprefix + queue)
+        return [base + suffix for suffix in self._suffixes]
 
-    def _make_first_batch(self, queue: str) -> Batch:
+    def _step_suffix(self, step: int) -> bytes:
+        return b"" if step == 0 else encode_key(f"{self.settings.sep}{step}")
+
+    def _make_first_template(self) -> BatchTemplate:
         # The first list's oldest and newest messages are read at once: most queues use no other.
-        keys = self.list_keys(queue)
-        commands: List[Tuple[object, ...]] = [("LLEN", key) for key in keys]
+        steps = len(self._steps)
+        commands: List[Tuple[object, ...]] = [("LLEN", Key(index)) for index in range(steps)]
         if self._probed:
-            commands.append(("EXISTS", *[self._list_key(queue, step) for step in self._probed]))
-        commands += [("LINDEX", keys[0], OLDEST_INDEX), ("LINDEX", keys[0], NEWEST_INDEX)]
-        return batch(*commands)
+            commands.append(("EXISTS", *[Key(steps + index) for index in range(len(self._probed))]))
+        commands += [("LINDEX", Key(0), OLDEST_INDEX), ("LINDEX", Key(0), NEWEST_INDEX)]
+        return BatchTemplate(*commands)
 
     def _search(self, key: bytes) -> Batch:
         """LPOS of the list's newest message at the last tick, when there was one: how many
@@ -434,8 +442,9 @@ class Celery:
         return QueueSample(NAME, queue, size, seconds, figures, source)
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
-        keys = self.list_keys(queue)
-        first = self._first_batch(queue)
+        all_keys = self._keys(queue)
+        keys = all_keys[: len(self._steps)]
+        first = self._first_template.batch(all_keys)
         search = self._search(keys[0])
         # Most queues send no LPOS (empty or stamped lists): their cached batch goes as it is.
         replies = yield Batch(first.packed + search.packed, first.replies + 1) if search.replies else first
@@ -469,7 +478,7 @@ class Celery:
         lists = [base]
         # The other lists are looked into only when they hold messages.
         busy = [(key, length) for key, length in zip(keys[1:], sizes[1:]) if length and not wrong]
-        probed = [self._list_key(queue, step) for step in self._probed] if exists else []
+        probed = all_keys[len(self._steps) :] if exists else []
         if busy or probed:
             plan = [(key, True) for key, _ in busy] + [(key, False) for key in probed]
             follow_up, searched = self._list_reads(plan)

@@ -38,7 +38,7 @@ from typing import (
 )
 
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
-from queue_metrics.resp import pack_commands
+from queue_metrics.resp import fill, pack_commands, pack_format
 from queue_metrics.sample import QueueSample, SystemSample
 
 Command = Tuple[object, ...]
@@ -62,6 +62,22 @@ EMPTY_BATCH = Batch(b"", 0)
 
 def batch(*commands: Command) -> Batch:
     return Batch(pack_commands(commands), len(commands))
+
+
+class BatchTemplate:
+    """A batch that differs from queue to queue only by its keys (`Key(0)`, `Key(1)`, ... among
+    the arguments), packed when it is sent: one formatting, about a microsecond. Not keeping each
+    queue's packed batch from tick to tick spares the web dyno megabytes at ten thousand queues
+    (a Celery queue's first batch alone is some 450 bytes)."""
+
+    __slots__ = ("_format", "_order", "replies")
+
+    def __init__(self, *commands: Command) -> None:
+        self._format, self._order = pack_format(commands)
+        self.replies = len(commands)
+
+    def batch(self, keys: Sequence[bytes]) -> Batch:
+        return Batch(fill(self._format, self._order, keys), self.replies)
 
 
 def joined(batches: Iterable[Batch]) -> Batch:

@@ -32,6 +32,37 @@ def pack_commands(commands: Sequence[Sequence[object]]) -> bytes:
     return b"".join(parts)
 
 
+class Key(int):
+    """A placeholder among a template's arguments: the key at this index of those packed in."""
+
+
+def pack_format(commands: Sequence[Sequence[object]]) -> Tuple[bytes, Tuple[int, ...]]:
+    """Commands whose arguments are fixed but for some `Key`s, as a bytes format and the order its
+    keys fill it in (`fill`): packing them for one queue is then a single formatting."""
+    parts: List[bytes] = []
+    order: List[int] = []
+    for command in commands:
+        parts.append(b"*%d\r\n" % len(command))
+        for argument in command:
+            if isinstance(argument, Key):
+                parts.append(b"$%d\r\n%b\r\n")
+                order.append(int(argument))
+            else:
+                # A fixed argument is packed as pack_commands would; a % in it is not a placeholder.
+                parts.append(pack_commands([[argument]])[len(b"*1\r\n") :].replace(b"%", b"%%"))
+    return b"".join(parts), tuple(order)
+
+
+def fill(packed_format: bytes, order: Tuple[int, ...], keys: Sequence[bytes]) -> bytes:
+    """The commands of `pack_format` with these keys: the same bytes as `pack_commands`."""
+    arguments: List[object] = []
+    for index in order:
+        key = keys[index]
+        arguments.append(len(key))
+        arguments.append(key)
+    return packed_format % tuple(arguments)
+
+
 class ReplyParser:
     """Turns the bytes Redis sends into replies, however the network cuts them.
 

@@ -14,13 +14,13 @@ only skip them) and those whose `state` is `busy`.
 
 from __future__ import annotations
 
-import functools
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Set, Tuple
 
 from queue_metrics.config import name_list
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
 from queue_metrics.plugin import (
     Batch,
+    BatchTemplate,
     Found,
     MemberReads,
     ParsedHeads,
@@ -37,12 +37,14 @@ from queue_metrics.plugin import (
     list_head,
     registry_members,
 )
+from queue_metrics.resp import Key
 from queue_metrics.sample import Figure, QueueSample, SystemSample
 from queue_metrics.timestamps import iso8601_seconds, latency
 
 NAME = "rq"
 QUEUES_KEY = "rq:queues"  # SET of full queue keys, e.g. rq:queue:default
 QUEUE_KEY_PREFIX = "rq:queue:"  # LIST of job ids; the next job is at 0
+QUEUE_KEY_PREFIX_BYTES = QUEUE_KEY_PREFIX.encode()
 JOB_KEY_PREFIX = "rq:job:"  # HASH per job
 ENQUEUED_AT_FIELD = "enqueued_at"  # "%Y-%m-%dT%H:%M:%S.%fZ", rewritten on every enqueue
 OLDEST_INDEX = 0
@@ -99,8 +101,15 @@ class RQ:
         self.settings = settings or RQSettings()
         self.extras = extras
         self._registry = batch(("SMEMBERS", QUEUES_KEY))
-        self._queue_batch = functools.lru_cache(maxsize=65536)(self._make_queue_batch)
-        self._sizes_batch = functools.lru_cache(maxsize=65536)(self._make_sizes_batch)
+        # A queue's keys: its list (Key(0)), then its registries (Key(1) to Key(6)).
+        registries = [Key(index) for index in range(1, len(REGISTRY_KEYS) + 1)]
+        head = (("LLEN", Key(0)), ("LINDEX", Key(0), OLDEST_INDEX))
+        self._head_template = BatchTemplate(*head)
+        self._counted_template = BatchTemplate(*head, *[("ZCARD", key) for key in registries])
+        self._exists_template = BatchTemplate(*head, ("EXISTS", *registries))
+        self._sizes_template = BatchTemplate(*[("ZCARD", key) for key in registries])
+        # Each registry key template split around the name: a key is then two concatenations.
+        self._registry_affixes = [tuple(map(encode_key, template.split("{name}"))) for _, template in REGISTRY_KEYS]
         # Queues that had jobs in a registry last tick: their registries are counted at once.
         self._with_registries: Set[str] = set()
         # Registry figures by their sizes: most queues share a few (all zero, above all).
@@ -136,26 +145,25 @@ class RQ:
 
         return self._registry_found.found(members, make, errors)
 
-    def _make_queue_batch(self, queue: str, counted: bool) -> Batch:
+    def _keys(self, queue: str) -> List[bytes]:
+        """The queue's list, then (with the extras) its registries, in REGISTRY_KEYS order."""
+        name = encode_key(queue)
+        keys = [QUEUE_KEY_PREFIX_BYTES + name]
+        if self.extras:
+            keys += [before + name + after for before, after in self._registry_affixes]
+        return keys
+
+    def _queue_batch(self, keys: List[bytes], counted: bool) -> Batch:
         """LLEN + LINDEX and, with the extras, the queue's registries: their ZCARDs when it had
         any last tick (`counted`), else one EXISTS of all six, nearly always 0 for an idle queue."""
-        key = encode_key(QUEUE_KEY_PREFIX + queue)
-        commands: List[Tuple[object, ...]] = [("LLEN", key), ("LINDEX", key, OLDEST_INDEX)]
-        if self.extras:
-            keys = self._registry_keys(queue)
-            commands += [("ZCARD", registry) for registry in keys] if counted else [("EXISTS", *keys)]
-        return batch(*commands)
-
-    @staticmethod
-    def _registry_keys(queue: str) -> List[bytes]:
-        return [encode_key(template.format(name=queue)) for _, template in REGISTRY_KEYS]
-
-    def _make_sizes_batch(self, queue: str) -> Batch:
-        return batch(*[("ZCARD", registry) for registry in self._registry_keys(queue)])
+        if not self.extras:
+            return self._head_template.batch(keys)
+        return (self._counted_template if counted else self._exists_template).batch(keys)
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
         counted = queue in self._with_registries
-        replies = yield self._queue_batch(queue, counted)
+        keys = self._keys(queue)
+        replies = yield self._queue_batch(keys, counted)
         values = replies.values
         head = list_head(NAME, queue, values[:2], errors)
         if head.size is None:
@@ -174,7 +182,7 @@ class RQ:
                 figures = NO_REGISTRIES
         job_id = None if not head.readable or head.oldest is None else head.oldest
         if count_now:
-            follow_up = [self._sizes_batch(queue)]
+            follow_up = [self._sizes_template.batch(keys)]
             if job_id is not None:
                 follow_up.insert(0, enqueued_at_batch(job_id))
             replies = yield joined(follow_up)

@@ -13,7 +13,6 @@ that every process adds to at each heartbeat (every 5 s).
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
@@ -21,6 +20,7 @@ from queue_metrics.config import name_list
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, show_name
 from queue_metrics.plugin import (
     Batch,
+    BatchTemplate,
     Found,
     Interval,
     MemberReads,
@@ -39,6 +39,7 @@ from queue_metrics.plugin import (
     parse_json_object,
     registry_members,
 )
+from queue_metrics.resp import Key
 from queue_metrics.sample import COUNTER, UNIT_RATIO, Figure, QueueSample, SystemSample
 from queue_metrics.timestamps import epoch_seconds, latency
 
@@ -123,7 +124,10 @@ class Sidekiq:
         # redis-namespace (Sidekiq <= 6) puts `<ns>:` before every key.
         self._key_prefix = f"{self.settings.namespace}:" if self.settings.namespace else ""
         self._registry = batch(("SMEMBERS", self._key_prefix + QUEUES_KEY))
-        self._queue_batch = functools.lru_cache(maxsize=65536)(self._make_queue_batch)
+        self._queue_template = BatchTemplate(("LLEN", Key(0)), ("LINDEX", Key(0), OLDEST_INDEX))
+        # QUEUE_KEY split around the name: a queue's key is then two concatenations.
+        before, after = QUEUE_KEY.split("{name}")
+        self._queue_key_affixes = (encode_key(self._key_prefix + before), encode_key(after))
         prefix = self._key_prefix
         self._stats_batch = batch(
             *[("ZCARD", prefix + key) for key in (SCHEDULED_KEY, RETRY_KEY, DEAD_KEY)],
@@ -157,12 +161,9 @@ class Sidekiq:
 
         return self._registry_found.found(members, make, errors)
 
-    def _make_queue_batch(self, queue: str) -> Batch:
-        key = encode_key(self._key_prefix + QUEUE_KEY.format(name=queue))
-        return batch(("LLEN", key), ("LINDEX", key, OLDEST_INDEX))
-
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
-        replies = yield self._queue_batch(queue)
+        before, after = self._queue_key_affixes
+        replies = yield self._queue_template.batch((before + encode_key(queue) + after,))
         head = list_head(NAME, queue, replies.values, errors)
         if head.size is None:
             return None

@@ -655,6 +655,10 @@ def main() -> None:
         out += ["", *footprint_lines, "", *impact_lines]
         # What each output (logs, StatsD, OTLP) costs the `run` process.
         out += ["", *outputs_section(1000, 0.5)]
+        # Where the memory of a tick of 10,000 queues goes, by allocation site.
+        from tick_memory import section as tick_memory_section
+
+        out += ["", *tick_memory_section(10_000, 5)]
     finally:
         proxy.close()
         server.close()

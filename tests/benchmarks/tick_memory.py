@@ -1,10 +1,11 @@
 """Usage: .venv/bin/python tests/benchmarks/tick_memory.py [QUEUES] [TICKS]
 
-Where a tick's memory goes (tracemalloc, Python allocations only): what the collector holds
-between ticks, the peak within a tick, and the biggest allocation sites mid-tick (when half the
-queues' replies have been handed out). QUEUES
-(default 10,000) are shared out among the three systems; extras on, log lines rendered. Prints
-Markdown.
+Where a tick's memory goes (tracemalloc, Python allocations only, traced from before the collector
+is made, so what the first tick builds and keeps counts): what the collector holds between ticks,
+the peak within a tick, and the biggest allocation sites of both (between ticks, and mid-tick when
+half the queues' replies have been handed out). QUEUES (default 10,000) are shared out among the
+three systems; extras on, log lines rendered, the last tick's report kept as the loop keeps it.
+Prints Markdown.
 """
 
 from __future__ import annotations
@@ -30,25 +31,40 @@ COMMAND = ".venv/bin/python tests/benchmarks/tick_memory.py"
 ROOT = str(Path(__file__).resolve().parents[2])
 
 
-def where(trace) -> str:
-    frame = trace.traceback[0]
-    return f"{frame.filename.replace(ROOT + '/', '')}:{frame.lineno}"
+def where(stat) -> str:
+    """`caller -> allocation site` (two frames, oldest first)."""
+    return " -> ".join(f"{frame.filename.replace(ROOT + '/', '')}:{frame.lineno}" for frame in stat.traceback)
 
 
-def main(queues: int, ticks: int) -> None:
+def table(snapshot: tracemalloc.Snapshot, rows: int = 10) -> List[str]:
+    mib = 1024 * 1024
+    stats = snapshot.statistics("traceback")
+    lines = ["| where (caller -> allocation) | MiB | blocks |", "|---|---|---|"]
+    lines += [f"| {where(stat)} | {stat.size / mib:.2f} | {stat.count:,} |" for stat in stats[:rows]]
+    size, count = sum(stat.size for stat in stats), sum(stat.count for stat in stats)
+    lines.append(f"| everything | {size / mib:.2f} | {count:,} |")
+    return lines
+
+
+def section(queues: int = 10_000, ticks: int = 5) -> List[str]:
+    """The Markdown section (run.py puts it in BENCHMARKS.md)."""
     server = RedisServer().start()
     try:
         populate_mixed(redis.Redis.from_url(server.url), queues)
         settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": server.url})
+        tracemalloc.start(2)
         collector = Collector(settings, connect(settings))
-        librato_lines(collector.tick(), "queue", None)
-        tracemalloc.start(1)
+        report = collector.tick()
+        librato_lines(report, "queue", None)
         held, peaks = [], []
         for _ in range(ticks):
             held.append(tracemalloc.get_traced_memory()[0])
             tracemalloc.reset_peak()
-            librato_lines(collector.tick(), "queue", None)
+            report = collector.tick()
+            librato_lines(report, "queue", None)
             peaks.append(tracemalloc.get_traced_memory()[1])
+        # Made into lines at once: a snapshot kept would be counted in the mid-tick one.
+        between = table(tracemalloc.take_snapshot())
         # One more tick, looked at when half the queues' replies have been handed out.
         snapshots: List[tracemalloc.Snapshot] = []
         original = RedisConnection.stream
@@ -71,20 +87,19 @@ def main(queues: int, ticks: int) -> None:
     finally:
         server.close()
     mib = 1024 * 1024
-    print(f"## Where a tick's memory goes ({queues:,} queues, tracemalloc)\n")
-    print(
+    out = [f"## Where a tick's memory goes ({queues:,} queues, tracemalloc)", ""]
+    out.append(
         f"Reproduce: `{COMMAND} {queues} {ticks}`. Python allocations only (not the interpreter, nor "
         f"OpenSSL): held between ticks {held[-1] / mib:.1f} MiB; peak within a tick {max(peaks) / mib:.1f} MiB "
-        f"(ticks 2 to {ticks + 1}).\n"
+        f"(ticks 2 to {ticks + 1})."
     )
-    print("Mid-tick, when half the queues' replies have been handed out, by allocation site:\n")
-    print("| where | MiB | blocks |\n|---|---|---|")
-    stats = snapshots[0].statistics("lineno")
-    for stat in stats[:12]:
-        print(f"| {where(stat)} | {stat.size / mib:.2f} | {stat.count:,} |")
-    print(f"| everything | {sum(stat.size for stat in stats) / mib:.2f} | {sum(stat.count for stat in stats):,} |")
+    out += ["", "Held between ticks (the last report included), by allocation site:", "", *between]
+    out += ["", "Mid-tick, when half the queues' replies have been handed out:", "", *table(snapshots[0])]
+    return out
 
 
 if __name__ == "__main__":
     arguments = sys.argv[1:]
-    main(int(arguments[0]) if arguments else 10_000, int(arguments[1]) if len(arguments) > 1 else 5)
+    print(
+        "\n".join(section(int(arguments[0]) if arguments else 10_000, int(arguments[1]) if len(arguments) > 1 else 5))
+    )
