@@ -4,7 +4,7 @@ Where a tick's memory goes (tracemalloc, Python allocations only, traced from be
 is made, so what the first tick builds and keeps counts): what the collector holds between ticks,
 the peak within a tick, and the biggest allocation sites of both (between ticks, and mid-tick when
 half the queues' replies have been handed out). QUEUES (default 10,000) are shared out among the
-three systems; extras on, log lines rendered, the last tick's report kept as the loop keeps it.
+three systems; extras on, log lines rendered, each report dropped once rendered (as the loop does).
 Prints Markdown.
 """
 
@@ -54,14 +54,12 @@ def section(queues: int = 10_000, ticks: int = 5) -> List[str]:
         settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": server.url})
         tracemalloc.start(2)
         collector = Collector(settings, connect(settings))
-        report = collector.tick()
-        librato_lines(report, "queue", None)
+        librato_lines(collector.tick(), "queue", None)
         held, peaks = [], []
         for _ in range(ticks):
             held.append(tracemalloc.get_traced_memory()[0])
             tracemalloc.reset_peak()
-            report = collector.tick()
-            librato_lines(report, "queue", None)
+            librato_lines(collector.tick(), "queue", None)  # the report dropped, as the loop does
             peaks.append(tracemalloc.get_traced_memory()[1])
         # Made into lines at once: a snapshot kept would be counted in the mid-tick one.
         between = table(tracemalloc.take_snapshot())
@@ -93,7 +91,7 @@ def section(queues: int = 10_000, ticks: int = 5) -> List[str]:
         f"OpenSSL): held between ticks {held[-1] / mib:.1f} MiB; peak within a tick {max(peaks) / mib:.1f} MiB "
         f"(ticks 2 to {ticks + 1})."
     )
-    out += ["", "Held between ticks (the last report included), by allocation site:", "", *between]
+    out += ["", "Held between ticks, by allocation site:", "", *between]
     out += ["", "Mid-tick, when half the queues' replies have been handed out:", "", *table(snapshots[0])]
     return out
 
