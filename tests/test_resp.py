@@ -4,6 +4,8 @@ and against a real redis-server with replies split across reads."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 from collections import deque
 from typing import List, Optional
 
@@ -13,7 +15,7 @@ from queue_metrics.config import Settings
 from queue_metrics.connection import RedisConnection, connect
 from queue_metrics.errors import RedisTimeout, RedisUnavailable, ReplyError
 from queue_metrics.plugin import Batch
-from queue_metrics.resp import Key, ReplyParser, fill, pack_commands, pack_format, parse_replies
+from queue_metrics.resp import CommandsTemplate, NameKey, ReplyParser, pack_commands, parse_replies
 
 
 def test_pack_matches_the_protocol():
@@ -27,24 +29,30 @@ def test_pack_keeps_undecodable_bytes_of_names():
     assert pack_commands([("LLEN", name)]) == b"*2\r\n$4\r\nLLEN\r\n$4\r\ncaf\xe9\r\n"
 
 
-@pytest.mark.parametrize(
-    "keys",
-    [
-        [b"celery", b"celery\x06\x163", b"caf\xe9 %d %s %%", b""],
-        [b"%b", b"$3\r\n", b"x" * 70_000, b"q"],
-    ],
-)
-def test_a_template_filled_with_keys_is_what_pack_commands_writes(keys):
-    # Fixed arguments of every kind, a % among them, keys used twice and out of order.
+@pytest.mark.parametrize("name", [b"celery", b"caf\xe9 %d %s %%", b"", b"%b$3\r\n", b"x" * 70_000])
+def test_a_template_filled_with_a_name_is_what_pack_commands_writes(name):
+    # Fixed arguments of every kind, a % among them and in the keys' fixed parts, keys used twice.
+    queue, step = NameKey(b"p%s:"), NameKey(b"p%s:", b"\x06\x163")
     commands = [
-        ("LLEN", Key(0)),
-        ("EXISTS", Key(2), Key(1), Key(3)),
-        ("LINDEX", Key(0), -1),
-        ("LPOS", Key(1), "100%", b"%s\xff", 1, "MAXLEN", 10_000),
+        ("LLEN", queue),
+        ("EXISTS", step, NameKey(b"rq:wip:"), NameKey(b"", b"%d")),
+        ("LINDEX", queue, -1),
+        ("LPOS", step, "100%", b"%s\xff", 1, "MAXLEN", 10_000),
     ]
-    packed_format, order = pack_format(commands)
-    concrete = [tuple(keys[part] if isinstance(part, Key) else part for part in command) for command in commands]
-    assert fill(packed_format, order, keys) == pack_commands(concrete)
+    template = CommandsTemplate(commands)
+    concrete = [
+        tuple(part.before + name + part.after if isinstance(part, NameKey) else part for part in command)
+        for command in commands
+    ]
+    assert template.pack(name) == pack_commands(concrete)
+    assert template.pack(name) == pack_commands(concrete)  # again, from the format kept for its length
+
+
+def test_a_template_keeps_a_bounded_number_of_formats():
+    template = CommandsTemplate([("LLEN", NameKey(b"queue:"))])
+    for size in range(CommandsTemplate.MAX_FORMATS * 2):
+        assert template.pack(b"q" * size) == pack_commands([("LLEN", b"queue:" + b"q" * size)])
+    assert len(template._formats) <= CommandsTemplate.MAX_FORMATS
 
 
 def test_each_system_packs_its_queue_batch_as_pack_commands_would():
@@ -146,31 +154,70 @@ def test_read_replies_from_a_real_server_across_many_reads(redis_server, client)
     assert len(replies) == 200 and replies[196:199] == [big, 2, None]
 
 
+def dribbling_proxy(port: int) -> str:
+    """A URL for a proxy to the Redis on `port` that hands its replies back a few bytes at a time,
+    so that a stream gets them over many reads, as from a Redis far away."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pump(source: socket.socket, target: socket.socket, piece: int) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                for start in range(0, len(data), piece):
+                    target.sendall(data[start : start + piece])
+                    if piece < 65536:
+                        time.sleep(0.0002)
+        except OSError:
+            pass
+        finally:
+            target.close()
+
+    def serve() -> None:
+        downstream, _ = listener.accept()
+        upstream = socket.create_connection(("127.0.0.1", port))
+        threading.Thread(target=pump, args=(downstream, upstream, 65536), daemon=True).start()
+        pump(upstream, downstream, 7)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+
+
 def test_a_stream_keeps_its_window_and_sends_follow_ups_given_on_delivery(redis_server, client):
     client.rpush("list", *[b"item-%d" % index for index in range(100)])
     pending = deque(Batch(pack_commands([("LINDEX", "list", index), ("LLEN", "list")]), 2) for index in range(100))
     delivered: List[list] = []
     sent = 0
     awaited_at_send: List[int] = []
+    awaited_at_refill: List[int] = []  # at the first batch asked for after a delivery
+    refilling = False
 
     def next_batch() -> Optional[Batch]:
-        nonlocal sent
+        nonlocal sent, refilling
         if not pending:
             return None
         step = pending.popleft()
         awaited_at_send.append(sent - 2 * len(delivered))  # replies not yet delivered
+        if not refilling:
+            awaited_at_refill.append(awaited_at_send[-1])
+            refilling = True
         sent += step.replies
         return step
 
     def deliver(values: list) -> None:
+        nonlocal refilling
+        refilling = False
         delivered.append(values)
         if values[0] == b"item-99":  # a follow-up, made from a reply, goes in the same stream
             pending.append(Batch(pack_commands([("LINDEX", "list", 0)]), 1))
 
-    connection_to(redis_server.url).stream(next_batch, deliver, window=7)
+    connection_to(dribbling_proxy(redis_server.port)).stream(next_batch, deliver, window=7)
     assert delivered[:100] == [[b"item-%d" % index, 100] for index in range(100)]
     assert delivered[100:] == [[b"item-0"]]
     assert max(awaited_at_send) < 7 and max(awaited_at_send) >= 5  # the window is used, never exceeded
+    # Refilled in slices, once half the window is in: not one small write per delivered batch.
+    assert max(awaited_at_refill) <= 3 and len(awaited_at_refill) < 50
 
 
 def test_a_server_that_goes_silent_times_out():

@@ -52,7 +52,7 @@ from queue_metrics.plugin import (
     parse_json_object,
     registry_members,
 )
-from queue_metrics.resp import Key
+from queue_metrics.resp import NameKey
 from queue_metrics.sample import LATENCY_FROM_STAMP, LATENCY_OBSERVED, Figure, QueueSample, SystemSample
 from queue_metrics.timestamps import epoch_seconds, iso8601_seconds, latency
 
@@ -243,6 +243,7 @@ class Celery:
         )
         # A queue's keys: its lists at self._steps, then those at self._probed; each is the queue's
         # name with a suffix (none at step 0).
+        self._base_prefix = encode_key(self._keyprefix)
         self._suffixes = [self._step_suffix(step) for step in (*self._steps, *self._probed)]
         self._first_template = self._make_first_template()
         # Each list's history, for latency without a stamp (observed.py), and the lists read
@@ -362,11 +363,11 @@ class Celery:
 
     def list_keys(self, queue: str) -> Tuple[bytes, ...]:
         """The lists of a queue's steps read every tick, as kombu names them."""
-        return tuple(self._keys(queue)[: len(self._steps)])
+        return tuple(self._keys(encode_key(queue))[: len(self._steps)])
 
-    def _keys(self, queue: str) -> List[bytes]:
+    def _keys(self, name: bytes) -> List[bytes]:
         """The lists of the queue's steps, then those of the probed steps."""
-        base = encode_key(self._keyprefix + queue)
+        base = self._base_prefix + name
         return [base + suffix for suffix in self._suffixes]
 
     def _step_suffix(self, step: int) -> bytes:
@@ -374,11 +375,12 @@ class Celery:
 
     def _make_first_template(self) -> BatchTemplate:
         # The first list's oldest and newest messages are read at once: most queues use no other.
+        keys = [NameKey(self._base_prefix, suffix) for suffix in self._suffixes]
         steps = len(self._steps)
-        commands: List[Tuple[object, ...]] = [("LLEN", Key(index)) for index in range(steps)]
+        commands: List[Tuple[object, ...]] = [("LLEN", key) for key in keys[:steps]]
         if self._probed:
-            commands.append(("EXISTS", *[Key(steps + index) for index in range(len(self._probed))]))
-        commands += [("LINDEX", Key(0), OLDEST_INDEX), ("LINDEX", Key(0), NEWEST_INDEX)]
+            commands.append(("EXISTS", *keys[steps:]))
+        commands += [("LINDEX", keys[0], OLDEST_INDEX), ("LINDEX", keys[0], NEWEST_INDEX)]
         return BatchTemplate(*commands)
 
     def _search(self, key: bytes) -> Batch:
@@ -442,24 +444,28 @@ class Celery:
         return QueueSample(NAME, queue, size, seconds, figures, source)
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
-        all_keys = self._keys(queue)
-        keys = all_keys[: len(self._steps)]
-        first = self._first_template.batch(all_keys)
-        search = self._search(keys[0])
-        # Most queues send no LPOS (empty or stamped lists): their cached batch goes as it is.
+        name = encode_key(queue)
+        steps = len(self._steps)
+        first = self._first_template.batch(name)
+        base_key = self._base_prefix + name + self._suffixes[0]  # the first step's list (step 0 in kombu)
+        search = self._search(base_key)
+        # Most queues send no LPOS (empty or stamped lists): their first batch goes as it is.
         replies = yield Batch(first.packed + search.packed, first.replies + 1) if search.replies else first
         values = replies.values
-        sizes = values[: len(keys)]
-        exists = values[len(keys)] if self._probed else 0
-        at = len(keys) + (1 if self._probed else 0)
+        sizes = values[:steps]
+        exists = values[steps] if self._probed else 0
+        at = steps + (1 if self._probed else 0)
         base = _ListRead(
-            keys[0],
+            base_key,
             sizes[0],
             values[at],
             values[at + 1],
             values[at + 2] if search.replies else NOT_SEARCHED,
             replies.now,
         )
+        # The other lists' keys are made only when a reply needs them: most queues use one list.
+        all_keys = self._keys(name) if exists or any(sizes[1:]) or isinstance(sizes[0], ReplyError) else [base_key]
+        keys = all_keys[:steps]
 
         wrong = [index for index, reply in enumerate(sizes) if isinstance(reply, ReplyError)]
         for index in wrong:
@@ -471,14 +477,14 @@ class Celery:
                 NAME, queue, f"priority lists beyond {KOMBU_PRIORITY_STEPS} not checked: {describe_reply_error(exists)}"
             )
             exists = 0
-        if len(wrong) == len(keys):
+        if len(wrong) == steps:
             return None
         # kombu's own size sums the lists that answered with a length.
         size = sum(reply for reply in sizes if not isinstance(reply, ReplyError))
         lists = [base]
         # The other lists are looked into only when they hold messages.
         busy = [(key, length) for key, length in zip(keys[1:], sizes[1:]) if length and not wrong]
-        probed = all_keys[len(self._steps) :] if exists else []
+        probed = all_keys[steps:] if exists else []
         if busy or probed:
             plan = [(key, True) for key, _ in busy] + [(key, False) for key in probed]
             follow_up, searched = self._list_reads(plan)

@@ -100,7 +100,10 @@ class RedisConnection:
             while True:
                 outgoing: List[bytes] = []
                 size = 0
-                while in_flight < window:
+                # Refilled only once half the window is in, a slice at a time: topping it up after
+                # every reply would send Redis a write (and cost both sides a system call) per batch.
+                refill = in_flight <= window // 2
+                while refill and in_flight < window:
                     step = next_batch()
                     if step is None:
                         break

@@ -38,7 +38,7 @@ from typing import (
 )
 
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
-from queue_metrics.resp import fill, pack_commands, pack_format
+from queue_metrics.resp import CommandsTemplate, pack_commands
 from queue_metrics.sample import QueueSample, SystemSample
 
 Command = Tuple[object, ...]
@@ -65,19 +65,19 @@ def batch(*commands: Command) -> Batch:
 
 
 class BatchTemplate:
-    """A batch that differs from queue to queue only by its keys (`Key(0)`, `Key(1)`, ... among
-    the arguments), packed when it is sent: one formatting, about a microsecond. Not keeping each
-    queue's packed batch from tick to tick spares the web dyno megabytes at ten thousand queues
-    (a Celery queue's first batch alone is some 450 bytes)."""
+    """A batch that differs from queue to queue only by the queue's name inside its keys
+    (`NameKey(before, after)` among the arguments), packed when it is sent: one formatting, about
+    a microsecond. Not keeping each queue's packed batch from tick to tick spares the web dyno
+    megabytes at ten thousand queues (a Celery queue's first batch alone is some 450 bytes)."""
 
-    __slots__ = ("_format", "_order", "replies")
+    __slots__ = ("_commands", "replies")
 
     def __init__(self, *commands: Command) -> None:
-        self._format, self._order = pack_format(commands)
+        self._commands = CommandsTemplate(commands)
         self.replies = len(commands)
 
-    def batch(self, keys: Sequence[bytes]) -> Batch:
-        return Batch(fill(self._format, self._order, keys), self.replies)
+    def batch(self, name: bytes) -> Batch:
+        return Batch(self._commands.pack(name), self.replies)
 
 
 def joined(batches: Iterable[Batch]) -> Batch:

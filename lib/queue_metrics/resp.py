@@ -8,7 +8,7 @@ strings, errors, integers, bulk strings (nil included) and arrays of bulk string
 from __future__ import annotations
 
 import socket
-from typing import List, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple
 
 from queue_metrics.errors import RedisTimeout, RedisUnavailable, ReplyError
 
@@ -32,35 +32,56 @@ def pack_commands(commands: Sequence[Sequence[object]]) -> bytes:
     return b"".join(parts)
 
 
-class Key(int):
-    """A placeholder among a template's arguments: the key at this index of those packed in."""
+class NameKey(NamedTuple):
+    """A placeholder among a template's arguments: the key `before + name + after`, for the name
+    given to `fill` (each system's keys are a queue's name between fixed bytes)."""
+
+    before: bytes
+    after: bytes = b""
 
 
-def pack_format(commands: Sequence[Sequence[object]]) -> Tuple[bytes, Tuple[int, ...]]:
-    """Commands whose arguments are fixed but for some `Key`s, as a bytes format and the order its
-    keys fill it in (`fill`): packing them for one queue is then a single formatting."""
-    parts: List[bytes] = []
-    order: List[int] = []
-    for command in commands:
-        parts.append(b"*%d\r\n" % len(command))
-        for argument in command:
-            if isinstance(argument, Key):
-                parts.append(b"$%d\r\n%b\r\n")
-                order.append(int(argument))
+class CommandsTemplate:
+    """Commands whose arguments are fixed but for some `NameKey`s, packed for a name by a single
+    bytes formatting: each name length gets its own format once (lengths filled in, the name's
+    places left as %b), so packing a queue's commands costs a dictionary lookup and one `%`."""
+
+    # Formats kept at most: one per distinct name length, so a few dozen in practice.
+    MAX_FORMATS = 256
+
+    __slots__ = ("_parts", "_names", "_formats")
+
+    def __init__(self, commands: Sequence[Sequence[object]]) -> None:
+        # Fixed bytes (already packed as pack_commands would) and NameKeys, in order.
+        self._parts: List[object] = []
+        for command in commands:
+            self._parts.append(b"*%d\r\n" % len(command))
+            for argument in command:
+                if isinstance(argument, NameKey):
+                    self._parts.append(argument)
+                else:
+                    self._parts.append(pack_commands([[argument]])[len(b"*1\r\n") :])
+        self._names = sum(isinstance(part, NameKey) for part in self._parts)
+        self._formats: Dict[int, bytes] = {}
+
+    def pack(self, name: bytes) -> bytes:
+        """The same bytes as `pack_commands` with each NameKey made `before + name + after`."""
+        packed_format = self._formats.get(len(name))
+        if packed_format is None:
+            if len(self._formats) >= self.MAX_FORMATS:
+                self._formats.clear()
+            packed_format = self._formats[len(name)] = self._format_for(len(name))
+        return packed_format % ((name,) * self._names)
+
+    def _format_for(self, size: int) -> bytes:
+        pieces = []
+        for part in self._parts:
+            if isinstance(part, NameKey):
+                before, after = (piece.replace(b"%", b"%%") for piece in part)
+                length = len(part.before) + size + len(part.after)
+                pieces.append(b"$%d\r\n%b%%b%b\r\n" % (length, before, after))
             else:
-                # A fixed argument is packed as pack_commands would; a % in it is not a placeholder.
-                parts.append(pack_commands([[argument]])[len(b"*1\r\n") :].replace(b"%", b"%%"))
-    return b"".join(parts), tuple(order)
-
-
-def fill(packed_format: bytes, order: Tuple[int, ...], keys: Sequence[bytes]) -> bytes:
-    """The commands of `pack_format` with these keys: the same bytes as `pack_commands`."""
-    arguments: List[object] = []
-    for index in order:
-        key = keys[index]
-        arguments.append(len(key))
-        arguments.append(key)
-    return packed_format % tuple(arguments)
+                pieces.append(part.replace(b"%", b"%%"))  # type: ignore[attr-defined]
+        return b"".join(pieces)
 
 
 class ReplyParser:

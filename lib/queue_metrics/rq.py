@@ -37,14 +37,13 @@ from queue_metrics.plugin import (
     list_head,
     registry_members,
 )
-from queue_metrics.resp import Key
+from queue_metrics.resp import NameKey
 from queue_metrics.sample import Figure, QueueSample, SystemSample
 from queue_metrics.timestamps import iso8601_seconds, latency
 
 NAME = "rq"
 QUEUES_KEY = "rq:queues"  # SET of full queue keys, e.g. rq:queue:default
 QUEUE_KEY_PREFIX = "rq:queue:"  # LIST of job ids; the next job is at 0
-QUEUE_KEY_PREFIX_BYTES = QUEUE_KEY_PREFIX.encode()
 JOB_KEY_PREFIX = "rq:job:"  # HASH per job
 ENQUEUED_AT_FIELD = "enqueued_at"  # "%Y-%m-%dT%H:%M:%S.%fZ", rewritten on every enqueue
 OLDEST_INDEX = 0
@@ -101,15 +100,14 @@ class RQ:
         self.settings = settings or RQSettings()
         self.extras = extras
         self._registry = batch(("SMEMBERS", QUEUES_KEY))
-        # A queue's keys: its list (Key(0)), then its registries (Key(1) to Key(6)).
-        registries = [Key(index) for index in range(1, len(REGISTRY_KEYS) + 1)]
-        head = (("LLEN", Key(0)), ("LINDEX", Key(0), OLDEST_INDEX))
+        # A queue's keys are its name between fixed bytes: its list, then its registries.
+        queue_key = NameKey(QUEUE_KEY_PREFIX.encode())
+        registries = [NameKey(*map(encode_key, template.split("{name}"))) for _, template in REGISTRY_KEYS]
+        head = (("LLEN", queue_key), ("LINDEX", queue_key, OLDEST_INDEX))
         self._head_template = BatchTemplate(*head)
         self._counted_template = BatchTemplate(*head, *[("ZCARD", key) for key in registries])
         self._exists_template = BatchTemplate(*head, ("EXISTS", *registries))
         self._sizes_template = BatchTemplate(*[("ZCARD", key) for key in registries])
-        # Each registry key template split around the name: a key is then two concatenations.
-        self._registry_affixes = [tuple(map(encode_key, template.split("{name}"))) for _, template in REGISTRY_KEYS]
         # Queues that had jobs in a registry last tick: their registries are counted at once.
         self._with_registries: Set[str] = set()
         # Registry figures by their sizes: most queues share a few (all zero, above all).
@@ -145,25 +143,17 @@ class RQ:
 
         return self._registry_found.found(members, make, errors)
 
-    def _keys(self, queue: str) -> List[bytes]:
-        """The queue's list, then (with the extras) its registries, in REGISTRY_KEYS order."""
-        name = encode_key(queue)
-        keys = [QUEUE_KEY_PREFIX_BYTES + name]
-        if self.extras:
-            keys += [before + name + after for before, after in self._registry_affixes]
-        return keys
-
-    def _queue_batch(self, keys: List[bytes], counted: bool) -> Batch:
+    def _queue_batch(self, name: bytes, counted: bool) -> Batch:
         """LLEN + LINDEX and, with the extras, the queue's registries: their ZCARDs when it had
         any last tick (`counted`), else one EXISTS of all six, nearly always 0 for an idle queue."""
         if not self.extras:
-            return self._head_template.batch(keys)
-        return (self._counted_template if counted else self._exists_template).batch(keys)
+            return self._head_template.batch(name)
+        return (self._counted_template if counted else self._exists_template).batch(name)
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
         counted = queue in self._with_registries
-        keys = self._keys(queue)
-        replies = yield self._queue_batch(keys, counted)
+        name = encode_key(queue)
+        replies = yield self._queue_batch(name, counted)
         values = replies.values
         head = list_head(NAME, queue, values[:2], errors)
         if head.size is None:
@@ -182,7 +172,7 @@ class RQ:
                 figures = NO_REGISTRIES
         job_id = None if not head.readable or head.oldest is None else head.oldest
         if count_now:
-            follow_up = [self._sizes_template.batch(keys)]
+            follow_up = [self._sizes_template.batch(name)]
             if job_id is not None:
                 follow_up.insert(0, enqueued_at_batch(job_id))
             replies = yield joined(follow_up)

@@ -39,7 +39,7 @@ from queue_metrics.plugin import (
     parse_json_object,
     registry_members,
 )
-from queue_metrics.resp import Key
+from queue_metrics.resp import NameKey
 from queue_metrics.sample import COUNTER, UNIT_RATIO, Figure, QueueSample, SystemSample
 from queue_metrics.timestamps import epoch_seconds, latency
 
@@ -124,10 +124,9 @@ class Sidekiq:
         # redis-namespace (Sidekiq <= 6) puts `<ns>:` before every key.
         self._key_prefix = f"{self.settings.namespace}:" if self.settings.namespace else ""
         self._registry = batch(("SMEMBERS", self._key_prefix + QUEUES_KEY))
-        self._queue_template = BatchTemplate(("LLEN", Key(0)), ("LINDEX", Key(0), OLDEST_INDEX))
-        # QUEUE_KEY split around the name: a queue's key is then two concatenations.
         before, after = QUEUE_KEY.split("{name}")
-        self._queue_key_affixes = (encode_key(self._key_prefix + before), encode_key(after))
+        key = NameKey(encode_key(self._key_prefix + before), encode_key(after))
+        self._queue_template = BatchTemplate(("LLEN", key), ("LINDEX", key, OLDEST_INDEX))
         prefix = self._key_prefix
         self._stats_batch = batch(
             *[("ZCARD", prefix + key) for key in (SCHEDULED_KEY, RETRY_KEY, DEAD_KEY)],
@@ -162,8 +161,7 @@ class Sidekiq:
         return self._registry_found.found(members, make, errors)
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
-        before, after = self._queue_key_affixes
-        replies = yield self._queue_template.batch((before + encode_key(queue) + after,))
+        replies = yield self._queue_template.batch(encode_key(queue))
         head = list_head(NAME, queue, replies.values, errors)
         if head.size is None:
             return None

@@ -387,7 +387,20 @@ def machine() -> list:
         f"- CPU: {cpu}, {os.cpu_count()} cores; memory: {memory} GiB",
         f"- Python {platform.python_version()}, redis-py {redis.__version__}; Redis {redis_version}; Ruby {ruby}",
         f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"- Speed at the start: {machine_speed():.0f} ms of CPU for a fixed workload (`run.machine_speed`; "
+        "lower is faster; compare runs by it, and by the instruction counts at the end)",
     ]
+
+
+def machine_speed() -> float:
+    """CPU ms of a fixed pure-Python workload (JSON and string work, as a tick does): this shared
+    virtual machine's speed varies from run to run, and this says how fast it was at the time."""
+    payload = json.dumps({"class": "HardJob", "args": list(range(20)), "enqueued_at": 1.5, "queue": "default"})
+    started = time.process_time()
+    for index in range(50_000):
+        json.loads(payload)
+        f"sample#queue.default.size={index}".encode()
+    return (time.process_time() - started) * 1000
 
 
 def fmt(value, digits=1) -> str:
@@ -659,6 +672,11 @@ def main() -> None:
         from tick_memory import section as tick_memory_section
 
         out += ["", *tick_memory_section(10_000, 5)]
+        # CPU as instructions (callgrind): steady where this machine's CPU times are not.
+        from tick_instructions import section as instructions_section
+
+        out += ["", *instructions_section(1000)]
+        out += ["", f"Speed at the end: {machine_speed():.0f} ms of CPU for the workload timed at the start."]
     finally:
         proxy.close()
         server.close()
