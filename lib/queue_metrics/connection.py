@@ -23,10 +23,11 @@ if TYPE_CHECKING:
     import ssl
 
 DEFAULT_PORT = 6379
-# Replies awaited at once in a stream: enough to keep a 1 ms network busy (Redis answers a few
-# thousand of our reads in a millisecond or two), few enough that a tick holds a few hundred
-# queues' replies at a time, not ten thousand.
-WINDOW = 2048
+# Replies awaited at once in a stream: enough to keep a network 1 ms each way busy while the first
+# half comes back (the window is refilled by halves; with 2,048 a tick of 1,000 Celery or RQ
+# queues through such a network waited half again as long), few enough that a tick holds some
+# hundreds of queues' replies at a time, not ten thousand.
+WINDOW = 4096
 # Bytes of commands gathered before a write.
 SEND_SIZE = 1 << 16
 

@@ -5,8 +5,9 @@ with everything on: TLS to Redis (as Heroku's Key-Value Store requires), the ext
 keyspace walk, and every output (log lines, StatsD and OTLP/HTTP to local receivers).
 
 - Start-up: process start to the first metric line, beside the bare interpreter's own start.
-- Resident memory (VmRSS) after 1,000 ticks at 1,000 and 10,000 queues, and at 1,000 queues
-  after 1,000, 5,000 and 10,000 ticks (flat or growing).
+- Resident memory (VmRSS) after 1,000 ticks at 10, 1,000 and 10,000 queues (10: what the process
+  costs before its queues do), and at 1,000 queues after 1,000, 5,000 and 10,000 ticks (flat or
+  growing).
 - What each dependency costs: the interpreter alone, then each import the `run` path makes.
 
 Prints a Markdown section; `section()` is what run.py puts in BENCHMARKS.md. --quick: 100 and
@@ -150,6 +151,7 @@ def section(quick: bool = False) -> Tuple[List[str], dict]:
         costs = import_costs(lib)
         runs = []
         for queues, interval, checkpoints in (
+            (10, 0.02, (few,)),  # what everything on costs before there are queues to speak of
             (1_000, 0.02, (few, few * 5, few * 10)),
             (10_000, 0.2, (few,)),
         ):

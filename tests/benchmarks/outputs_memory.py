@@ -55,7 +55,14 @@ class Sinks:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address) -> None:
+                # A `run` process killed, or a request given up at its timeout, resets its
+                # connection: expected here, not worth a traceback.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        self.http = Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
         threading.Thread(target=self._receive, daemon=True).start()
 

@@ -83,6 +83,7 @@ def section(queues: int = 10_000, ticks: int = 5) -> List[str]:
         collector.tick()
         RedisConnection.stream = original  # type: ignore[method-assign]
     finally:
+        tracemalloc.stop()  # what runs after (run.py's other sections) is not slowed by tracing
         server.close()
     mib = 1024 * 1024
     out = [f"## Where a tick's memory goes ({queues:,} queues, tracemalloc)", ""]
