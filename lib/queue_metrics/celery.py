@@ -463,11 +463,11 @@ class Celery:
             values[at + 2] if search.replies else NOT_SEARCHED,
             replies.now,
         )
-        # The other lists' keys are made only when a reply needs them: most queues use one list.
-        all_keys = self._keys(name) if exists or any(sizes[1:]) or isinstance(sizes[0], ReplyError) else [base_key]
-        keys = all_keys[:steps]
 
         wrong = [index for index, reply in enumerate(sizes) if isinstance(reply, ReplyError)]
+        # The other lists' keys are made only when a reply needs them: most queues use one list.
+        all_keys = self._keys(name) if wrong or exists or any(sizes[1:]) else [base_key]
+        keys = all_keys[:steps]
         for index in wrong:
             errors.about_queue(
                 NAME, queue, f"list {show_name(decode_name(keys[index]))}: {describe_reply_error(sizes[index])}"

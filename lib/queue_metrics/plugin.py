@@ -38,7 +38,7 @@ from typing import (
 )
 
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
-from queue_metrics.resp import CommandsTemplate, pack_commands
+from queue_metrics.resp import CommandsTemplate, NameKey, pack_commands
 from queue_metrics.sample import QueueSample, SystemSample
 
 Command = Tuple[object, ...]
@@ -152,6 +152,12 @@ def decode_name(raw: bytes) -> str:
 
 def encode_key(text: str) -> bytes:
     return text.encode("utf-8", "surrogateescape")
+
+
+def name_key(template: str, prefix: str = "") -> NameKey:
+    """The `NameKey` of a key template such as `queue:{name}`, after `prefix`."""
+    before, after = template.split("{name}")
+    return NameKey(encode_key(prefix + before), encode_key(after))
 
 
 def parse_json_object(payload: bytes, what: str) -> dict:

@@ -8,7 +8,7 @@ strings, errors, integers, bulk strings (nil included) and arrays of bulk string
 from __future__ import annotations
 
 import socket
-from typing import Dict, List, NamedTuple, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Sequence, Tuple, Union
 
 from queue_metrics.errors import RedisTimeout, RedisUnavailable, ReplyError
 
@@ -34,7 +34,7 @@ def pack_commands(commands: Sequence[Sequence[object]]) -> bytes:
 
 class NameKey(NamedTuple):
     """A placeholder among a template's arguments: the key `before + name + after`, for the name
-    given to `fill` (each system's keys are a queue's name between fixed bytes)."""
+    given to `CommandsTemplate.pack` (each system's keys are a queue's name between fixed bytes)."""
 
     before: bytes
     after: bytes = b""
@@ -52,7 +52,7 @@ class CommandsTemplate:
 
     def __init__(self, commands: Sequence[Sequence[object]]) -> None:
         # Fixed bytes (already packed as pack_commands would) and NameKeys, in order.
-        self._parts: List[object] = []
+        self._parts: List[Union[bytes, NameKey]] = []
         for command in commands:
             self._parts.append(b"*%d\r\n" % len(command))
             for argument in command:
@@ -80,7 +80,7 @@ class CommandsTemplate:
                 length = len(part.before) + size + len(part.after)
                 pieces.append(b"$%d\r\n%b%%b%b\r\n" % (length, before, after))
             else:
-                pieces.append(part.replace(b"%", b"%%"))  # type: ignore[attr-defined]
+                pieces.append(part.replace(b"%", b"%%"))
         return b"".join(pieces)
 
 

@@ -35,6 +35,7 @@ from queue_metrics.plugin import (
     joined,
     latency_or_report,
     list_head,
+    name_key,
     registry_members,
 )
 from queue_metrics.resp import NameKey
@@ -102,7 +103,7 @@ class RQ:
         self._registry = batch(("SMEMBERS", QUEUES_KEY))
         # A queue's keys are its name between fixed bytes: its list, then its registries.
         queue_key = NameKey(QUEUE_KEY_PREFIX.encode())
-        registries = [NameKey(*map(encode_key, template.split("{name}"))) for _, template in REGISTRY_KEYS]
+        registries = [name_key(template) for _, template in REGISTRY_KEYS]
         head = (("LLEN", queue_key), ("LINDEX", queue_key, OLDEST_INDEX))
         self._head_template = BatchTemplate(*head)
         self._counted_template = BatchTemplate(*head, *[("ZCARD", key) for key in registries])

@@ -36,10 +36,10 @@ from queue_metrics.plugin import (
     joined,
     latency_or_report,
     list_head,
+    name_key,
     parse_json_object,
     registry_members,
 )
-from queue_metrics.resp import NameKey
 from queue_metrics.sample import COUNTER, UNIT_RATIO, Figure, QueueSample, SystemSample
 from queue_metrics.timestamps import epoch_seconds, latency
 
@@ -124,8 +124,7 @@ class Sidekiq:
         # redis-namespace (Sidekiq <= 6) puts `<ns>:` before every key.
         self._key_prefix = f"{self.settings.namespace}:" if self.settings.namespace else ""
         self._registry = batch(("SMEMBERS", self._key_prefix + QUEUES_KEY))
-        before, after = QUEUE_KEY.split("{name}")
-        key = NameKey(encode_key(self._key_prefix + before), encode_key(after))
+        key = name_key(QUEUE_KEY, self._key_prefix)
         self._queue_template = BatchTemplate(("LLEN", key), ("LINDEX", key, OLDEST_INDEX))
         prefix = self._key_prefix
         self._stats_batch = batch(
