@@ -187,6 +187,21 @@ def test_metrics_reach_the_web_dynos_stdout(system_python_build, jobs, dynos):
     assert len(dyno.supervisors()) == 1 and len(dyno.collectors()) == 1
 
 
+def test_the_collector_runs_with_its_own_malloc_settings(system_python_build, jobs, dynos):
+    """The app's own MALLOC_* config vars (Ruby apps set MALLOC_ARENA_MAX=2) tune the app's
+    processes; the collector's are ours, measured in BENCHMARKS.md's footprint section."""
+    build, _ = system_python_build
+    dyno = dynos(build, "web.1", {**dyno_env(jobs), "MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": "1"})
+    dyno.wait_for(lambda line: "sample#queue.sidekiq.default.size=2" in line, timeout=10)
+    (collector,) = dyno.collectors()
+    environ = dict(
+        entry.split(b"=", 1) for entry in Path(f"/proc/{collector}/environ").read_bytes().split(b"\0") if b"=" in entry
+    )
+    assert environ[b"MALLOC_ARENA_MAX"] == b"1"
+    assert environ[b"MALLOC_MMAP_THRESHOLD_"] == b"131072"
+    assert environ[b"MALLOC_TRIM_THRESHOLD_"] == b"131072"
+
+
 @pytest.mark.parametrize("name", ["worker.1", "run.1", "release.3", "scheduler.7", "web.2"])
 def test_other_dynos_print_nothing_and_start_nothing(system_python_build, jobs, dynos, name):
     build, _ = system_python_build

@@ -8,6 +8,8 @@ keyspace walk, and every output (log lines, StatsD and OTLP/HTTP to local receiv
 - Resident memory (VmRSS) after 1,000 ticks at 10, 1,000 and 10,000 queues (10: what the process
   costs before its queues do), and at 1,000 queues after 1,000, 5,000 and 10,000 ticks (flat or
   growing).
+- glibc's malloc settings (set by the slug's `queue-metrics` command): the same runs without them,
+  at 1,000 and 10,000 queues.
 - What each dependency costs: the interpreter alone, then each import the `run` path makes.
 
 Prints a Markdown section; `section()` is what run.py puts in BENCHMARKS.md. --quick: 100 and
@@ -94,6 +96,21 @@ def run_until(command: List[str], env: Dict[str, str], checkpoints: Tuple[int, .
     }
 
 
+MALLOC_SETTINGS = "export MALLOC_ARENA_MAX="
+
+
+def without_malloc_settings(command: List[str]) -> List[str]:
+    """A copy of the slug's `queue-metrics` command beside it, without its malloc settings line."""
+    launcher = Path(command[0])
+    lines = launcher.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not line.startswith(MALLOC_SETTINGS)]
+    assert len(kept) == len(lines) - 1, f"no `{MALLOC_SETTINGS}` line in {launcher}"
+    copy = launcher.with_name("queue-metrics-default-malloc")
+    copy.write_text("".join(kept))
+    copy.chmod(0o755)
+    return [str(copy), *command[1:]]
+
+
 def bare_start_ms(runs: int = 20) -> float:
     times = []
     for _ in range(runs):
@@ -150,10 +167,11 @@ def section(quick: bool = False) -> Tuple[List[str], dict]:
         figures["bare_ms"] = bare_start_ms()
         costs = import_costs(lib)
         runs = []
+        default_malloc = []
         for queues, interval, checkpoints in (
             (10, 0.02, (few,)),  # what everything on costs before there are queues to speak of
             (1_000, 0.02, (few, few * 5, few * 10)),
-            (10_000, 0.2, (few,)),
+            (10_000, 0.2, (few // 3, few)),
         ):
             populate_mixed(client, queues)
             fast = {**env, "QUEUE_METRICS_INTERVAL": f"{interval:g}", "QUEUE_METRICS_TIMEOUT": f"{interval * 0.9:g}"}
@@ -161,6 +179,11 @@ def section(quick: bool = False) -> Tuple[List[str], dict]:
             runs.append((queues, interval, result))
             figures[queues] = result
             print(f"  {queues} queues: {result}", file=sys.stderr, flush=True)
+            if queues > 10:
+                # The same, launched without bin/queue-metrics's glibc malloc settings.
+                without = run_until(without_malloc_settings(command), fast, checkpoints[:1])
+                default_malloc.append((queues, checkpoints[0], result["rss"][checkpoints[0]], without["rss"]))
+                print(f"  {queues} queues, default malloc: {without}", file=sys.stderr, flush=True)
         # Start-up as a dyno sees it: default settings but the outputs, 1,000 queues, 20 starts.
         populate_mixed(client, 1_000)
         starts = [run_until(command, {**env, "QUEUE_METRICS_INTERVAL": "30"}, (1,))["first_line_ms"] for _ in range(20)]
@@ -188,6 +211,20 @@ def section(quick: bool = False) -> Tuple[List[str], dict]:
             f"| {queues:,} | {interval:g} | {result['ticks']:,} | {at} | {result['hwm']:.1f} | {result['errors']}"
             + (f" (`{result['first_error']}`)" if result["first_error"] else "")
             + " |"
+        )
+    out += [
+        "",
+        "glibc's malloc settings (`MALLOC_ARENA_MAX=1`, `MALLOC_MMAP_THRESHOLD_` and "
+        "`MALLOC_TRIM_THRESHOLD_` fixed at 131072, set by the slug's `queue-metrics` command), against the same "
+        "process launched without them (glibc's defaults: an arena per thread, thresholds that rise as big blocks "
+        "are freed):",
+        "",
+        "| queues | ticks | resident MB with them | without them | saved MB |",
+        "|---|---|---|---|---|",
+    ]
+    for queues, ticks, with_them, without in default_malloc:
+        out.append(
+            f"| {queues:,} | {ticks:,} | {with_them:.1f} | {without[ticks]:.1f} | {without[ticks] - with_them:.1f} |"
         )
     out += [
         "",
