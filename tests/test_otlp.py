@@ -8,6 +8,8 @@ import re
 import time
 
 import pytest
+import redis
+import rq
 from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
@@ -320,6 +322,33 @@ def test_a_receiver_that_hangs_costs_at_most_its_timeout(redis_url, receivers):
     watcher = run_against(redis_url, receiver.url)
     try:
         check_loop_goes_on(watcher, rf"no answer from http://127\.0\.0\.1:{receiver.port}/v1/metrics within 0\.3 s")
+    finally:
+        watcher.process.kill()
+        watcher.process.wait()
+
+
+def test_a_request_still_running_at_the_next_tick_is_cut_off(redis_url, receivers):
+    # 1,200 queues go as three requests (500 queues each), each answered after 0.3 s: a tick's
+    # requests take 0.9 s, and the next tick, 0.5 s later, finds them still running.
+    connection = redis.Redis.from_url(redis_url)
+    for number in range(1200):
+        rq.Queue(f"q{number}", connection=connection).enqueue("os.getcwd")
+    receiver = receivers("slow")
+    env = otlp_env(redis_url, receiver.url, QUEUE_METRICS_INTERVAL="0.5", OTEL_EXPORTER_OTLP_TIMEOUT="400")
+    watcher = Watcher(start("run", env=env))
+    try:
+        _, _, line = watcher.wait_for(lambda stream, text: stream == "stderr" and "cut off" in text, timeout=10)
+        found = re.fullmatch(
+            rf"queue-metrics: error: otlp: the previous request to http://127\.0\.0\.1:{receiver.port}/v1/metrics"
+            r" was still running after (\d+\.\d\d) s \(cut off\); dropped \d+ data points\n",
+            line,
+        )
+        assert found, line
+        assert 0.3 <= float(found[1]) <= 0.9  # about one interval, said to the hundredth
+        ticks = [at for at, stream, text in watcher.drain(2.6) if collector_line(stream, text)]
+        assert 4 <= len(ticks) <= 7, ticks
+        assert max(b - a for a, b in zip(ticks, ticks[1:])) < 0.5 + 0.25  # never held up by the receiver
+        assert "Traceback" not in watcher.all_text()
     finally:
         watcher.process.kill()
         watcher.process.wait()

@@ -471,7 +471,7 @@ class OtlpSender:
             self._drop(
                 count,
                 f"the previous request to {self._where} was still running after "
-                f"{self._clock() - self._started:.1f} s (cut off)",
+                f"{self._clock() - self._started:.2f} s (cut off)",
             )
             return
         self._started = self._clock()

@@ -130,9 +130,13 @@ class Request(NamedTuple):
     peer: Tuple[str, int] = ("", 0)
 
 
+# How long a "slow" receiver takes to answer each request.
+SLOW_ANSWER_S = 0.3
+
+
 class OtlpReceiver:
     """An OTLP/HTTP metrics receiver. `mode`: "ok" (200), "fail" (500), "hang" (never answers),
-    "no-gzip" (415 to a gzip body, 200 to a plain one)."""
+    "no-gzip" (415 to a gzip body, 200 to a plain one), "slow" (200 after SLOW_ANSWER_S)."""
 
     def __init__(self, mode: str = "ok", tls: Optional[Tuple[str, str]] = None) -> None:
         self.mode = mode
@@ -154,6 +158,8 @@ class OtlpReceiver:
                 if receiver.mode == "hang":
                     receiver._release.wait(30)
                     return
+                if receiver.mode == "slow":
+                    receiver._release.wait(SLOW_ANSWER_S)
                 gzipped = headers.get("content-encoding") == "gzip"
                 if receiver.mode == "fail" or (receiver.mode == "no-gzip" and gzipped):
                     self._answer(500 if receiver.mode == "fail" else 415, b"nope")
