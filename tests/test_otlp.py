@@ -345,9 +345,20 @@ def test_a_request_still_running_at_the_next_tick_is_cut_off(redis_url, receiver
         )
         assert found, line
         assert 0.3 <= float(found[1]) <= 0.9  # about one interval, said to the hundredth
-        ticks = [at for at, stream, text in watcher.drain(2.6) if collector_line(stream, text)]
+        # One line counts both ticks' lost points: the new tick's and what the cut-off one had not
+        # sent. The next collector line's counter says the same number.
+        dropped = int(re.search(r"dropped (\d+) data points", line)[1])
+        counted = watcher.wait_for(
+            lambda stream, text: collector_line(stream, text) and "collector.dropped=0" not in text, timeout=10
+        )[2]
+        assert int(re.search(r"count#queue\.collector\.dropped=(\d+)", counted)[1]) == dropped
+        seen = watcher.drain(2.6)
+        ticks = [at for at, stream, text in seen if collector_line(stream, text)]
         assert 4 <= len(ticks) <= 7, ticks
         assert max(b - a for a, b in zip(ticks, ticks[1:])) < 0.5 + 0.25  # never held up by the receiver
+        # The cut-off request's reset connection is ours: no second line blames the receiver.
+        errors = [text for _, stream, text in watcher.seen if stream == "stderr" and "error:" in text]
+        assert errors and all("(cut off)" in text for text in errors), errors
         assert "Traceback" not in watcher.all_text()
     finally:
         watcher.process.kill()

@@ -53,6 +53,8 @@ NO_COMPRESSION = "none"
 DEFAULT_BASE_ENDPOINT = "http://localhost:4318"
 METRICS_PATH = "v1/metrics"
 DEFAULT_TIMEOUT_MS = 10_000
+# How long the next tick waits for a request it cut off to end, so that one line counts both.
+CUT_OFF_WAIT_S = 0.1
 DEFAULT_SERVICE_NAME = "queue-metrics"
 SCOPE_NAME = "queue-metrics"
 
@@ -426,8 +428,9 @@ class OtlpSender:
     """POSTs each tick's requests from a short-lived background thread, so the loop never waits.
 
     One request at a time: when the previous one is still running at the next tick (a receiver
-    that hangs past the timeout), it is cut off and the new tick's data is dropped and counted.
-    Nothing is kept for later: a failed request's points are dropped and counted.
+    that hangs past the timeout), it is cut off and the new tick's data is dropped and counted,
+    with what the cut-off tick had not sent, in one line. Nothing is kept for later: a failed
+    request's points are dropped and counted.
     """
 
     def __init__(
@@ -449,6 +452,12 @@ class OtlpSender:
         self._connection: Optional[HttpConnection] = None
         self._ssl_context: Optional[ssl.SSLContext] = None
         self._started = 0.0
+        # Set by `send` when it cuts the running request off: the thread then drops its unsent
+        # points without a line of its own (its reset connection is ours, not the receiver's).
+        self._cut_off = False
+        self._unsent_when_cut = 0
+        # Set once `send` has written the cut-off line: what the thread drops later is only counted.
+        self._cut_reported = False
         # Delta sums cover the time since the previous export (the process start at first).
         self._last_ns = int(clock() * 1e9)
 
@@ -467,14 +476,20 @@ class OtlpSender:
         time_ns = int(now * 1e9)
         start_ns, self._last_ns = self._last_ns, time_ns
         if self._thread is not None and self._thread.is_alive():
+            running_for = self._clock() - self._started
+            self._cut_off, self._cut_reported = True, False
             self._abort()
+            self._thread.join(CUT_OFF_WAIT_S)  # its shut-down socket ends it at once, as a rule
+            with self._lock:
+                unsent, self._unsent_when_cut = self._unsent_when_cut, 0
+                self._cut_reported = True
             self._drop(
-                count,
-                f"the previous request to {self._where} was still running after "
-                f"{self._clock() - self._started:.2f} s (cut off)",
+                count + unsent,
+                f"the previous request to {self._where} was still running after {running_for:.2f} s (cut off)",
             )
             return
         self._started = self._clock()
+        self._cut_off = self._cut_reported = False
         self._thread = threading.Thread(
             target=self._post, args=(report, dropped, start_ns, time_ns, count), name="otlp", daemon=True
         )
@@ -512,17 +527,28 @@ class OtlpSender:
                     if 200 <= status < 300:
                         self._gzip = False
                 if not 200 <= status < 300:
-                    self._drop(count - sent, f"{self._where} answered HTTP {status} {reason}".rstrip())
+                    self._failed(count - sent, f"{self._where} answered HTTP {status} {reason}".rstrip())
                     return
                 sent += point_count(metrics)
         except socket.timeout:
-            self._drop(count - sent, f"no answer from {self._where} within {self.settings.timeout:g} s")
+            self._failed(count - sent, f"no answer from {self._where} within {self.settings.timeout:g} s")
         except (OSError, ValueError) as error:  # MalformedAnswer is a ValueError
-            self._drop(count - sent, f"cannot send to {self._where}: {_describe_error(error)}")
+            self._failed(count - sent, f"cannot send to {self._where}: {_describe_error(error)}")
         except Exception as error:  # noqa: BLE001 - a thread's traceback would be many lines
-            self._drop(count - sent, f"cannot send to {self._where}: unexpected {error.__class__.__name__}")
+            self._failed(count - sent, f"cannot send to {self._where}: unexpected {error.__class__.__name__}")
         finally:
             self._close()
+
+    def _failed(self, unsent: int, message: str) -> None:
+        """A request failed: one line, unless `send` cut it off and says so in its own line."""
+        if not self._cut_off:
+            self._drop(unsent, message)
+            return
+        with self._lock:
+            if self._cut_reported:
+                self._dropped += unsent
+            else:
+                self._unsent_when_cut += unsent
 
     def _close(self) -> None:
         connection, self._connection = self._connection, None
