@@ -516,6 +516,9 @@ class OtlpSender:
         sent = 0
         try:
             for metrics in otlp_requests(report, self.prefix, dropped):
+                if self._cut_off:  # between two requests: the next tick's line counts the rest
+                    self._failed(count - sent, "cut off")
+                    return
                 body = encode(metrics, self.settings.resource, start_ns, time_ns)
                 # The timeout bounds each request, as OTEL_EXPORTER_OTLP_TIMEOUT does in the SDKs;
                 # a tick's requests still running at the next tick are cut off (see `send`).
