@@ -20,8 +20,9 @@ HELPERS = os.path.dirname(__file__)
 
 @contextlib.contextmanager
 def worker_process(command: List[str], env: Dict[str, str]) -> Iterator[subprocess.Popen]:
-    """Runs `command` in its own process group; kills the group (forked children too) after.
-    Its output is printed at the end: pytest shows it when the test fails."""
+    """Runs `command` in its own process group; kills the group and every descendant after (an rq
+    work horse moves to a process group of its own). Its output is printed at the end: pytest
+    shows it when the test fails."""
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -29,11 +30,36 @@ def worker_process(command: List[str], env: Dict[str, str]) -> Iterator[subproce
     try:
         yield process
     finally:
+        family = descendants(process.pid)
         os.killpg(process.pid, signal.SIGKILL)
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         process.wait(timeout=10)
         log.seek(0)
         print(log.read().decode(errors="replace")[-3000:])
         log.close()
+
+
+def descendants(pid: int) -> List[int]:
+    """Every process below `pid`, from /proc (children, their children, ...)."""
+    children: Dict[int, List[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # The fields after the command name, which is in parentheses: state, then ppid.
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found.extend(below)
+        todo.extend(below)
+    return found
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
