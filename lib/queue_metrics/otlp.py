@@ -452,12 +452,11 @@ class OtlpSender:
         self._connection: Optional[HttpConnection] = None
         self._ssl_context: Optional[ssl.SSLContext] = None
         self._started = 0.0
-        # Set by `send` when it cuts the running request off: the thread then drops its unsent
-        # points without a line of its own (its reset connection is ours, not the receiver's).
+        # The running tick's points not yet accepted by the receiver (its thread counts them down).
+        self._unsent = 0
+        # Set by `send` when it cuts the running tick off: its line counts that tick's unsent
+        # points, and the thread stops without a line of its own (the reset connection is ours).
         self._cut_off = False
-        self._unsent_when_cut = 0
-        # Set once `send` has written the cut-off line: what the thread drops later is only counted.
-        self._cut_reported = False
         # Delta sums cover the time since the previous export (the process start at first).
         self._last_ns = int(clock() * 1e9)
 
@@ -477,21 +476,18 @@ class OtlpSender:
         start_ns, self._last_ns = self._last_ns, time_ns
         if self._thread is not None and self._thread.is_alive():
             running_for = self._clock() - self._started
-            self._cut_off, self._cut_reported = True, False
+            self._cut_off = True
             self._abort()
             self._thread.join(CUT_OFF_WAIT_S)  # its shut-down socket ends it at once, as a rule
-            with self._lock:
-                unsent, self._unsent_when_cut = self._unsent_when_cut, 0
-                self._cut_reported = True
             self._drop(
-                count + unsent,
+                count + self._unsent,
                 f"the previous request to {self._where} was still running after {running_for:.2f} s (cut off)",
             )
             return
         self._started = self._clock()
-        self._cut_off = self._cut_reported = False
+        self._cut_off, self._unsent = False, count
         self._thread = threading.Thread(
-            target=self._post, args=(report, dropped, start_ns, time_ns, count), name="otlp", daemon=True
+            target=self._post, args=(report, dropped, start_ns, time_ns), name="otlp", daemon=True
         )
         self._thread.start()
 
@@ -509,15 +505,13 @@ class OtlpSender:
             except OSError:
                 pass
 
-    def _post(self, report: TickReport, dropped: Optional[int], start_ns: int, time_ns: int, count: int) -> None:
+    def _post(self, report: TickReport, dropped: Optional[int], start_ns: int, time_ns: int) -> None:
         """The tick's requests, one after the other on one connection, each within the timeout;
         the first that fails drops its points and those of the requests after it."""
         encode = json_request if self.settings.protocol == JSON else protobuf_request
-        sent = 0
         try:
             for metrics in otlp_requests(report, self.prefix, dropped):
                 if self._cut_off:  # between two requests: the next tick's line counts the rest
-                    self._failed(count - sent, "cut off")
                     return
                 body = encode(metrics, self.settings.resource, start_ns, time_ns)
                 # The timeout bounds each request, as OTEL_EXPORTER_OTLP_TIMEOUT does in the SDKs;
@@ -530,28 +524,23 @@ class OtlpSender:
                     if 200 <= status < 300:
                         self._gzip = False
                 if not 200 <= status < 300:
-                    self._failed(count - sent, f"{self._where} answered HTTP {status} {reason}".rstrip())
+                    self._failed(f"{self._where} answered HTTP {status} {reason}".rstrip())
                     return
-                sent += point_count(metrics)
+                self._unsent -= point_count(metrics)
         except socket.timeout:
-            self._failed(count - sent, f"no answer from {self._where} within {self.settings.timeout:g} s")
+            self._failed(f"no answer from {self._where} within {self.settings.timeout:g} s")
         except (OSError, ValueError) as error:  # MalformedAnswer is a ValueError
-            self._failed(count - sent, f"cannot send to {self._where}: {_describe_error(error)}")
+            self._failed(f"cannot send to {self._where}: {_describe_error(error)}")
         except Exception as error:  # noqa: BLE001 - a thread's traceback would be many lines
-            self._failed(count - sent, f"cannot send to {self._where}: unexpected {error.__class__.__name__}")
+            self._failed(f"cannot send to {self._where}: unexpected {error.__class__.__name__}")
         finally:
             self._close()
 
-    def _failed(self, unsent: int, message: str) -> None:
-        """A request failed: one line, unless `send` cut it off and says so in its own line."""
+    def _failed(self, message: str) -> None:
+        """The tick's unsent points are lost: one line, unless `send` cut the tick off (its line
+        counts them)."""
         if not self._cut_off:
-            self._drop(unsent, message)
-            return
-        with self._lock:
-            if self._cut_reported:
-                self._dropped += unsent
-            else:
-                self._unsent_when_cut += unsent
+            self._drop(self._unsent, message)
 
     def _close(self) -> None:
         connection, self._connection = self._connection, None
