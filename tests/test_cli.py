@@ -144,3 +144,36 @@ def test_demo_without_redis_server_says_so():
 def test_python_dash_m_and_version():
     result = queue_metrics("--version")
     assert result.returncode == 0 and "queue-metrics, version 0.1.0" in result.stdout
+
+
+def test_once_exits_1_when_its_reading_had_an_error_and_still_prints_the_rest(redis_url, client):
+    sidekiq(redis_url, {"enqueue": {"default": 2}})
+    client.sadd("queues", "broken")
+    client.set("queue:broken", "not a list")
+    result = queue_metrics("once", env={"REDIS_URL": redis_url})
+    assert result.returncode == 1
+    assert "sample#queue.sidekiq.default.size=2 " in result.stdout
+    assert 'sidekiq queue "broken": its key holds the wrong type of value' in result.stderr
+    healthy = queue_metrics("once", env={"REDIS_URL": redis_url, "QUEUE_METRICS_SIDEKIQ_QUEUES": "default"})
+    assert healthy.returncode == 1  # the broken queue is still listed by Sidekiq's `queues` set
+    client.srem("queues", "broken")
+    assert queue_metrics("once", env={"REDIS_URL": redis_url}).returncode == 0
+
+
+def test_once_table_shows_rq_registries_and_why_a_latency_is_unknown(redis_url, client):
+    from rq import Queue, SimpleWorker
+
+    queue = Queue("reports", connection=client)
+    queue.enqueue("helpers.rq_jobs.fail")
+    SimpleWorker([queue], connection=client).work(burst=True)
+    waiting = queue.enqueue("helpers.rq_jobs.quick")
+    client.hdel(f"rq:job:{waiting.id}", "enqueued_at")
+    result = queue_metrics("once", "--format", "table", env={"REDIS_URL": redis_url})
+    lines = lines_of(result.stdout)
+    header = lines[0].split()
+    assert header[:4] == ["SYSTEM", "QUEUE", "SIZE", "LATENCY"] and "FAILED" in header
+    row = lines[1].split()
+    assert row[:4] == ["rq", "reports", "1", "unknown*"]
+    assert row[header.index("FAILED")] == "1"  # "unknown*" is one word, as its header
+    assert f'* rq reports: latency unknown: job "{waiting.id}" has no enqueued_at' in result.stdout
+    assert result.returncode == 1  # the unknown latency is an error of the reading

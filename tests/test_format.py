@@ -180,3 +180,57 @@ def test_no_queue_name_collides_with_system_or_collector_names():
     }
     others |= {collector_metric_name("queue", figure) for figure in ("queues", "errors", "duration", "dropped")}
     assert not queue_names & others
+
+
+def test_table_shows_every_per_queue_figure_json_has_and_latencies_to_three_decimals():
+    from queue_metrics.format import json_document, table_lines
+
+    tick = report(
+        QueueSample("rq", "default", 3, 12.5, (Figure("started", 1), Figure("failed", 2))),
+        QueueSample("rq", "low", 0, 0.05, (Figure("started", 0), Figure("failed", 0))),
+        QueueSample("celery", "celery", 7, 1.0, (Figure("unacked", 4, "{message}"),)),
+        backends=("rq", "celery"),
+    )
+    lines = table_lines(tick)
+    assert lines == [
+        "SYSTEM  QUEUE    SIZE   LATENCY  STARTED  FAILED",
+        "rq      default     3  12.500 s        1       2",
+        "rq      low         0   0.050 s        0       0",
+        "",
+        "SYSTEM  QUEUE   SIZE  LATENCY  UNACKED",
+        "celery  celery     7  1.000 s        4",
+    ]
+    # Every per-queue figure of the JSON document is in the table.
+    for entry in json_document(tick)["queues"]:
+        row = next(line for line in lines if line.split()[:2] == [entry["backend"], entry["queue"]])
+        for name in ("started", "failed", "unacked"):
+            if name in entry:
+                header = lines[[i for i, line in enumerate(lines) if line.startswith("SYSTEM")][
+                    0 if entry["backend"] == "rq" else 1
+                ]].split()
+                assert row.split()[header.index(name.upper()) + 1] == str(entry[name])
+
+
+def test_table_says_why_a_latency_is_unknown():
+    from queue_metrics.errors import ErrorLog
+    from queue_metrics.format import table_lines
+    from queue_metrics.sample import LATENCY_OBSERVED
+
+    errors = ErrorLog()
+    errors.about_queue("rq", "default", "latency unknown: job 'abc' has no enqueued_at (its hash expired or was deleted)")
+    errors.about_queue("rq", "other", "something else")
+    lines = table_lines(
+        report(
+            QueueSample("rq", "default", 2, None),
+            QueueSample("rq", "quiet", 1, None),
+            QueueSample("celery", "celery", 5, None, latency_source=LATENCY_OBSERVED),
+            errors=errors.messages,
+        )
+    )
+    assert lines[1].split() == ["rq", "default", "2", "unknown*"]
+    assert lines[-3:] == [
+        "* rq default: latency unknown: job 'abc' has no enqueued_at (its hash expired or was deleted)",
+        "* rq quiet: latency unknown: no reason was reported",
+        "* celery celery: latency unknown: it is observed over ticks (the messages carry no publish time): "
+        "`queue-metrics run` reports it",
+    ]

@@ -43,7 +43,7 @@ def main() -> None:
 @main.command()
 @format_option
 def once(output_format: Optional[str]) -> None:
-    """Read every queue once, print the metrics, exit (1 if Redis could not be read)."""
+    """Read every queue once, print the metrics, exit (1 if the reading had any error)."""
     if output_format is None and "QUEUE_METRICS_FORMAT" not in os.environ and sys.stdout.isatty():
         output_format = "table"
     settings = load_settings(output_format)
@@ -51,7 +51,9 @@ def once(output_format: Optional[str]) -> None:
     report = ticker.tick()
     ticker.emit(report)
     ticker.outputs.wait()
-    if not report.redis_ok:
+    # A script or a deploy check must see a failed reading: every error line counts, not only an
+    # unreachable Redis (the figures that could be read are still printed).
+    if not report.redis_ok or report.errors:
         raise SystemExit(NOTHING_READ)
 
 

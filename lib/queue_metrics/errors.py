@@ -65,6 +65,12 @@ def show_name(name: str, limit: int = 80) -> str:
     return shown
 
 
+def queue_subject(backend: str, queue: str) -> str:
+    """How a message about one queue starts (`rq queue "default"`): the table finds a queue's
+    reasons by it."""
+    return f"{backend} queue {show_name(queue)}"
+
+
 class ErrorLog:
     """Collects the one-line error messages of a tick."""
 
@@ -77,7 +83,7 @@ class ErrorLog:
         self.messages.append(message)
 
     def about_queue(self, backend: str, queue: str, message: str) -> None:
-        self.messages.append(f"{backend} queue {show_name(queue)}: {message}")
+        self.messages.append(f"{queue_subject(backend, queue)}: {message}")
 
     def about_reply(self, backend: str, what: str, reply: ReplyError, expected: str = "a list") -> None:
         self.messages.append(f"{backend} {what}: {describe_reply_error(reply, expected)}")

@@ -24,8 +24,8 @@ import json
 import re
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
-from queue_metrics.errors import readable_name
-from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, QueueSample, TickReport
+from queue_metrics.errors import queue_subject, readable_name
+from queue_metrics.sample import COUNTER, LATENCY_OBSERVED, UNIT_SECONDS, Figure, QueueSample, TickReport
 
 # Logplex cuts lines at 10,000 bytes; stay far below so a drain never sees half a line.
 MAX_LINE_BYTES = 1000
@@ -231,20 +231,72 @@ def json_line(
 
 
 def table_lines(report: TickReport) -> List[str]:
-    """The tick as a table for people: system, queue, size, latency; then the errors."""
-    rows = [("SYSTEM", "QUEUE", "SIZE", "LATENCY")]
+    """The tick for people: a table per system, with every per-queue figure JSON has, then the
+    system-wide figures. Latencies have three decimals, so a column lines up; an unknown one is
+    marked and says why below the table (the tick's error about that queue, or why there is
+    none)."""
+    lines: List[str] = []
+    by_system: Dict[str, List[QueueSample]] = {}
     for sample in report.samples:
-        shown = readable_name(sample.queue)
-        latency = "unknown" if sample.latency is None else format_seconds(sample.latency) + " s"
-        rows.append((sample.backend, shown if len(shown) <= 60 else shown[:57] + "...", str(sample.size), latency))
-    widths = [max(len(row[column]) for row in rows) for column in range(4)]
-    lines = [
-        f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:>{widths[3]}}".rstrip()
-        for row in rows
-    ]
+        by_system.setdefault(sample.backend, []).append(sample)
+    notes: List[str] = []
+    for backend, samples in by_system.items():
+        if lines:
+            lines.append("")
+        lines.extend(_system_table(backend, samples, report.errors, notes))
     if not report.samples:
         lines.append("(no queues found)" if report.redis_ok else "(Redis could not be read)")
     for system in report.systems:
         figures = ", ".join(f"{figure.name} {format_value(figure)}" for figure in system.figures)
         lines.append(f"{system.backend}: {figures}")
+    if notes:
+        lines.append("")
+        lines.extend(notes)
     return lines
+
+
+# Why a latency can be unknown without an error: it is observed over ticks (Celery's messages
+# carry no publish time; README, "Celery latency with no change to the app"), and one reading has
+# no history yet.
+NOT_OBSERVED_YET = "it is observed over ticks (the messages carry no publish time): `queue-metrics run` reports it"
+UNKNOWN_LATENCY = "unknown*"
+LATENCY_UNKNOWN = "latency unknown: "
+
+
+def _system_table(backend: str, samples: List[QueueSample], errors: Tuple[str, ...], notes: List[str]) -> List[str]:
+    names = list(dict.fromkeys(figure.name for sample in samples for figure in sample.figures))
+    rows = [("SYSTEM", "QUEUE", "SIZE", "LATENCY", *(name.upper() for name in names))]
+    for sample in samples:
+        shown = readable_name(sample.queue)
+        if sample.latency is None:
+            latency = UNKNOWN_LATENCY
+            notes.append(f"* {backend} {shown}: latency unknown: {_unknown_reason(sample, errors)}")
+        else:
+            latency = f"{max(0.0, sample.latency):.3f} s"
+        own = {figure.name: format_value(figure) for figure in sample.figures}
+        rows.append(
+            (
+                backend,
+                shown if len(shown) <= 60 else shown[:57] + "...",
+                str(sample.size),
+                latency,
+                *(own.get(name, "-") for name in names),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(
+            f"{cell:<{widths[column]}}" if column < 2 else f"{cell:>{widths[column]}}" for column, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _unknown_reason(sample: QueueSample, errors: Tuple[str, ...]) -> str:
+    subject = queue_subject(sample.backend, sample.queue) + ": "
+    said = [error[len(subject) :].replace(LATENCY_UNKNOWN, "", 1) for error in errors if error.startswith(subject)]
+    if said:
+        return "; ".join(said)
+    if sample.latency_source == LATENCY_OBSERVED:
+        return NOT_OBSERVED_YET
+    return "no reason was reported"
