@@ -1,7 +1,7 @@
 """Redis URLs: checking them and showing them without their password.
 
 A Redis URL on Heroku carries the password (`rediss://:p4ss@host:port`). Nothing here returns the
-raw URL text, and only `passwords_of` returns the password (for the CLI to keep it out of error
+raw URL text, and only `passwords_of` returns the password (to keep it out of error
 lines); messages name the host, port and database only. The user name (`default` on Redis Cloud
 and Upstash) is no secret: it is often a queue's name too, and is never hidden.
 """
