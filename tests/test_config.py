@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from queue_metrics.config import ConfigError, Settings
+from helpers.process import lines_of, queue_metrics
+from helpers.servers import self_signed_certificate
+from queue_metrics.config import ConfigError, Settings, check_tls_ca_file
 
 
 def test_defaults():
@@ -114,3 +116,55 @@ def test_settings_are_frozen():
     settings = Settings.from_env({})
     with pytest.raises(AttributeError):
         settings.interval = 1  # type: ignore[misc]
+
+
+def ca_file_cases(directory) -> dict:
+    """{case: (path, words its usage error must hold)} for CA files that cannot be used."""
+    not_pem = directory / "ca.der"
+    not_pem.write_bytes(b"\x30\x82\x01\x0a not a PEM file")
+    broken = directory / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n")
+    return {
+        "missing": (str(directory / "no-such-ca.pem"), "no such file"),
+        "a directory": (str(directory), "is a directory"),
+        "not PEM": (str(not_pem), "is not a PEM certificate"),
+        "broken PEM": (str(broken), "holds no certificate OpenSSL can load"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "a directory", "not PEM", "broken PEM"])
+def test_a_ca_file_that_cannot_be_used_is_a_usage_error_naming_the_setting(tmp_path, case):
+    path, words = ca_file_cases(tmp_path)[case]
+    settings = Settings.from_env({"REDIS_URL": "rediss://:pw@127.0.0.1:1/0", "QUEUE_METRICS_TLS_CA_FILE": path})
+    with pytest.raises(ConfigError) as raised:
+        check_tls_ca_file(settings)
+    message = str(raised.value)
+    assert message.startswith("QUEUE_METRICS_TLS_CA_FILE") and words in message and path in message
+    assert "\n" not in message
+
+
+def test_a_good_ca_file_passes_and_an_unused_one_is_not_loaded(tmp_path):
+    cert, _ = self_signed_certificate(tmp_path)
+    check_tls_ca_file(Settings.from_env({"REDIS_URL": "rediss://127.0.0.1:1/0", "QUEUE_METRICS_TLS_CA_FILE": cert}))
+    check_tls_ca_file(Settings.from_env({}))
+    # Verification off, or no TLS: OpenSSL never reads the file (only whether it reads as PEM).
+    broken, _ = ca_file_cases(tmp_path)["broken PEM"]
+    for env in (
+        {"REDIS_URL": "redis://127.0.0.1:1/0"},
+        {"REDIS_URL": "rediss://127.0.0.1:1/0", "QUEUE_METRICS_TLS_VERIFY": "false"},
+    ):
+        check_tls_ca_file(Settings.from_env({**env, "QUEUE_METRICS_TLS_CA_FILE": broken}))
+
+
+@pytest.mark.parametrize("command", ["once", "run", "doctor"])
+def test_a_missing_ca_file_stops_every_command_with_exit_2(tmp_path, command, make_server):
+    server = make_server()
+    missing = str(tmp_path / "ca.pem")
+    result = queue_metrics(
+        command,
+        env={"REDIS_URL": f"rediss://:Sup3rSecretPass@127.0.0.1:{server.port}/0", "QUEUE_METRICS_TLS_CA_FILE": missing},
+    )
+    assert result.returncode == 2
+    (line,) = lines_of(result.stderr)
+    assert line == f"queue-metrics: usage error: QUEUE_METRICS_TLS_CA_FILE: no such file {missing!r}"
+    assert result.stdout == ""

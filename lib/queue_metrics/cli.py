@@ -10,7 +10,7 @@ from typing import List, Optional
 import click
 
 from queue_metrics import __version__
-from queue_metrics.redis_url import describe_redis_url, secrets_of
+from queue_metrics.redis_url import describe_redis_url, passwords_of
 from queue_metrics.runner import (
     NOTHING_READ,
     PROGRAM,
@@ -78,9 +78,11 @@ def doctor() -> None:
     from queue_metrics.doctor import checkup
 
     settings = load_settings()
-    output = Output(secrets_of(settings.redis_url))
+    output = Output(passwords_of(settings.redis_url))
     result = checkup(settings, connect(settings))
-    output.out(result.lines)
+    # The problems may quote a server's error reply: the password goes, as from stderr. The
+    # other lines (the table's names among them) are printed as they are (see `Output`).
+    output.out(output.hide_secrets(line) if line.startswith("Problem: ") else line for line in result.lines)
     if not result.healthy:
         raise SystemExit(NOTHING_READ)
 
@@ -90,7 +92,9 @@ def config() -> None:
     """Print the settings in effect (the Redis password is never shown)."""
     settings = load_settings()
     output_settings = load_output_settings(settings)
-    output = Output([*secrets_of(settings.redis_url), *output_settings.secrets()])
+    # Printed as made: the URL is shown by `describe_redis_url` and the outputs by their
+    # `describe`, which leave out passwords and header values; the rest is the user's own names.
+    output = Output()
     lines: List[str] = []
     for field, value in settings._asdict().items():
         if field == "redis_url":

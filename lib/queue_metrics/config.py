@@ -120,6 +120,46 @@ class Settings(NamedTuple):
         )
 
 
+# What opens a PEM certificate (or OpenSSL's "TRUSTED CERTIFICATE"): a CA file without one holds
+# no certificate OpenSSL reads as a CA (a DER file, a key, a wrong path's other file).
+PEM_CERTIFICATE_MARKS = (b"-----BEGIN CERTIFICATE-----", b"-----BEGIN TRUSTED CERTIFICATE-----")
+# More than any CA bundle (the system's is ~200 kB); a file past it is not read further.
+MAX_CA_FILE_BYTES = 1 << 22
+
+
+def check_tls_ca_file(settings: Settings) -> None:
+    """ConfigError unless QUEUE_METRICS_TLS_CA_FILE, when set, is a readable PEM certificate file.
+
+    Checked once when the command starts, not in `Settings.from_env` (which reads no file, so
+    that settings are built from any mapping): otherwise the connection finds out at every tick
+    and the failure reads like a Redis one. OpenSSL itself loads the file only when a rediss://
+    URL verifies with it: `ssl` costs megabytes of the dyno's memory, which only TLS needs.
+    """
+    variable, path = "QUEUE_METRICS_TLS_CA_FILE", settings.tls_ca_file
+    if path is None:
+        return
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(MAX_CA_FILE_BYTES)
+    except FileNotFoundError:
+        raise ConfigError(f"{variable}: no such file {path!r}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{variable}: {path!r} is a directory, not a CA certificate file") from None
+    except OSError as error:
+        raise ConfigError(f"{variable}: cannot read {path!r} ({(error.strerror or 'error').lower()})") from None
+    if not any(mark in head for mark in PEM_CERTIFICATE_MARKS):
+        raise ConfigError(f"{variable}: {path!r} is not a PEM certificate (no -----BEGIN CERTIFICATE----- line)")
+    if settings.tls_verify and settings.redis_url.startswith("rediss://"):
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=path)
+        except (ssl.SSLError, ValueError) as error:
+            reason = getattr(error, "reason", None)
+            detail = f" ({reason})" if reason else ""
+            raise ConfigError(f"{variable}: {path!r} holds no certificate OpenSSL can load{detail}") from None
+
+
 def _show_number(value: float) -> str:
     return f"{value:g}"
 

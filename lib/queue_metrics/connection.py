@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, List, NamedTuple, Option
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from queue_metrics.config import Settings
-from queue_metrics.errors import RedisTimeout, RedisUnavailable, ReplyError, describe_redis_error
+from queue_metrics.errors import ClosedUnanswered, RedisTimeout, RedisUnavailable, ReplyError, describe_redis_error
 from queue_metrics.plugin import Batch
-from queue_metrics.redis_url import describe_redis_url
+from queue_metrics.redis_url import describe_redis_url, passwords_of
 from queue_metrics.resp import ReplyParser, pack_commands, receive
 
 if TYPE_CHECKING:
@@ -65,6 +65,9 @@ class RedisConnection:
         self.settings = settings
         self.address = parse_address(settings.redis_url)
         self._sock: Optional[socket.socket] = None
+        # Whether the server has sent anything on this connection; None: not connected. A TLS
+        # port given plain text closes the connection before a word (see ClosedUnanswered).
+        self._heard: Optional[bool] = None
 
     def round_trip(self, packed: Sequence[bytes], count: int) -> List[Any]:
         """Send the packed commands and read their `count` replies (see `stream`)."""
@@ -121,6 +124,7 @@ class RedisConnection:
                     break
                 if len(replies) < awaited[0]:
                     parser.feed(receive(sock), replies)
+                    self._heard = True
                 delivered = 0
                 while awaited and len(replies) - delivered >= awaited[0]:
                     count = awaited.popleft()
@@ -134,6 +138,12 @@ class RedisConnection:
                 del replies[:delivered]
             if replies or parser.pending:
                 raise RedisUnavailable("Redis sent more replies than commands")
+        except RedisUnavailable as error:
+            unanswered = self._heard is False and not isinstance(error, (RedisTimeout, ClosedUnanswered))
+            self.close()
+            if unanswered and not self.address.tls and self.address.path is None:
+                raise ClosedUnanswered(str(error)) from error
+            raise
         except BaseException:
             # Whatever was left unread would answer the next commands: start afresh.
             self.close()
@@ -146,6 +156,7 @@ class RedisConnection:
             except OSError:
                 pass
             self._sock = None
+        self._heard = None
 
     def _connect(self) -> socket.socket:
         address, timeout = self.address, self.settings.timeout
@@ -164,7 +175,7 @@ class RedisConnection:
         except OSError as error:
             raise RedisUnavailable("cannot connect") from error
         sock.settimeout(timeout)
-        self._sock = sock
+        self._sock, self._heard = sock, False
         if address.password is not None:
             self._handshake(
                 ("AUTH", address.username, address.password) if address.username else ("AUTH", address.password),
@@ -225,15 +236,23 @@ def round_trip(connection: RedisConnection, packed: Sequence[bytes], count: int)
 
 
 def describe_error(error: BaseException, settings: Settings) -> str:
-    """One line for a failed tick: where, and what went wrong, without any secret."""
+    """One line for a failed tick: where, and what went wrong, without the password."""
     try:
         has_password = parse_address(settings.redis_url).password is not None
     except ValueError:
         has_password = False
-    return describe_redis_error(
+    message = describe_redis_error(
         error,
         describe_redis_url(settings.redis_url),
         settings.timeout,
         settings.redis_url.startswith("rediss://"),
         has_password,
     )
+    # An error reply may quote the command it refuses: a server that knows no AUTH (renamed
+    # away, or a proxy) answers "ERR unknown command 'AUTH', with args beginning with: 'default'
+    # 'p4ss'". The password goes, however short when quoted so; the user name stays.
+    for password in passwords_of(settings.redis_url, shortest=1):
+        message = message.replace(f"'{password}'", "'***'")
+    for password in passwords_of(settings.redis_url):
+        message = message.replace(password, "***")
+    return message

@@ -97,6 +97,11 @@ class RedisTimeout(RedisUnavailable):
     """Redis did not answer within the timeout."""
 
 
+class ClosedUnanswered(RedisUnavailable):
+    """A new plain-TCP connection was closed or reset before the server sent a single byte: what a
+    TLS port does with the plain text of a redis:// URL (Redis resets it at once)."""
+
+
 # Replies to AUTH when the URL has a password the server does not expect (Redis >= 6, then older).
 NO_PASSWORD_SET_REPLIES = (
     "AUTH <password> called without any password configured for the default user. "
@@ -156,7 +161,8 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
         reason = str(error) or "connection lost"
         if isinstance(os_error, OSError):
             reason = os_error.strerror or type(os_error).__name__
-        return f"lost the connection to Redis at {where}: {reason}"
+        hint = " (is it a TLS port? use rediss://)" if isinstance(error, ClosedUnanswered) and not tls else ""
+        return f"lost the connection to Redis at {where}: {reason}{hint}"
     text = str(error).strip().split("\n", 1)[0][:200] or type(error).__name__
     return f"Redis at {where}: {text}"
 

@@ -1,23 +1,39 @@
-"""Redis URLs: checking them and showing them without their secrets.
+"""Redis URLs: checking them and showing them without their password.
 
-A Redis URL on Heroku carries the password (`rediss://:p4ss@host:port`). Nothing here ever
-returns the password or the raw URL text; messages name the host, port and database only.
+A Redis URL on Heroku carries the password (`rediss://:p4ss@host:port`). Nothing here returns the
+raw URL text, and only `passwords_of` returns the password (to keep it out of error
+lines); messages name the host, port and database only. The user name (`default` on Redis Cloud
+and Upstash) is no secret: it is often a queue's name too, and is never hidden.
 """
 
 from __future__ import annotations
 
+from typing import Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from queue_metrics.errors import RedisURLError
 
 SCHEMES = ("redis", "rediss", "unix")
 EXPECTED_FORM = "redis://[:password@]host[:port][/db] or rediss://... or unix:///path"
+# Shorter strings are not hidden: hiding every "ab" would garble the lines and protect nothing.
+MIN_HIDDEN_LENGTH = 3
 
 
 def check_redis_url(url: str) -> None:
     """Raise RedisURLError unless `url` is a Redis URL redis-py can connect with."""
     try:
         parts = urlsplit(url)
+    except ValueError:
+        raise RedisURLError(f"is not a valid Redis URL (expected {EXPECTED_FORM})") from None
+    if parts.scheme in ("redis", "rediss") and "@" in parts.path + parts.query + parts.fragment:
+        # A raw / ? or # in the password ends the host part early (`redis://:pa/ss@host` has the
+        # host "" and the path "/ss@host"); no database number or ?db= holds an '@'. The
+        # message must not quote what was taken for the host or the path: it is the password.
+        raise RedisURLError(
+            "has an '@' after its host part: a password holding / ? # or @ must be percent-encoded "
+            "(/ as %2F, ? as %3F, # as %23, @ as %40)"
+        )
+    try:
         port = parts.port  # raises ValueError for a port that is not a number
     except ValueError:
         raise RedisURLError(f"is not a valid Redis URL (expected {EXPECTED_FORM})") from None
@@ -55,12 +71,14 @@ def describe_redis_url(url: str) -> str:
         return "an unparsable Redis URL"
 
 
-def secrets_of(url: str) -> tuple:
-    """The password and user of a URL: strings that must never reach the output."""
+def passwords_of(url: str, shortest: int = MIN_HIDDEN_LENGTH) -> Tuple[str, ...]:
+    """The URL's password, as written and percent-decoded (as it is sent to Redis), longest
+    first: text never to show in an error line. Never the user name: it is no secret."""
     try:
-        parts = urlsplit(url)
+        password = urlsplit(url).password
     except ValueError:
-        return (url,)
-    # Both as written in the URL and percent-decoded, as redis-py sends it.
-    found = {form for secret in (parts.password, parts.username) if secret for form in (secret, unquote(secret))}
-    return tuple(sorted(secret for secret in found if len(secret) >= 3))
+        return (url,) if len(url) >= shortest else ()
+    if not password:
+        return ()
+    forms = {form for form in (password, unquote(password)) if len(form) >= shortest}
+    return tuple(sorted(forms, key=len, reverse=True))

@@ -14,11 +14,11 @@ import sys
 import time
 from typing import Iterable, List, Optional, Sequence
 
-from queue_metrics.config import ConfigError, Settings
+from queue_metrics.config import ConfigError, Settings, check_tls_ca_file
 from queue_metrics.format import json_line, librato_line_stream, table_lines
 from queue_metrics.loop import StopRequested, StopSignals, run_forever
 from queue_metrics.outputs import Outputs, OutputSettings
-from queue_metrics.redis_url import describe_redis_url, secrets_of
+from queue_metrics.redis_url import describe_redis_url, passwords_of
 from queue_metrics.sample import TickReport
 
 USAGE_ERROR = 2
@@ -28,14 +28,28 @@ LINES_PER_WRITE = 256
 
 
 class Output:
-    """Writes whole lines, flushed at once, with every secret and control character removed."""
+    """Writes whole lines, flushed at once, control characters escaped.
+
+    `secrets` (the Redis password, OTLP header values) are removed from the lines on stderr, and
+    from the tick's error messages, only: those may quote foreign text (a server's error reply,
+    an exception), so this is the last line of defence behind the places that never put a
+    password into a message. Metric lines (log lines, JSON, table; and so StatsD and OTLP) are
+    never rewritten: a queue, prefix or figure name is the user's own data, even when it is
+    spelled like the password (nothing is revealed that the user did not write there), and
+    the user name is no secret at all (`default` on Redis Cloud and Upstash, like the queue).
+    """
 
     def __init__(self, secrets: Sequence[str] = ()) -> None:
-        self._secrets = tuple(secrets)
+        # Longest first: a secret that holds another is hidden whole.
+        self._secrets = tuple(sorted(set(secrets), key=len, reverse=True))
 
-    def clean(self, line: str) -> str:
+    def hide_secrets(self, text: str) -> str:
         for secret in self._secrets:
-            line = line.replace(secret, "***")
+            text = text.replace(secret, "***")
+        return text
+
+    @staticmethod
+    def one_line(line: str) -> str:
         return line.replace("\r", "\\r").replace("\n", "\\n")
 
     def out(self, lines: Iterable[str]) -> None:
@@ -44,7 +58,7 @@ class Output:
         batch: List[str] = []
         written = False
         for line in lines:
-            batch.append(self.clean(line) + "\n")
+            batch.append(self.one_line(line) + "\n")
             if len(batch) == LINES_PER_WRITE:
                 sys.stdout.write("".join(batch))
                 batch, written = [], True
@@ -56,7 +70,7 @@ class Output:
 
     def err(self, messages: Sequence[str], level: str = "error") -> None:
         if messages:
-            sys.stderr.write("".join(f"{PROGRAM}: {level}: {self.clean(m)}\n" for m in messages))
+            sys.stderr.write("".join(f"{PROGRAM}: {level}: {self.one_line(self.hide_secrets(m))}\n" for m in messages))
             sys.stderr.flush()
 
 
@@ -67,7 +81,9 @@ def load_settings(output_format: Optional[str] = None, interval: Optional[float]
     if interval is not None:
         env["QUEUE_METRICS_INTERVAL"] = repr(interval)
     try:
-        return Settings.from_env(env)
+        settings = Settings.from_env(env)
+        check_tls_ca_file(settings)
+        return settings
     except ConfigError as error:
         # The message names the variable, never its value when that value is a URL.
         Output(_env_secrets(env)).err([f"{error}"], level="usage error")
@@ -85,10 +101,12 @@ def load_output_settings(settings: Settings) -> OutputSettings:
 
 
 def _env_secrets(env) -> List[str]:
+    """The passwords of every URL in the environment, for a usage error's line: the messages
+    never quote a URL, and this holds if one ever did."""
     secrets: List[str] = []
     for name, value in env.items():
         if name.endswith("_URL") and "://" in value:
-            secrets.extend(secrets_of(value))
+            secrets.extend(passwords_of(value))
     return secrets
 
 
@@ -111,7 +129,7 @@ class Ticker:
 
         output_settings = output_settings or OutputSettings()
         self.settings = settings
-        self.output = Output([*secrets_of(settings.redis_url), *output_settings.secrets()])
+        self.output = Output([*passwords_of(settings.redis_url), *output_settings.secrets()])
         self.outputs = Outputs(output_settings, settings.prefix, settings.source, self.output.err)
         self.collector = Collector(
             settings, connect(settings), first_walk_seconds=float("inf") if whole_first_walk else FIRST_WALK_SECONDS
@@ -130,6 +148,10 @@ class Ticker:
         self.collector.walk(deadline)
 
     def emit(self, report: TickReport) -> None:
+        if report.errors:
+            # The messages go to stderr and into JSON's "errors": the same text in both, without
+            # a password that a server's error reply or an exception may have quoted.
+            report = report._replace(errors=tuple(self.output.hide_secrets(error) for error in report.errors))
         self.output.err(report.errors)
         now = time.time()
         # What the network outputs dropped since the last tick; None when only the logs are on.
