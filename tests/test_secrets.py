@@ -41,13 +41,15 @@ def acl_server(make_server):
 
 
 def table_rows(stdout: str) -> list:
-    lines = lines_of(stdout)
-    header = lines[0]
-    starts = [header.index(word) for word in ("QUEUE", "SIZE")]
+    """The (system, queue, size) rows of every system's block of the table."""
     rows = []
-    for line in lines[1:]:
-        if ":" in line.split("  ")[0]:
-            break  # the systems' figures after the rows
+    starts = None
+    for line in lines_of(stdout):
+        if line.startswith("SYSTEM "):
+            starts = [line.index(word) for word in ("QUEUE", "SIZE")]
+            continue
+        if starts is None or ":" in line.split("  ")[0]:
+            break  # the systems' figures after the blocks
         # Each row's columns stand under the header's: a name of another length breaks that.
         assert line[starts[0] - 2 : starts[0]] == "  ", line
         rows.append(tuple(line.split()[:3]))
