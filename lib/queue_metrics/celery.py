@@ -49,6 +49,7 @@ from queue_metrics.plugin import (
     decode_name,
     encode_key,
     evidence,
+    glob_escape,
     parse_json_object,
     registry_members,
 )
@@ -80,6 +81,11 @@ UNACKED_KEY = "unacked"  # HASH delivery tag -> JSON [message, exchange, routing
 # cursor 0. A bigger hash gives its total only, and costs no more than this many entries read.
 HELD_SCAN_COUNT = 1000
 UNIT_MESSAGES = "{message}"
+# ACL key patterns of the keys above, for a Redis user limited by key patterns: the bindings (under
+# any global_keyprefix), the held messages, and each queue's lists, named after the queue (`celery`
+# is the default queue; `<queue>` stands for each other one). A global_keyprefix's keys all start
+# with it.
+KEY_PATTERNS = (f"*{BINDING_KEY_MARK}*", UNACKED_KEY, "celery*", "<queue>*")
 SCAN_SPECIAL = str.maketrans({char: f"\\{char}" for char in "*?[]\\"})
 
 
@@ -225,6 +231,11 @@ class CelerySettings(NamedTuple):
 
 class Celery:
     name = NAME
+    workers = None  # Celery keeps no record of its workers in Redis
+
+    @property
+    def key_patterns(self) -> Tuple[str, ...]:
+        return (f"{glob_escape(self.settings.keyprefix)}*",) if self.settings.keyprefix else KEY_PATTERNS
 
     def __init__(self, settings: Optional[CelerySettings] = None, extras: bool = True) -> None:
         self.settings = settings or CelerySettings()
@@ -338,7 +349,7 @@ class Celery:
         for key, reply in zip(*self._bindings):
             prefix = (split_binding_key(key) or ("", ""))[0]
             ignored = 0
-            for member in registry_members(NAME, key, reply, errors):
+            for member in registry_members(NAME, key, reply, errors, self.key_patterns):
                 parts = decode_name(member).split(sep)
                 if len(parts) != 3:
                     ignored += 1

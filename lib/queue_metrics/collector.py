@@ -73,8 +73,10 @@ class Collector:
         self._known: List[Tuple[QueueSystem, str]] = []
         self._known_set: Set[Tuple[QueueSystem, str]] = set()
         self._known_from: Tuple[Found, ...] = ()
-        # What the last tick found of each system, for `doctor`.
+        # What the last tick found of each system, and the lines about registries this Redis
+        # user may not read, for `doctor`.
         self.found: Dict[str, Found] = {}
+        self.refused: Dict[str, List[Tuple[str, str]]] = {}
 
     def tick(self) -> TickReport:
         started = self._monotonic()
@@ -179,13 +181,18 @@ class Collector:
         for system, registry, offset in zip(self.systems, registries, _offsets(registries)):
             # A registry's errors count only for a system in use: in auto mode, a key of the
             # wrong type named `queues` belongs to some other program, not to a broken Sidekiq.
+            # But a registry this Redis user may not read (NOPERM) says nothing either way: the
+            # system may be there, unseen, and that is always said.
             own = ErrorLog()
             found = system.queues(values[offset : offset + registry.replies], own)
             founds.append(found)
             self.found[system.name] = found
+            self.refused[system.name] = own.refusals
             if self._pinned or found.evidence is not None:
                 in_use.append(system)
                 errors.messages.extend(own.messages)
+            else:
+                errors.messages.extend(message for _, message in own.refusals)
         found_now = tuple(founds)
         if len(found_now) == len(self._known_from) and all(map(operator.is_, found_now, self._known_from)):
             return in_use, self._known, found_now

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, List, NamedTuple, Option
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from queue_metrics.config import Settings
-from queue_metrics.errors import ClosedUnanswered, RedisTimeout, RedisUnavailable, ReplyError, describe_redis_error
+from queue_metrics.errors import (
+    MAX_CLIENTS_REPLY,
+    ClosedUnanswered,
+    RedisTimeout,
+    RedisUnavailable,
+    ReplyError,
+    ServerClosed,
+    describe_redis_error,
+)
 from queue_metrics.plugin import Batch
 from queue_metrics.redis_url import describe_redis_url, passwords_of
 from queue_metrics.resp import ReplyParser, pack_commands, receive
@@ -30,6 +38,8 @@ DEFAULT_PORT = 6379
 WINDOW = 4096
 # Bytes of commands gathered before a write.
 SEND_SIZE = 1 << 16
+# A stream that got replies it never asked for: no close, so no last words to look for.
+MORE_REPLIES = "Redis sent more replies than commands"
 
 
 class Address(NamedTuple):
@@ -68,6 +78,8 @@ class RedisConnection:
         # Whether the server has sent anything on this connection; None: not connected. A TLS
         # port given plain text closes the connection before a word (see ClosedUnanswered).
         self._heard: Optional[bool] = None
+        # True until the connection's first reply is in: a refusal comes in its place.
+        self._fresh = False
 
     def round_trip(self, packed: Sequence[bytes], count: int) -> List[Any]:
         """Send the packed commands and read their `count` replies (see `stream`)."""
@@ -92,12 +104,14 @@ class RedisConnection:
         reply of the tick (memory in the web dyno), and Redis gets the commands a slice at a
         time. A command that fails comes back as a ReplyError in its place; a connection that is
         not authenticated (NOAUTH), a lost connection or a timeout raise, and the next call
-        starts afresh.
+        starts afresh. A connection the server refused (`maxclients`), or closed after an error
+        reply of its own, raises ServerClosed with the server's words.
         """
+        parser = ReplyParser()
+        replies: List[Any] = []
+        sock: Optional[socket.socket] = None
         try:
             sock = self._sock or self._connect()
-            parser = ReplyParser()
-            replies: List[Any] = []
             awaited: Deque[int] = deque()  # reply counts of the batches sent, not yet delivered
             in_flight = 0
             first = True
@@ -131,16 +145,29 @@ class RedisConnection:
                     values = replies[delivered : delivered + count]
                     delivered += count
                     in_flight -= count
-                    if first and values and isinstance(values[0], ReplyError) and values[0].code == "NOAUTH":
-                        raise values[0]
+                    if first and values and isinstance(values[0], ReplyError):
+                        if values[0].code == "NOAUTH":
+                            raise values[0]
+                        if self._fresh and values[0].text == MAX_CLIENTS_REPLY:
+                            # Not an answer: the server refused the connection on accepting it
+                            # and is closing it.
+                            raise ServerClosed(values[0].text)
                     first = False
+                    self._fresh = False
                     deliver(values)
                 del replies[:delivered]
             if replies or parser.pending:
-                raise RedisUnavailable("Redis sent more replies than commands")
-        except RedisUnavailable as error:
-            unanswered = self._heard is False and not isinstance(error, (RedisTimeout, ClosedUnanswered))
+                raise RedisUnavailable(MORE_REPLIES)
+        except (RedisTimeout, ServerClosed, ClosedUnanswered):
             self.close()
+            raise
+        except RedisUnavailable as error:
+            # The server may have said why before it closed: that, not the close, is the news.
+            words = None if sock is None or error.args == (MORE_REPLIES,) else _last_words(sock, parser, replies)
+            unanswered = self._heard is False
+            self.close()
+            if words is not None:
+                raise ServerClosed(words) from error
             if unanswered and not self.address.tls and self.address.path is None:
                 raise ClosedUnanswered(str(error)) from error
             raise
@@ -176,6 +203,7 @@ class RedisConnection:
             raise RedisUnavailable("cannot connect") from error
         sock.settimeout(timeout)
         self._sock, self._heard = sock, False
+        self._fresh = True
         if address.password is not None:
             self._handshake(
                 ("AUTH", address.username, address.password) if address.username else ("AUTH", address.password),
@@ -215,6 +243,28 @@ class RedisConnection:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
+
+
+# Bytes read at most, without waiting, for the server's last words once the connection failed.
+LAST_WORDS_SIZE = 4096
+
+
+def _last_words(sock: socket.socket, parser: ReplyParser, replies: List[Any]) -> Optional[str]:
+    """The error reply Redis sent before it closed the connection, if any: what it had sent and
+    we had not read yet is taken without waiting (after a failed send it may still be there), and
+    the last reply in, if it is a generic error (`ERR ...`, as at `maxclients`), is its text. An
+    error about one command (WRONGTYPE, NOPERM, ...) is no reason for a close."""
+    try:
+        sock.settimeout(0.0)
+        chunk = sock.recv(LAST_WORDS_SIZE)
+        if chunk:
+            parser.feed(chunk, replies)
+    except (OSError, ValueError, RedisUnavailable):
+        pass  # nothing more to read, or nothing readable: what came before is all there is
+    last = replies[-1] if replies else None
+    if isinstance(last, ReplyError) and last.code == "ERR":
+        return last.text
+    return None
 
 
 def _send(sock: socket.socket, packed: List[bytes]) -> None:

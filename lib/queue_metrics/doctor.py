@@ -11,10 +11,11 @@ from typing import List, NamedTuple, Tuple
 from queue_metrics.collector import Collector
 from queue_metrics.config import Settings
 from queue_metrics.connection import RedisConnection, describe_error, round_trip
-from queue_metrics.errors import RedisUnavailable, ReplyError
+from queue_metrics.errors import RedisUnavailable, ReplyError, describe_reply_error, permission_denied, show_name
 from queue_metrics.format import table_lines
 from queue_metrics.redis_url import describe_redis_url
 from queue_metrics.resp import pack_commands
+from queue_metrics.sample import TickReport
 
 # Every command the collector may send, tried on a key that does not exist.
 PROBE_KEY = "queue-metrics:doctor:no-such-key"
@@ -49,13 +50,21 @@ def checkup(settings: Settings, client: RedisConnection) -> Checkup:
     except (RedisUnavailable, ReplyError) as error:
         lines.append(f"Problem: {describe_error(error, settings)}")
         return Checkup(lines, False)
-    denied = [str(command[0]) for command, reply in zip(READ_COMMANDS, replies) if isinstance(reply, ReplyError)]
+    # A NOPERM on the probe's key means the command itself passed the ACL (Redis checks it first):
+    # the user is limited by key patterns, which the systems' lines below tell about.
+    denied = [
+        str(command[0])
+        for command, reply in zip(READ_COMMANDS, replies)
+        if isinstance(reply, ReplyError) and permission_denied(reply) != "key"
+    ]
     if denied:
         problems.append(
             f"the Redis user may not run {', '.join(denied)}: grant it +@read (e.g. ACL SETUSER <user> +@read)"
         )
     else:
         lines.append(f"Read commands allowed: {', '.join(str(command[0]) for command in READ_COMMANDS)}")
+    if any(isinstance(reply, ReplyError) and permission_denied(reply) == "key" for reply in replies):
+        lines.append("Keys: this user may read only the keys of its ACL key patterns (NOPERM on a probe key)")
 
     collector = Collector(settings, client, first_walk_seconds=float("inf"))
     started = time.monotonic()
@@ -68,7 +77,14 @@ def checkup(settings: Settings, client: RedisConnection) -> Checkup:
         found = collector.found.get(system.name)
         if found is None:
             continue
-        state = f"in use: {found.evidence}" if found.evidence else "not detected (no registry key, no queue setting)"
+        refused = collector.refused.get(system.name)
+        if found.evidence:
+            state = f"in use: {found.evidence}"
+        elif refused:
+            keys = ", ".join(show_name(key) for key, _ in refused)
+            state = f"not readable by this user (NOPERM on {keys}): it may be in use; see the problem below"
+        else:
+            state = "not detected (no registry key, no queue setting)"
         if settings.backends is not None:
             state = f"pinned by QUEUE_METRICS_BACKENDS; {state}"
         lines.append(f"{system.name}: {state}")
@@ -84,6 +100,7 @@ def checkup(settings: Settings, client: RedisConnection) -> Checkup:
             f"{len(unknown)} Celery queue(s) report no latency: their messages carry no publish stamp; "
             f"add `queue_metrics.celery.install(app)` where the Celery app is created"
         )
+    problems.extend(_idle(collector, report))
     lines.append("")
     lines.extend(table_lines(report))
     problems.extend(report.errors)
@@ -95,9 +112,35 @@ def checkup(settings: Settings, client: RedisConnection) -> Checkup:
     return Checkup(lines, not problems and report.redis_ok)
 
 
+def _idle(collector: Collector, report: TickReport) -> List[str]:
+    """Systems whose queues hold jobs while the system's own record counts no worker running."""
+    problems = []
+    for system in collector.systems:
+        workers = system.workers
+        if workers is None:
+            continue
+        counts = [
+            figure.value
+            for sample in report.systems
+            if sample.backend == system.name
+            for figure in sample.figures
+            if figure.name == workers.figure
+        ]
+        waiting = sum(sample.size for sample in report.samples if sample.backend == system.name)
+        if counts == [0] and waiting:
+            jobs = "1 job is" if waiting == 1 else f"{waiting} jobs are"
+            problems.append(
+                f"{system.name}: {jobs} waiting and no {workers.noun} is running (is the worker dyno scaled to 0?)"
+            )
+    return problems
+
+
 def _server_version(client: RedisConnection) -> str:
     (info,) = round_trip(client, [pack_commands([("INFO", "server")])], 1)
     if isinstance(info, ReplyError):
-        return "version unknown (INFO is not allowed for this user, which is fine)"
+        if info.code == "NOPERM":
+            return "version unknown (INFO is not allowed for this user, which is fine)"
+        # Only an ACL denial is one (a renamed command, a proxy: its own words).
+        return f"version unknown (INFO answered: {describe_reply_error(info)})"
     fields = dict(line.split(":", 1) for line in info.decode("utf-8", "replace").splitlines() if ":" in line)
     return f"Redis {fields.get('redis_version', '?')} ({fields.get('redis_mode', 'standalone')})"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 
 class QueueMetricsError(Exception):
@@ -43,13 +43,77 @@ class ReplyError(QueueMetricsError):
         self.code = first if first.isupper() else "ERR"
 
 
-def describe_reply_error(reply: ReplyError, expected: str = "a list") -> str:
-    """One short phrase for an error reply to one read."""
+# How a NOPERM reply ends, by what the ACL denied: a key (the user's key patterns, `~rq:*`) or a
+# command (its command rules, `+@read`). Redis 6 to 7.0 say "... to access one of the keys used as
+# arguments" / "... to run the 'lindex' command [or its subcommand]"; 7.2 and later, and Valkey,
+# "No permissions to access a key" / "User <name> has no permissions to run the 'lindex' command".
+# Only the end is read: the user's name in the middle is anything.
+KEY_DENIED_ENDINGS = ("a key", "keys used as arguments")
+COMMAND_DENIED_ENDINGS = ("command", "command or its subcommand")
+
+
+def permission_denied(reply: ReplyError) -> Optional[str]:
+    """ "key" or "command": what a NOPERM reply says the ACL denied; None for any other reply."""
+    if reply.code != "NOPERM":
+        return None
+    body = reply.text.split("\n", 1)[0].rstrip(". ")
+    if body.endswith(KEY_DENIED_ENDINGS):
+        return "key"
+    if body.endswith(COMMAND_DENIED_ENDINGS):
+        return "command"
+    return None
+
+
+def key_patterns_text(patterns: Sequence[str]) -> str:
+    """ACL key patterns as ACL SETUSER takes them: `~queues ~queue:*`."""
+    return " ".join(f"~{pattern}" for pattern in patterns)
+
+
+def _denied_command(reply: ReplyError) -> str:
+    """The command a NOPERM names ("run the 'lindex' command"), upper case; "a read" when none."""
+    parts = reply.text.split("\n", 1)[0].rsplit("'", 2)
+    return parts[1].upper() if len(parts) == 3 and parts[1] else "a read"
+
+
+def describe_reply_error(reply: ReplyError, expected: str = "a list", patterns: Sequence[str] = ()) -> str:
+    """One short phrase for an error reply to one read; `patterns`: ACL key patterns that match
+    the key read (a NOPERM on the key names them)."""
     if reply.code == "WRONGTYPE":
         return f"its key holds the wrong type of value (expected {expected})"
     if reply.code == "NOPERM":
-        return "the Redis user may not run this read (NOPERM): grant it +@read"
+        denied = permission_denied(reply)
+        if denied == "key":
+            # The command passed the ACL (Redis checks it first): `+@read` would change nothing.
+            if patterns:
+                shown = key_patterns_text(patterns)
+                plural = "s" if len(patterns) > 1 else ""
+                return (
+                    f"this Redis user may not read its key (NOPERM): add the key pattern{plural} {shown} "
+                    f"to its ACL (ACL SETUSER <user> {shown})"
+                )
+            return (
+                "this Redis user may not read its key (NOPERM): add a key pattern that matches it "
+                "to its ACL (ACL SETUSER <user> ~<pattern>)"
+            )
+        if denied == "command":
+            return (
+                f"this Redis user may not run {_denied_command(reply)} (NOPERM): grant it +@read "
+                f"(ACL SETUSER <user> +@read)"
+            )
+        return f"this Redis user may not do this read ({reply.text.split(chr(10), 1)[0][:200]})"
     return reply.text.split("\n", 1)[0][:200] or reply.code
+
+
+def describe_registry_denial(backend: str, reply: ReplyError, patterns: Sequence[str]) -> str:
+    """A NOPERM on the key that lists a system's queues: none of its queues can be read, and
+    nothing says whether the app uses it."""
+    if permission_denied(reply) != "key":
+        return describe_reply_error(reply, "a set")
+    shown = key_patterns_text(patterns)
+    return (
+        f"this Redis user may not read it (NOPERM), so the queues it lists cannot be read: let it read "
+        f"{backend}'s keys (ACL SETUSER <user> {shown}), or leave {backend} out with QUEUE_METRICS_BACKENDS"
+    )
 
 
 def readable_name(name: str) -> str:
@@ -72,15 +136,25 @@ def queue_subject(backend: str, queue: str) -> str:
 
 
 class ErrorLog:
-    """Collects the one-line error messages of a tick."""
+    """Collects the one-line error messages of a tick.
 
-    __slots__ = ("messages",)
+    `refusals` are those of them about a key that lists a system's queues and that this Redis user
+    may not read, with the key: they count even for a system that shows no sign of use (see
+    `Collector._in_use`).
+    """
+
+    __slots__ = ("messages", "refusals")
 
     def __init__(self) -> None:
         self.messages: List[str] = []
+        self.refusals: List[Tuple[str, str]] = []
 
     def add(self, message: str) -> None:
         self.messages.append(message)
+
+    def refused(self, key: str, message: str) -> None:
+        self.messages.append(message)
+        self.refusals.append((key, message))
 
     def about_queue(self, backend: str, queue: str, message: str) -> None:
         self.messages.append(f"{queue_subject(backend, queue)}: {message}")
@@ -100,6 +174,19 @@ class RedisTimeout(RedisUnavailable):
 class ClosedUnanswered(RedisUnavailable):
     """A new plain-TCP connection was closed or reset before the server sent a single byte: what a
     TLS port does with the plain text of a redis:// URL (Redis resets it at once)."""
+
+
+class ServerClosed(RedisUnavailable):
+    """Redis closed the connection after an error reply of its own, its last words (`text`): a
+    server at `maxclients` answers a new connection so and closes it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+# What Redis (and Valkey) send a connection beyond `maxclients` before closing it.
+MAX_CLIENTS_REPLY = "ERR max number of clients reached"
 
 
 # Replies to AUTH when the URL has a password the server does not expect (Redis >= 6, then older).
@@ -131,6 +218,14 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
     """
     if isinstance(error, ReplyError):
         return _describe_reply(error, where, has_password)
+    if isinstance(error, ServerClosed):
+        if error.text == MAX_CLIENTS_REPLY:
+            return (
+                f"Redis at {where} refused the connection: it has reached its maximum number of clients "
+                f"(maxclients); on a small Heroku Key-Value Store (Redis) plan that limit is low: close idle "
+                f"connections (each process of each dyno holds its own) or upgrade the plan"
+            )
+        return f"Redis at {where} closed the connection, saying: {error.text.split(chr(10), 1)[0][:200]}"
     chain = _chain(error)
     # `ssl` is imported by a TLS connection only (it costs megabytes): without it, no error
     # can be a TLS one.
@@ -179,7 +274,7 @@ def _describe_reply(error: ReplyError, where: str, has_password: bool) -> str:
     if error.code == "NOPERM":
         if "'select'" in body.lower():
             return f"Redis at {where} refused SELECT: grant the user +select to read a database other than 0"
-        return f"Redis at {where} refused a read: the user lacks permission (grant it +@read)"
+        return f"Redis at {where} refused a read: the user lacks permission: {describe_reply_error(error)}"
     if body.startswith(("DB index is out of range", "invalid DB index")):
         return f"Redis at {where}: that database number does not exist on this server"
     return f"Redis at {where}: {error.text.split(chr(10), 1)[0][:200]}"

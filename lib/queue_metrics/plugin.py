@@ -37,7 +37,14 @@ from typing import (
     TypeVar,
 )
 
-from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
+from queue_metrics.errors import (
+    ErrorLog,
+    PayloadError,
+    ReplyError,
+    describe_registry_denial,
+    describe_reply_error,
+    show_name,
+)
 from queue_metrics.resp import CommandsTemplate, NameKey, pack_commands
 from queue_metrics.sample import QueueSample, SystemSample
 
@@ -98,10 +105,26 @@ class Found(NamedTuple):
     evidence: Optional[str]
 
 
+class Workers(NamedTuple):
+    """How a system counts the workers running, for `doctor`'s "jobs wait, no worker runs"."""
+
+    # The system-wide figure that counts them (`read_system`).
+    figure: str
+    # One of them, for people: "Sidekiq process".
+    noun: str
+
+
 class QueueSystem(Protocol):
     """One queue system, as the collector reads it. Only read commands, ever."""
 
     name: str
+    # None: the system keeps no record of its workers in Redis.
+    workers: Optional[Workers]
+
+    @property
+    def key_patterns(self) -> Tuple[str, ...]:
+        """ACL key patterns (`~` left out) that match every key the system reads: what a Redis
+        user limited by key patterns must be given."""
 
     @property
     def scan_pattern(self) -> Optional[str]:
@@ -143,6 +166,14 @@ def evidence(listed: Optional[str], setting: str, configured: bool) -> Optional[
     if listed:
         return listed
     return f"{setting} is set" if configured else None
+
+
+GLOB_SPECIAL = str.maketrans({char: f"\\{char}" for char in "*?[]\\"})
+
+
+def glob_escape(text: str) -> str:
+    """Text matched as itself in a glob (an ACL key pattern, SCAN MATCH)."""
+    return text.translate(GLOB_SPECIAL)
 
 
 def decode_name(raw: bytes) -> str:
@@ -216,16 +247,17 @@ class SameRegistry:
 
     def __init__(self) -> None:
         self._fingerprint: Optional[int] = None
-        self._made: Optional[Tuple[Found, List[str]]] = None
+        self._made: Optional[Tuple[Found, ErrorLog]] = None
 
     def found(self, items: Iterable[object], make: Callable[[ErrorLog], Found], errors: ErrorLog) -> Found:
         fingerprint = hash(tuple(items))
         if self._made is None or fingerprint != self._fingerprint:
             own = ErrorLog()
-            self._made = (make(own), own.messages)
+            self._made = (make(own), own)
             self._fingerprint = fingerprint
-        found, messages = self._made
-        errors.messages.extend(messages)
+        found, made = self._made
+        errors.messages.extend(made.messages)
+        errors.refusals.extend(made.refusals)
         return found
 
 
@@ -238,14 +270,17 @@ class ListHead(NamedTuple):
     readable: bool
 
 
-def list_head(backend: str, queue: str, values: Sequence[object], errors: ErrorLog) -> ListHead:
-    """Checks the replies of LLEN + LINDEX, reporting a failed one as an error of the queue."""
+def list_head(
+    backend: str, queue: str, values: Sequence[object], errors: ErrorLog, patterns: Sequence[str] = ()
+) -> ListHead:
+    """Checks the replies of LLEN + LINDEX, reporting a failed one as an error of the queue;
+    `patterns`: the ACL key patterns of the system's queue lists."""
     size, oldest = values
     if isinstance(size, ReplyError):
-        errors.about_queue(backend, queue, describe_reply_error(size))
+        errors.about_queue(backend, queue, describe_reply_error(size, patterns=patterns))
         return ListHead(None, None, False)
     if isinstance(oldest, ReplyError):
-        errors.about_queue(backend, queue, f"latency unknown: {describe_reply_error(oldest)}")
+        errors.about_queue(backend, queue, f"latency unknown: {describe_reply_error(oldest, patterns=patterns)}")
         return ListHead(size, None, False)  # type: ignore[arg-type]
     return ListHead(size, oldest, True)  # type: ignore[arg-type]
 
@@ -261,10 +296,21 @@ def latency_or_report(
         return None
 
 
-def registry_members(backend: str, key: str, reply: object, errors: ErrorLog) -> list:
-    """The members of a registry set (SMEMBERS), or none with the error reported."""
+def registry_members(
+    backend: str, key: str, reply: object, errors: ErrorLog, patterns: Optional[Sequence[str]] = None
+) -> list:
+    """The members of a registry set (SMEMBERS), or none with the error reported.
+
+    With `patterns` (the system's ACL key patterns), the set is the one that lists the system's
+    queues: a NOPERM on it is a refusal, reported even when nothing else shows the system in use.
+    """
     if isinstance(reply, ReplyError):
-        errors.about_reply(backend, f"registry {show_name(key)}", reply, "a set")
+        if patterns is not None and reply.code == "NOPERM":
+            errors.refused(
+                key, f"{backend} registry {show_name(key)}: {describe_registry_denial(backend, reply, patterns)}"
+            )
+        else:
+            errors.about_reply(backend, f"registry {show_name(key)}", reply, "a set")
         return []
     return reply  # type: ignore[return-value]
 

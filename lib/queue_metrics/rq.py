@@ -28,6 +28,7 @@ from queue_metrics.plugin import (
     SameRegistry,
     SystemReader,
     SystemSpec,
+    Workers,
     batch,
     decode_name,
     encode_key,
@@ -61,6 +62,8 @@ FIGURES_CACHED = 4096
 WORKERS_KEY = "rq:workers"  # SET of worker keys, rq:worker:<name>; each a HASH
 WORKER_STATE_FIELD = "state"
 BUSY_STATE = b"busy"
+# ACL key pattern of every key above, for a Redis user limited by key patterns.
+KEY_PATTERNS = ("rq:*",)
 
 
 def job_enqueued_at(value: Optional[bytes], job_id: str) -> float:
@@ -96,6 +99,8 @@ class RQSettings(NamedTuple):
 class RQ:
     name = NAME
     scan_pattern = None
+    key_patterns = KEY_PATTERNS
+    workers = Workers("workers", "rq worker")
 
     def __init__(self, settings: Optional[RQSettings] = None, extras: bool = True) -> None:
         self.settings = settings or RQSettings()
@@ -126,7 +131,7 @@ class RQ:
 
     def queues(self, replies: list, errors: ErrorLog) -> Found:
         self._heads.start_tick()
-        members = registry_members(NAME, QUEUES_KEY, replies[0], errors)
+        members = registry_members(NAME, QUEUES_KEY, replies[0], errors, KEY_PATTERNS)
 
         def make(own: ErrorLog) -> Found:
             names = set(self.settings.queues)
@@ -156,7 +161,7 @@ class RQ:
         name = encode_key(queue)
         replies = yield self._queue_batch(name, counted)
         values = replies.values
-        head = list_head(NAME, queue, values[:2], errors)
+        head = list_head(NAME, queue, values[:2], errors, (QUEUE_KEY_PREFIX + "*",))
         if head.size is None:
             return None
         figures: Tuple[Figure, ...] = ()

@@ -29,10 +29,12 @@ from queue_metrics.plugin import (
     SameRegistry,
     SystemReader,
     SystemSpec,
+    Workers,
     batch,
     decode_name,
     encode_key,
     evidence,
+    glob_escape,
     joined,
     latency_or_report,
     list_head,
@@ -58,6 +60,19 @@ FAILED_KEY = "stat:failed"
 PROCESSES_KEY = "processes"  # SET of process identities; each one's HASH is `<identity>`
 PROCESS_FIELDS = ("info", "busy")  # info: JSON with `concurrency`; busy: threads running a job
 CONCURRENCY_FIELD = "concurrency"
+# ACL key patterns of the keys above, for a Redis user limited by key patterns (a namespace's
+# keys are all `<namespace>:*`). A process's hash is named after its identity,
+# `<hostname>:<pid>:<nonce>`: no pattern of its own.
+KEY_PATTERNS = (
+    QUEUES_KEY,
+    QUEUE_KEY.format(name="*"),
+    SCHEDULED_KEY,
+    RETRY_KEY,
+    DEAD_KEY,
+    PROCESSED_KEY,
+    FAILED_KEY,
+    PROCESSES_KEY,
+)
 
 
 def process_concurrency(info: bytes) -> int:
@@ -117,6 +132,7 @@ class SidekiqSettings(NamedTuple):
 class Sidekiq:
     name = NAME
     scan_pattern = None
+    workers = Workers("processes", "Sidekiq process")
 
     def __init__(self, settings: Optional[SidekiqSettings] = None, extras: bool = True) -> None:
         self.settings = settings or SidekiqSettings()
@@ -124,6 +140,9 @@ class Sidekiq:
         # redis-namespace (Sidekiq <= 6) puts `<ns>:` before every key.
         self._key_prefix = f"{self.settings.namespace}:" if self.settings.namespace else ""
         self._registry = batch(("SMEMBERS", self._key_prefix + QUEUES_KEY))
+        escaped = glob_escape(self._key_prefix)
+        self.key_patterns = (f"{escaped}*",) if escaped else KEY_PATTERNS
+        self._queue_patterns = (escaped + QUEUE_KEY.format(name="*"),)
         key = name_key(QUEUE_KEY, self._key_prefix)
         self._queue_template = BatchTemplate(("LLEN", key), ("LINDEX", key, OLDEST_INDEX))
         prefix = self._key_prefix
@@ -149,7 +168,7 @@ class Sidekiq:
     def queues(self, replies: list, errors: ErrorLog) -> Found:
         self._heads.start_tick()
         key = self._key_prefix + QUEUES_KEY
-        members = registry_members(NAME, key, replies[0], errors)
+        members = registry_members(NAME, key, replies[0], errors, self.key_patterns)
 
         def make(_: ErrorLog) -> Found:
             names = {decode_name(member) for member in members}
@@ -161,7 +180,7 @@ class Sidekiq:
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
         replies = yield self._queue_template.batch(encode_key(queue))
-        head = list_head(NAME, queue, replies.values, errors)
+        head = list_head(NAME, queue, replies.values, errors, self._queue_patterns)
         if head.size is None:
             return None
         if not head.readable:
