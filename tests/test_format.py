@@ -205,9 +205,11 @@ def test_table_shows_every_per_queue_figure_json_has_and_latencies_to_three_deci
         row = next(line for line in lines if line.split()[:2] == [entry["backend"], entry["queue"]])
         for name in ("started", "failed", "unacked"):
             if name in entry:
-                header = lines[[i for i, line in enumerate(lines) if line.startswith("SYSTEM")][
-                    0 if entry["backend"] == "rq" else 1
-                ]].split()
+                header = lines[
+                    [i for i, line in enumerate(lines) if line.startswith("SYSTEM")][
+                        0 if entry["backend"] == "rq" else 1
+                    ]
+                ].split()
                 assert row.split()[header.index(name.upper()) + 1] == str(entry[name])
 
 
@@ -217,7 +219,8 @@ def test_table_says_why_a_latency_is_unknown():
     from queue_metrics.sample import LATENCY_OBSERVED
 
     errors = ErrorLog()
-    errors.about_queue("rq", "default", "latency unknown: job 'abc' has no enqueued_at (its hash expired or was deleted)")
+    gone = "job 'abc' has no enqueued_at (its hash expired or was deleted)"
+    errors.about_queue("rq", "default", f"latency unknown: {gone}")
     errors.about_queue("rq", "other", "something else")
     lines = table_lines(
         report(

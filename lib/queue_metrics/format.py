@@ -284,9 +284,10 @@ def _system_table(backend: str, samples: List[QueueSample], errors: Tuple[str, .
             )
         )
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    aligned = [column < 2 for column in range(len(widths))]  # names to the left, numbers to the right
     return [
         "  ".join(
-            f"{cell:<{widths[column]}}" if column < 2 else f"{cell:>{widths[column]}}" for column, cell in enumerate(row)
+            f"{cell:<{width}}" if left else f"{cell:>{width}}" for cell, width, left in zip(row, widths, aligned)
         ).rstrip()
         for row in rows
     ]
