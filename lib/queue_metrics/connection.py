@@ -9,6 +9,7 @@ a connection that needs a hundred lines. Replies are parsed by `resp`.
 from __future__ import annotations
 
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -66,11 +67,11 @@ class RedisConnection:
         self.address = parse_address(settings.redis_url)
         self._sock: Optional[socket.socket] = None
 
-    def round_trip(self, packed: Sequence[bytes], count: int) -> List[Any]:
+    def round_trip(self, packed: Sequence[bytes], count: int, deadline: Optional[float] = None) -> List[Any]:
         """Send the packed commands and read their `count` replies (see `stream`)."""
         pending: Deque[Batch] = deque([Batch(b"".join(packed), count)])
         values: List[Any] = []
-        self.stream(lambda: pending.popleft() if pending else None, values.extend)
+        self.stream(lambda: pending.popleft() if pending else None, values.extend, deadline=deadline)
         return values
 
     def stream(
@@ -78,6 +79,7 @@ class RedisConnection:
         next_batch: Callable[[], Optional[Batch]],
         deliver: Callable[[List[Any]], None],
         window: int = WINDOW,
+        deadline: Optional[float] = None,
     ) -> None:
         """Send the batches `next_batch` gives, pipelined, and hand each one's replies to
         `deliver`, in the order they were sent, as soon as they have all arrived.
@@ -90,9 +92,14 @@ class RedisConnection:
         time. A command that fails comes back as a ReplyError in its place; a connection that is
         not authenticated (NOAUTH), a lost connection or a timeout raise, and the next call
         starts afresh.
+
+        `deadline` (monotonic) cuts every wait short at that time, as a timeout: the keyspace
+        walk between ticks must never hold the next tick up, whatever Redis does.
         """
         try:
-            sock = self._sock or self._connect()
+            sock = self._sock or self._connect(deadline)
+            if deadline is not None:
+                sock.settimeout(_wait_before(deadline, self.settings.timeout))
             parser = ReplyParser()
             replies: List[Any] = []
             awaited: Deque[int] = deque()  # reply counts of the batches sent, not yet delivered
@@ -120,6 +127,8 @@ class RedisConnection:
                 if not awaited:
                     break
                 if len(replies) < awaited[0]:
+                    if deadline is not None:
+                        sock.settimeout(_wait_before(deadline, self.settings.timeout))
                     parser.feed(receive(sock), replies)
                 delivered = 0
                 while awaited and len(replies) - delivered >= awaited[0]:
@@ -134,6 +143,8 @@ class RedisConnection:
                 del replies[:delivered]
             if replies or parser.pending:
                 raise RedisUnavailable("Redis sent more replies than commands")
+            if deadline is not None:
+                sock.settimeout(self.settings.timeout)
         except BaseException:
             # Whatever was left unread would answer the next commands: start afresh.
             self.close()
@@ -147,8 +158,9 @@ class RedisConnection:
                 pass
             self._sock = None
 
-    def _connect(self) -> socket.socket:
-        address, timeout = self.address, self.settings.timeout
+    def _connect(self, deadline: Optional[float] = None) -> socket.socket:
+        address = self.address
+        timeout = self.settings.timeout if deadline is None else _wait_before(deadline, self.settings.timeout)
         try:
             if address.path is not None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -206,6 +218,14 @@ class RedisConnection:
         return context
 
 
+def _wait_before(deadline: float, timeout: float) -> float:
+    """The longest a wait may take: the timeout, or less to end by `deadline` (monotonic)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise RedisTimeout("no time left before the deadline")
+    return min(timeout, left)
+
+
 def _send(sock: socket.socket, packed: List[bytes]) -> None:
     try:
         sock.sendall(b"".join(packed))
@@ -220,8 +240,10 @@ def connect(settings: Settings) -> RedisConnection:
     return RedisConnection(settings)
 
 
-def round_trip(connection: RedisConnection, packed: Sequence[bytes], count: int) -> List[Any]:
-    return connection.round_trip(packed, count)
+def round_trip(
+    connection: RedisConnection, packed: Sequence[bytes], count: int, deadline: Optional[float] = None
+) -> List[Any]:
+    return connection.round_trip(packed, count, deadline)
 
 
 def describe_error(error: BaseException, settings: Settings) -> str:
