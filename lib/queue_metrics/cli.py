@@ -77,7 +77,7 @@ def doctor() -> None:
 
     settings = load_settings()
     output = Output(secrets_of(settings.redis_url))
-    result = checkup(settings, connect(settings))
+    result = checkup(settings, connect(settings), lambda notice: output.err([notice], level="info"))
     output.out(result.lines)
     if not result.healthy:
         raise SystemExit(NOTHING_READ)
