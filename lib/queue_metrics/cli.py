@@ -79,7 +79,7 @@ def doctor() -> None:
 
     settings = load_settings()
     output = Output(passwords_of(settings.redis_url))
-    result = checkup(settings, connect(settings))
+    result = checkup(settings, connect(settings), lambda notice: output.err([notice], level="info"))
     # The problems may quote a server's error reply: the password goes, as from stderr. The
     # other lines (the table's names among them) are printed as they are (see `Output`).
     output.out(output.hide_secrets(line) if line.startswith("Problem: ") else line for line in result.lines)

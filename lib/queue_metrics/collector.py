@@ -11,8 +11,10 @@ queues' replies. The system reads get their replies before the queue reads. Read
 that left its registry are dropped unreported.
 
 Between ticks the keyspace walk (`discovery.KeyspaceWalk`) looks for the keys that reveal queues
-no registry lists, a short SCAN at a time. The collector names no queue system: it drives
-whatever `systems.SYSTEMS` holds. Only read commands are ever sent.
+no registry lists, a short SCAN at a time, paced from its first step: the first tick of `run`
+takes one step, `once` and `doctor` walk a whole pass at one step every MIN_STEP_GAP. A tick waits
+at most one timeout: once a read of it has failed, it sends nothing more. The collector names no
+queue system: it drives whatever `systems.SYSTEMS` holds. Only read commands are ever sent.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ from typing import Any, Callable, Deque, Dict, Generator, Iterator, List, Option
 
 from queue_metrics.config import Settings
 from queue_metrics.connection import RedisConnection, describe_error, round_trip
-from queue_metrics.discovery import KeyspaceWalk
-from queue_metrics.errors import ErrorLog, RedisUnavailable, ReplyError, describe_reply_error
+from queue_metrics.discovery import MIN_STEP_GAP, KeyspaceWalk, paced_walk_notice, whole_walk_notice
+from queue_metrics.errors import ErrorLog, RedisUnavailable, ReplyError, describe_walk_refusal
 from queue_metrics.plugin import Batch, Found, QueueSystem, Replies, joined
 from queue_metrics.sample import QueueSample, TickReport
 from queue_metrics.systems import SYSTEMS
 
-# How long the first tick may walk the keyspace before reading, in `run`; the rest of the walk
-# happens between ticks. `once` walks it whole.
-FIRST_WALK_SECONDS = 2.0
+# `once` and `doctor` say how long their whole walk will take when it takes longer than this.
+ANNOUNCE_WALK_SECONDS = 1.0
+# No walk step starts this close to the next tick: one would be cut short by it (the step may not
+# hold the tick up), and a step cut short costs the next tick a new connection.
+LAST_STEP_MARGIN = 0.05
 
 
 def make_systems(settings: Settings) -> List[QueueSystem]:
@@ -50,17 +54,24 @@ class Collector:
         client: RedisConnection,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-        first_walk_seconds: float = FIRST_WALK_SECONDS,
+        whole_first_walk: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        announce: Callable[[str], None] = lambda notice: None,
     ) -> None:
+        """`whole_first_walk`: the first tick walks a whole pass before reading (`once`,
+        `doctor`); else it takes one step, and the walk goes on between ticks (`run`).
+        `announce` gets a line for people when the first walk takes long."""
         self._settings = settings
         self._client = client
         self._wall_clock = wall_clock
         self._monotonic = monotonic
-        self._first_walk_seconds = first_walk_seconds
+        self._whole_first_walk = whole_first_walk
+        self._sleep = sleep
+        self._announce = announce
         self.systems = make_systems(settings)
         self._pinned = settings.backends is not None
         self.walks = [
-            KeyspaceWalk(system.scan_pattern, settings.discovery_interval, system.found_keys)
+            KeyspaceWalk(system.scan_pattern, settings.discovery_interval, system.found_keys, system.name)
             for system in self.systems
             if system.scan_pattern
         ]
@@ -84,9 +95,12 @@ class Collector:
         scans = 0
         reads = _TickReads(self, errors)
         try:
-            if self._ticks == 0:
-                scans = self.walk(started + self._first_walk_seconds, sleep=None)
+            first = self._ticks == 0
             self._ticks += 1
+            if first:
+                # A walk step that finds Redis hung or gone fails the tick: no second timeout.
+                scans = self._first_walk()
+                started = self._monotonic()  # the duration is the reads' (doctor times the walk)
             errors.messages.extend(self._walk_errors.values())
             self._walk_errors.clear()
             reads.start()
@@ -124,52 +138,75 @@ class Collector:
         self._client.close()
         self._known, self._known_set, self._known_from = [], set(), ()
 
-    def walk(self, deadline: float, sleep: Optional[Callable[[float], None]] = time.sleep) -> int:
-        """Take keyspace walk steps until `deadline` (monotonic); returns the steps taken.
-
-        With `sleep`, steps keep their pace and the call returns at the deadline; without, the
-        walks run flat out until each has finished a pass (or the deadline comes first).
+    def walk(self, deadline: float, sleep: Optional[Callable[[float], None]] = None) -> int:
+        """Between ticks: walk steps at each walk's pace until `deadline` (monotonic), and return
+        at the deadline; returns the steps taken. No step waits past the deadline, even on a hung
+        Redis: the next tick starts on time and waits its own one timeout.
         """
+        sleep = sleep or self._sleep
         steps = 0
         while self.walks:
-            if sleep is None:
-                pending = [walk for walk in self.walks if walk.passes == 0 or walk.in_pass]
-                if not pending or self._monotonic() >= deadline:
-                    return steps
-                walk = pending[0]
-            else:
-                walk = min(self.walks, key=lambda candidate: candidate.due)
-                wait = walk.due - self._monotonic()
-                if walk.due >= deadline:
-                    sleep(max(0.0, deadline - self._monotonic()))
-                    return steps
-                if wait > 0:
-                    sleep(wait)
+            walk = min(self.walks, key=lambda candidate: candidate.due)
+            if walk.due >= deadline - LAST_STEP_MARGIN:
+                break
+            wait = walk.due - self._monotonic()
+            if wait > 0:
+                sleep(wait)
             try:
-                values = round_trip(self._client, [walk.command()], 2)
+                self._step(walk, deadline)
             except (RedisUnavailable, ReplyError, OSError):
                 # The next tick says what is wrong with the connection; walk again after it.
-                if sleep is not None:
-                    sleep(max(0.0, deadline - self._monotonic()))
-                return steps
+                break
             steps += 1
-            failed = next((value for value in values if isinstance(value, ReplyError)), None)
-            if failed is None:
-                try:
-                    walk.take(values, self._monotonic())
-                    continue
-                except (ValueError, TypeError) as error:  # not the replies SCAN and DBSIZE give
-                    problem = f"unexpected reply ({error})"
-            else:
-                problem = describe_reply_error(failed)
-            self._walk_errors[walk.pattern] = f"cannot look for queues in the keyspace (SCAN): {problem}"
-            walk.restart(self._monotonic())
-            if sleep is None:
-                # No flat-out retries: the walk tries again a whole pass later, between ticks.
-                return steps
-        if sleep is not None:
-            sleep(max(0.0, deadline - self._monotonic()))
+        sleep(max(0.0, deadline - self._monotonic()))
         return steps
+
+    def _first_walk(self) -> int:
+        """The first tick's walk steps; a failed connection raises (the tick reports it).
+
+        `run`: one step of each walk, which covers a keyspace of up to about a thousand keys;
+        the rest between ticks at the walk's pace. `once`, `doctor`: each walk's whole first pass,
+        a step every MIN_STEP_GAP, the most the walk between ticks ever takes.
+        """
+        steps = 0
+        for walk in self.walks:
+            steps += 1
+            if not self._step(walk):
+                continue
+            if not self._whole_first_walk:
+                if walk.in_pass:
+                    self._announce(paced_walk_notice(walk))
+                continue
+            while walk.in_pass:
+                self._sleep(MIN_STEP_GAP)
+                started = self._monotonic()
+                steps += 1
+                if not self._step(walk):
+                    break
+                if walk.steps == 2:
+                    # The first step told the keyspace's size; the second, without the connection's
+                    # set-up (a TLS handshake), what a step takes here.
+                    seconds = walk.steps_per_pass * (MIN_STEP_GAP + self._monotonic() - started)
+                    if seconds >= ANNOUNCE_WALK_SECONDS:
+                        self._announce(whole_walk_notice(walk, seconds))
+        return steps
+
+    def _step(self, walk: KeyspaceWalk, deadline: Optional[float] = None) -> bool:
+        """One step of `walk`; False when Redis answered it with an error (said at the next
+        tick, and the walk tries again a whole pass later). A failed connection raises."""
+        values = round_trip(self._client, [walk.command()], 2, deadline)
+        failed = next((value for value in values if isinstance(value, ReplyError)), None)
+        if failed is None:
+            try:
+                walk.take(values, self._monotonic())
+                return True
+            except (ValueError, TypeError) as error:  # not the replies SCAN and DBSIZE give
+                problem = f"cannot look for queues in the keyspace (SCAN): unexpected reply ({error})"
+        else:
+            problem = describe_walk_refusal(walk.system, failed)
+        self._walk_errors[walk.pattern] = problem
+        walk.restart(self._monotonic())
+        return False
 
     def _in_use(
         self, values: list, registries: Sequence[Batch], errors: ErrorLog

@@ -9,6 +9,7 @@ a connection that needs a hundred lines. Replies are parsed by `resp`.
 from __future__ import annotations
 
 import socket
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable, Deque, List, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -81,11 +82,11 @@ class RedisConnection:
         # True until the connection's first reply is in: a refusal comes in its place.
         self._fresh = False
 
-    def round_trip(self, packed: Sequence[bytes], count: int) -> List[Any]:
+    def round_trip(self, packed: Sequence[bytes], count: int, deadline: Optional[float] = None) -> List[Any]:
         """Send the packed commands and read their `count` replies (see `stream`)."""
         pending: Deque[Batch] = deque([Batch(b"".join(packed), count)])
         values: List[Any] = []
-        self.stream(lambda: pending.popleft() if pending else None, values.extend)
+        self.stream(lambda: pending.popleft() if pending else None, values.extend, deadline=deadline)
         return values
 
     def stream(
@@ -93,6 +94,7 @@ class RedisConnection:
         next_batch: Callable[[], Optional[Batch]],
         deliver: Callable[[List[Any]], None],
         window: int = WINDOW,
+        deadline: Optional[float] = None,
     ) -> None:
         """Send the batches `next_batch` gives, pipelined, and hand each one's replies to
         `deliver`, in the order they were sent, as soon as they have all arrived.
@@ -106,12 +108,17 @@ class RedisConnection:
         not authenticated (NOAUTH), a lost connection or a timeout raise, and the next call
         starts afresh. A connection the server refused (`maxclients`), or closed after an error
         reply of its own, raises ServerClosed with the server's words.
+
+        `deadline` (monotonic) cuts every wait short at that time, as a timeout: the keyspace
+        walk between ticks must never hold the next tick up, whatever Redis does.
         """
         parser = ReplyParser()
         replies: List[Any] = []
         sock: Optional[socket.socket] = None
         try:
-            sock = self._sock or self._connect()
+            sock = self._sock or self._connect(deadline)
+            if deadline is not None:
+                sock.settimeout(_wait_before(deadline, self.settings.timeout))
             awaited: Deque[int] = deque()  # reply counts of the batches sent, not yet delivered
             in_flight = 0
             first = True
@@ -137,6 +144,8 @@ class RedisConnection:
                 if not awaited:
                     break
                 if len(replies) < awaited[0]:
+                    if deadline is not None:
+                        sock.settimeout(_wait_before(deadline, self.settings.timeout))
                     parser.feed(receive(sock), replies)
                     self._heard = True
                 delivered = 0
@@ -158,6 +167,8 @@ class RedisConnection:
                 del replies[:delivered]
             if replies or parser.pending:
                 raise RedisUnavailable(MORE_REPLIES)
+            if deadline is not None:
+                sock.settimeout(self.settings.timeout)
         except (RedisTimeout, ServerClosed, ClosedUnanswered):
             self.close()
             raise
@@ -185,8 +196,9 @@ class RedisConnection:
             self._sock = None
         self._heard = None
 
-    def _connect(self) -> socket.socket:
-        address, timeout = self.address, self.settings.timeout
+    def _connect(self, deadline: Optional[float] = None) -> socket.socket:
+        address = self.address
+        timeout = self.settings.timeout if deadline is None else _wait_before(deadline, self.settings.timeout)
         try:
             if address.path is not None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -267,6 +279,14 @@ def _last_words(sock: socket.socket, parser: ReplyParser, replies: List[Any]) ->
     return None
 
 
+def _wait_before(deadline: float, timeout: float) -> float:
+    """The longest a wait may take: the timeout, or less to end by `deadline` (monotonic)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise RedisTimeout("no time left before the deadline")
+    return min(timeout, left)
+
+
 def _send(sock: socket.socket, packed: List[bytes]) -> None:
     try:
         sock.sendall(b"".join(packed))
@@ -281,8 +301,10 @@ def connect(settings: Settings) -> RedisConnection:
     return RedisConnection(settings)
 
 
-def round_trip(connection: RedisConnection, packed: Sequence[bytes], count: int) -> List[Any]:
-    return connection.round_trip(packed, count)
+def round_trip(
+    connection: RedisConnection, packed: Sequence[bytes], count: int, deadline: Optional[float] = None
+) -> List[Any]:
+    return connection.round_trip(packed, count, deadline)
 
 
 def describe_error(error: BaseException, settings: Settings) -> str:

@@ -6,6 +6,11 @@ Redis up, whatever its size. The steps are spread evenly over `pass_seconds` (si
 read with each step), between the ticks, so a tick itself never waits for a walk; a walk started
 when a key already existed finds it, so a new queue is found within two passes.
 
+Every walk is paced, the first one too: `run`'s first tick takes one step (all of a keyspace of
+up to about a thousand keys) and the rest follow between ticks at the same pace; `once` and
+`doctor`, which report what a whole pass finds, take a step every MIN_STEP_GAP, the most the
+steady walk ever asks of Redis.
+
 The walk keeps only a cursor and the matching keys of the current pass.
 """
 
@@ -26,8 +31,11 @@ class KeyspaceWalk:
     """One pattern's walk: `command()` is its next step, `take()` its replies, `due` when the
     next step is (monotonic)."""
 
-    def __init__(self, pattern: str, pass_seconds: float, deliver: Callable[[List[str], bool], None]) -> None:
+    def __init__(
+        self, pattern: str, pass_seconds: float, deliver: Callable[[List[str], bool], None], system: str = ""
+    ) -> None:
         self.pattern = pattern
+        self.system = system  # the queue system it looks for queues of
         self.pass_seconds = pass_seconds
         self._deliver = deliver
         self.cursor = 0
@@ -57,14 +65,23 @@ class KeyspaceWalk:
             self.passes += 1
             self._deliver(sorted(self._found), True)
             self._found = set()
-            # The next pass starts a whole pass after this one did, not at once.
-            self.due = self._pass_started + self.pass_seconds
+            # The next pass starts a whole pass after this one did, not at once; and a step
+            # later at the soonest, when this pass took longer.
+            self.due = max(self._pass_started + self.pass_seconds, now + self.step_gap)
             self._pass_started = None
             return
         if new:
             self._deliver(new, False)
-        steps_per_pass = max(1, math.ceil((self.keyspace or 0) / SCAN_COUNT))
-        self.due = now + max(MIN_STEP_GAP, self.pass_seconds / steps_per_pass)
+        self.due = now + self.step_gap
+
+    @property
+    def steps_per_pass(self) -> int:
+        return max(1, math.ceil((self.keyspace or 0) / SCAN_COUNT))
+
+    @property
+    def step_gap(self) -> float:
+        """Seconds between steps: the pass spread evenly, never closer than MIN_STEP_GAP."""
+        return max(MIN_STEP_GAP, self.pass_seconds / self.steps_per_pass)
 
     def restart(self, now: float) -> None:
         """After a failed step: a new pass from the start, a whole pass later (and counted as
@@ -78,3 +95,23 @@ class KeyspaceWalk:
     @property
     def in_pass(self) -> bool:
         return self._pass_started is not None
+
+
+# Said when a walk will keep people waiting (`once`, `doctor`), or the first tick of `run` leaves
+# queues for the walk to find: what it walks, for how long, and how to go without it.
+def whole_walk_notice(walk: KeyspaceWalk, seconds: float) -> str:
+    return (
+        f"walking {walk.keyspace or 0:,} keys for {walk.system} bindings ({walk.pattern}) before reporting: "
+        f"about {seconds:.0f} s, a SCAN step every {MIN_STEP_GAP * 1000:.0f} ms "
+        f"(an app without {walk.system} skips it with QUEUE_METRICS_BACKENDS)"
+    )
+
+
+def paced_walk_notice(walk: KeyspaceWalk) -> str:
+    seconds = walk.steps_per_pass * walk.step_gap
+    return (
+        f"walking {walk.keyspace or 0:,} keys for {walk.system} bindings ({walk.pattern}) between ticks, "
+        f"about {seconds:.0f} s a pass: the first tick reports the queues the registries list, the rest "
+        f"from the tick after the walk finds them (an app without {walk.system} skips the walk with "
+        f"QUEUE_METRICS_BACKENDS)"
+    )

@@ -6,12 +6,19 @@ Builds lines only; the CLI prints them. Everything it sends is a read, like the 
 from __future__ import annotations
 
 import time
-from typing import List, NamedTuple, Tuple
+from typing import Callable, List, NamedTuple, Tuple
 
 from queue_metrics.collector import Collector
 from queue_metrics.config import Settings
 from queue_metrics.connection import RedisConnection, describe_error, round_trip
-from queue_metrics.errors import RedisUnavailable, ReplyError, describe_reply_error, permission_denied, show_name
+from queue_metrics.errors import (
+    RedisUnavailable,
+    ReplyError,
+    describe_reply_error,
+    is_unknown_command,
+    permission_denied,
+    show_name,
+)
 from queue_metrics.format import table_lines
 from queue_metrics.redis_url import describe_redis_url
 from queue_metrics.resp import pack_commands
@@ -41,7 +48,10 @@ class Checkup(NamedTuple):
     healthy: bool
 
 
-def checkup(settings: Settings, client: RedisConnection) -> Checkup:
+def checkup(
+    settings: Settings, client: RedisConnection, announce: Callable[[str], None] = lambda notice: None
+) -> Checkup:
+    """`announce` gets a line at once when the keyspace walk will keep the person waiting."""
     lines = [f"Redis: {describe_redis_url(settings.redis_url)} (from {settings.redis_url_var or 'the default'})"]
     problems: List[str] = []
     try:
@@ -51,11 +61,15 @@ def checkup(settings: Settings, client: RedisConnection) -> Checkup:
         lines.append(f"Problem: {describe_error(error, settings)}")
         return Checkup(lines, False)
     # A NOPERM on the probe's key means the command itself passed the ACL (Redis checks it first):
-    # the user is limited by key patterns, which the systems' lines below tell about.
+    # the user is limited by key patterns, which the systems' lines below tell about. A server
+    # without SCAN (renamed or disabled in its config) is no ACL matter: the tick's walk line
+    # below says what that loses and the fix.
     denied = [
         str(command[0])
         for command, reply in zip(READ_COMMANDS, replies)
-        if isinstance(reply, ReplyError) and permission_denied(reply) != "key"
+        if isinstance(reply, ReplyError)
+        and permission_denied(reply) != "key"
+        and not (command[0] == "SCAN" and is_unknown_command(reply))
     ]
     if denied:
         problems.append(
@@ -66,12 +80,12 @@ def checkup(settings: Settings, client: RedisConnection) -> Checkup:
     if any(isinstance(reply, ReplyError) and permission_denied(reply) == "key" for reply in replies):
         lines.append("Keys: this user may read only the keys of its ACL key patterns (NOPERM on a probe key)")
 
-    collector = Collector(settings, client, first_walk_seconds=float("inf"))
+    collector = Collector(settings, client, whole_first_walk=True, announce=announce)
     started = time.monotonic()
     report = collector.tick()
     lines.append(
         f"Tick: {report.round_trips} round trip(s) in {report.duration * 1000:.1f} ms, after a keyspace "
-        f"walk of {report.scan_round_trips} step(s) ({(time.monotonic() - started) * 1000:.0f} ms in all)"
+        f"walk of {report.scan_round_trips} step(s), paced ({(time.monotonic() - started) * 1000:.0f} ms in all)"
     )
     for system in collector.systems:
         found = collector.found.get(system.name)

@@ -116,6 +116,30 @@ def describe_registry_denial(backend: str, reply: ReplyError, patterns: Sequence
     )
 
 
+# What each system's keyspace walk finds that its registries do not, for the line that says the
+# walk cannot run.
+WALK_FINDS = {"celery": "Celery queues bound to exchanges other than the default 'celery'"}
+
+
+def is_unknown_command(reply: ReplyError) -> bool:
+    """The server has no such command (renamed away or disabled in its config): the reply is
+    `ERR unknown command 'SCAN', with args ...`, the one case Redis marks with no code of its own."""
+    return reply.code == "ERR" and reply.text[4:].lower().startswith("unknown command")
+
+
+def describe_walk_refusal(system: str, reply: ReplyError) -> str:
+    """One line for a keyspace walk step (SCAN) answered with an error."""
+    if is_unknown_command(reply):
+        finds = WALK_FINDS.get(system, f"{system} queues that no registry lists")
+        problem = (
+            f"this Redis has no SCAN command (the server renamed or disabled it: {reply.text.split(',', 1)[0][:80]}), "
+            f"so {finds} may be missing: name them in QUEUE_METRICS_{system.upper()}_QUEUES"
+        )
+    else:
+        problem = describe_reply_error(reply)
+    return f"cannot look for queues in the keyspace (SCAN): {problem}"
+
+
 def readable_name(name: str) -> str:
     """A name as text: the undecodable bytes it keeps as surrogates shown as \\xNN escapes."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -124,15 +124,20 @@ class Ticker:
     def __init__(
         self, settings: Settings, output_settings: Optional[OutputSettings] = None, whole_first_walk: bool = False
     ) -> None:
-        from queue_metrics.collector import FIRST_WALK_SECONDS, Collector  # nothing at import time
+        from queue_metrics.collector import Collector  # nothing at import time
         from queue_metrics.connection import connect
 
         output_settings = output_settings or OutputSettings()
         self.settings = settings
         self.output = Output([*passwords_of(settings.redis_url), *output_settings.secrets()])
         self.outputs = Outputs(output_settings, settings.prefix, settings.source, self.output.err)
+        # `once` walks the keyspace whole before it reports, `run` one step in its first tick and
+        # the rest between ticks; either says so on stderr when the walk takes a while.
         self.collector = Collector(
-            settings, connect(settings), first_walk_seconds=float("inf") if whole_first_walk else FIRST_WALK_SECONDS
+            settings,
+            connect(settings),
+            whole_first_walk=whole_first_walk,
+            announce=lambda notice: self.output.err([notice], level="info"),
         )
 
     def tick(self) -> TickReport:

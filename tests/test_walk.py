@@ -1,0 +1,261 @@
+"""The keyspace walk on real redis-servers: paced from its first step (in `run`, `once` and
+`doctor`), never costing a tick a second timeout when Redis hangs, and saying what a server
+without SCAN loses and how to get it back."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import List
+
+import pytest
+import redis
+from celery import Celery
+from kombu import pools
+
+import queue_metrics.celery as celery_hook
+from helpers.collect import by_queue, make_collector
+from helpers.process import lines_of, queue_metrics, start
+from helpers.watch import Watcher, collector_line
+from queue_metrics.collector import Collector
+from queue_metrics.config import Settings
+from queue_metrics.connection import connect
+from queue_metrics.discovery import MIN_STEP_GAP
+
+KEYS = 200_000
+STAMPED = json.dumps({"headers": {}, "properties": {"published_at": 0.0}})
+
+
+class ScanMonitor:
+    """The server's own timestamp of every SCAN it runs, seen through MONITOR (redis-py)."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._monitor = self._client.monitor()
+        self._monitor.__enter__()
+        self.times: List[float] = []
+        self._marks: List[str] = []
+        self._seen = threading.Condition()
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                command = self._monitor.next_command()
+            except (redis.ConnectionError, OSError, ValueError):
+                return
+            with self._seen:
+                if command["command"].upper().startswith("SCAN "):
+                    self.times.append(command["time"])
+                elif command["command"].startswith("ECHO "):
+                    self._marks.append(command["command"])
+                self._seen.notify_all()
+
+    def settle(self) -> List[float]:
+        """Every SCAN run so far: MONITOR shows commands in the order the server ran them, so
+        once a mark sent now is seen, every SCAN before it has been too."""
+        mark = f"mark-{time.monotonic_ns()}"
+        self._client.echo(mark)
+        with self._seen:
+            assert self._seen.wait_for(lambda: any(mark in seen for seen in self._marks), timeout=10)
+            return list(self.times)
+
+    def close(self) -> None:
+        self._monitor.connection.disconnect()
+        self._client.close()
+
+
+@pytest.fixture
+def big_keyspace(make_server):
+    """A server with 200,000 unrelated keys and a Celery queue bound to an exchange of its own
+    (so only the walk can find it)."""
+    server = make_server(extra=["--enable-debug-command", "yes"])
+    client = redis.Redis.from_url(server.url)
+    client.execute_command("DEBUG", "POPULATE", KEYS, "unrelated")
+    client.sadd("_kombu.binding.orders", "orders\x06\x16\x06\x16orders")
+    client.lpush("orders", STAMPED, STAMPED)
+    monitor = ScanMonitor(server.url)
+    yield server, client, monitor
+    monitor.close()
+    client.close()
+
+
+def gaps(times: List[float]) -> List[float]:
+    return [later - earlier for earlier, later in zip(times, times[1:])]
+
+
+def test_the_first_walk_of_run_is_paced_and_the_exchange_is_reported_once_found(big_keyspace):
+    server, client, monitor = big_keyspace
+    pass_seconds = 4.0
+    collector = make_collector(server.url, QUEUE_METRICS_DISCOVERY_INTERVAL=str(pass_seconds))
+    first = collector.tick()
+    # The first tick reads the registries and takes one step at most: it is not a walk flat out.
+    assert first.scan_round_trips <= 1 and len(monitor.settle()) <= 1
+    assert first.errors == ()
+    deadline = time.monotonic() + 4 * pass_seconds
+    while collector.walks[0].passes == 0 and time.monotonic() < deadline:
+        collector.walk(time.monotonic() + 0.5)
+    assert collector.walks[0].passes >= 1
+    steps = monitor.settle()
+    # The whole first pass kept the steady pace: its steps spread over the pass, not bunched.
+    expected_gap = max(MIN_STEP_GAP, pass_seconds / (client.dbsize() // 1000 + 1))
+    assert len(steps) >= KEYS // 1000
+    assert min(gaps(steps)) >= 0.9 * expected_gap, sorted(gaps(steps))[:5]
+    assert steps[-1] - steps[0] >= 0.8 * pass_seconds
+    # What it found is reported at the next tick.
+    assert by_queue(collector.tick())["orders"].size == 2
+
+
+def test_once_walks_the_whole_keyspace_paced_and_says_how_long_it_takes(big_keyspace):
+    server, client, monitor = big_keyspace
+    result = queue_metrics("once", env={"REDIS_URL": server.url}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "sample#queue.celery.orders.size=2" in result.stdout
+    steps = monitor.settle()
+    assert len(steps) >= KEYS // 1000
+    # Never more than one step every MIN_STEP_GAP, the most the steady walk is allowed.
+    assert min(gaps(steps)) >= 0.9 * MIN_STEP_GAP, sorted(gaps(steps))[:5]
+    (notice,) = [line for line in lines_of(result.stderr) if "walking" in line]
+    assert notice.startswith(f"queue-metrics: info: walking {client.dbsize():,} keys for celery bindings")
+    assert "about 2 s" in notice or "about 3 s" in notice, notice
+    assert "QUEUE_METRICS_BACKENDS" in notice
+
+
+def test_no_walk_without_celery(big_keyspace):
+    """Only Celery needs the walk: pinned to Sidekiq and RQ, neither `once` nor `run` sends a SCAN."""
+    server, client, monitor = big_keyspace
+    result = queue_metrics("once", env={"REDIS_URL": server.url, "QUEUE_METRICS_BACKENDS": "sidekiq,rq"})
+    assert result.returncode == 0, result.stderr
+    assert "walking" not in result.stderr
+    collector = make_collector(server.url, QUEUE_METRICS_BACKENDS="sidekiq,rq")
+    assert collector.walks == []
+    report = collector.tick()
+    collector.walk(time.monotonic() + 0.5)
+    collector.tick()
+    assert report.scan_round_trips == 0 and report.errors == ()
+    assert monitor.settle() == []
+
+
+# ---- a hung Redis: one timeout per tick ------------------------------------------------------
+
+
+def hung_collector(url: str, whole_first_walk: bool, **env: str) -> Collector:
+    settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_TIMEOUT": "1", **env})
+    return Collector(settings, connect(settings), whole_first_walk=whole_first_walk)
+
+
+@pytest.mark.parametrize("whole_first_walk", [False, True], ids=["run", "once"])
+def test_a_hung_redis_costs_the_first_tick_one_timeout(make_server, whole_first_walk):
+    server = make_server()
+    collector = hung_collector(server.url, whole_first_walk)
+    server.pause()
+    try:
+        started = time.monotonic()
+        report = collector.tick()
+        took = time.monotonic() - started
+    finally:
+        server.resume()
+    assert took < 2 * 1.0, took  # one timeout, not the walk's and then the tick's
+    assert not report.redis_ok
+    (line,) = report.errors
+    assert line.endswith("did not answer within 1 s (timeout)"), line
+
+
+def test_the_walk_between_ticks_never_holds_the_next_tick_up(big_keyspace):
+    """Redis hangs in the middle of a walk: the step in flight gives up at the next tick's due
+    time, not a whole timeout later, so the tick still gets its own one timeout on schedule."""
+    server, client, monitor = big_keyspace
+    collector = hung_collector(server.url, whole_first_walk=False, QUEUE_METRICS_DISCOVERY_INTERVAL="1")
+    assert collector.tick().redis_ok
+    time.sleep(max(0.0, collector.walks[0].due - time.monotonic()))  # a step is due
+    server.pause()
+    try:
+        started = time.monotonic()
+        collector.walk(started + 0.3)
+        took = time.monotonic() - started
+    finally:
+        server.resume()
+    assert took < 0.3 + 0.5, took
+
+
+def test_run_keeps_its_schedule_while_redis_hangs(make_server):
+    server = make_server()
+    server.pause()
+    process = start("run", env={"REDIS_URL": server.url, "QUEUE_METRICS_INTERVAL": "3", "QUEUE_METRICS_TIMEOUT": "1"})
+    watcher = Watcher(process)
+    try:
+        started, _, _ = watcher.wait_for(lambda stream, line: " info: reading " in line, timeout=20)
+        ticks = [watcher.wait_for(collector_line, timeout=10)[0] for _ in range(4)]
+        watcher.drain(0.5)  # the last tick's error line, from the other pipe
+    finally:
+        process.kill()
+        process.wait()
+        server.resume()
+    # Each tick on the 3 s grid from the start, and done one timeout (1 s) after its slot: never
+    # two timeouts, and no slot skipped.
+    for slot, arrived in enumerate(ticks):
+        assert 0.9 <= arrived - (started + 3 * slot) < 1.9, [round(tick - started, 2) for tick in ticks]
+    errors = [line for _, stream, line in watcher.seen if stream == "stderr" and " error: " in line]
+    assert len(errors) >= 4 and all("did not answer within 1 s (timeout)" in line for line in errors), errors
+
+
+# ---- a server without SCAN -------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_scan(make_server):
+    """A server started with `rename-command SCAN ""`, and a real Celery producer that routes a
+    task to a queue of its own exchange, next to one on the default `celery` exchange."""
+    server = make_server(extra=["--rename-command", "SCAN", ""])
+    app = Celery("shop", broker=server.url)
+    app.conf.task_create_missing_queues = True
+    celery_hook.install(app)
+    try:
+        app.send_task("shop.tasks.ship", queue="celery")
+        app.send_task("shop.tasks.bill", queue="invoices")
+        app.send_task("shop.tasks.bill", queue="invoices")
+    finally:
+        celery_hook.uninstall()
+        app.close()
+        pools.reset()
+    assert redis.Redis.from_url(server.url).exists("_kombu.binding.invoices")
+    return server
+
+
+def assert_says_no_scan(line: str) -> None:
+    assert "this Redis has no SCAN command" in line, line
+    assert "ERR unknown command 'SCAN'" in line
+    assert "exchanges other than the default 'celery' may be missing" in line
+    assert "QUEUE_METRICS_CELERY_QUEUES" in line
+    assert "ACL" not in line and "+@read" not in line and "NOPERM" not in line
+
+
+def test_a_server_without_scan_is_said_so_with_the_fix(no_scan):
+    once = queue_metrics("once", env={"REDIS_URL": no_scan.url}, timeout=30)
+    assert "sample#queue.celery.celery.size=1" in once.stdout, once.stderr
+    assert "invoices" not in once.stdout
+    (line,) = lines_of(once.stderr)
+    assert line.startswith("queue-metrics: error: cannot look for queues in the keyspace (SCAN): ")
+    assert_says_no_scan(line)
+    # In `run`: at most one line a tick, each tick, while it lasts (the walk retries a pass later).
+    collector = make_collector(no_scan.url, QUEUE_METRICS_DISCOVERY_INTERVAL="0.2")
+    for _ in range(3):
+        report = collector.tick()
+        assert len(report.errors) <= 1 and report.redis_ok
+        collector.walk(time.monotonic() + 0.5)
+    (line,) = collector.tick().errors
+    assert_says_no_scan(line)
+    # The fix the line names.
+    fixed = queue_metrics("once", env={"REDIS_URL": no_scan.url, "QUEUE_METRICS_CELERY_QUEUES": "invoices"})
+    assert "sample#queue.celery.invoices.size=2" in fixed.stdout, fixed.stderr
+
+
+def test_doctor_says_the_server_has_no_scan_and_blames_no_acl(no_scan):
+    doctor = queue_metrics("doctor", env={"REDIS_URL": no_scan.url}, timeout=30)
+    assert doctor.returncode == 1
+    problems = [line for line in lines_of(doctor.stdout) if line.startswith("Problem: ")]
+    (line,) = problems
+    assert_says_no_scan(line)
+    assert "may not run" not in doctor.stdout and "+@read" not in doctor.stdout
