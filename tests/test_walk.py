@@ -24,7 +24,11 @@ from queue_metrics.connection import connect
 from queue_metrics.discovery import MIN_STEP_GAP
 
 KEYS = 200_000
-STAMPED = json.dumps({"headers": {}, "properties": {"published_at": 0.0}})
+
+
+def stamped_message() -> str:
+    """A Celery message with a publish stamp of now: its latency is read, not observed."""
+    return json.dumps({"headers": {}, "properties": {"published_at": time.time()}})
 
 
 class ScanMonitor:
@@ -75,7 +79,7 @@ def big_keyspace(make_server):
     client = redis.Redis.from_url(server.url)
     client.execute_command("DEBUG", "POPULATE", KEYS, "unrelated")
     client.sadd("_kombu.binding.orders", "orders\x06\x16\x06\x16orders")
-    client.lpush("orders", STAMPED, STAMPED)
+    client.lpush("orders", stamped_message(), stamped_message())
     monitor = ScanMonitor(server.url)
     yield server, client, monitor
     monitor.close()
