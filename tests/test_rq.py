@@ -51,12 +51,59 @@ def test_size_equals_queue_count_and_latency_uses_oldest_job(redis_url, client):
     assert report.errors == ()
 
 
-def test_at_front_job_is_the_oldest_in_line(redis_url, client):
-    enqueue(client, "default", 2)
-    time.sleep(1.0)
-    # at_front LPUSHes: this job is next in line though enqueued last.
+def enqueued_at(job) -> float:
+    """Epoch seconds of a job's enqueue, as rq stored it (rq 1.x reads it back naive, in UTC)."""
+    job.refresh()
+    return job.enqueued_at.replace(tzinfo=timezone.utc).timestamp()
+
+
+def oldest_wait(queue: Queue, now: float) -> float:
+    """rq's own figure: how long the oldest job in the queue has waited at `now`."""
+    return now - min(enqueued_at(job) for job in queue.jobs)
+
+
+def test_at_front_job_does_not_hide_the_older_jobs_behind_it(redis_url, client):
+    """`at_front` LPUSHes: the newest job is next in line, and the old ones still wait."""
+    queue = Queue("default", connection=client)
+    enqueue(client, "default", 3)
+    time.sleep(1.5)
     enqueue(client, "default", 1, at_front=True)
-    assert by_queue(collect(redis_url))["default"].latency == pytest.approx(0.0, abs=0.5)
+    collector = make_collector(redis_url)
+    collector.tick()
+    report = collector.tick()
+    expected = oldest_wait(queue, time.time())
+    assert expected >= 1.5
+    assert by_queue(report)["default"].latency == pytest.approx(expected, abs=0.5)
+    assert (report.round_trips, report.errors) == (2, ())  # the job hashes still ride one round trip
+
+
+def test_only_at_front_jobs_the_oldest_is_at_the_tail(redis_url, client):
+    queue = Queue("default", connection=client)
+    enqueue(client, "default", 1, at_front=True)
+    time.sleep(1.5)
+    enqueue(client, "default", 2, at_front=True)
+    expected = oldest_wait(queue, time.time())
+    assert expected >= 1.5
+    assert by_queue(collect(redis_url))["default"].latency == pytest.approx(expected, abs=0.5)
+
+
+def test_at_front_jobs_before_a_spread_backlog_read_the_documented_rule(redis_url, client):
+    """The limit README states: with at_front jobs in front of normal ones, the oldest job waits
+    where the two kinds meet, inside the list; the figure is the older of the two ends' jobs:
+    never less than the next job's wait, never more than the oldest's."""
+    queue = Queue("default", connection=client)
+    enqueue(client, "default", 1)
+    time.sleep(2.0)
+    enqueue(client, "default", 1)
+    time.sleep(1.0)
+    enqueue(client, "default", 1, at_front=True)
+    sample = by_queue(collect(redis_url))["default"]
+    now = time.time()
+    jobs = queue.jobs
+    ends = max(now - enqueued_at(jobs[0]), now - enqueued_at(jobs[-1]))
+    assert now - enqueued_at(jobs[-1]) >= 1.0
+    assert sample.latency == pytest.approx(ends, abs=0.5)
+    assert now - enqueued_at(jobs[0]) - 0.5 <= sample.latency <= oldest_wait(queue, now) + 0.5
 
 
 def test_empty_queue_and_explicit_queue(redis_url, client):
@@ -115,6 +162,37 @@ def rq_worker(url: str, *queues: str):
     return worker_process(
         [os.path.join(os.path.dirname(sys.executable), "rq"), "worker", "--url", url, "--path", HELPERS, *queues], {}
     )
+
+
+def test_worker_draining_an_at_front_queue_gives_rq_figures_at_every_step(redis_url, client):
+    """A real `rq worker` takes the at_front job first, then the old ones; at every step our size is
+    `Queue.count` and our latency the wait of the oldest job rq lists."""
+    queue = Queue("default", connection=client)
+    collector = make_collector(redis_url)
+    with rq_worker(redis_url, "default"):
+        blocker = queue.enqueue("rq_jobs.nap", 5)
+        wait_for(lambda: blocker.get_status(refresh=True) == JobStatus.STARTED, "the first job to start", 60)
+        for _ in range(3):
+            queue.enqueue("rq_jobs.nap", 0.8)
+        time.sleep(1.5)
+        queue.enqueue("rq_jobs.nap", 0.8, at_front=True)
+        checked = []
+        while len(checked) < 5:
+            before = queue.get_job_ids()
+            report = collector.tick()
+            now = time.time()
+            if queue.get_job_ids() != before or (checked and checked[-1] == len(before)):
+                time.sleep(0.05)  # the worker moved meanwhile, or this step is checked: look again
+                continue
+            sample = by_queue(report)["default"]
+            assert sample.size == queue.count == len(before)
+            expected = oldest_wait(queue, now) if before else 0.0
+            assert sample.latency == pytest.approx(expected, abs=0.5), f"{len(before)} jobs waiting"
+            assert report.errors == ()
+            checked.append(len(before))
+            if before:
+                wait_for(lambda waiting=before: queue.get_job_ids() != waiting, "the worker to take the next job", 60)
+    assert checked == [4, 3, 2, 1, 0]
 
 
 def test_registries_and_workers_equal_rq_registries_and_worker_all(redis_url, client):
