@@ -252,3 +252,17 @@ def test_registries_that_appear_change_and_go_are_counted_every_tick(redis_url, 
     # Round trips: the first tick reads the queue after the registry, then the job hash; later the
     # job hash needs a second in any case, and a registry that appears rides along with it.
     assert ticks == [(3, 0), (2, 1), (2, 2), (2, 1), (2, 0), (2, 0)]
+
+
+def test_key_prefix_setting_wins_over_rqs_own_variable_and_is_checked_as_rq_checks_it():
+    from queue_metrics.errors import ConfigError
+    from queue_metrics.rq import RQ, RQSettings
+
+    assert RQSettings.from_env({}).key_prefix == "rq" and RQ().describe() == []
+    app = RQSettings.from_env({"RQ_KEY_PREFIX": "shop"})
+    assert (app.key_prefix, app.key_prefix_var) == ("shop", "RQ_KEY_PREFIX")
+    both = RQSettings.from_env({"RQ_KEY_PREFIX": "shop", "QUEUE_METRICS_RQ_KEY_PREFIX": " {eu}:shop "})
+    assert (both.key_prefix, both.key_prefix_var) == ("{eu}:shop", "QUEUE_METRICS_RQ_KEY_PREFIX")
+    assert RQ(both).describe() == ["keys read with the key prefix '{eu}:shop' (QUEUE_METRICS_RQ_KEY_PREFIX)"]
+    with pytest.raises(ConfigError, match="^RQ_KEY_PREFIX may hold only .* got 'my app'$"):
+        RQSettings.from_env({"RQ_KEY_PREFIX": "my app"})
