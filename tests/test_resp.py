@@ -234,9 +234,12 @@ def test_a_server_that_goes_silent_times_out():
 def test_rq_hand_packed_hget_equals_the_general_packing():
     from queue_metrics.rq import enqueued_at_batch
 
-    assert enqueued_at_batch(b"0f9c-\xff").packed == pack_commands([("HGET", b"rq:job:0f9c-\xff", "enqueued_at")])
-    packed = enqueued_at_batch(b"0f9c", b"{app}:job:").packed
-    assert packed == pack_commands([("HGET", b"{app}:job:0f9c", "enqueued_at")])
+    assert enqueued_at_batch([b"0f9c-\xff"]).packed == pack_commands([("HGET", b"rq:job:0f9c-\xff", "enqueued_at")])
+    both = enqueued_at_batch([b"0f9c", b"a1"], b"{app}:job:")
+    assert both.packed == pack_commands(
+        [("HGET", b"{app}:job:0f9c", "enqueued_at"), ("HGET", b"{app}:job:a1", "enqueued_at")]
+    )
+    assert both.replies == 2
 
 
 def test_hand_packed_lpos_is_what_pack_commands_writes():

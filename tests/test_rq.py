@@ -141,6 +141,14 @@ def test_expired_job_hash_omits_latency_only(redis_url, client):
     assert len(report.errors) == 1 and "enqueued_at" in report.errors[0]
 
 
+def test_unreadable_tail_job_omits_latency_with_the_reason(redis_url, client):
+    jobs = enqueue(client, "default", 3)
+    client.hset(jobs[-1].key, "enqueued_at", "yesterday")  # the newest job, at the tail
+    report = collect(redis_url)
+    assert (by_queue(report)["default"].size, by_queue(report)["default"].latency) == (3, None)
+    assert len(report.errors) == 1 and "enqueued_at" in report.errors[0] and "yesterday" in report.errors[0]
+
+
 # ---- extras: real `rq worker` processes, with rq's registries and Worker.all as the reference
 
 REGISTRIES = {

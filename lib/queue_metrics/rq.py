@@ -29,7 +29,7 @@ only skip them) and those whose `state` is `busy`.
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Set, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from queue_metrics.config import name_list
 from queue_metrics.errors import ConfigError, ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
@@ -48,7 +48,6 @@ from queue_metrics.plugin import (
     encode_key,
     evidence,
     joined,
-    latency_or_report,
     list_head,
     name_key,
     registry_members,
@@ -100,9 +99,19 @@ _HGET_HEAD = b"*3\r\n$4\r\nHGET\r\n"
 _HGET_TAIL = b"$%d\r\n%s\r\n" % (len(ENQUEUED_AT_FIELD), ENQUEUED_AT_FIELD.encode())
 
 
-def enqueued_at_batch(job_id: bytes, job_key_prefix: bytes = b"rq:job:") -> Batch:
-    key = job_key_prefix + job_id
-    return Batch(b"%s$%d\r\n%s\r\n%s" % (_HGET_HEAD, len(key), key, _HGET_TAIL), 1)
+def enqueued_at_batch(job_ids: Sequence[bytes], job_key_prefix: bytes = b"rq:job:") -> Batch:
+    """HGET <prefix>:job:<id> enqueued_at of each job, in one batch."""
+    packed = b"".join(
+        b"%s$%d\r\n%s%s\r\n%s" % (_HGET_HEAD, len(job_key_prefix) + len(job_id), job_key_prefix, job_id, _HGET_TAIL)
+        for job_id in job_ids
+    )
+    return Batch(packed, len(job_ids))
+
+
+def _enqueued_at_of_some_job(value: bytes) -> float:
+    # One parser for every job, so none is made per job: the job's name is only needed by an
+    # error message, and a value that fails is parsed again with it (`RQ._enqueued_at`).
+    return job_enqueued_at(value, "")
 
 
 def key_prefix(values: Mapping[str, str]) -> Tuple[str, Optional[str]]:
@@ -224,54 +233,52 @@ class RQ:
                 count_now = True
             else:
                 figures = NO_REGISTRIES
-        # The jobs at both ends; one when they are the same (a single job), or the list emptied
-        # between the two reads.
-        job_ids: List[bytes] = []
+        # The jobs at both ends; one when they are the same (a single job), or when the list
+        # emptied between the two reads.
+        job_ids: Tuple[bytes, ...] = ()
         if readable and head.oldest is not None:
-            job_ids.append(head.oldest)
-            if tail is not None and tail != head.oldest:
-                job_ids.append(tail)  # type: ignore[arg-type]
-        follow_up = [enqueued_at_batch(job_id, self._job_key_prefix) for job_id in job_ids]
+            both_ends = tail is not None and tail != head.oldest
+            job_ids = (head.oldest, tail) if both_ends else (head.oldest,)  # type: ignore[assignment]
         if count_now:
-            follow_up.append(self._sizes_template.batch(name))
-        if follow_up:
-            replies = yield joined(follow_up)
-        if count_now:
+            replies = yield joined((enqueued_at_batch(job_ids, self._job_key_prefix), self._sizes_template.batch(name)))
             figures = self._registry_figures(queue, replies.values[-len(REGISTRY_KEYS) :], errors)
+        elif job_ids:
+            replies = yield enqueued_at_batch(job_ids, self._job_key_prefix)
         if not readable:
             return QueueSample(NAME, queue, head.size, None, figures)
         if not job_ids:
             return QueueSample(NAME, queue, head.size, 0.0, figures)
-        waits = []
-        for job_id, enqueued_at in zip(job_ids, replies.values):
-            wait = self._wait(queue, job_id, enqueued_at, replies.now, errors)
-            if wait is None:
-                return QueueSample(NAME, queue, head.size, None, figures)
-            waits.append(wait)
-        return QueueSample(NAME, queue, head.size, max(waits), figures)
+        oldest = self._oldest_enqueued_at(queue, job_ids, replies.values, errors)
+        seconds = None if oldest is None else latency(oldest, replies.now)
+        return QueueSample(NAME, queue, head.size, seconds, figures)
 
-    def _wait(self, queue: str, job_id: bytes, enqueued_at: object, now: float, errors: ErrorLog) -> Optional[float]:
-        """How long a job has waited at `now`, from the reply to its HGET; None with the reason
-        reported when that cannot be known."""
-        if isinstance(enqueued_at, ReplyError):
-            errors.about_queue(
-                NAME,
-                queue,
-                f"latency unknown: job {show_name(decode_name(job_id))}: {describe_reply_error(enqueued_at, 'a hash')}",
-            )
-            return None
-        return latency_or_report(
-            NAME,
-            queue,
-            errors,
-            lambda: latency(self._enqueued_at(enqueued_at, job_id), now),  # type: ignore[arg-type]
-        )
+    def _oldest_enqueued_at(
+        self, queue: str, job_ids: Tuple[bytes, ...], values: list, errors: ErrorLog
+    ) -> Optional[float]:
+        """The earliest `enqueued_at` of the jobs (epoch seconds), from the replies to their HGETs;
+        None, with the reason reported, when one of them cannot be read."""
+        oldest = None
+        for job_id, value in zip(job_ids, values):
+            if isinstance(value, ReplyError):
+                reason = f"job {show_name(decode_name(job_id))}: {describe_reply_error(value, 'a hash')}"
+                errors.about_queue(NAME, queue, f"latency unknown: {reason}")
+                return None
+            try:
+                seconds = self._enqueued_at(value, job_id)
+            except PayloadError as error:
+                errors.about_queue(NAME, queue, f"latency unknown: {error}")
+                return None
+            if oldest is None or seconds < oldest:
+                oldest = seconds
+        return oldest
 
     def _enqueued_at(self, value: Optional[bytes], job_id: bytes) -> float:
-        # The job id is decoded only when the value is parsed: once per new head job.
-        if value is None:
-            return job_enqueued_at(value, decode_name(job_id))  # raises: the error names the job
-        return self._heads.parsed(value, lambda text: job_enqueued_at(text, decode_name(job_id)))
+        if value is not None:
+            try:
+                return self._heads.parsed(value, _enqueued_at_of_some_job)
+            except PayloadError:
+                pass  # parsed again below, for a message that names the job
+        return job_enqueued_at(value, decode_name(job_id))  # raises: the error names the job
 
     def _registry_figures(self, queue: str, sizes: list, errors: ErrorLog) -> Tuple[Figure, ...]:
         """The registries' figures from their ZCARDs; remembers whether the queue has any."""
