@@ -69,7 +69,8 @@ def test_each_system_packs_its_queue_batch_as_pack_commands_would():
     first = next(rq.read_queue(name, ErrorLog()))
     registries = [f"rq:{kind}:{name}" for kind in ("wip", "failed", "finished", "deferred", "scheduled", "canceled")]
     key = b"rq:queue:caf\xe9 %s"
-    assert first == (pack_commands([("LLEN", key), ("LINDEX", key, 0), ("EXISTS", *registries)]), 3)
+    head = [("LLEN", key), ("LINDEX", key, 0), ("LINDEX", key, -1)]
+    assert first == (pack_commands([*head, ("EXISTS", *registries)]), 4)
     first = next(Celery(CelerySettings(keyprefix="p:")).read_queue(name, ErrorLog()))
     base = b"p:caf\xe9 %s"
     lists = [base, *[base + b"\x06\x16%d" % step for step in (3, 6, 9)]]
@@ -233,7 +234,12 @@ def test_a_server_that_goes_silent_times_out():
 def test_rq_hand_packed_hget_equals_the_general_packing():
     from queue_metrics.rq import enqueued_at_batch
 
-    assert enqueued_at_batch(b"0f9c-\xff").packed == pack_commands([("HGET", b"rq:job:0f9c-\xff", "enqueued_at")])
+    assert enqueued_at_batch([b"0f9c-\xff"]).packed == pack_commands([("HGET", b"rq:job:0f9c-\xff", "enqueued_at")])
+    both = enqueued_at_batch([b"0f9c", b"a1"], b"{app}:job:")
+    assert both.packed == pack_commands(
+        [("HGET", b"{app}:job:0f9c", "enqueued_at"), ("HGET", b"{app}:job:a1", "enqueued_at")]
+    )
+    assert both.replies == 2
 
 
 def test_hand_packed_lpos_is_what_pack_commands_writes():

@@ -51,12 +51,59 @@ def test_size_equals_queue_count_and_latency_uses_oldest_job(redis_url, client):
     assert report.errors == ()
 
 
-def test_at_front_job_is_the_oldest_in_line(redis_url, client):
-    enqueue(client, "default", 2)
-    time.sleep(1.0)
-    # at_front LPUSHes: this job is next in line though enqueued last.
+def enqueued_at(job) -> float:
+    """Epoch seconds of a job's enqueue, as rq stored it (rq 1.x reads it back naive, in UTC)."""
+    job.refresh()
+    return job.enqueued_at.replace(tzinfo=timezone.utc).timestamp()
+
+
+def oldest_wait(queue: Queue, now: float) -> float:
+    """rq's own figure: how long the oldest job in the queue has waited at `now`."""
+    return now - min(enqueued_at(job) for job in queue.jobs)
+
+
+def test_at_front_job_does_not_hide_the_older_jobs_behind_it(redis_url, client):
+    """`at_front` LPUSHes: the newest job is next in line, and the old ones still wait."""
+    queue = Queue("default", connection=client)
+    enqueue(client, "default", 3)
+    time.sleep(1.5)
     enqueue(client, "default", 1, at_front=True)
-    assert by_queue(collect(redis_url))["default"].latency == pytest.approx(0.0, abs=0.5)
+    collector = make_collector(redis_url)
+    collector.tick()
+    report = collector.tick()
+    expected = oldest_wait(queue, time.time())
+    assert expected >= 1.5
+    assert by_queue(report)["default"].latency == pytest.approx(expected, abs=0.5)
+    assert (report.round_trips, report.errors) == (2, ())  # the job hashes still ride one round trip
+
+
+def test_only_at_front_jobs_the_oldest_is_at_the_tail(redis_url, client):
+    queue = Queue("default", connection=client)
+    enqueue(client, "default", 1, at_front=True)
+    time.sleep(1.5)
+    enqueue(client, "default", 2, at_front=True)
+    expected = oldest_wait(queue, time.time())
+    assert expected >= 1.5
+    assert by_queue(collect(redis_url))["default"].latency == pytest.approx(expected, abs=0.5)
+
+
+def test_at_front_jobs_before_a_spread_backlog_read_the_documented_rule(redis_url, client):
+    """The limit README states: with at_front jobs in front of normal ones, the oldest job waits
+    where the two kinds meet, inside the list; the figure is the older of the two ends' jobs:
+    never less than the next job's wait, never more than the oldest's."""
+    queue = Queue("default", connection=client)
+    enqueue(client, "default", 1)
+    time.sleep(2.0)
+    enqueue(client, "default", 1)
+    time.sleep(1.0)
+    enqueue(client, "default", 1, at_front=True)
+    sample = by_queue(collect(redis_url))["default"]
+    now = time.time()
+    jobs = queue.jobs
+    ends = max(now - enqueued_at(jobs[0]), now - enqueued_at(jobs[-1]))
+    assert now - enqueued_at(jobs[-1]) >= 1.0
+    assert sample.latency == pytest.approx(ends, abs=0.5)
+    assert now - enqueued_at(jobs[0]) - 0.5 <= sample.latency <= oldest_wait(queue, now) + 0.5
 
 
 def test_empty_queue_and_explicit_queue(redis_url, client):
@@ -94,6 +141,14 @@ def test_expired_job_hash_omits_latency_only(redis_url, client):
     assert len(report.errors) == 1 and "enqueued_at" in report.errors[0]
 
 
+def test_unreadable_tail_job_omits_latency_with_the_reason(redis_url, client):
+    jobs = enqueue(client, "default", 3)
+    client.hset(jobs[-1].key, "enqueued_at", "yesterday")  # the newest job, at the tail
+    report = collect(redis_url)
+    assert (by_queue(report)["default"].size, by_queue(report)["default"].latency) == (3, None)
+    assert len(report.errors) == 1 and "enqueued_at" in report.errors[0] and "yesterday" in report.errors[0]
+
+
 # ---- extras: real `rq worker` processes, with rq's registries and Worker.all as the reference
 
 REGISTRIES = {
@@ -115,6 +170,37 @@ def rq_worker(url: str, *queues: str):
     return worker_process(
         [os.path.join(os.path.dirname(sys.executable), "rq"), "worker", "--url", url, "--path", HELPERS, *queues], {}
     )
+
+
+def test_worker_draining_an_at_front_queue_gives_rq_figures_at_every_step(redis_url, client):
+    """A real `rq worker` takes the at_front job first, then the old ones; at every step our size is
+    `Queue.count` and our latency the wait of the oldest job rq lists."""
+    queue = Queue("default", connection=client)
+    collector = make_collector(redis_url)
+    with rq_worker(redis_url, "default"):
+        blocker = queue.enqueue("rq_jobs.nap", 5)
+        wait_for(lambda: blocker.get_status(refresh=True) == JobStatus.STARTED, "the first job to start", 60)
+        for _ in range(3):
+            queue.enqueue("rq_jobs.nap", 0.8)
+        time.sleep(1.5)
+        queue.enqueue("rq_jobs.nap", 0.8, at_front=True)
+        checked = []
+        while len(checked) < 5:
+            before = queue.get_job_ids()
+            report = collector.tick()
+            now = time.time()
+            if queue.get_job_ids() != before or (checked and checked[-1] == len(before)):
+                time.sleep(0.05)  # the worker moved meanwhile, or this step is checked: look again
+                continue
+            sample = by_queue(report)["default"]
+            assert sample.size == queue.count == len(before)
+            expected = oldest_wait(queue, now) if before else 0.0
+            assert sample.latency == pytest.approx(expected, abs=0.5), f"{len(before)} jobs waiting"
+            assert report.errors == ()
+            checked.append(len(before))
+            if before:
+                wait_for(lambda waiting=before: queue.get_job_ids() != waiting, "the worker to take the next job", 60)
+    assert checked == [4, 3, 2, 1, 0]
 
 
 def test_registries_and_workers_equal_rq_registries_and_worker_all(redis_url, client):
@@ -174,3 +260,17 @@ def test_registries_that_appear_change_and_go_are_counted_every_tick(redis_url, 
     # Round trips: the first tick reads the queue after the registry, then the job hash; later the
     # job hash needs a second in any case, and a registry that appears rides along with it.
     assert ticks == [(3, 0), (2, 1), (2, 2), (2, 1), (2, 0), (2, 0)]
+
+
+def test_key_prefix_setting_wins_over_rqs_own_variable_and_is_checked_as_rq_checks_it():
+    from queue_metrics.errors import ConfigError
+    from queue_metrics.rq import RQ, RQSettings
+
+    assert RQSettings.from_env({}).key_prefix == "rq" and RQ().describe() == []
+    app = RQSettings.from_env({"RQ_KEY_PREFIX": "shop"})
+    assert (app.key_prefix, app.key_prefix_var) == ("shop", "RQ_KEY_PREFIX")
+    both = RQSettings.from_env({"RQ_KEY_PREFIX": "shop", "QUEUE_METRICS_RQ_KEY_PREFIX": " {eu}:shop "})
+    assert (both.key_prefix, both.key_prefix_var) == ("{eu}:shop", "QUEUE_METRICS_RQ_KEY_PREFIX")
+    assert RQ(both).describe() == ["keys read with the key prefix '{eu}:shop' (QUEUE_METRICS_RQ_KEY_PREFIX)"]
+    with pytest.raises(ConfigError, match="^RQ_KEY_PREFIX may hold only .* got 'my app'$"):
+        RQSettings.from_env({"RQ_KEY_PREFIX": "my app"})
