@@ -251,9 +251,21 @@ def test_a_server_without_scan_is_said_so_with_the_fix(no_scan):
         collector.walk(time.monotonic() + 0.5)
     (line,) = collector.tick().errors
     assert_says_no_scan(line)
-    # The fix the line names.
+    # The fix the line names: with it, nothing is lost, and nothing more is said.
     fixed = queue_metrics("once", env={"REDIS_URL": no_scan.url, "QUEUE_METRICS_CELERY_QUEUES": "invoices"})
     assert "sample#queue.celery.invoices.size=2" in fixed.stdout, fixed.stderr
+    assert fixed.returncode == 0 and fixed.stderr == ""
+    collector = make_collector(
+        no_scan.url, QUEUE_METRICS_DISCOVERY_INTERVAL="0.2", QUEUE_METRICS_CELERY_QUEUES="invoices"
+    )
+    for _ in range(3):
+        report = collector.tick()
+        assert report.errors == () and by_queue(report)["invoices"].size == 2
+        collector.walk(time.monotonic() + 0.5)
+    assert collector.walks == []  # no SCAN is sent again
+    doctor = queue_metrics("doctor", env={"REDIS_URL": no_scan.url, "QUEUE_METRICS_CELERY_QUEUES": "invoices"})
+    assert doctor.returncode == 0, doctor.stdout
+    assert "this Redis has no SCAN command: only the queues its registries list" in doctor.stdout
 
 
 def test_doctor_says_the_server_has_no_scan_and_blames_no_acl(no_scan):

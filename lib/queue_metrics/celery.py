@@ -306,6 +306,14 @@ class Celery:
             self._registry = self._make_registry_batch()
             self._held_batch = self._make_held_batch()
 
+    def without_walk(self) -> Optional[str]:
+        if self.settings.queues:
+            return None  # the user named the queues, as the error line below asks
+        return (
+            f"Celery queues bound to exchanges other than the default {DEFAULT_EXCHANGE!r} may be missing: "
+            f"name them in QUEUE_METRICS_CELERY_QUEUES"
+        )
+
     def _held_prefixes(self) -> List[str]:
         """The global_keyprefixes whose `unacked` hash is read: the one set, or every one found."""
         if self.settings.keyprefix is not None:

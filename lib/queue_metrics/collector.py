@@ -27,7 +27,7 @@ from typing import Any, Callable, Deque, Dict, Generator, Iterator, List, Option
 from queue_metrics.config import Settings
 from queue_metrics.connection import RedisConnection, describe_error, round_trip
 from queue_metrics.discovery import MIN_STEP_GAP, KeyspaceWalk, paced_walk_notice, whole_walk_notice
-from queue_metrics.errors import ErrorLog, RedisUnavailable, ReplyError, describe_walk_refusal
+from queue_metrics.errors import ErrorLog, RedisUnavailable, ReplyError, describe_walk_refusal, is_unknown_command
 from queue_metrics.plugin import Batch, Found, QueueSystem, Replies, joined
 from queue_metrics.sample import QueueSample, TickReport
 from queue_metrics.systems import SYSTEMS
@@ -88,6 +88,8 @@ class Collector:
         # user may not read, for `doctor`.
         self.found: Dict[str, Found] = {}
         self.refused: Dict[str, List[Tuple[str, str]]] = {}
+        # Systems whose walk stopped because the server has no SCAN and nothing was lost by it.
+        self.without_scan: List[str] = []
 
     def tick(self) -> TickReport:
         started = self._monotonic()
@@ -203,7 +205,15 @@ class Collector:
             except (ValueError, TypeError) as error:  # not the replies SCAN and DBSIZE give
                 problem = f"cannot look for queues in the keyspace (SCAN): unexpected reply ({error})"
         else:
-            problem = describe_walk_refusal(walk.system, failed)
+            system = next(system for system in self.systems if system.name == walk.system)
+            lost = system.without_walk()
+            if lost is None and is_unknown_command(failed):
+                # No SCAN on this server, and the user named the queues it would find: nothing is
+                # lost, so the walk stops for good and says nothing more (doctor tells of it).
+                self.walks.remove(walk)
+                self.without_scan.append(system.name)
+                return False
+            problem = describe_walk_refusal(failed, lost)
         self._walk_errors[walk.pattern] = problem
         walk.restart(self._monotonic())
         return False

@@ -103,6 +103,11 @@ def checkup(
             state = f"pinned by QUEUE_METRICS_BACKENDS; {state}"
         lines.append(f"{system.name}: {state}")
         lines.extend(f"  {line}" for line in system.describe())
+        if system.name in collector.without_scan:
+            lines.append(
+                "  this Redis has no SCAN command: only the queues its registries list and its queue setting "
+                "names are read"
+            )
     if not report.backends and report.redis_ok:
         problems.append(
             "no Sidekiq, RQ or Celery queues found in this Redis: is this the Redis your jobs use? "

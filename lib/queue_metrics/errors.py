@@ -116,24 +116,19 @@ def describe_registry_denial(backend: str, reply: ReplyError, patterns: Sequence
     )
 
 
-# What each system's keyspace walk finds that its registries do not, for the line that says the
-# walk cannot run.
-WALK_FINDS = {"celery": "Celery queues bound to exchanges other than the default 'celery'"}
-
-
 def is_unknown_command(reply: ReplyError) -> bool:
     """The server has no such command (renamed away or disabled in its config): the reply is
     `ERR unknown command 'SCAN', with args ...`, the one case Redis marks with no code of its own."""
     return reply.code == "ERR" and reply.text[4:].lower().startswith("unknown command")
 
 
-def describe_walk_refusal(system: str, reply: ReplyError) -> str:
-    """One line for a keyspace walk step (SCAN) answered with an error."""
+def describe_walk_refusal(reply: ReplyError, lost: Optional[str]) -> str:
+    """One line for a keyspace walk step (SCAN) answered with an error; `lost`: what a server
+    without SCAN costs the system, and the fix (its `without_walk`)."""
     if is_unknown_command(reply):
-        finds = WALK_FINDS.get(system, f"{system} queues that no registry lists")
         problem = (
             f"this Redis has no SCAN command (the server renamed or disabled it: {reply.text.split(',', 1)[0][:80]}), "
-            f"so {finds} may be missing: name them in QUEUE_METRICS_{system.upper()}_QUEUES"
+            f"so {lost or 'queues that no registry lists may be missing'}"
         )
     else:
         problem = describe_reply_error(reply)

@@ -134,6 +134,11 @@ class QueueSystem(Protocol):
         """Keys matching `scan_pattern`, as the keyspace walk finds them; `complete`: a whole
         pass ended, and keys it did not find are gone."""
 
+    def without_walk(self) -> Optional[str]:
+        """What is lost on a server without SCAN, and the fix, for an error line ("Celery queues
+        bound to ... may be missing: name them in ..."); None when nothing is (the user named the
+        queues the walk would find, or the system needs no walk)."""
+
     def registry_batch(self) -> Batch:
         """Commands that list the queues, read first every tick."""
 

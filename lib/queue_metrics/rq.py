@@ -182,6 +182,10 @@ class RQ:
     def found_keys(self, keys: Iterable[str], complete: bool) -> None:
         """RQ lists its queues in a set: nothing to discover."""
 
+    def without_walk(self) -> Optional[str]:
+        """It needs no keyspace walk: a server without SCAN costs it nothing."""
+        return None
+
     def registry_batch(self) -> Batch:
         return self._registry
 

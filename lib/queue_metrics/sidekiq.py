@@ -162,6 +162,10 @@ class Sidekiq:
     def found_keys(self, keys: Iterable[str], complete: bool) -> None:
         """Sidekiq lists its queues in a set: nothing to discover."""
 
+    def without_walk(self) -> Optional[str]:
+        """It needs no keyspace walk: a server without SCAN costs it nothing."""
+        return None
+
     def registry_batch(self) -> Batch:
         return self._registry
 
