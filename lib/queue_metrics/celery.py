@@ -659,7 +659,9 @@ class Celery:
             )
 
     def describe(self) -> List[str]:
-        prefixes = ", ".join(repr(prefix) for prefix in sorted(self.prefixes_seen)) or "none found yet"
+        # doctor walks the whole keyspace before it asks: what was not found is not there.
+        prefixes = ", ".join(repr(prefix) for prefix in sorted(self.prefixes_seen))
+        prefixes = prefixes or "none (no _kombu.binding.* set names a queue)"
         if self.settings.keyprefix is not None:
             prefix_line = f"global_keyprefix {self.settings.keyprefix!r} (QUEUE_METRICS_CELERY_KEYPREFIX)"
         else:
