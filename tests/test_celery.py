@@ -3,6 +3,7 @@ reference for size, the stamp hook (or another tool's stamp) for latency."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -17,6 +18,7 @@ from kombu import pools
 import queue_metrics.celery as celery_hook
 from helpers.celery_worker_app import make_app
 from helpers.collect import by_queue, collect, make_collector
+from helpers.process import queue_metrics
 from helpers.workers import HELPERS, queue_figures, system_figures, wait_for, worker_process
 
 
@@ -250,3 +252,58 @@ def test_held_messages_equal_kombus_unacked_hash(redis_url, client, keyprefix):
         assert queue_figures(report, "celery", keyprefix + queue) == {"unacked": per_queue[queue]}
     # And in no queue's size: the list holds the others only.
     assert by_queue(report)[keyprefix + "celery"].size == client.llen(f"{keyprefix}celery") == 10 - total
+
+
+# ---- doctor, as a real `queue-metrics doctor` process
+
+
+def celery_detail_lines(stdout: str) -> list:
+    """The indented lines doctor prints under `celery: ...`."""
+    lines = stdout.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith("celery: "))
+    return list(itertools.takewhile(lambda line: line.startswith("  "), lines[start + 1 :]))
+
+
+def test_doctor_passes_an_app_without_publish_stamps_and_says_how_its_latency_is_observed(app, redis_url):
+    """The "no change to your app" path: `run` observes the latency, so it is a note, not a
+    problem, and the note says what `run` reports and what the stamp hook adds."""
+    send(app, "plain", 2)
+    send(app, "ranked", 1, priority=9)
+    result = queue_metrics("doctor", env={"REDIS_URL": redis_url})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Problem:" not in result.stdout and "No problems found." in result.stdout
+    (note,) = [line for line in result.stdout.splitlines() if line.startswith("Note: ")]
+    assert "2 Celery queue(s)" in note and "no publish stamp" in note
+    assert "`run` observes" in note and "within one interval" in note
+    assert "queue_metrics.celery.install(app)" in note and "millisecond" in note
+
+
+def test_doctor_without_lpos_says_unstamped_latency_cannot_be_observed(app, make_server):
+    """Without LPOS (Redis before 6.0.6: here, renamed away) nothing is observed: a problem."""
+    server = make_server(extra=["--rename-command", "LPOS", ""])
+    app.conf.broker_url = server.url
+    send(app, "plain", 1)
+    result = queue_metrics("doctor", env={"REDIS_URL": server.url})
+    assert result.returncode == 1
+    assert not [line for line in result.stdout.splitlines() if line.startswith("Note: ")]
+    (problem,) = [line for line in result.stdout.splitlines() if "Celery queue(s)" in line]
+    assert problem.startswith("Problem: ") and "LPOS" in problem and "install(app)" in problem
+
+
+def test_doctor_prints_celery_lines_only_when_celery_is_in_use_and_in_one_shot_words(app, redis_url, client):
+    client.sadd("queues", "default")
+    client.lpush("queue:default", json.dumps({"class": "Job", "jid": "1", "enqueued_at": time.time()}))
+    alone = queue_metrics("doctor", env={"REDIS_URL": redis_url})
+    assert alone.returncode == 0, alone.stdout
+    assert "celery: not detected" in alone.stdout and celery_detail_lines(alone.stdout) == []
+    pinned = queue_metrics("doctor", env={"REDIS_URL": redis_url, "QUEUE_METRICS_BACKENDS": "sidekiq,celery"})
+    lines = celery_detail_lines(pinned.stdout)
+    assert "celery: pinned by QUEUE_METRICS_BACKENDS" in pinned.stdout
+    assert any("global_keyprefix" in line and "none" in line for line in lines), lines
+    send(app, "plain", 1)
+    detected = queue_metrics("doctor", env={"REDIS_URL": redis_url})
+    lines = celery_detail_lines(detected.stdout)
+    assert any("global_keyprefix detected from the binding keys: ''" in line for line in lines), lines
+    # doctor walks the whole keyspace before it reports: nothing is "not found yet".
+    for result in (alone, pinned, detected):
+        assert " yet" not in result.stdout, result.stdout

@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
+from typing import Optional
 
 import pytest
+import redis
 from celery import Celery
 from kombu import pools
 
 import queue_metrics.celery as stamp_hook
+from helpers.celery_worker_app import make_app
 from helpers.collect import by_queue, make_collector
-from helpers.workers import start_celery_worker
+from helpers.workers import HELPERS, start_celery_worker, wait_for, worker_process
 from queue_metrics.sample import LATENCY_OBSERVED
 
 INTERVAL = 1.0
@@ -220,3 +224,116 @@ def test_a_thousand_backlogged_queues_each_within_one_interval(redis_url, client
         sample = samples[queue]
         assert sample.latency_source == LATENCY_OBSERVED
         assert expected - INTERVAL - 0.5 <= sample.latency <= expected + 0.5, (queue, sample.latency, expected)
+
+
+# ---- a lightly loaded queue: bursts over ten priority steps, a worker that keeps up
+
+STEPS = list(range(10))
+# Tasks published before each tick (1-based; tick 1 sees the queue empty), and their priorities
+# (each a list of its own: kombu's list for priority p at steps 0-9 is `bursty\x06\x16<p>`).
+BURSTS = {2: 9, 3: 3, 7: 12, 8: 2, 12: 6, 15: 10}
+PRIORITIES = (7, 0, 9, 3, 5, 1, 8, 2, 6, 4, 9, 0)
+BURST_TICKS = 18
+
+
+def bursty_lists(client) -> list:
+    return ["bursty", *[f"bursty\x06\x16{step}" for step in STEPS[1:]]]
+
+
+def oldest_publish(client, published: dict, latest: bool) -> Optional[float]:
+    """When the oldest message now waiting in any of bursty's lists was published: its list's
+    tail, the earliest of them. `latest`: the end of its publish call, else the start."""
+    pipe = client.pipeline(transaction=False)
+    for key in bursty_lists(client):
+        pipe.lindex(key, -1)
+    times = [published[json.loads(payload)["headers"]["id"]][latest] for payload in pipe.execute() if payload]
+    return min(times, default=None)
+
+
+@pytest.mark.parametrize("steps_setting", [None, ",".join(map(str, STEPS))], ids=["detected", "pinned"])
+def test_bursts_over_ten_priority_steps_have_a_latency_at_every_tick(redis_url, client, cleanup, steps_setting):
+    """A worker that keeps up: each burst is gone within a few ticks, and its lists stay empty in
+    between. Every tick after the first reports a latency, never above the truth (each task's
+    publish time, recorded here) and never more than the time since the last reading below it."""
+    stamp_hook.uninstall()
+    app = make_app(redis_url, priority_steps=STEPS)
+    command = [sys.executable, "-m", "celery", "-A", "celery_worker_app", "worker", "-P", "solo", "-c", "1"]
+    command += ["-Q", "bursty", "--without-heartbeat", "--without-mingle", "--without-gossip"]
+    env = {"CELERY_BROKER_URL": redis_url, "CELERY_PRIORITY_STEPS": ",".join(map(str, STEPS)), "PYTHONPATH": HELPERS}
+    settings = {"QUEUE_METRICS_CELERY_PRIORITY_STEPS": steps_setting} if steps_setting else {}
+    published = {}  # task id -> (before, after) its publish call
+    readings = []  # (tick, latency, size, upper bound, lower bound)
+    try:
+        with worker_process(command, env):
+            wait_for(lambda: client.exists("_kombu.binding.bursty"), "the worker to bind its queue", timeout=60)
+            collector = make_collector(redis_url, **settings)
+            last_before = None
+            for tick in range(1, BURST_TICKS + 1):
+                time.sleep(INTERVAL / 2)
+                for index in range(BURSTS.get(tick, 0)):  # half an interval after the last reading
+                    before = time.time()
+                    result = app.send_task("shop.nap", args=[0.3], queue="bursty", priority=PRIORITIES[index])
+                    published[result.id] = (before, time.time())
+                time.sleep(INTERVAL / 2)
+                before = time.time()
+                oldest_before = oldest_publish(client, published, latest=False)
+                report = collector.tick()
+                after = time.time()
+                oldest_after = oldest_publish(client, published, latest=True)
+                assert report.errors == ()
+                sample = by_queue(report)["bursty"]
+                # The truth at the reading lies between the two: only the worker took messages.
+                upper = after - oldest_before if oldest_before is not None else 0.0
+                lower = before - oldest_after - (after - last_before) if oldest_after is not None else None
+                readings.append((tick, sample.latency, sample.size, upper, lower))
+                last_before = before
+    finally:
+        app.close()
+    assert readings[0][1] is None or readings[0][2] == 0  # the first tick: nothing seen arrive yet
+    busy = [reading for reading in readings[1:] if reading[2]]
+    assert len(busy) >= 6 and any(reading[4] is not None for reading in busy), readings
+    for tick, latency, _size, upper, lower in readings[1:]:
+        assert latency is not None, (tick, readings)
+        assert latency <= upper + 0.2, (tick, readings)
+        assert lower is None or latency >= lower - 0.2, (tick, readings)
+
+
+def test_a_priority_list_that_empties_and_refills_keeps_its_latency(redis_url, client, cleanup):
+    """A priority list seen empty is not read again (only lists with messages are) for as long as
+    it stays empty; when it fills again, the loop still knows it was empty at the last tick."""
+    stamp_hook.uninstall()
+    app = make_app(redis_url, priority_steps=STEPS)
+    app.send_task("shop.nap", args=[0], queue="ranked", priority=5)
+    collector = make_collector(redis_url)
+    assert by_queue(collector.tick())["ranked"].size == 1
+    client.delete("ranked\x06\x165")  # drained (as a worker's BRPOP would)
+    for _ in range(3):
+        assert by_queue(collector.tick())["ranked"].latency == 0.0
+    time.sleep(INTERVAL / 2)
+    before = time.time()
+    app.send_task("shop.nap", args=[0], queue="ranked", priority=5)
+    time.sleep(INTERVAL / 2)
+    refilled = by_queue(collector.tick())["ranked"]
+    # Seen arriving: 0 at first sight, at most one interval below the truth (half of one here).
+    assert (refilled.size, refilled.latency, refilled.latency_source) == (1, 0.0, LATENCY_OBSERVED)
+    time.sleep(INTERVAL)
+    later = by_queue(collector.tick())["ranked"]
+    now = time.time()
+    assert now - before - INTERVAL - 0.5 <= later.latency <= now - before
+    app.close()
+
+
+def test_the_first_reading_of_an_unstamped_queue_says_its_latency_will_be_observed(redis_url):
+    """`once --format table` says why the latency is unknown, from the sample alone: it is observed
+    over ticks, and one reading has no history yet."""
+    from helpers.process import queue_metrics
+    from queue_metrics.format import NOT_OBSERVED_YET
+
+    producer = redis.Redis.from_url(redis_url)
+    producer.sadd("_kombu.binding.celery", "celery\x06\x16\x06\x16celery")
+    producer.lpush("celery", json.dumps({"headers": {"id": "a"}, "properties": {"delivery_tag": "a"}}))
+    collector = make_collector(redis_url)
+    (sample,) = collector.tick().samples
+    assert (sample.latency, sample.latency_source) == (None, LATENCY_OBSERVED)
+    result = queue_metrics("once", "--format", "table", env={"REDIS_URL": redis_url})
+    assert f"* celery celery: latency unknown: {NOT_OBSERVED_YET}" in result.stdout

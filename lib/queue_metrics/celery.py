@@ -13,7 +13,7 @@ size equals kombu's for any steps within 0-9, with no setting.
 Celery messages carry no publish time, so latency needs a stamp: `install(app)` adds one; stamps
 added by judoscale, hirefire and sentry-sdk are read too. A message still in a list waits for a
 worker whatever its ETA: a running worker takes ETA and countdown messages off the list at once
-and holds them itself. Without a stamp the queue reports its size only.
+and holds them itself. Without a stamp, the latency is observed from the lists (observed.py).
 
 Held messages: a worker that takes a message (prefetched, an ETA/countdown task it holds until
 due, a running `acks_late` task) keeps a copy in kombu's `unacked` hash until it acknowledges it,
@@ -257,11 +257,22 @@ class Celery:
         self._base_prefix = encode_key(self._keyprefix)
         self._suffixes = [self._step_suffix(step) for step in (*self._steps, *self._probed)]
         self._first_template = self._make_first_template()
-        # Each list's history, for latency without a stamp (observed.py), and the lists read
-        # this tick: a list no tick reads any more loses its history.
+        # Each list's history, for latency without a stamp (observed.py), and the lists whose
+        # history this tick kept: a list no tick reads with messages any more loses its history.
         self._watches: Dict[bytes, ListWatch] = {}
         self._observing = True
         self._watched: Set[bytes] = set()
+        # What an empty list's history comes down to, "empty at that tick", kept per queue rather
+        # than per list: for each queue read at the last tick and at this one, a bit per list
+        # (its index in self._suffixes) set when the list was not seen empty (it held messages
+        # or could not be read); 0, a shared small int, when all were empty. With the time of
+        # each tick's first reading, a list that fills again is known to have been empty then,
+        # so its oldest message arrived within one interval before it is first seen (without
+        # this, a queue that a worker keeps empty between bursts would never report a latency).
+        self._not_empty_before: Dict[str, int] = {}
+        self._not_empty: Dict[str, int] = {}
+        self._before_at: Optional[float] = None
+        self._tick_at: Optional[float] = None
         self._heads = ParsedHeads()
         self._registry_found = SameRegistry()
         # What doctor reports: prefixes seen, lists with messages, stamped and unstamped heads.
@@ -340,6 +351,8 @@ class Celery:
         if not self._watched.issuperset(self._watches):
             self._watches = {key: watch for key, watch in self._watches.items() if key in self._watched}
         self._watched = set()
+        self._not_empty_before, self._not_empty = self._not_empty, {}
+        self._before_at, self._tick_at = self._tick_at, None
         # Kept to find the queues of held messages, only when there are some (see _routes).
         self._bindings = (self._sorted_binding_keys, replies)
         items = (
@@ -470,18 +483,23 @@ class Celery:
         search = self._search(base_key)
         # Most queues send no LPOS (empty or stamped lists): their first batch goes as it is.
         replies = yield Batch(first.packed + search.packed, first.replies + 1) if search.replies else first
+        if self._tick_at is None:
+            self._tick_at = replies.now  # every list this tick reads empty was empty at this time or later
         values = replies.values
         sizes = values[:steps]
         exists = values[steps] if self._probed else 0
         at = steps + (1 if self._probed else 0)
         base = _ListRead(
             base_key,
+            0,
             sizes[0],
             values[at],
             values[at + 1],
             values[at + 2] if search.replies else NOT_SEARCHED,
             replies.now,
         )
+        # The lists not seen empty (self._not_empty): an error reply, being truthy, counts as one.
+        not_empty = sum(1 << index for index, reply in enumerate(sizes) if reply) if any(sizes) else 0
 
         wrong = [index for index, reply in enumerate(sizes) if isinstance(reply, ReplyError)]
         # The other lists' keys are made only when a reply needs them: most queues use one list.
@@ -495,6 +513,7 @@ class Celery:
             errors.about_queue(
                 NAME, queue, f"priority lists beyond {KOMBU_PRIORITY_STEPS} not checked: {describe_reply_error(exists)}"
             )
+            not_empty |= ((1 << len(self._probed)) - 1) << steps
             exists = 0
         if len(wrong) == steps:
             return None
@@ -502,22 +521,27 @@ class Celery:
         size = sum(reply for reply in sizes if not isinstance(reply, ReplyError))
         lists = [base]
         # The other lists are looked into only when they hold messages.
-        busy = [(key, length) for key, length in zip(keys[1:], sizes[1:]) if length and not wrong]
-        probed = all_keys[steps:] if exists else []
+        # Each as (index, key, length known from the first batch or None).
+        busy = [(index, key, length) for index, (key, length) in enumerate(zip(keys, sizes)) if index and length]
+        if wrong:
+            busy = []
+        probed = [(steps + offset, key, None) for offset, key in enumerate(all_keys[steps:])] if exists else []
         if busy or probed:
-            plan = [(key, True) for key, _ in busy] + [(key, False) for key in probed]
-            follow_up, searched = self._list_reads(plan)
+            follow_up, searched = self._list_reads([(key, length is not None) for _, key, length in (*busy, *probed)])
             replies = yield follow_up
             more = iter(replies.values)
-            for (key, length), sent in zip([*busy, *[(key, None) for key in probed]], searched):
+            for (index, key, length), sent in zip([*busy, *probed], searched):
                 if length is None:
                     length = next(more)
                     if not isinstance(length, ReplyError):
                         size += length
+                    if length:
+                        not_empty |= 1 << index
                 oldest, newest = next(more), next(more)
                 pushed = next(more) if sent else NOT_SEARCHED
-                lists.append(_ListRead(key, length, oldest, newest, pushed, replies.now))
+                lists.append(_ListRead(key, index, length, oldest, newest, pushed, replies.now))
             self.steps_seen.update(self._step_of(queue, read.key) for read in lists[1:] if read.length)
+        self._not_empty[queue] = not_empty
         failed = next((read for read in lists if read.error() is not None), None)
         if wrong or failed is not None:
             reply = failed.error() if failed is not None else None
@@ -529,7 +553,7 @@ class Celery:
                 )
             return self._with_held(queue, size, None)
         try:
-            seconds, source = self._latency(lists)
+            seconds, source = self._latency(queue, lists)
         except PayloadError as error:
             errors.about_queue(NAME, queue, f"latency unknown: {error}")
             return self._with_held(queue, size, None)
@@ -546,7 +570,7 @@ class Celery:
     def _step_of(self, queue: str, key: bytes) -> int:
         return int(decode_name(key)[len(self._keyprefix + queue + self.settings.sep) :] or 0)
 
-    def _latency(self, lists: Sequence["_ListRead"]) -> Tuple[Optional[float], Optional[str]]:
+    def _latency(self, queue: str, lists: Sequence["_ListRead"]) -> Tuple[Optional[float], Optional[str]]:
         """The longest wait over the queue's lists, and where it came from (stamp or observed).
 
         A stamp wins; an unstamped message waits as long as its list's history says (a lower
@@ -556,11 +580,12 @@ class Celery:
         observed = False
         unknown = False
         for read in lists:
-            self._watched.add(read.key)
             watch = self._watches.get(read.key)
             if not read.length or read.oldest is None:
+                if read.length:  # emptied between its LLEN and its LINDEX: empty all the same
+                    self._not_empty[queue] &= ~(1 << read.bit)
                 if watch is not None:
-                    watch.observe(read.now, 0, None, None)
+                    del self._watches[read.key]  # that it is empty now is in self._not_empty
                 continue
             wait = message_wait(read.oldest, read.now, self._heads)  # type: ignore[arg-type]
             if wait is not None:
@@ -580,14 +605,20 @@ class Celery:
                 unknown = True
                 continue
             if watch is None:
-                watch = self._watches[read.key] = ListWatch()
+                # New, or empty at the last tick: then its messages all came after that tick.
+                before = self._not_empty_before.get(queue)
+                empty_before = before is not None and not before >> read.bit & 1
+                watch = self._watches[read.key] = ListWatch(self._before_at if empty_before else None)
+            self._watched.add(read.key)
             seen = watch.observe(read.now, read.length, read.newest, pushed)  # type: ignore[arg-type]
             if not watch.exact and seen == 0.0:
                 unknown = True
                 continue
             waits.append(seen)
         if unknown:
-            return None, None
+            # Not known yet, but observed from the next tick on (the table says so); without LPOS
+            # it never will be.
+            return None, LATENCY_OBSERVED if self._observing else None
         if not waits:
             return 0.0, None
         return max(waits), LATENCY_OBSERVED if observed else LATENCY_FROM_STAMP
@@ -649,7 +680,9 @@ class Celery:
             )
 
     def describe(self) -> List[str]:
-        prefixes = ", ".join(repr(prefix) for prefix in sorted(self.prefixes_seen)) or "none found yet"
+        # doctor walks the whole keyspace before it asks: what was not found is not there.
+        prefixes = ", ".join(repr(prefix) for prefix in sorted(self.prefixes_seen))
+        prefixes = prefixes or "none (no _kombu.binding.* set names a queue)"
         if self.settings.keyprefix is not None:
             prefix_line = f"global_keyprefix {self.settings.keyprefix!r} (QUEUE_METRICS_CELERY_KEYPREFIX)"
         else:
@@ -687,6 +720,7 @@ class _ListRead(NamedTuple):
     """One list of a queue as read this tick."""
 
     key: bytes
+    bit: int  # its index in Celery._suffixes, its bit in Celery._not_empty
     length: object  # an int, or the ReplyError of its LLEN
     oldest: object
     newest: object

@@ -102,7 +102,10 @@ def checkup(
         if settings.backends is not None:
             state = f"pinned by QUEUE_METRICS_BACKENDS; {state}"
         lines.append(f"{system.name}: {state}")
-        lines.extend(f"  {line}" for line in system.describe())
+        # Celery's lines describe an app that uses it (key prefixes, priority lists, stamps), so
+        # none for a Redis without one; Sidekiq's name the setting that lets it be detected.
+        if system.name != "celery" or found.evidence or settings.backends is not None:
+            lines.extend(f"  {line}" for line in system.describe())
         if system.name in collector.without_scan:
             lines.append(
                 "  this Redis has no SCAN command: only the queues its registries list and its queue setting "
@@ -113,17 +116,30 @@ def checkup(
             "no Sidekiq, RQ or Celery queues found in this Redis: is this the Redis your jobs use? "
             "(check REDIS_URL / QUEUE_METRICS_REDIS_URL)"
         )
+    # Unstamped Celery messages: `run` observes their latency from its second tick on (one tick
+    # cannot), unless LPOS, which observing needs, is missing or denied.
     unknown = [sample for sample in report.samples if sample.latency is None and sample.backend == "celery"]
-    if unknown:
+    notes = []
+    if unknown and "LPOS" in denied:
         problems.append(
-            f"{len(unknown)} Celery queue(s) report no latency: their messages carry no publish stamp; "
+            f"{len(unknown)} Celery queue(s) report no latency: their messages carry no publish stamp, and "
+            f"without LPOS (Redis before 6.0.6, or not allowed for this user) it cannot be observed; "
             f"add `queue_metrics.celery.install(app)` where the Celery app is created"
+        )
+    elif unknown:
+        notes.append(
+            f"{len(unknown)} Celery queue(s) show no latency in this one tick: their messages carry no publish "
+            f"stamp, so `run` observes it over ticks (from its second tick, a lower bound that is within one "
+            f"interval of the truth once it has seen the list empty or the message arrive); "
+            f"`queue_metrics.celery.install(app)` where the Celery app is created gives it to the millisecond "
+            f"from the first tick"
         )
     problems.extend(_idle(collector, report))
     lines.append("")
     lines.extend(table_lines(report))
     problems.extend(report.errors)
     lines.append("")
+    lines.extend(f"Note: {note}" for note in notes)
     if problems:
         lines.extend(f"Problem: {problem}" for problem in problems)
     else:

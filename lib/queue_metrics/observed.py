@@ -21,10 +21,12 @@ Where it is not exact: messages put back at the tail (a worker that died, after 
 visibility timeout) count from when they came back, or from a bit earlier, not from their first
 publish; more than 10,000 pushes between two ticks (LPOS looks no further) or another client's
 commands landing between our reads make that tick's count uncertain, and the list falls back to
-a lower bound from then on. Memory: per list one message (the last newest) and at most
-MAX_TICKS ticks of three numbers; past that, old ticks are thinned out, so very old backlogs
-get a lower bound rather than a growing table. It assumes no two messages of a list are the same
-bytes (kombu's carry a unique delivery tag and task id): LPOS would find the newer twin.
+a lower bound from then on. Memory: per list with messages one message (the last newest) and
+at most MAX_TICKS ticks of three numbers; past that, old ticks are thinned out, so very old
+backlogs get a lower bound rather than a growing table. An empty list needs no watch: knowing
+that it was empty at a tick is enough (`ListWatch(since=that tick)` when it fills). It assumes
+no two messages of a list are the same bytes (kombu's carry a unique delivery tag and task id):
+LPOS would find the newer twin.
 """
 
 from __future__ import annotations
@@ -48,11 +50,12 @@ class ListWatch:
 
     __slots__ = ("newest", "since", "times", "lengths", "pops_at", "pops", "length", "seen_at")
 
-    def __init__(self) -> None:
+    def __init__(self, since: Optional[float] = None) -> None:
         # The newest message at the last tick, to find with LPOS at the next.
         self.newest: Optional[bytes] = None
-        # Every message now in the list was published after this time (None: unknown).
-        self.since: Optional[float] = None
+        # Every message now in the list was published after this time (None: unknown). A watch
+        # made for a list seen empty at `since` starts as if it had observed that.
+        self.since: Optional[float] = since
         self.times = array("d")
         self.lengths = array("d")
         self.pops_at = array("d")
