@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from helpers.collect import by_queue, collect
 from helpers.process import lines_of, queue_metrics
-from queue_metrics import celery, rq, sidekiq
-from queue_metrics.timestamps import PayloadError
+from queue_metrics.systems import celery, rq, sidekiq
+from queue_metrics.systems.timestamps import PayloadError
 
 NOW = 1795392400.0
 LOGFMT_PAIR = re.compile(r'^[^\s="]+=[^\s="]+$')

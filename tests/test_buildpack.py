@@ -105,7 +105,7 @@ class Dyno:
         return found
 
     def collectors(self) -> list:
-        return [pid for pid, cmdline in self.processes(needle="queue_metrics.runner")]
+        return [pid for pid, cmdline in self.processes(needle="queue_metrics.__main__")]
 
     def supervisors(self) -> list:
         return [pid for pid, cmdline in self.processes() if "queue-metrics-supervisor" in cmdline]

@@ -10,8 +10,8 @@ from rq import Queue
 
 from helpers.collect import by_queue, collect, make_collector, sidekiq
 from helpers.workers import add_workers, queue_figures, system_figures
-from queue_metrics.celery import HELD_SCAN_COUNT
-from queue_metrics.format import json_document, librato_lines
+from queue_metrics.outputs.format import json_document, librato_lines
+from queue_metrics.systems.celery import HELD_SCAN_COUNT
 
 READ_COMMANDS = {
     "smembers",

@@ -16,7 +16,7 @@ from helpers.collect import by_queue, collect, make_collector, sidekiq
 from helpers.process import start
 from helpers.watch import Watcher
 from helpers.workers import start_celery_worker
-from queue_metrics.format import librato_lines
+from queue_metrics.outputs.format import librato_lines
 
 
 def celery_app(url: str, **transport_options) -> Celery:

@@ -11,9 +11,9 @@ import pytest
 
 from helpers.servers import free_port
 from queue_metrics.config import Settings
-from queue_metrics.connection import connect, round_trip
+from queue_metrics.datastores.redis.connection import connect, round_trip
+from queue_metrics.datastores.redis.resp import pack_commands
 from queue_metrics.errors import RedisUnavailable, ReplyError, describe_redis_error
-from queue_metrics.resp import pack_commands
 
 TRAP_WORDS = ("ssl", "tls", "certificate", "auth", "timeout", "refused", "noauth", "wrongpass")
 PASSWORD = "s3cret-pass"

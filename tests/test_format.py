@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from queue_metrics.format import (
+from queue_metrics.outputs.format import (
     MAX_LINE_BYTES,
     collector_metric_name,
     format_seconds,
@@ -183,7 +183,7 @@ def test_no_queue_name_collides_with_system_or_collector_names():
 
 
 def test_table_shows_every_per_queue_figure_json_has_and_latencies_to_three_decimals():
-    from queue_metrics.format import json_document, table_lines
+    from queue_metrics.outputs.format import json_document, table_lines
 
     tick = report(
         QueueSample("rq", "default", 3, 12.5, (Figure("started", 1), Figure("failed", 2))),
@@ -215,7 +215,7 @@ def test_table_shows_every_per_queue_figure_json_has_and_latencies_to_three_deci
 
 def test_table_says_why_a_latency_is_unknown():
     from queue_metrics.errors import ErrorLog
-    from queue_metrics.format import table_lines
+    from queue_metrics.outputs.format import table_lines
     from queue_metrics.sample import LATENCY_OBSERVED
 
     errors = ErrorLog()

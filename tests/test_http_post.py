@@ -10,7 +10,7 @@ from typing import List
 
 import pytest
 
-from queue_metrics.http_post import HttpConnection, MalformedAnswer, parse_status_line
+from queue_metrics.outputs.http_post import HttpConnection, MalformedAnswer, parse_status_line
 
 
 class ScriptedServer:

@@ -9,7 +9,7 @@ from collections import deque
 from hypothesis import given
 from hypothesis import strategies as st
 
-from queue_metrics.observed import MAX_TICKS, ListWatch
+from queue_metrics.systems.observed import MAX_TICKS, ListWatch
 
 INTERVAL = 10.0
 

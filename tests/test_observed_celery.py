@@ -327,7 +327,7 @@ def test_the_first_reading_of_an_unstamped_queue_says_its_latency_will_be_observ
     """`once --format table` says why the latency is unknown, from the sample alone: it is observed
     over ticks, and one reading has no history yet."""
     from helpers.process import queue_metrics
-    from queue_metrics.format import NOT_OBSERVED_YET
+    from queue_metrics.outputs.format import NOT_OBSERVED_YET
 
     producer = redis.Redis.from_url(redis_url)
     producer.sadd("_kombu.binding.celery", "celery\x06\x16\x06\x16celery")

@@ -19,9 +19,9 @@ from helpers.producers import fill_three_systems, latency_then
 from helpers.receivers import OtlpReceiver, by_queue, points, resource_of, single
 from helpers.servers import free_port, self_signed_certificate
 from helpers.watch import Watcher, collector_line
-from queue_metrics import protobuf as pb
 from queue_metrics.config import ConfigError
-from queue_metrics.otlp import (
+from queue_metrics.outputs import protobuf as pb
+from queue_metrics.outputs.otlp import (
     OtlpSender,
     OtlpSettings,
     json_request,

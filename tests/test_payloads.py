@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from queue_metrics import celery, rq, sidekiq
-from queue_metrics.timestamps import PayloadError, epoch_seconds, iso8601_seconds, latency
+from queue_metrics.systems import celery, rq, sidekiq
+from queue_metrics.systems.timestamps import PayloadError, epoch_seconds, iso8601_seconds, latency
 
 PAYLOADS = os.path.join(os.path.dirname(__file__), "payloads")
 
@@ -185,7 +185,7 @@ def test_celery_held_entry_that_is_not_one_says_so(entry):
 
 
 def test_parsed_heads_parse_a_payload_once_while_ticks_read_it():
-    from queue_metrics.plugin import ParsedHeads
+    from queue_metrics.systems.contract import ParsedHeads
 
     parsed = []
 
@@ -207,7 +207,7 @@ def test_parsed_heads_parse_a_payload_once_while_ticks_read_it():
 
 
 def test_parsed_heads_never_keep_a_payload_that_failed():
-    from queue_metrics.plugin import ParsedHeads
+    from queue_metrics.systems.contract import ParsedHeads
 
     calls = []
 

@@ -12,10 +12,10 @@ from typing import List, Optional
 import pytest
 
 from queue_metrics.config import Settings
-from queue_metrics.connection import RedisConnection, connect
+from queue_metrics.datastores.redis.connection import RedisConnection, connect
+from queue_metrics.datastores.redis.resp import CommandsTemplate, NameKey, ReplyParser, pack_commands, parse_replies
 from queue_metrics.errors import RedisTimeout, RedisUnavailable, ReplyError
-from queue_metrics.plugin import Batch
-from queue_metrics.resp import CommandsTemplate, NameKey, ReplyParser, pack_commands, parse_replies
+from queue_metrics.systems.contract import Batch
 
 
 def test_pack_matches_the_protocol():
@@ -56,10 +56,10 @@ def test_a_template_keeps_a_bounded_number_of_formats():
 
 
 def test_each_system_packs_its_queue_batch_as_pack_commands_would():
-    from queue_metrics.celery import Celery, CelerySettings
     from queue_metrics.errors import ErrorLog
-    from queue_metrics.rq import RQ
-    from queue_metrics.sidekiq import Sidekiq, SidekiqSettings
+    from queue_metrics.systems.celery import Celery, CelerySettings
+    from queue_metrics.systems.rq import RQ
+    from queue_metrics.systems.sidekiq import Sidekiq, SidekiqSettings
 
     name = b"caf\xe9 %s".decode("utf-8", "surrogateescape")
     first = next(Sidekiq(SidekiqSettings(namespace="ns")).read_queue(name, ErrorLog()))
@@ -232,7 +232,7 @@ def test_a_server_that_goes_silent_times_out():
 
 
 def test_rq_hand_packed_hget_equals_the_general_packing():
-    from queue_metrics.rq import enqueued_at_batch
+    from queue_metrics.systems.rq import enqueued_at_batch
 
     assert enqueued_at_batch([b"0f9c-\xff"]).packed == pack_commands([("HGET", b"rq:job:0f9c-\xff", "enqueued_at")])
     both = enqueued_at_batch([b"0f9c", b"a1"], b"{app}:job:")
@@ -243,7 +243,7 @@ def test_rq_hand_packed_hget_equals_the_general_packing():
 
 
 def test_hand_packed_lpos_is_what_pack_commands_writes():
-    from queue_metrics.celery import _LPOS_HEAD, _LPOS_TAIL
+    from queue_metrics.systems.celery import _LPOS_HEAD, _LPOS_TAIL
 
     key, message = b"q\x06\x169", b'{"headers": {"id": "x"}}'
     by_hand = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (_LPOS_HEAD, len(key), key, len(message), message, _LPOS_TAIL)

@@ -264,7 +264,7 @@ def test_registries_that_appear_change_and_go_are_counted_every_tick(redis_url, 
 
 def test_key_prefix_setting_wins_over_rqs_own_variable_and_is_checked_as_rq_checks_it():
     from queue_metrics.errors import ConfigError
-    from queue_metrics.rq import RQ, RQSettings
+    from queue_metrics.systems.rq import RQ, RQSettings
 
     assert RQSettings.from_env({}).key_prefix == "rq" and RQ().describe() == []
     app = RQSettings.from_env({"RQ_KEY_PREFIX": "shop"})

@@ -16,8 +16,8 @@ from helpers.receivers import StatsdDaemon, UdpListener, free_udp_port
 from helpers.watch import Watcher, collector_line
 from queue_metrics.config import ConfigError
 from queue_metrics.outputs import OutputSettings
+from queue_metrics.outputs.statsd import MAX_DATAGRAM_BYTES, StatsdSettings, datagrams, statsd_lines
 from queue_metrics.sample import COUNTER, Figure, QueueSample, SystemSample, TickReport
-from queue_metrics.statsd import MAX_DATAGRAM_BYTES, StatsdSettings, datagrams, statsd_lines
 
 # DogStatsD: <name>:<value>|<g|c>[|#<key>:<value>[,<key>:<value>...]], one metric per line. A
 # name holds no ':', '|', '#', ',' or space; a tag value none of ',', '|', '#' or line breaks.

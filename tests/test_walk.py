@@ -18,10 +18,10 @@ import queue_metrics.celery as celery_hook
 from helpers.collect import by_queue, make_collector
 from helpers.process import lines_of, queue_metrics, start
 from helpers.watch import Watcher, collector_line
-from queue_metrics.collector import Collector
 from queue_metrics.config import Settings
-from queue_metrics.connection import connect
-from queue_metrics.discovery import MIN_STEP_GAP
+from queue_metrics.datastores.redis.connection import connect
+from queue_metrics.datastores.redis.keyspace_walk import MIN_STEP_GAP
+from queue_metrics.datastores.redis.reader import Collector
 
 KEYS = 200_000
 

@@ -10,7 +10,7 @@ from typing import List, Optional
 import click
 
 from queue_metrics import __version__
-from queue_metrics.redis_url import describe_redis_url, passwords_of
+from queue_metrics.datastores.redis.url import describe_redis_url, passwords_of
 from queue_metrics.runner import (
     NOTHING_READ,
     PROGRAM,
@@ -74,7 +74,7 @@ def doctor() -> None:
 
     Exit status 0 when all is well, 1 otherwise.
     """
-    from queue_metrics.connection import connect
+    from queue_metrics.datastores.redis.connection import connect
     from queue_metrics.doctor import checkup
 
     settings = load_settings()

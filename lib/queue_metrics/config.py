@@ -11,8 +11,9 @@ import math
 import re
 from typing import Any, Mapping, NamedTuple, Optional, Tuple
 
+from queue_metrics.datastores.redis.url import check_redis_url
 from queue_metrics.errors import ConfigError, RedisURLError
-from queue_metrics.redis_url import check_redis_url
+from queue_metrics.setting_values import boolean
 
 # Searched in this order; the first one set wins. Heroku add-ons set the later ones.
 REDIS_URL_VARS = (
@@ -39,9 +40,6 @@ DEFAULT_TIMEOUT = 5.0
 # queue that appears is found within two walks, and reported at the next tick, so within
 # 2 * 15 + 30 = 60 s with the defaults.
 DEFAULT_DISCOVERY_INTERVAL = 15.0
-
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
 
 
 class Settings(NamedTuple):
@@ -177,18 +175,6 @@ def _positive_number(values: Mapping[str, str], name: str, default: float) -> fl
     return number
 
 
-def boolean(values: Mapping[str, str], name: str, default: bool) -> bool:
-    """An on/off setting: 1/true/yes/on or 0/false/no/off, any case."""
-    if name not in values:
-        return default
-    word = values[name].strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
-    raise ConfigError(f"{name} must be true or false, got {values[name]!r}")
-
-
 def _choice(values: Mapping[str, str], name: str, choices: Tuple[str, ...], default: str) -> str:
     word = values.get(name, default).strip().lower()
     if word not in choices:
@@ -222,38 +208,3 @@ def _backends(text: Optional[str], names: Tuple[str, ...]) -> Optional[Tuple[str
     if not chosen:
         raise ConfigError("QUEUE_METRICS_BACKENDS names no backend")
     return tuple(chosen)
-
-
-def name_list(text: Optional[str]) -> Tuple[str, ...]:
-    """A comma list of names, blanks dropped, each once, in order."""
-    if text is None:
-        return ()
-    return tuple(dict.fromkeys(word.strip() for word in text.split(",") if word.strip()))
-
-
-def escaped_text(values: Mapping[str, str], name: str, default: str) -> str:
-    """Config vars cannot easily hold control characters, so accept `\\x06\\x16` spelled out."""
-    if name not in values:
-        return default
-    text = values[name]
-    try:
-        decoded = text.encode("latin-1", "backslashreplace").decode("unicode_escape")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{name} is not a valid escaped string: {text!r}") from None
-    if not decoded:
-        raise ConfigError(f"{name} must not be empty")
-    return decoded
-
-
-def whole_numbers(values: Mapping[str, str], name: str, lowest: int, highest: int) -> Optional[Tuple[int, ...]]:
-    """A comma list of whole numbers within [lowest, highest], sorted; None when unset."""
-    if name not in values:
-        return None
-    text = values[name]
-    try:
-        numbers = sorted({int(word) for word in text.split(",") if word.strip()})
-    except ValueError:
-        raise ConfigError(f"{name} must be a comma list of whole numbers, got {text!r}") from None
-    if not numbers or numbers[0] < lowest or numbers[-1] > highest:
-        raise ConfigError(f"{name} needs whole numbers from {lowest} to {highest}, got {text!r}")
-    return tuple(numbers)

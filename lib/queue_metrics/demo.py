@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Callable, List
 
 from queue_metrics.config import Settings
-from queue_metrics.format import librato_lines
+from queue_metrics.outputs.format import librato_lines
 
 SIDEKIQ_QUEUES = {"default": 3, "mailers": 1}
 RQ_QUEUES = {"default": 2, "reports": 4}
@@ -133,8 +133,8 @@ def enqueue_demo_jobs(client, now: float) -> None:
 def run_demo(ticks: int, interval: float, out: Callable[[List[str]], None], err: Callable[..., None]) -> None:
     import redis
 
-    from queue_metrics.collector import Collector
-    from queue_metrics.connection import connect
+    from queue_metrics.datastores.redis.connection import connect
+    from queue_metrics.datastores.redis.reader import Collector
 
     directory = tempfile.mkdtemp(prefix="queue-metrics-demo-")
     process = None

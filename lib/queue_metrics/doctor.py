@@ -8,9 +8,11 @@ from __future__ import annotations
 import time
 from typing import Callable, List, NamedTuple, Tuple
 
-from queue_metrics.collector import Collector
 from queue_metrics.config import Settings
-from queue_metrics.connection import RedisConnection, describe_error, round_trip
+from queue_metrics.datastores.redis.connection import RedisConnection, describe_error, round_trip
+from queue_metrics.datastores.redis.reader import Collector
+from queue_metrics.datastores.redis.resp import pack_commands
+from queue_metrics.datastores.redis.url import describe_redis_url
 from queue_metrics.errors import (
     RedisUnavailable,
     ReplyError,
@@ -19,9 +21,7 @@ from queue_metrics.errors import (
     permission_denied,
     show_name,
 )
-from queue_metrics.format import table_lines
-from queue_metrics.redis_url import describe_redis_url
-from queue_metrics.resp import pack_commands
+from queue_metrics.outputs.format import table_lines
 from queue_metrics.sample import TickReport
 
 # Every command the collector may send, tried on a key that does not exist.

@@ -15,10 +15,10 @@ import time
 from typing import Iterable, List, Optional, Sequence
 
 from queue_metrics.config import ConfigError, Settings, check_tls_ca_file
-from queue_metrics.format import json_line, librato_line_stream, table_lines
+from queue_metrics.datastores.redis.url import describe_redis_url, passwords_of
 from queue_metrics.loop import StopRequested, StopSignals, run_forever
 from queue_metrics.outputs import Outputs, OutputSettings
-from queue_metrics.redis_url import describe_redis_url, passwords_of
+from queue_metrics.outputs.format import json_line, librato_line_stream, table_lines
 from queue_metrics.sample import TickReport
 
 USAGE_ERROR = 2
@@ -124,8 +124,8 @@ class Ticker:
     def __init__(
         self, settings: Settings, output_settings: Optional[OutputSettings] = None, whole_first_walk: bool = False
     ) -> None:
-        from queue_metrics.collector import Collector  # nothing at import time
-        from queue_metrics.connection import connect
+        from queue_metrics.datastores.redis.connection import connect
+        from queue_metrics.datastores.redis.reader import Collector  # nothing at import time
 
         output_settings = output_settings or OutputSettings()
         self.settings = settings
@@ -196,16 +196,3 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except OSError:
         pass
-
-
-def main(arguments: Optional[List[str]] = None) -> None:
-    """`queue-metrics run` with settings from the environment only: the lean path; anything
-    else (options, other commands, --help) goes to the click CLI."""
-    arguments = sys.argv[1:] if arguments is None else arguments
-    if arguments == ["run"]:
-        settings = load_settings()
-        run_loop(settings, load_output_settings(settings))
-        return
-    from queue_metrics.cli import main as cli_main
-
-    cli_main(args=arguments, prog_name=PROGRAM)

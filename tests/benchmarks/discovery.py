@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT / "lib"))
 import redis  # noqa: E402
 
 from helpers.servers import RedisServer  # noqa: E402
-from queue_metrics.collector import Collector  # noqa: E402
 from queue_metrics.config import Settings  # noqa: E402
-from queue_metrics.connection import connect  # noqa: E402
-from queue_metrics.discovery import MIN_STEP_GAP  # noqa: E402
+from queue_metrics.datastores.redis.connection import connect  # noqa: E402
+from queue_metrics.datastores.redis.keyspace_walk import MIN_STEP_GAP  # noqa: E402
+from queue_metrics.datastores.redis.reader import Collector  # noqa: E402
 
 COMMAND = ".venv/bin/python tests/benchmarks/discovery.py"
 INTERVAL = 5.0

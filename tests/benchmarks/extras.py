@@ -41,7 +41,7 @@ from run import (  # noqa: E402
     time_ticks,
 )
 
-from queue_metrics.collector import Collector  # noqa: E402
+from queue_metrics.datastores.redis.reader import Collector  # noqa: E402
 
 QUEUES = 1000
 

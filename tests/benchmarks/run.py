@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "lib"))
 import redis  # noqa: E402
 
 from helpers.servers import RedisServer  # noqa: E402
-from queue_metrics.collector import Collector  # noqa: E402
 from queue_metrics.config import Settings  # noqa: E402
-from queue_metrics.connection import connect  # noqa: E402
+from queue_metrics.datastores.redis.connection import connect  # noqa: E402
+from queue_metrics.datastores.redis.reader import Collector  # noqa: E402
 
 DELAY_MS = 1.0
 BACKENDS = ("sidekiq", "rq", "celery")

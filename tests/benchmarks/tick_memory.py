@@ -22,10 +22,10 @@ import run  # noqa: E402, F401 (it puts lib/ and tests/ on sys.path)
 from footprint import populate_mixed  # noqa: E402
 
 from helpers.servers import RedisServer  # noqa: E402
-from queue_metrics.collector import Collector  # noqa: E402
 from queue_metrics.config import Settings  # noqa: E402
-from queue_metrics.connection import RedisConnection, connect  # noqa: E402
-from queue_metrics.format import librato_lines  # noqa: E402
+from queue_metrics.datastores.redis.connection import RedisConnection, connect  # noqa: E402
+from queue_metrics.datastores.redis.reader import Collector  # noqa: E402
+from queue_metrics.outputs.format import librato_lines  # noqa: E402
 
 COMMAND = ".venv/bin/python tests/benchmarks/tick_memory.py"
 ROOT = str(Path(__file__).resolve().parents[2])

@@ -7,9 +7,9 @@ import os
 import subprocess
 from typing import Dict, Optional
 
-from queue_metrics.collector import Collector
 from queue_metrics.config import Settings
-from queue_metrics.connection import connect
+from queue_metrics.datastores.redis.connection import connect
+from queue_metrics.datastores.redis.reader import Collector
 from queue_metrics.sample import TickReport
 
 HELPERS = os.path.dirname(__file__)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 from typing import Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
-from queue_metrics.config import name_list
 from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, show_name
-from queue_metrics.plugin import (
+from queue_metrics.sample import COUNTER, UNIT_RATIO, Figure, QueueSample, SystemSample
+from queue_metrics.setting_values import name_list
+from queue_metrics.systems.contract import (
     Batch,
     BatchTemplate,
     Found,
@@ -42,8 +43,7 @@ from queue_metrics.plugin import (
     parse_json_object,
     registry_members,
 )
-from queue_metrics.sample import COUNTER, UNIT_RATIO, Figure, QueueSample, SystemSample
-from queue_metrics.timestamps import epoch_seconds, latency
+from queue_metrics.systems.timestamps import epoch_seconds, latency
 
 NAME = "sidekiq"
 QUEUES_KEY = "queues"  # SET of queue names

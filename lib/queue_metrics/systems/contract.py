@@ -37,6 +37,7 @@ from typing import (
     TypeVar,
 )
 
+from queue_metrics.datastores.redis.resp import CommandsTemplate, NameKey, pack_commands
 from queue_metrics.errors import (
     ErrorLog,
     PayloadError,
@@ -45,7 +46,6 @@ from queue_metrics.errors import (
     describe_reply_error,
     show_name,
 )
-from queue_metrics.resp import CommandsTemplate, NameKey, pack_commands
 from queue_metrics.sample import QueueSample, SystemSample
 
 Command = Tuple[object, ...]

@@ -25,12 +25,17 @@ from collections import deque
 from typing import Any, Callable, Deque, Dict, Generator, Iterator, List, Optional, Sequence, Set, Tuple
 
 from queue_metrics.config import Settings
-from queue_metrics.connection import RedisConnection, describe_error, round_trip
-from queue_metrics.discovery import MIN_STEP_GAP, KeyspaceWalk, paced_walk_notice, whole_walk_notice
+from queue_metrics.datastores.redis.connection import RedisConnection, describe_error, round_trip
+from queue_metrics.datastores.redis.keyspace_walk import (
+    MIN_STEP_GAP,
+    KeyspaceWalk,
+    paced_walk_notice,
+    whole_walk_notice,
+)
 from queue_metrics.errors import ErrorLog, RedisUnavailable, ReplyError, describe_walk_refusal, is_unknown_command
-from queue_metrics.plugin import Batch, Found, QueueSystem, Replies, joined
 from queue_metrics.sample import QueueSample, TickReport
 from queue_metrics.systems import SYSTEMS
+from queue_metrics.systems.contract import Batch, Found, QueueSystem, Replies, joined
 
 # `once` and `doctor` say how long their whole walk will take when it takes longer than this.
 ANNOUNCE_WALK_SECONDS = 1.0

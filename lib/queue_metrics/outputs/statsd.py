@@ -20,8 +20,8 @@ import errno
 import socket
 from typing import Callable, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from queue_metrics.config import ConfigError, boolean
-from queue_metrics.format import (
+from queue_metrics.errors import ConfigError
+from queue_metrics.outputs.format import (
     collector_figures,
     collector_metric_name,
     format_seconds,
@@ -31,6 +31,7 @@ from queue_metrics.format import (
     system_metric_name,
 )
 from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, TickReport
+from queue_metrics.setting_values import boolean
 
 DEFAULT_ADDRESS = "127.0.0.1:8125"
 # An Ethernet MTU (1,500) less IP and UDP headers, with room to spare: no datagram is fragmented.

@@ -31,9 +31,11 @@ from __future__ import annotations
 import re
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
-from queue_metrics.config import name_list
+from queue_metrics.datastores.redis.resp import NameKey
 from queue_metrics.errors import ConfigError, ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
-from queue_metrics.plugin import (
+from queue_metrics.sample import Figure, QueueSample, SystemSample
+from queue_metrics.setting_values import name_list
+from queue_metrics.systems.contract import (
     Batch,
     BatchTemplate,
     Found,
@@ -54,9 +56,7 @@ from queue_metrics.plugin import (
     name_key,
     registry_members,
 )
-from queue_metrics.resp import NameKey
-from queue_metrics.sample import Figure, QueueSample, SystemSample
-from queue_metrics.timestamps import iso8601_seconds, latency
+from queue_metrics.systems.timestamps import iso8601_seconds, latency
 
 NAME = "rq"
 # Every key below starts with the key prefix and a colon: `rq`, or rq 3's RQ_KEY_PREFIX.

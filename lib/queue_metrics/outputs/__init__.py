@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
-from queue_metrics.config import ConfigError
+from queue_metrics.errors import ConfigError
 from queue_metrics.sample import TickReport
 
 if TYPE_CHECKING:
     # Each network output is imported only when it is chosen: a dyno that prints log lines only
     # loads neither (OTLP alone brings threads, gzip and an HTTP client).
-    from queue_metrics.otlp import OtlpSender, OtlpSettings
-    from queue_metrics.statsd import StatsdSender, StatsdSettings
+    from queue_metrics.outputs.otlp import OtlpSender, OtlpSettings
+    from queue_metrics.outputs.statsd import StatsdSender, StatsdSettings
 
 LOGS = "logs"
 STATSD = "statsd"
@@ -37,11 +37,11 @@ class OutputSettings(NamedTuple):
         statsd: Optional[StatsdSettings] = None
         otlp: Optional[OtlpSettings] = None
         if STATSD in names:
-            from queue_metrics.statsd import StatsdSettings
+            from queue_metrics.outputs.statsd import StatsdSettings
 
             statsd = StatsdSettings.from_env(env, prefix)
         if OTLP in names:
-            from queue_metrics.otlp import OtlpSettings
+            from queue_metrics.outputs.otlp import OtlpSettings
 
             otlp = OtlpSettings.from_env(env, interval)
         return cls(logs=LOGS in names, statsd=statsd, otlp=otlp)
@@ -98,11 +98,11 @@ class Outputs:
         self.logs = settings.logs
         self.senders: List[Sender] = []
         if settings.statsd:
-            from queue_metrics.statsd import StatsdSender
+            from queue_metrics.outputs.statsd import StatsdSender
 
             self.senders.append(StatsdSender(settings.statsd, prefix, source, err))
         if settings.otlp:
-            from queue_metrics.otlp import OtlpSender
+            from queue_metrics.outputs.otlp import OtlpSender
 
             self.senders.append(OtlpSender(settings.otlp, prefix, err, clock))
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, List, NamedTuple, Option
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from queue_metrics.config import Settings
+from queue_metrics.datastores.redis.resp import ReplyParser, pack_commands, receive
+from queue_metrics.datastores.redis.url import describe_redis_url, passwords_of
 from queue_metrics.errors import (
     MAX_CLIENTS_REPLY,
     ClosedUnanswered,
@@ -24,9 +26,7 @@ from queue_metrics.errors import (
     ServerClosed,
     describe_redis_error,
 )
-from queue_metrics.plugin import Batch
-from queue_metrics.redis_url import describe_redis_url, passwords_of
-from queue_metrics.resp import ReplyParser, pack_commands, receive
+from queue_metrics.systems.contract import Batch
 
 if TYPE_CHECKING:
     import ssl

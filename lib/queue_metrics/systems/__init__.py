@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from queue_metrics import celery, rq, sidekiq
-from queue_metrics.plugin import SystemSpec
+from queue_metrics.systems import celery, rq, sidekiq
+from queue_metrics.systems.contract import SystemSpec
 
 SYSTEMS: Tuple[SystemSpec, ...] = (sidekiq.SYSTEM, rq.SYSTEM, celery.SYSTEM)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Callable, List, Optional, Set
 
-from queue_metrics.resp import pack_commands
+from queue_metrics.datastores.redis.resp import pack_commands
 
 SCAN_COUNT = 1000
 # At most one step every 10 ms (100 a second), however big the keyspace: on more than 1.5 million
