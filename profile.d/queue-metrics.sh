@@ -17,10 +17,8 @@ case "${QUEUE_METRICS_DISABLED:-}" in
 	1 | [Tt][Rr][Uu][Ee] | [Yy][Ee][Ss] | [Oo][Nn]) return 0 ;;
 	*) ;;
 esac
-if [[ -z "${QUEUE_METRICS_REDIS_URL:-}${REDIS_TLS_URL:-}${REDIS_URL:-}${REDISCLOUD_URL:-}${REDISTOGO_URL:-}${OPENREDIS_URL:-}${REDISGREEN_URL:-}" ]]; then
-	echo "queue-metrics: not started: set REDIS_URL (or QUEUE_METRICS_REDIS_URL) to the Redis your queues use" >&2
-	return 0
-fi
+# Which datastores to read (and whether there is any) is the collector's decision: with none, it
+# says so in one line and the supervisor stops.
 if [[ -x "${HOME}/.queue-metrics/libexec/queue-metrics-supervisor" ]]; then
 	# The subshell exits at once: the supervisor is nobody's child but init's, and the dyno's
 	# stdin is never read.

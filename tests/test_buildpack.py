@@ -228,9 +228,10 @@ def test_disabled(system_python_build, jobs, dynos, value):
 def test_no_redis_url_is_one_clear_line_and_nothing_started(system_python_build, dynos):
     build, _ = system_python_build
     dyno = dynos(build, "web.1", {"QUEUE_METRICS_INTERVAL": "0.5"})
-    line = dyno.wait_for(lambda line: bool(line), timeout=5, stream="stderr")
+    line = dyno.wait_for(lambda line: bool(line), timeout=10, stream="stderr")
     assert line == (
-        "queue-metrics: not started: set REDIS_URL (or QUEUE_METRICS_REDIS_URL) to the Redis your queues use\n"
+        "queue-metrics: usage error: no datastore URL is set: set REDIS_URL (or a HEROKU_REDIS_<COLOR>_URL, "
+        "REDIS_PROVIDER, QUEUE_METRICS_REDIS_URL) to the Redis your queues use\n"
     )
     time.sleep(1.0)
     assert dyno.processes() == [] and dyno.read_line(0.2, "stderr") == ""
@@ -477,7 +478,7 @@ def test_build_with_no_network_and_no_pip(tmp_path, redis_server):
     run([sys.executable, "-m", "venv", "--without-pip", str(no_pip)])
     result = compile_app(tmp_path, "heroku-22", {}, path=f"{no_pip / 'bin'}:{os.environ['PATH']}")
     assert "Installed the collector with redis==5.2.1, click==8.1.8, async-timeout==5.0.1" in result.stdout
-    assert "No Redis URL config var is set" in result.stderr
+    assert "No datastore URL config var is set" in result.stderr
     probe = run(
         [
             "/usr/bin/python3",
@@ -654,9 +655,11 @@ def test_shellcheck():
     assert result.returncode == 0, result.stdout
 
 
-def test_profile_d_knows_the_same_redis_url_variables_as_the_collector():
-    from queue_metrics.config import REDIS_URL_VARS
-
-    hook = (BUILDPACK / "profile.d" / "queue-metrics.sh").read_text()
-    line = next(line for line in hook.splitlines() if "REDIS_TLS_URL" in line)
-    assert [name for name in REDIS_URL_VARS if "${" + name + ":-}" in line] == list(REDIS_URL_VARS)
+def test_a_dyno_whose_jobs_live_on_a_heroku_redis_add_on_alone_starts_the_collector(system_python_build, jobs, dynos):
+    """No REDIS_URL, only the add-on's own variable: the hook leaves the choice to the collector,
+    which finds it."""
+    build, _ = system_python_build
+    dyno = dynos(build, "web.1", {"HEROKU_REDIS_PINK_URL": jobs, "QUEUE_METRICS_INTERVAL": "0.5"})
+    line = dyno.wait_for(lambda line: "collector.queues" in line, timeout=10)
+    assert line.startswith("sample#")
+    assert len(dyno.processes()) == 1

@@ -40,14 +40,23 @@ def test_extras_switch(word, extras):
     assert Settings.from_env({"QUEUE_METRICS_EXTRAS": word}).extras is extras
 
 
-def test_redis_url_precedence_follows_heroku_add_ons():
+def test_every_redis_the_app_has_is_read_in_the_documented_order():
     env = {"REDISGREEN_URL": "redis://g:1/0", "REDISCLOUD_URL": "redis://c:1/0", "REDIS_URL": "redis://r:1/0"}
-    assert Settings.from_env(env).redis_url_var == "REDIS_URL"
+    settings = Settings.from_env(env)
+    assert [(location.label, location.source) for location in settings.locations()] == [
+        ("redis", "REDIS_URL"),
+        ("rediscloud", "REDISCLOUD_URL"),
+        ("redisgreen", "REDISGREEN_URL"),
+    ]
+    assert settings.redis_url_var == "REDIS_URL"
     env["REDIS_TLS_URL"] = "rediss://t:1/0"
-    assert Settings.from_env(env).redis_url_var == "REDIS_TLS_URL"
+    assert [location.label for location in Settings.from_env(env).locations()][:2] == ["redis", "redis_tls"]
     env["QUEUE_METRICS_REDIS_URL"] = "redis://q:1/0"
-    assert Settings.from_env(env).redis_url == "redis://q:1/0"
-    assert Settings.from_env({"REDIS_URL": "", "REDISTOGO_URL": "redis://t:1/0"}).redis_url_var == "REDISTOGO_URL"
+    assert [(location.label, location.url) for location in Settings.from_env(env).locations()] == [
+        ("redis", "redis://q:1/0")
+    ]
+    only = Settings.from_env({"REDIS_URL": "", "REDISTOGO_URL": "redis://t:1/0"})
+    assert only.redis_url_var == "REDISTOGO_URL" and len(only.locations()) == 1
 
 
 def test_interval_fractions_and_timeout_below_interval():

@@ -21,7 +21,7 @@ from helpers.watch import Watcher, collector_line
 from queue_metrics.config import Settings
 from queue_metrics.datastores.redis.connection import connect
 from queue_metrics.datastores.redis.keyspace_walk import MIN_STEP_GAP
-from queue_metrics.datastores.redis.reader import Collector
+from queue_metrics.datastores.redis.reader import RedisReader
 
 KEYS = 200_000
 
@@ -145,9 +145,9 @@ def test_no_walk_without_celery(big_keyspace):
 # ---- a hung Redis: one timeout per tick ------------------------------------------------------
 
 
-def hung_collector(url: str, whole_first_walk: bool, **env: str) -> Collector:
+def hung_collector(url: str, whole_first_walk: bool, **env: str) -> RedisReader:
     settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_TIMEOUT": "1", **env})
-    return Collector(settings, connect(settings), whole_first_walk=whole_first_walk)
+    return RedisReader(settings, connect(settings), whole_first_walk=whole_first_walk)
 
 
 @pytest.mark.parametrize("whole_first_walk", [False, True], ids=["run", "once"])

@@ -30,7 +30,8 @@ from buildpack.bundle import (
 )
 from buildpack.interpreter import Choice, choose_interpreter
 from buildpack.wheels import WheelError, install_wheels
-from queue_metrics.config import REDIS_URL_VARS
+from queue_metrics.datastores import DEFAULT_SOURCE, all_locations
+from queue_metrics.errors import ConfigError
 
 BUILDPACK_DIR = Path(__file__).resolve().parent.parent.parent
 REQUIREMENTS = BUILDPACK_DIR / "lib" / "runtime-requirements.txt"
@@ -63,12 +64,17 @@ def config_lines(config: Dict[str, str], cnb: bool) -> Iterator[str]:
         yield "info:Process type queue-metrics runs the collector: heroku ps:scale queue-metrics=1"
     else:
         yield f"info:The collector will start on dyno {config.get('QUEUE_METRICS_DYNO') or 'web.1'}"
-    if not any(config.get(name) for name in REDIS_URL_VARS):
-        yield (
-            "warning:No Redis URL config var is set (REDIS_URL, or any of "
-            f"{', '.join(name for name in REDIS_URL_VARS if name != 'REDIS_URL')}): the collector will "
-            "not start until one is. Fix: heroku config:set REDIS_URL=..."
-        )
+    try:
+        found = [location for location in all_locations(config) if location.source != DEFAULT_SOURCE]
+    except ConfigError as error:
+        # A build never fails over a setting: the collector says the same line when it starts.
+        yield f"warning:{error}: the collector will not start until it is fixed"
+    else:
+        if not found:
+            yield (
+                "warning:No datastore URL config var is set (REDIS_URL, a HEROKU_REDIS_<COLOR>_URL, REDISCLOUD_URL, "
+                "...): the collector will not start until one is. Fix: heroku config:set REDIS_URL=..."
+            )
     if config.get("QUEUE_METRICS_DISABLED", "").strip().lower() in TRUE_WORDS:
         yield (
             "warning:QUEUE_METRICS_DISABLED is set: the collector will not start. "

@@ -10,7 +10,8 @@ from typing import List, Optional
 import click
 
 from queue_metrics import __version__
-from queue_metrics.datastores.redis.url import describe_redis_url, passwords_of
+from queue_metrics.datastores import describe, passwords
+from queue_metrics.datastores.redis.url import describe_redis_url
 from queue_metrics.runner import (
     NOTHING_READ,
     PROGRAM,
@@ -74,12 +75,11 @@ def doctor() -> None:
 
     Exit status 0 when all is well, 1 otherwise.
     """
-    from queue_metrics.datastores.redis.connection import connect
-    from queue_metrics.doctor import checkup
+    from queue_metrics.doctor import checkup_all
 
     settings = load_settings()
-    output = Output(passwords_of(settings.redis_url))
-    result = checkup(settings, connect(settings), lambda notice: output.err([notice], level="info"))
+    output = Output(passwords(settings.locations()))
+    result = checkup_all(settings, lambda notice: output.err([notice], level="info"))
     # The problems may quote a server's error reply: the password goes, as from stderr. The
     # other lines (the table's names among them) are printed as they are (see `Output`).
     output.out(output.hide_secrets(line) if line.startswith("Problem: ") else line for line in result.lines)
@@ -99,6 +99,9 @@ def config() -> None:
     for field, value in settings._asdict().items():
         if field == "redis_url":
             value = describe_redis_url(value)
+        if field == "datastores":
+            lines.extend(f"datastore.{location.label}={describe(location)}" for location in settings.locations())
+            continue
         if field == "system_settings":
             for system, own in value:
                 lines.extend(f"{system}.{name}={own_value!r}" for name, own_value in own._asdict().items())

@@ -11,20 +11,10 @@ import math
 import re
 from typing import Any, Mapping, NamedTuple, Optional, Tuple
 
-from queue_metrics.datastores.redis.url import check_redis_url
-from queue_metrics.errors import ConfigError, RedisURLError
+from queue_metrics.datastores import DEFAULT_SOURCE, Location, all_locations
+from queue_metrics.errors import ConfigError
 from queue_metrics.setting_values import boolean
 
-# Searched in this order; the first one set wins. Heroku add-ons set the later ones.
-REDIS_URL_VARS = (
-    "QUEUE_METRICS_REDIS_URL",
-    "REDIS_TLS_URL",
-    "REDIS_URL",
-    "REDISCLOUD_URL",
-    "REDISTOGO_URL",
-    "OPENREDIS_URL",
-    "REDISGREEN_URL",
-)
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 OUTPUT_FORMATS = ("librato", "json", "table")
@@ -49,6 +39,8 @@ class Settings(NamedTuple):
     imports `inspect`, 1.2 MB of the web dyno's memory for nothing the loop needs (BENCHMARKS.md).
     """
 
+    # The Redis a reader reads: in the settings of the whole process, the first Redis datastore
+    # (`datastores`); each Redis reader is handed settings with its own URL here.
     redis_url: str = DEFAULT_REDIS_URL
     # Which variable the URL came from (None: the built-in default), for error messages.
     redis_url_var: Optional[str] = None
@@ -67,6 +59,15 @@ class Settings(NamedTuple):
     extras: bool = True
     # (system name, that system's own settings) for every system in `systems.SYSTEMS`.
     system_settings: Tuple[Tuple[str, Any], ...] = ()
+    # Every datastore to read, in the order of the naming rule (`datastores.Location`); empty:
+    # the one Redis of `redis_url`.
+    datastores: Tuple[Location, ...] = ()
+
+    def locations(self) -> Tuple[Location, ...]:
+        """The datastores to read: those the environment named, else the one of `redis_url`."""
+        if self.datastores:
+            return self.datastores
+        return (Location("redis", "redis", self.redis_url, self.redis_url_var or DEFAULT_SOURCE),)
 
     def of(self, system: str) -> Any:
         """The settings `system` owns; None when they were not parsed (its defaults apply)."""
@@ -79,15 +80,19 @@ class Settings(NamedTuple):
 
         values = {name: value for name, value in env.items() if value != ""}
 
+        locations = all_locations(values)
+        if "DYNO" in values and all(location.source == DEFAULT_SOURCE for location in locations):
+            # On a dyno, the default (a Redis on localhost) is never the app's: say what to set,
+            # once (exit 2: the supervisor does not restart it until the config changes).
+            raise ConfigError(
+                "no datastore URL is set: set REDIS_URL (or a HEROKU_REDIS_<COLOR>_URL, REDIS_PROVIDER, "
+                "QUEUE_METRICS_REDIS_URL) to the Redis your queues use"
+            )
+        first_redis = next((location for location in locations if location.kind == "redis"), None)
         redis_url, redis_url_var = DEFAULT_REDIS_URL, None
-        for name in REDIS_URL_VARS:
-            if name in values:
-                redis_url, redis_url_var = values[name].strip(), name
-                break
-        try:
-            check_redis_url(redis_url)
-        except RedisURLError as error:
-            raise ConfigError(f"{redis_url_var or 'the default Redis URL'} {error}") from None
+        if first_redis is not None:
+            redis_url = first_redis.url
+            redis_url_var = None if first_redis.source == DEFAULT_SOURCE else first_redis.source
 
         interval = _positive_number(values, "QUEUE_METRICS_INTERVAL", DEFAULT_INTERVAL)
         # A tick must give up on a silent Redis before the next one is due.
@@ -115,6 +120,7 @@ class Settings(NamedTuple):
             tls_ca_file=tls_ca_file,
             extras=boolean(values, "QUEUE_METRICS_EXTRAS", default=True),
             system_settings=tuple((spec.name, spec.settings_from_env(values)) for spec in SYSTEMS),
+            datastores=locations,
         )
 
 

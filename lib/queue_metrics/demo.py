@@ -134,7 +134,7 @@ def run_demo(ticks: int, interval: float, out: Callable[[List[str]], None], err:
     import redis
 
     from queue_metrics.datastores.redis.connection import connect
-    from queue_metrics.datastores.redis.reader import Collector
+    from queue_metrics.datastores.redis.reader import RedisReader
 
     directory = tempfile.mkdtemp(prefix="queue-metrics-demo-")
     process = None
@@ -143,9 +143,8 @@ def run_demo(ticks: int, interval: float, out: Callable[[List[str]], None], err:
         url = f"redis://127.0.0.1:{port}/0"
         err([f"started a private redis-server at {url} and enqueued jobs for Sidekiq, RQ and Celery"], "info")
         enqueue_demo_jobs(redis.Redis.from_url(url), time.time())
-        collector = Collector(
-            Settings(redis_url=url, interval=interval, timeout=min(5.0, interval / 2)), connect(Settings(redis_url=url))
-        )
+        settings = Settings(redis_url=url, interval=interval, timeout=min(5.0, interval / 2))
+        collector = RedisReader(settings, connect(settings))
         for number in range(ticks):
             if number:
                 time.sleep(interval)

@@ -9,8 +9,9 @@ import time
 from typing import Callable, List, NamedTuple, Tuple
 
 from queue_metrics.config import Settings
-from queue_metrics.datastores.redis.connection import RedisConnection, describe_error, round_trip
-from queue_metrics.datastores.redis.reader import Collector
+from queue_metrics.datastores import DEFAULT_SOURCE
+from queue_metrics.datastores.redis.connection import RedisConnection, connect, describe_error, round_trip
+from queue_metrics.datastores.redis.reader import RedisReader
 from queue_metrics.datastores.redis.resp import pack_commands
 from queue_metrics.datastores.redis.url import describe_redis_url
 from queue_metrics.errors import (
@@ -48,11 +49,38 @@ class Checkup(NamedTuple):
     healthy: bool
 
 
+def checkup_all(settings: Settings, announce: Callable[[str], None] = lambda notice: None) -> Checkup:
+    """Every datastore the settings name, one after the other: each one's lines, a blank line
+    between them; healthy when all are."""
+    lines: List[str] = []
+    healthy = True
+    locations = settings.locations()
+    for location in locations:
+        if lines:
+            lines.append("")
+        if len(locations) > 1:
+            lines.append(f"== Datastore {location.label} ==")
+        own = settings._replace(
+            redis_url=location.url, redis_url_var=None if location.source == DEFAULT_SOURCE else location.source
+        )
+        result = checkup(own, connect(own), announce, location.label)
+        lines.extend(result.lines)
+        healthy = healthy and result.healthy
+    return Checkup(lines, healthy)
+
+
 def checkup(
-    settings: Settings, client: RedisConnection, announce: Callable[[str], None] = lambda notice: None
+    settings: Settings,
+    client: RedisConnection,
+    announce: Callable[[str], None] = lambda notice: None,
+    label: str = "redis",
 ) -> Checkup:
-    """`announce` gets a line at once when the keyspace walk will keep the person waiting."""
-    lines = [f"Redis: {describe_redis_url(settings.redis_url)} (from {settings.redis_url_var or 'the default'})"]
+    """One Redis datastore. `announce` gets a line at once when the keyspace walk will keep the
+    person waiting."""
+    lines = [
+        f"Redis: {describe_redis_url(settings.redis_url)} (from {settings.redis_url_var or 'the default'}; "
+        f"label {label})"
+    ]
     problems: List[str] = []
     try:
         lines.append(f"Server: {_server_version(client)}")
@@ -80,7 +108,7 @@ def checkup(
     if any(isinstance(reply, ReplyError) and permission_denied(reply) == "key" for reply in replies):
         lines.append("Keys: this user may read only the keys of its ACL key patterns (NOPERM on a probe key)")
 
-    collector = Collector(settings, client, whole_first_walk=True, announce=announce)
+    collector = RedisReader(settings, client, whole_first_walk=True, announce=announce)
     started = time.monotonic()
     report = collector.tick()
     lines.append(
@@ -147,7 +175,7 @@ def checkup(
     return Checkup(lines, not problems and report.redis_ok)
 
 
-def _idle(collector: Collector, report: TickReport) -> List[str]:
+def _idle(collector: RedisReader, report: TickReport) -> List[str]:
     """Systems whose queues hold jobs while the system's own record counts no worker running."""
     problems = []
     for system in collector.systems:

@@ -159,7 +159,7 @@ class ErrorLog:
 
     `refusals` are those of them about a key that lists a system's queues and that this Redis user
     may not read, with the key: they count even for a system that shows no sign of use (see
-    `Collector._in_use`).
+    `RedisReader._in_use`).
     """
 
     __slots__ = ("messages", "refusals")

@@ -15,7 +15,8 @@ import time
 from typing import Iterable, List, Optional, Sequence
 
 from queue_metrics.config import ConfigError, Settings, check_tls_ca_file
-from queue_metrics.datastores.redis.url import describe_redis_url, passwords_of
+from queue_metrics.datastores import passwords
+from queue_metrics.datastores.redis.url import passwords_of
 from queue_metrics.loop import StopRequested, StopSignals, run_forever
 from queue_metrics.outputs import Outputs, OutputSettings
 from queue_metrics.outputs.format import json_line, librato_line_stream, table_lines
@@ -124,18 +125,16 @@ class Ticker:
     def __init__(
         self, settings: Settings, output_settings: Optional[OutputSettings] = None, whole_first_walk: bool = False
     ) -> None:
-        from queue_metrics.datastores.redis.connection import connect
-        from queue_metrics.datastores.redis.reader import Collector  # nothing at import time
+        from queue_metrics.collector import Collector  # nothing at import time
 
         output_settings = output_settings or OutputSettings()
         self.settings = settings
-        self.output = Output([*passwords_of(settings.redis_url), *output_settings.secrets()])
+        self.output = Output([*passwords(settings.locations()), *output_settings.secrets()])
         self.outputs = Outputs(output_settings, settings.prefix, settings.source, self.output.err)
         # `once` walks the keyspace whole before it reports, `run` one step in its first tick and
         # the rest between ticks; either says so on stderr when the walk takes a while.
         self.collector = Collector(
             settings,
-            connect(settings),
             whole_first_walk=whole_first_walk,
             announce=lambda notice: self.output.err([notice], level="info"),
         )
@@ -150,7 +149,7 @@ class Ticker:
 
     def idle(self, deadline: float) -> None:
         """Between ticks: the keyspace walk, at its own pace, until the next tick is due."""
-        self.collector.walk(deadline)
+        self.collector.idle(deadline)
 
     def emit(self, report: TickReport) -> None:
         if report.errors:
@@ -174,7 +173,7 @@ def run_loop(settings: Settings, output_settings: OutputSettings) -> None:
         ticker = Ticker(settings, output_settings)
         ticker.output.err(
             [
-                f"reading {describe_redis_url(settings.redis_url)} every {settings.interval:g} s "
+                f"reading {describe_locations(ticker.collector)} every {settings.interval:g} s "
                 f"(backends: {','.join(settings.backends) if settings.backends else 'auto'}; "
                 f"outputs: {','.join(output_settings.names)})"
             ],
@@ -188,6 +187,14 @@ def run_loop(settings: Settings, output_settings: OutputSettings) -> None:
         _silence_stdout()
     finally:
         stop.restore()
+
+
+def describe_locations(collector) -> str:
+    """`redis (rediss://host:port/0, from REDIS_URL), ...`: every datastore read, no password."""
+    return ", ".join(
+        f"{datastore.location.label} ({datastore.describe()}, from {datastore.location.source})"
+        for datastore in collector.datastores
+    )
 
 
 def _silence_stdout() -> None:

@@ -8,7 +8,7 @@ Every output (log lines, JSON, StatsD, OTLP) is a pure function of a `TickReport
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple
+from typing import FrozenSet, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 # A gauge is a reading at the tick's moment; a counter is how many happened since the last tick
 # (l2met `count#`, StatsD `|c`, an OTLP delta sum).
@@ -58,6 +58,26 @@ class SystemSample(NamedTuple):
     figures: Tuple[Figure, ...]
 
 
+class DatastoreSection(NamedTuple):
+    """One datastore's part of a tick: its samples are the next `queues` of the report's samples,
+    its system figures the next `systems` of its systems (datastores in the settings' order)."""
+
+    label: str
+    kind: str
+    # Where it is (a URL without credentials) and where that came from (a variable's name).
+    where: str
+    source: str
+    # False when it could not be read this tick.
+    ok: bool
+    queues: int
+    systems: int
+    errors: int
+    # The (system, queue) pairs and the systems whose names carry the label: a datastore earlier
+    # in the settings' order holds the same (see `collector.Naming`).
+    labeled_queues: FrozenSet[Tuple[str, str]] = frozenset()
+    labeled_systems: FrozenSet[str] = frozenset()
+
+
 class TickReport(NamedTuple):
     """Everything one tick read, and every problem it met on the way."""
 
@@ -75,3 +95,36 @@ class TickReport(NamedTuple):
     # Keyspace walk steps (SCAN) made within the tick: on the first tick only; later steps
     # happen between ticks.
     scan_round_trips: int = 0
+    # Each datastore's part, in order; empty for one datastore's own report (a reader's).
+    datastores: Tuple[DatastoreSection, ...] = ()
+
+
+def sections(
+    report: TickReport,
+) -> Iterator[Tuple[Optional[DatastoreSection], Sequence[QueueSample], Sequence[SystemSample]]]:
+    """Each datastore's section with its samples and system figures; one unnamed section (None)
+    for a report without datastores."""
+    if not report.datastores:
+        yield None, report.samples, report.systems
+        return
+    queues = systems = 0
+    for section in report.datastores:
+        yield (
+            section,
+            report.samples[queues : queues + section.queues],
+            report.systems[systems : systems + section.systems],
+        )
+        queues += section.queues
+        systems += section.systems
+
+
+def name_prefix(prefix: str, section: Optional[DatastoreSection], backend: str, queue: Optional[str] = None) -> str:
+    """The metric names' first part for a queue (or, without `queue`, a system's figures):
+    `<prefix>.<label>` when the datastore's names carry its label, else `<prefix>`."""
+    if section is None:
+        return prefix
+    if queue is None:
+        labeled = backend in section.labeled_systems
+    else:
+        labeled = (backend, queue) in section.labeled_queues
+    return f"{prefix}.{section.label}" if labeled else prefix

@@ -25,7 +25,7 @@ from helpers.servers import RedisServer  # noqa: E402
 from queue_metrics.config import Settings  # noqa: E402
 from queue_metrics.datastores.redis.connection import connect  # noqa: E402
 from queue_metrics.datastores.redis.keyspace_walk import MIN_STEP_GAP  # noqa: E402
-from queue_metrics.datastores.redis.reader import Collector  # noqa: E402
+from queue_metrics.datastores.redis.reader import RedisReader  # noqa: E402
 
 COMMAND = ".venv/bin/python tests/benchmarks/discovery.py"
 INTERVAL = 5.0
@@ -58,12 +58,12 @@ def main(keys: int) -> None:
         # `once` and `doctor`: a whole pass before reporting, a step every MIN_STEP_GAP.
         calls0, usec0 = scan_stats(client)
         started = time.monotonic()
-        whole = Collector(settings, connect(settings), whole_first_walk=True).tick()
+        whole = RedisReader(settings, connect(settings), whole_first_walk=True).tick()
         whole_seconds = time.monotonic() - started
         calls, usec = scan_stats(client)
         whole_steps, whole_usec = calls - calls0, usec - usec0
         # `run`: ticks every INTERVAL, the walk between them.
-        collector = Collector(settings, connect(settings))
+        collector = RedisReader(settings, connect(settings))
         calls0, usec0 = scan_stats(client)
         started = time.monotonic()
         first = collector.tick()

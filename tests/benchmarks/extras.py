@@ -41,7 +41,7 @@ from run import (  # noqa: E402
     time_ticks,
 )
 
-from queue_metrics.datastores.redis.reader import Collector  # noqa: E402
+from queue_metrics.datastores.redis.reader import RedisReader  # noqa: E402
 
 QUEUES = 1000
 
@@ -106,7 +106,7 @@ def collector_tick(url: str, backends: str, extras: bool):
             "QUEUE_METRICS_EXTRAS": "on" if extras else "off",
         }
     )
-    collector = Collector(settings, connect(settings))
+    collector = RedisReader(settings, connect(settings))
     own = []
 
     def tick():

@@ -25,7 +25,7 @@ import redis  # noqa: E402
 from helpers.servers import RedisServer  # noqa: E402
 from queue_metrics.config import Settings  # noqa: E402
 from queue_metrics.datastores.redis.connection import connect  # noqa: E402
-from queue_metrics.datastores.redis.reader import Collector  # noqa: E402
+from queue_metrics.datastores.redis.reader import RedisReader  # noqa: E402
 
 COMMAND = ".venv/bin/python tests/benchmarks/observed_memory.py"
 
@@ -74,7 +74,7 @@ def main(queues: int, ticks: int) -> None:
         client.sadd("_kombu.binding.celery", *[f"q{i}\x06\x16\x06\x16q{i}" for i in range(queues)])
         push_round(client, queues)
         settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": server.url, "QUEUE_METRICS_BACKENDS": "celery"})
-        collector = Collector(settings, connect(settings))
+        collector = RedisReader(settings, connect(settings))
         collector.tick()
         tracemalloc.start()
         before = tracemalloc.take_snapshot()

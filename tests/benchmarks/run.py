@@ -32,7 +32,7 @@ import redis  # noqa: E402
 from helpers.servers import RedisServer  # noqa: E402
 from queue_metrics.config import Settings  # noqa: E402
 from queue_metrics.datastores.redis.connection import connect  # noqa: E402
-from queue_metrics.datastores.redis.reader import Collector  # noqa: E402
+from queue_metrics.datastores.redis.reader import RedisReader  # noqa: E402
 
 DELAY_MS = 1.0
 BACKENDS = ("sidekiq", "rq", "celery")
@@ -212,7 +212,7 @@ def ours_child(url: str, backends: str, ticks: int, extras: str) -> None:
     settings = Settings.from_env(
         {"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_BACKENDS": backends, "QUEUE_METRICS_EXTRAS": extras}
     )
-    collector = Collector(settings, connect(settings))
+    collector = RedisReader(settings, connect(settings))
     report = collector.tick()
     assert report.redis_ok and not report.errors, report.errors
     print("warm", flush=True)

@@ -29,11 +29,11 @@ COMMAND = ".venv/bin/python tests/benchmarks/tick_instructions.py"
 TICKER = """
 import sys
 sys.path.insert(0, sys.argv[1] + "/lib")
-from queue_metrics.datastores.redis.reader import Collector
+from queue_metrics.datastores.redis.reader import RedisReader
 from queue_metrics.config import Settings
 from queue_metrics.datastores.redis.connection import connect
 settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": sys.argv[2], "QUEUE_METRICS_BACKENDS": sys.argv[3]})
-collector = Collector(settings, connect(settings))
+collector = RedisReader(settings, connect(settings))
 for _ in range(int(sys.argv[4])):
     assert collector.tick().redis_ok
 """

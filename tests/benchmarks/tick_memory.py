@@ -24,7 +24,7 @@ from footprint import populate_mixed  # noqa: E402
 from helpers.servers import RedisServer  # noqa: E402
 from queue_metrics.config import Settings  # noqa: E402
 from queue_metrics.datastores.redis.connection import RedisConnection, connect  # noqa: E402
-from queue_metrics.datastores.redis.reader import Collector  # noqa: E402
+from queue_metrics.datastores.redis.reader import RedisReader  # noqa: E402
 from queue_metrics.outputs.format import librato_lines  # noqa: E402
 
 COMMAND = ".venv/bin/python tests/benchmarks/tick_memory.py"
@@ -53,7 +53,7 @@ def section(queues: int = 10_000, ticks: int = 5) -> List[str]:
         populate_mixed(redis.Redis.from_url(server.url), queues)
         settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": server.url})
         tracemalloc.start(2)
-        collector = Collector(settings, connect(settings))
+        collector = RedisReader(settings, connect(settings))
         librato_lines(collector.tick(), "queue", None)
         held, peaks = [], []
         for _ in range(ticks):

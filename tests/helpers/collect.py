@@ -9,15 +9,15 @@ from typing import Dict, Optional
 
 from queue_metrics.config import Settings
 from queue_metrics.datastores.redis.connection import connect
-from queue_metrics.datastores.redis.reader import Collector
+from queue_metrics.datastores.redis.reader import RedisReader
 from queue_metrics.sample import TickReport
 
 HELPERS = os.path.dirname(__file__)
 
 
-def make_collector(url: str, **env: str) -> Collector:
+def make_collector(url: str, **env: str) -> RedisReader:
     settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": url, **env})
-    return Collector(settings, connect(settings))
+    return RedisReader(settings, connect(settings))
 
 
 def collect(url: str, **env: str) -> TickReport:

@@ -163,6 +163,8 @@ class SystemSpec(NamedTuple):
     settings_from_env: Callable[[Mapping[str, str]], object]
     # Builds the system from those settings and the QUEUE_METRICS_EXTRAS switch.
     make: Callable[[object, bool], QueueSystem]
+    # The kind of datastore it reads (a row of `datastores.KINDS`): its reader reads the system.
+    datastore: str = "redis"
 
 
 def evidence(listed: Optional[str], setting: str, configured: bool) -> Optional[str]:

@@ -19,19 +19,22 @@ queue system: it drives whatever `systems.SYSTEMS` holds. Only read commands are
 
 from __future__ import annotations
 
+import math
 import operator
 import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, Generator, Iterator, List, Optional, Sequence, Set, Tuple
 
 from queue_metrics.config import Settings
-from queue_metrics.datastores.redis.connection import RedisConnection, describe_error, round_trip
+from queue_metrics.datastores import DEFAULT_SOURCE, Location, idle_until
+from queue_metrics.datastores.redis.connection import RedisConnection, connect, describe_error, round_trip
 from queue_metrics.datastores.redis.keyspace_walk import (
     MIN_STEP_GAP,
     KeyspaceWalk,
     paced_walk_notice,
     whole_walk_notice,
 )
+from queue_metrics.datastores.redis.url import describe_redis_url
 from queue_metrics.errors import ErrorLog, RedisUnavailable, ReplyError, describe_walk_refusal, is_unknown_command
 from queue_metrics.sample import QueueSample, TickReport
 from queue_metrics.systems import SYSTEMS
@@ -39,19 +42,31 @@ from queue_metrics.systems.contract import Batch, Found, QueueSystem, Replies, j
 
 # `once` and `doctor` say how long their whole walk will take when it takes longer than this.
 ANNOUNCE_WALK_SECONDS = 1.0
-# No walk step starts this close to the next tick: one would be cut short by it (the step may not
-# hold the tick up), and a step cut short costs the next tick a new connection.
-LAST_STEP_MARGIN = 0.05
 
 
 def make_systems(settings: Settings) -> List[QueueSystem]:
-    specs = {spec.name: spec for spec in SYSTEMS}
+    """The queue systems a Redis holds (those pinned by QUEUE_METRICS_BACKENDS, else all)."""
+    specs = {spec.name: spec for spec in SYSTEMS if spec.datastore == KIND}
     chosen = settings.backends or tuple(specs)
-    return [specs[name].make(settings.of(name), settings.extras) for name in chosen]
+    return [specs[name].make(settings.of(name), settings.extras) for name in chosen if name in specs]
 
 
-class Collector:
-    """Reads all queues each tick; keeps only what discovery learnt between ticks."""
+KIND = "redis"
+
+
+def make_reader(
+    settings: Settings, location: Location, whole_first_walk: bool, announce: Callable[[str], None]
+) -> "RedisReader":
+    """The reader of one Redis datastore (`datastores.KINDS`): its own settings carry its URL."""
+    own = settings._replace(
+        redis_url=location.url, redis_url_var=None if location.source == DEFAULT_SOURCE else location.source
+    )
+    return RedisReader(own, connect(own), whole_first_walk=whole_first_walk, announce=announce, location=location)
+
+
+class RedisReader:
+    """One Redis datastore: reads all its queues each tick; keeps only what discovery learnt
+    between ticks. A `datastores.Datastore`."""
 
     def __init__(
         self,
@@ -62,12 +77,14 @@ class Collector:
         whole_first_walk: bool = False,
         sleep: Callable[[float], None] = time.sleep,
         announce: Callable[[str], None] = lambda notice: None,
+        location: Optional[Location] = None,
     ) -> None:
         """`whole_first_walk`: the first tick walks a whole pass before reading (`once`,
         `doctor`); else it takes one step, and the walk goes on between ticks (`run`).
         `announce` gets a line for people when the first walk takes long."""
         self._settings = settings
         self._client = client
+        self.location = location or settings.locations()[0]
         self._wall_clock = wall_clock
         self._monotonic = monotonic
         self._whole_first_walk = whole_first_walk
@@ -95,12 +112,14 @@ class Collector:
         self.refused: Dict[str, List[Tuple[str, str]]] = {}
         # Systems whose walk stopped because the server has no SCAN and nothing was lost by it.
         self.without_scan: List[str] = []
+        self._idle_blocked = False
 
     def tick(self) -> TickReport:
         started = self._monotonic()
         errors = ErrorLog()
         scans = 0
         reads = _TickReads(self, errors)
+        self._idle_blocked = False
         try:
             first = self._ticks == 0
             self._ticks += 1
@@ -150,23 +169,28 @@ class Collector:
         at the deadline; returns the steps taken. No step waits past the deadline, even on a hung
         Redis: the next tick starts on time and waits its own one timeout.
         """
-        sleep = sleep or self._sleep
-        steps = 0
-        while self.walks:
-            walk = min(self.walks, key=lambda candidate: candidate.due)
-            if walk.due >= deadline - LAST_STEP_MARGIN:
-                break
-            wait = walk.due - self._monotonic()
-            if wait > 0:
-                sleep(wait)
-            try:
-                self._step(walk, deadline)
-            except (RedisUnavailable, ReplyError, OSError):
-                # The next tick says what is wrong with the connection; walk again after it.
-                break
-            steps += 1
-        sleep(max(0.0, deadline - self._monotonic()))
-        return steps
+        return idle_until([self], deadline, sleep or self._sleep, self._monotonic)
+
+    @property
+    def idle_due(self) -> float:
+        """When the next walk step is due (monotonic); math.inf with no walk, or after a step
+        found the connection failed (the next tick says what is wrong; walk again after it)."""
+        if self._idle_blocked or not self.walks:
+            return math.inf
+        return min(walk.due for walk in self.walks)
+
+    def idle_step(self, deadline: float) -> None:
+        walk = min(self.walks, key=lambda candidate: candidate.due)
+        try:
+            self._step(walk, deadline)
+        except (RedisUnavailable, ReplyError, OSError):
+            self._idle_blocked = True
+
+    def describe(self) -> str:
+        return describe_redis_url(self._settings.redis_url)
+
+    def close(self) -> None:
+        self._client.close()
 
     def _first_walk(self) -> int:
         """The first tick's walk steps; a failed connection raises (the tick reports it).
@@ -318,7 +342,7 @@ class _TickReads:
     new this tick, at most 3.
     """
 
-    def __init__(self, collector: Collector, errors: ErrorLog) -> None:
+    def __init__(self, collector: RedisReader, errors: ErrorLog) -> None:
         self._collector = collector
         self._errors = errors
         self._wall_clock = collector._wall_clock
