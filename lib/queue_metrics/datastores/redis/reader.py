@@ -113,6 +113,8 @@ class RedisReader:
         # Systems whose walk stopped because the server has no SCAN and nothing was lost by it.
         self.without_scan: List[str] = []
         self._idle_blocked = False
+        # The systems in use at the last tick (None: no tick yet): only theirs are read next.
+        self._used_last: Optional[Set[str]] = None
 
     def tick(self) -> TickReport:
         started = self._monotonic()
@@ -139,6 +141,7 @@ class RedisReader:
         if reads.listed is not self._known:
             self._known, self._known_set, self._known_from = reads.listed, reads.listed_set, reads.found
         used = {system.name for system in reads.in_use}
+        self._used_last = used
         for key in reads.listed:
             errors.messages.extend(reads.queue_errors.get(key, ()))
         for read in reads.system_reads:
@@ -363,8 +366,13 @@ class _TickReads:
         self.round_trips = 0
 
     def start(self) -> None:
-        self._registries = [system.registry_batch() for system in self._collector.systems]
-        for system in self._collector.systems:
+        collector = self._collector
+        self._registries = [system.registry_batch() for system in collector.systems]
+        for system in collector.systems:
+            # A system not in use at the last tick has its figures read once it is: a Redis that
+            # holds no queues (an app's cache) costs the registries' reads only.
+            if collector._used_last is not None and system.name not in collector._used_last:
+                continue
             read = _Read(system, system.read_system)
             if read.step is not None:
                 self.system_reads.append(read)
