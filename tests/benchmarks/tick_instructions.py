@@ -29,11 +29,16 @@ COMMAND = ".venv/bin/python tests/benchmarks/tick_instructions.py"
 TICKER = """
 import sys
 sys.path.insert(0, sys.argv[1] + "/lib")
-from queue_metrics.datastores.redis.reader import RedisReader
 from queue_metrics.config import Settings
-from queue_metrics.datastores.redis.connection import connect
 settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": sys.argv[2], "QUEUE_METRICS_BACKENDS": sys.argv[3]})
-collector = RedisReader(settings, connect(settings))
+try:
+    from queue_metrics.datastores import KINDS  # noqa: F401 (the datastores layout: the loop's own tick)
+    from queue_metrics.collector import Collector
+    collector = Collector(settings)
+except ImportError:  # a checkout from before the datastores layout
+    from queue_metrics.collector import Collector
+    from queue_metrics.connection import connect
+    collector = Collector(settings, connect(settings))
 for _ in range(int(sys.argv[4])):
     assert collector.tick().redis_ok
 """
