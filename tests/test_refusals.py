@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
+import subprocess
 import sys
 import threading
 
@@ -16,7 +16,7 @@ import redis
 from rq import Queue
 
 from helpers.collect import HELPERS, by_queue, make_collector, sidekiq
-from helpers.process import queue_metrics
+from helpers.process import command_env, queue_metrics
 from helpers.producers import fill_three_systems
 from helpers.workers import system_figures, wait_for, worker_process
 from queue_metrics import errors
@@ -324,21 +324,32 @@ def test_a_connection_lost_mid_batch_does_not_quote_an_earlier_error_as_the_reas
     assert "saying" not in message and "LPOS" not in message and "job-payload-bytes" not in message
 
 
-def non_loopback_address() -> str:
-    """This machine's address on its network (not 127.0.0.0/8): the route to a documentation
-    address picks it; nothing is sent."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.connect(("192.0.2.1", 9))
-        address = probe.getsockname()[0]
-    assert not address.startswith("127."), address
-    return address
+# A test host of our own: an address on the loopback device of a network namespace the test
+# makes itself (`unshare --net`), so Redis sees a client that is not 127.0.0.1 while nothing leaves
+# the namespace.
+TEST_HOST = "10.231.0.1"
 
 
-def test_a_server_in_protected_mode_is_told_in_its_own_words(make_server):
+def test_a_server_in_protected_mode_is_told_in_its_own_words(tmp_path):
     """Redis in protected mode (no password, a client not on loopback) answers DENIED as its first
     reply and closes: that is the reason, said as Redis says it."""
-    address = non_loopback_address()
-    server = make_server(extra=["--bind", "127.0.0.1", address, "--protected-mode", "yes"])
-    url = f"redis://{address}:{server.port}/0"
-    (line,) = make_collector(url).tick().errors
-    assert line.startswith(f"Redis at {url} closed the connection, saying: DENIED Redis is running in protected mode")
+    url = f"redis://{TEST_HOST}:6399/0"
+    script = f"""
+set -e
+ip link set lo up
+ip addr add {TEST_HOST}/32 dev lo
+redis-server --bind {TEST_HOST} --port 6399 --protected-mode yes --save '' --appendonly no --dir {tmp_path} >/dev/null &
+for _ in $(seq 100); do (echo > /dev/tcp/{TEST_HOST}/6399) 2>/dev/null && break; sleep 0.05; done
+status=0
+"{sys.executable}" -m queue_metrics once || status=$?
+kill %1
+exit "$status"
+"""
+    env = command_env(REDIS_URL=url)
+    namespace = ["unshare", "--net", "bash", "-c", script]
+    result = subprocess.run(namespace, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("queue-metrics: error: ")]
+    assert line.startswith(
+        f"queue-metrics: error: Redis at {url} closed the connection, saying: DENIED Redis is running in protected mode"
+    ), line
