@@ -288,6 +288,22 @@ def test_doctor_without_lpos_says_unstamped_latency_cannot_be_observed(app, make
     assert not [line for line in result.stdout.splitlines() if line.startswith("Note: ")]
     (problem,) = [line for line in result.stdout.splitlines() if "Celery queue(s)" in line]
     assert problem.startswith("Problem: ") and "LPOS" in problem and "install(app)" in problem
+    # The server lacks the command: no ACL is to blame, and none is to be changed.
+    assert "+@read" not in result.stdout and "may not run" not in result.stdout, result.stdout
+    assert "not allowed for this user" not in problem, problem
+    (lacking,) = [line for line in result.stdout.splitlines() if "lacks" in line and "LPOS" in line]
+    assert not lacking.startswith("Problem: ") and "Celery" in lacking, lacking
+
+
+def test_doctors_celery_note_counts_only_the_queues_whose_latency_is_observed(app, redis_url, client):
+    """A queue whose head cannot be read (a malformed message) has an error, not a missing stamp."""
+    send(app, "plain", 2)
+    client.sadd("_kombu.binding.celery", "broken\x06\x16\x06\x16broken")
+    client.lpush("broken", b'{"properties": {"published_at": nope')
+    result = queue_metrics("doctor", env={"REDIS_URL": redis_url})
+    (note,) = [line for line in result.stdout.splitlines() if line.startswith("Note: ")]
+    assert note.startswith("Note: 1 Celery queue(s) show no latency"), note
+    assert [line for line in result.stdout.splitlines() if line.startswith('Problem: celery queue "broken"')]
 
 
 def test_doctor_prints_celery_lines_only_when_celery_is_in_use_and_in_one_shot_words(app, redis_url, client):

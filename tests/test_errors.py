@@ -13,7 +13,14 @@ from helpers.servers import free_port
 from queue_metrics.config import Settings
 from queue_metrics.datastores.redis.connection import connect, round_trip
 from queue_metrics.datastores.redis.resp import pack_commands
-from queue_metrics.errors import RedisUnavailable, ReplyError, describe_redis_error
+from queue_metrics.errors import (
+    RedisUnavailable,
+    ReplyError,
+    ServerClosed,
+    describe_redis_error,
+    describe_reply_error,
+    is_unknown_command,
+)
 
 TRAP_WORDS = ("ssl", "tls", "certificate", "auth", "timeout", "refused", "noauth", "wrongpass")
 PASSWORD = "s3cret-pass"
@@ -84,3 +91,25 @@ def test_the_text_of_an_error_is_never_searched():
         "lost the connection to Redis at w: Error 104 connecting to ssl-certificate-timeout-refused.example.com:6379. "
         "Boom."
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Redis 7 quotes each argument (cut at 128 characters) in single quotes, Redis 6 in backticks.
+        "ERR unknown command 'LPOS', with args beginning with: 'celery' '{\"body\": \"job-secret\"}' ",
+        'ERR unknown command `LPOS`, with args beginning with: `celery`, `{"body": "job-secret"}`, ',
+    ],
+)
+def test_an_unknown_command_reply_is_told_without_the_arguments_it_quotes(text):
+    """Any read's unknown-command reply quotes its arguments: job bytes, a password. None is told."""
+    reply = ReplyError(text)
+    for told in (
+        describe_reply_error(reply),
+        describe_redis_error(reply, "redis://h:6379/0", 1.0, False, False),
+        describe_redis_error(ServerClosed(reply.text), "redis://h:6379/0", 1.0, False, False),
+        str(reply),
+    ):
+        assert "job-secret" not in told and "with args" not in told, told
+        assert "unknown command" in told and "LPOS" in told
+    assert is_unknown_command(reply)

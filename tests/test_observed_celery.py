@@ -20,6 +20,7 @@ import queue_metrics.celery as stamp_hook
 from helpers.celery_worker_app import make_app
 from helpers.collect import by_queue, make_collector
 from helpers.workers import HELPERS, start_celery_worker, wait_for, worker_process
+from queue_metrics.outputs.format import table_lines
 from queue_metrics.sample import LATENCY_OBSERVED
 
 INTERVAL = 1.0
@@ -159,6 +160,10 @@ def test_a_redis_without_lpos_keeps_stamped_latency_and_says_nothing_per_queue(m
     samples = by_queue(report)
     assert samples["stamped"].latency is not None and samples["stamped"].latency_source == "stamp"
     assert (samples["plain"].size, samples["plain"].latency) == (1, None)
+    # Why it is unknown, where people read it: no LPOS, so it will never be observed.
+    assert samples["plain"].latency_source == "unobservable"
+    (reason,) = [line for line in table_lines(report) if line.startswith("* celery plain: latency unknown: ")]
+    assert "no LPOS" in reason and "install(app)" in reason and "no reason was reported" not in reason, reason
     app.close()
 
 
@@ -236,7 +241,7 @@ PRIORITIES = (7, 0, 9, 3, 5, 1, 8, 2, 6, 4, 9, 0)
 BURST_TICKS = 18
 
 
-def bursty_lists(client) -> list:
+def bursty_lists() -> list:
     return ["bursty", *[f"bursty\x06\x16{step}" for step in STEPS[1:]]]
 
 
@@ -244,7 +249,7 @@ def oldest_publish(client, published: dict, latest: bool) -> Optional[float]:
     """When the oldest message now waiting in any of bursty's lists was published: its list's
     tail, the earliest of them. `latest`: the end of its publish call, else the start."""
     pipe = client.pipeline(transaction=False)
-    for key in bursty_lists(client):
+    for key in bursty_lists():
         pipe.lindex(key, -1)
     times = [published[json.loads(payload)["headers"]["id"]][latest] for payload in pipe.execute() if payload]
     return min(times, default=None)

@@ -4,19 +4,26 @@ that wait while no worker runs. Real redis-servers, real producers and workers."
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
 import sys
+import threading
 
 import pytest
 import redis
 from rq import Queue
 
 from helpers.collect import HELPERS, by_queue, make_collector, sidekiq
-from helpers.process import queue_metrics
+from helpers.process import command_env, queue_metrics
 from helpers.producers import fill_three_systems
-from helpers.workers import wait_for, worker_process
+from helpers.workers import system_figures, wait_for, worker_process
 from queue_metrics import errors
-from queue_metrics.errors import ReplyError, describe_reply_error
+from queue_metrics.config import Settings
+from queue_metrics.datastores.redis.connection import connect, describe_error, round_trip
+from queue_metrics.datastores.redis.resp import pack_commands
+from queue_metrics.errors import RedisUnavailable, ReplyError, ServerClosed, describe_reply_error
 
 PASSWORD = "s3cret-refusals"
 
@@ -224,3 +231,125 @@ def test_doctor_says_nothing_of_the_sort_while_real_workers_run(make_server):
         problems = doctor_problems(server.url)
     client.close()
     assert not [line for line in problems if "no Sidekiq process" in line or "no rq worker" in line], problems
+
+
+# ---- workers this Redis user cannot see are unknown, not absent
+
+
+def recommended_patterns(line: str) -> list:
+    """The key patterns a refusal line tells to grant (`ACL SETUSER <user> ~a ~b`)."""
+    return re.search(r"ACL SETUSER <user> ((?:~[^\s)]+ ?)+)", line).group(1).split()
+
+
+def test_doctor_with_the_recommended_acl_user_claims_no_missing_sidekiq_process(make_server):
+    """Sidekiq's heartbeat hashes are named `<hostname>:<pid>:<nonce>`, outside the key patterns
+    the refusal line names: with just those, the processes are unknown (and said why), never 0."""
+    server = make_server()
+    client = redis.Redis.from_url(server.url)
+    sidekiq(server.url, {"enqueue": {"default": 2}})
+    errors = make_collector(limited_user(server, "rqonly", "~rq:*", "+@read")).tick().errors
+    (refusal,) = [line for line in errors if line.startswith("sidekiq registry")]
+    patterns = recommended_patterns(refusal)
+    assert "~processes" in patterns and "~*:*:*" not in patterns, refusal
+    assert "heartbeat hashes" in refusal and "~*:*:*" in refusal, refusal
+    url = limited_user(server, "sidekiq-reader", *patterns, "+@read")
+    sidekiq_command = ["sidekiq", "-r", os.path.join(HELPERS, "sidekiq_jobs.rb"), "-c", "1", "-q", "critical"]
+    with worker_process(sidekiq_command, {"REDIS_URL": server.url}):
+        wait_for(lambda: client.scard("processes") == 1, "the Sidekiq process to beat", timeout=60)
+        # The app uses Sidekiq only: the other systems left out, as the refusal lines say.
+        env = {"REDIS_URL": url, "QUEUE_METRICS_BACKENDS": "sidekiq"}
+        doctor = queue_metrics("doctor", env=env, timeout=60)
+        once = queue_metrics("once", "--format", "json", env=env, timeout=60)
+        # The pattern the line names for the processes: with it, the process is seen.
+        wider = limited_user(server, "sidekiq-all", *patterns, "~*:*:*", "+@read")
+        seen = make_collector(wider, QUEUE_METRICS_BACKENDS="sidekiq").tick()
+    client.close()
+    assert "no Sidekiq process is running" not in doctor.stdout, doctor.stdout
+    (problem,) = [line for line in doctor.stdout.splitlines() if line.startswith("Problem: ")]
+    assert problem.startswith("Problem: sidekiq process heartbeat hashes: 1 cannot be read"), problem
+    assert "~*:*:*" in problem and "processes, busy threads" in problem and "unknown" in problem, problem
+    (system,) = json.loads(once.stdout)["systems"]
+    assert "processes" not in system and "busy" not in system and system["retry"] == 0, system
+    assert seen.errors == () and system_figures(seen, "sidekiq")["processes"].value == 1
+
+
+def test_doctor_claims_no_missing_worker_when_the_worker_sets_are_refused(make_server):
+    server = make_server()
+    fill_three_systems(server.url)
+    url = limited_user(server, "queues-only", "~queues", "~queue:*", "~rq:queues", "~rq:queue:*", "~rq:job:*", "+@read")
+    report = make_collector(url, QUEUE_METRICS_BACKENDS="sidekiq,rq").tick()
+    assert {figure.name for system in report.systems for figure in system.figures}.isdisjoint(
+        {"processes", "workers", "busy"}
+    ), report.systems
+    doctor = queue_metrics("doctor", env={"REDIS_URL": url, "QUEUE_METRICS_BACKENDS": "sidekiq,rq"}, timeout=60)
+    assert "is running" not in doctor.stdout, doctor.stdout
+    assert 'Problem: sidekiq registry "processes"' in doctor.stdout
+    assert 'Problem: rq registry "rq:workers"' in doctor.stdout
+
+
+# ---- a close is told with the server's words only when they are its reason
+
+
+def kill_when_blocked(admin: redis.Redis, command: str) -> None:
+    """CLIENT KILL the connection that waits in `command` (a blocking pop), once it does."""
+    wait_for(
+        lambda: any(entry["cmd"] == command for entry in admin.client_list(_type="normal")),
+        f"a connection blocked in {command}",
+        timeout=10,
+    )
+    (blocked,) = [entry for entry in admin.client_list(_type="normal") if entry["cmd"] == command]
+    admin.client_kill_filter(_id=blocked["id"])
+
+
+def test_a_connection_lost_mid_batch_does_not_quote_an_earlier_error_as_the_reason(make_server):
+    """A Redis without LPOS answers a batch's LPOS with an error, then the connection is lost
+    (here killed while the batch's last command waits): that error is no reason for the close."""
+    server = make_server(extra=["--rename-command", "LPOS", ""])
+    settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": server.url, "QUEUE_METRICS_TIMEOUT": "10"})
+    connection = connect(settings)
+    assert round_trip(connection, [pack_commands([("LLEN", "celery")])], 1) == [0]  # mid-tick, not fresh
+    admin = redis.Redis.from_url(server.url)
+    killer = threading.Thread(target=kill_when_blocked, args=(admin, "blpop"))
+    killer.start()
+    try:
+        with pytest.raises(RedisUnavailable) as lost:
+            batch = [("LPOS", "celery", '{"body": "job-payload-bytes"}'), ("BLPOP", "nothing", 0)]
+            round_trip(connection, [pack_commands(batch)], 2)
+    finally:
+        killer.join()
+        admin.close()
+    assert not isinstance(lost.value, ServerClosed), lost.value
+    message = describe_error(lost.value, settings)
+    assert message.startswith(f"lost the connection to Redis at {server.url}"), message
+    assert "saying" not in message and "LPOS" not in message and "job-payload-bytes" not in message
+
+
+# A test host of our own: an address on the loopback device of a network namespace the test
+# makes itself (`unshare --net`), so Redis sees a client that is not 127.0.0.1 while nothing leaves
+# the namespace.
+TEST_HOST = "10.231.0.1"
+
+
+def test_a_server_in_protected_mode_is_told_in_its_own_words(tmp_path):
+    """Redis in protected mode (no password, a client not on loopback) answers DENIED as its first
+    reply and closes: that is the reason, said as Redis says it."""
+    url = f"redis://{TEST_HOST}:6399/0"
+    script = f"""
+set -e
+ip link set lo up
+ip addr add {TEST_HOST}/32 dev lo
+redis-server --bind {TEST_HOST} --port 6399 --protected-mode yes --save '' --appendonly no --dir {tmp_path} >/dev/null &
+for _ in $(seq 100); do (echo > /dev/tcp/{TEST_HOST}/6399) 2>/dev/null && break; sleep 0.05; done
+status=0
+"{sys.executable}" -m queue_metrics once || status=$?
+kill %1
+exit "$status"
+"""
+    env = command_env(REDIS_URL=url)
+    namespace = ["unshare", "--net", "bash", "-c", script]
+    result = subprocess.run(namespace, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("queue-metrics: error: ")]
+    assert line.startswith(
+        f"queue-metrics: error: Redis at {url} closed the connection, saying: DENIED Redis is running in protected mode"
+    ), line

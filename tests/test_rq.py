@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import redis
 from rq import Queue, Worker
 from rq.job import JobStatus
 from rq.registry import (
@@ -21,7 +22,8 @@ from rq.registry import (
 )
 from rq.worker import WorkerStatus
 
-from helpers.collect import by_queue, collect, make_collector
+from helpers.collect import by_queue, collect, make_collector, sidekiq
+from helpers.process import queue_metrics
 from helpers.workers import HELPERS, queue_figures, system_figures, wait_for, worker_process
 
 
@@ -272,5 +274,38 @@ def test_key_prefix_setting_wins_over_rqs_own_variable_and_is_checked_as_rq_chec
     both = RQSettings.from_env({"RQ_KEY_PREFIX": "shop", "QUEUE_METRICS_RQ_KEY_PREFIX": " {eu}:shop "})
     assert (both.key_prefix, both.key_prefix_var) == ("{eu}:shop", "QUEUE_METRICS_RQ_KEY_PREFIX")
     assert RQ(both).describe() == ["keys read with the key prefix '{eu}:shop' (QUEUE_METRICS_RQ_KEY_PREFIX)"]
-    with pytest.raises(ConfigError, match="^RQ_KEY_PREFIX may hold only .* got 'my app'$"):
-        RQSettings.from_env({"RQ_KEY_PREFIX": "my app"})
+    with pytest.raises(ConfigError, match="^QUEUE_METRICS_RQ_KEY_PREFIX may hold only .* got 'my app'$"):
+        RQSettings.from_env({"QUEUE_METRICS_RQ_KEY_PREFIX": "my app", "RQ_KEY_PREFIX": "shop"})
+    # The app's own variable is no setting of ours: one that rq 3 would refuse is left unused.
+    for foreign in ("my app", " shop "):
+        ignored = RQSettings.from_env({"RQ_KEY_PREFIX": foreign})
+        assert (ignored.key_prefix, ignored.key_prefix_var) == ("rq", None)
+        assert ignored.key_prefix_problem is not None and repr(foreign) in ignored.key_prefix_problem
+
+
+@pytest.mark.parametrize("foreign", ["my app", " shop "])
+def test_a_foreign_rq_key_prefix_is_said_each_tick_and_stops_nothing(make_server, foreign):
+    """RQ_KEY_PREFIX is the app's variable: one that rq 3 would refuse (rq before 3 ignores it) is
+    no usage error of ours; rq's keys are read with its default prefix, and an rq line says why."""
+    server = make_server()
+    client = redis.Redis.from_url(server.url)
+    sidekiq(server.url, {"enqueue": {"default": 1}})
+    Queue("default", connection=client).enqueue("builtins.len", "a")
+    client.close()
+    env = {"REDIS_URL": server.url, "RQ_KEY_PREFIX": foreign}
+    sidekiq_only = queue_metrics("once", env={**env, "QUEUE_METRICS_BACKENDS": "sidekiq"})
+    assert sidekiq_only.returncode == 0 and sidekiq_only.stderr == "", sidekiq_only.stderr
+    assert "sample#queue.sidekiq.default.size=1 " in sidekiq_only.stdout
+    both = queue_metrics("once", env=env)
+    assert both.returncode == 1
+    assert "sample#queue.rq.default.size=1 " in both.stdout and "sample#queue.sidekiq.default.size=1 " in both.stdout
+    (line,) = both.stderr.splitlines()
+    assert line.startswith("queue-metrics: error: rq: RQ_KEY_PREFIX ") and repr(foreign) in line, line
+    assert "rq 3 itself refuses it" in line and "'rq'" in line, line
+    collector = make_collector(server.url, RQ_KEY_PREFIX=foreign)
+    for _ in range(2):
+        assert [error for error in collector.tick().errors if "RQ_KEY_PREFIX" in error] == [line.split("error: ", 1)[1]]
+    doctor = queue_metrics("doctor", env=env)
+    assert [row for row in doctor.stdout.splitlines() if row.startswith("  ") and "RQ_KEY_PREFIX" in row], doctor.stdout
+    own = queue_metrics("once", env={**env, "QUEUE_METRICS_RQ_KEY_PREFIX": "my app"})
+    assert own.returncode == 2 and "usage error: QUEUE_METRICS_RQ_KEY_PREFIX" in own.stderr

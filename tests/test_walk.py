@@ -4,7 +4,9 @@ without SCAN loses and how to get it back."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from typing import List
@@ -22,6 +24,8 @@ from queue_metrics.config import Settings
 from queue_metrics.datastores.redis.connection import connect
 from queue_metrics.datastores.redis.keyspace_walk import MIN_STEP_GAP
 from queue_metrics.datastores.redis.reader import RedisReader
+from queue_metrics.datastores.redis.resp import pack_commands
+from queue_metrics.errors import RedisTimeout
 
 KEYS = 200_000
 
@@ -145,15 +149,15 @@ def test_no_walk_without_celery(big_keyspace):
 # ---- a hung Redis: one timeout per tick ------------------------------------------------------
 
 
-def hung_collector(url: str, whole_first_walk: bool, **env: str) -> RedisReader:
-    settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_TIMEOUT": "1", **env})
+def hung_collector(url: str, whole_first_walk: bool, timeout: float = 1, **env: str) -> RedisReader:
+    settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": url, "QUEUE_METRICS_TIMEOUT": f"{timeout:g}", **env})
     return RedisReader(settings, connect(settings), whole_first_walk=whole_first_walk)
 
 
 @pytest.mark.parametrize("whole_first_walk", [False, True], ids=["run", "once"])
 def test_a_hung_redis_costs_the_first_tick_one_timeout(make_server, whole_first_walk):
     server = make_server()
-    collector = hung_collector(server.url, whole_first_walk)
+    collector = hung_collector(server.url, whole_first_walk, timeout=2)
     server.pause()
     try:
         started = time.monotonic()
@@ -161,10 +165,74 @@ def test_a_hung_redis_costs_the_first_tick_one_timeout(make_server, whole_first_
         took = time.monotonic() - started
     finally:
         server.resume()
-    assert took < 2 * 1.0, took  # one timeout, not the walk's and then the tick's
+    # One timeout (2 s), not the walk's and then the tick's (4 s): halfway between, for a busy machine.
+    assert took < 1.5 * 2.0, took
     assert not report.redis_ok
     (line,) = report.errors
-    assert line.endswith("did not answer within 1 s (timeout)"), line
+    assert line.endswith("did not answer within 2 s (timeout)"), line
+
+
+class SlowLink:
+    """A TCP relay to a real redis-server that holds every chunk the server sends for `delay`
+    seconds: a slow network, which the server itself does not know about."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        self.delay = delay
+        self._upstream = port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._sockets: List[socket.socket] = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self._upstream))
+            self._sockets += [client, server]
+            threading.Thread(target=self._relay, args=(client, server, 0.0), daemon=True).start()
+            threading.Thread(target=self._relay, args=(server, client, self.delay), daemon=True).start()
+
+    @staticmethod
+    def _relay(source: socket.socket, target: socket.socket, delay: float) -> None:
+        try:
+            while True:
+                chunk = source.recv(65536)
+                if not chunk:
+                    break
+                time.sleep(delay)
+                target.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, target):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+
+def test_the_connections_set_up_keeps_to_the_deadline(make_server):
+    """AUTH and SELECT each wait for their own reply: over a slow link (0.7 s a reply), a walk
+    step with 1 s left must give up at the deadline, not a whole reply later."""
+    server = make_server(extra=["--requirepass", "set-up-secret"])
+    link = SlowLink(server.port, delay=0.7)
+    try:
+        settings = Settings.from_env(
+            {"QUEUE_METRICS_REDIS_URL": f"redis://:set-up-secret@127.0.0.1:{link.port}/1", "QUEUE_METRICS_TIMEOUT": "5"}
+        )
+        connection = connect(settings)
+        started = time.monotonic()
+        with pytest.raises(RedisTimeout):
+            connection.round_trip([pack_commands([("DBSIZE",)])], 1, deadline=started + 1.0)
+        took = time.monotonic() - started
+    finally:
+        link.close()
+    assert 1.0 <= took < 1.0 + 0.25, took  # AUTH at 0.7 s, then SELECT cut short at 1 s (not at 1.4 s)
 
 
 def test_the_walk_between_ticks_never_holds_the_next_tick_up(big_keyspace):

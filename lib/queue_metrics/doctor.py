@@ -17,13 +17,14 @@ from queue_metrics.datastores.redis.url import describe_redis_url
 from queue_metrics.errors import (
     RedisUnavailable,
     ReplyError,
+    describe_lacking_commands,
     describe_reply_error,
     is_unknown_command,
     permission_denied,
     show_name,
 )
 from queue_metrics.outputs.format import table_lines
-from queue_metrics.sample import TickReport
+from queue_metrics.sample import LATENCY_OBSERVED, LATENCY_UNOBSERVABLE, TickReport
 
 # Every command the collector may send, tried on a key that does not exist.
 PROBE_KEY = "queue-metrics:doctor:no-such-key"
@@ -89,22 +90,28 @@ def checkup(
         lines.append(f"Problem: {describe_error(error, settings)}")
         return Checkup(lines, False)
     # A NOPERM on the probe's key means the command itself passed the ACL (Redis checks it first):
-    # the user is limited by key patterns, which the systems' lines below tell about. A server
-    # without SCAN (renamed or disabled in its config) is no ACL matter: the tick's walk line
-    # below says what that loses and the fix.
+    # the user is limited by key patterns, which the systems' lines below tell about. A command
+    # the server lacks (older than it, or renamed or disabled in its config) is no ACL matter:
+    # what it costs is said, and no grant would help.
+    lacking = [
+        str(command[0])
+        for command, reply in zip(READ_COMMANDS, replies)
+        if isinstance(reply, ReplyError) and is_unknown_command(reply)
+    ]
     denied = [
         str(command[0])
         for command, reply in zip(READ_COMMANDS, replies)
-        if isinstance(reply, ReplyError)
-        and permission_denied(reply) != "key"
-        and not (command[0] == "SCAN" and is_unknown_command(reply))
+        if isinstance(reply, ReplyError) and permission_denied(reply) != "key" and str(command[0]) not in lacking
     ]
     if denied:
         problems.append(
             f"the Redis user may not run {', '.join(denied)}: grant it +@read (e.g. ACL SETUSER <user> +@read)"
         )
     else:
-        lines.append(f"Read commands allowed: {', '.join(str(command[0]) for command in READ_COMMANDS)}")
+        allowed = [str(command[0]) for command in READ_COMMANDS if str(command[0]) not in lacking]
+        lines.append(f"Read commands allowed: {', '.join(allowed)}")
+    if lacking:
+        lines.append(describe_lacking_commands(lacking))
     if any(isinstance(reply, ReplyError) and permission_denied(reply) == "key" for reply in replies):
         lines.append("Keys: this user may read only the keys of its ACL key patterns (NOPERM on a probe key)")
 
@@ -145,13 +152,19 @@ def checkup(
             "(check REDIS_URL / QUEUE_METRICS_REDIS_URL)"
         )
     # Unstamped Celery messages: `run` observes their latency from its second tick on (one tick
-    # cannot), unless LPOS, which observing needs, is missing or denied.
-    unknown = [sample for sample in report.samples if sample.latency is None and sample.backend == "celery"]
+    # cannot), unless LPOS, which observing needs, is missing or denied. Queues whose latency is
+    # unknown for another reason (a malformed message, a refused read) have their own problem.
+    unknown = [
+        sample
+        for sample in report.samples
+        if sample.latency is None and sample.latency_source in (LATENCY_OBSERVED, LATENCY_UNOBSERVABLE)
+    ]
     notes = []
-    if unknown and "LPOS" in denied:
+    without_lpos = "this Redis has no LPOS" if "LPOS" in lacking else "this Redis user may not run LPOS"
+    if unknown and ("LPOS" in lacking or "LPOS" in denied):
         problems.append(
             f"{len(unknown)} Celery queue(s) report no latency: their messages carry no publish stamp, and "
-            f"without LPOS (Redis before 6.0.6, or not allowed for this user) it cannot be observed; "
+            f"{without_lpos}, so it cannot be observed; "
             f"add `queue_metrics.celery.install(app)` where the Celery app is created"
         )
     elif unknown:

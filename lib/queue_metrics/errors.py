@@ -32,10 +32,24 @@ class PayloadError(QueueMetricsError, ValueError):
     """A job payload or timestamp we cannot read; the message is one short line."""
 
 
+# How Redis goes on when it quotes the arguments of a command it does not know: "ERR unknown command
+# 'AUTH', with args beginning with: 'default' '<the password, cut at 128 characters>'" (Redis 6:
+# in backticks). Those are a password, job bytes: no reply is kept with them.
+QUOTED_ARGUMENTS = ", with args beginning with:"
+
+
+def without_quoted_arguments(text: str) -> str:
+    """An error reply's text cut where it starts quoting the command's arguments."""
+    cut = text.find(QUOTED_ARGUMENTS)
+    return text if cut < 0 else text[:cut]
+
+
 class ReplyError(QueueMetricsError):
-    """An error reply to one command of a pipeline; it stands in that command's place."""
+    """An error reply to one command of a pipeline; it stands in that command's place. Its text
+    never holds the arguments an unknown-command reply quotes (see QUOTED_ARGUMENTS)."""
 
     def __init__(self, text: str) -> None:
+        text = without_quoted_arguments(text)
         super().__init__(text)
         self.text = text
         # Redis error replies start with an upper-case code: "WRONGTYPE Operation against ...".
@@ -104,15 +118,35 @@ def describe_reply_error(reply: ReplyError, expected: str = "a list", patterns: 
     return reply.text.split("\n", 1)[0][:200] or reply.code
 
 
-def describe_registry_denial(backend: str, reply: ReplyError, patterns: Sequence[str]) -> str:
+def describe_registry_denial(backend: str, reply: ReplyError, patterns: Sequence[str], note: str = "") -> str:
     """A NOPERM on the key that lists a system's queues: none of its queues can be read, and
-    nothing says whether the app uses it."""
+    nothing says whether the app uses it. `note`: what those patterns leave out."""
     if permission_denied(reply) != "key":
         return describe_reply_error(reply, "a set")
     shown = key_patterns_text(patterns)
     return (
         f"this Redis user may not read it (NOPERM), so the queues it lists cannot be read: let it read "
         f"{backend}'s keys (ACL SETUSER <user> {shown}), or leave {backend} out with QUEUE_METRICS_BACKENDS"
+        + (f"; {note}" if note else "")
+    )
+
+
+def sidekiq_processes_note(pattern: str) -> str:
+    """What Sidekiq's key patterns leave out: its processes' heartbeat hashes, named after them."""
+    return (
+        f"its processes' heartbeat hashes, named <hostname>:<pid>:<nonce>, need ~{pattern} too "
+        f"(any key with two colons), else the processes are unknown"
+    )
+
+
+def describe_unreadable_members(
+    backend: str, what: str, count: int, example: str, reply: ReplyError, patterns: Sequence[str], lost: str
+) -> str:
+    """Hashes of a system's workers (Sidekiq's processes, rq's workers) that cannot be read: the
+    figures summed over them are unknown, and left out rather than counted short."""
+    return (
+        f"{backend} {what}: {count} cannot be read ({example}: {describe_reply_error(reply, 'a hash', patterns)}), "
+        f"so {lost} are unknown (left out of the report)"
     )
 
 
@@ -120,6 +154,43 @@ def is_unknown_command(reply: ReplyError) -> bool:
     """The server has no such command (renamed away or disabled in its config): the reply is
     `ERR unknown command 'SCAN', with args ...`, the one case Redis marks with no code of its own."""
     return reply.code == "ERR" and reply.text[4:].lower().startswith("unknown command")
+
+
+# What each read command the server may lack costs (doctor); the others: the reads that use it.
+LACKING_COSTS = {
+    "LPOS": "the latency of Celery messages without a publish stamp cannot be observed (Redis before 6.0.6 has none)",
+    "SCAN": "queues that no registry lists can be missing (said below)",
+}
+
+
+def describe_lacking_commands(commands: Sequence[str]) -> str:
+    """Doctor's line for read commands the server does not have (older than them, or renamed or
+    disabled in its config): what each costs; no ACL grant would bring them back."""
+    costs = "; ".join(f"{command}: {LACKING_COSTS.get(command, 'the reads that use it fail')}" for command in commands)
+    return f"This server lacks {', '.join(commands)} (older than the command, or renamed or disabled): {costs}"
+
+
+def rq_key_prefix_unusable(variable: str, text: str) -> str:
+    """QUEUE_METRICS_RQ_KEY_PREFIX that rq could not have written keys with (a usage error)."""
+    return f"{variable} may hold only letters, digits and _ . : - {{ }} (as rq), got {text!r}"
+
+
+def rq_key_prefix_ignored(text: str, default: str) -> str:
+    """The app's RQ_KEY_PREFIX, when rq 3 would refuse it (rq before 3 reads no such variable):
+    not ours to refuse, so it is said and left unused."""
+    return (
+        f"RQ_KEY_PREFIX {text!r} is not used: rq 3 itself refuses it (only letters, digits and _ . : - {{ }}, "
+        f"no spaces), and rq before 3 ignores it; keys are read with rq's default prefix {default!r} "
+        f"(QUEUE_METRICS_RQ_KEY_PREFIX sets another)"
+    )
+
+
+def celery_queues_unseen_without_walk(default_exchange: str) -> str:
+    """What a server without SCAN costs Celery (its `without_walk`), and the fix."""
+    return (
+        f"Celery queues bound to exchanges other than the default {default_exchange!r} may be missing: "
+        f"name them in QUEUE_METRICS_CELERY_QUEUES"
+    )
 
 
 def describe_walk_refusal(reply: ReplyError, lost: Optional[str]) -> str:

@@ -20,9 +20,12 @@ UNIT_JOBS = "{job}"
 UNIT_SECONDS = "s"
 UNIT_RATIO = "1"
 
-# Where a latency came from: a publish time the message carries, or the loop's own observation.
+# Where a latency came from: a publish time the message carries, or the loop's own observation;
+# or, with no latency, why none will come: the messages carry no publish time and this Redis has no
+# LPOS to observe it with (before 6.0.6, or renamed away).
 LATENCY_FROM_STAMP = "stamp"
 LATENCY_OBSERVED = "observed"
+LATENCY_UNOBSERVABLE = "unobservable"
 
 
 class Figure(NamedTuple):
@@ -47,7 +50,8 @@ class QueueSample(NamedTuple):
     latency: Optional[float]
     # The queue system's own per-queue figures (RQ's registries, Celery's unacked messages).
     figures: Tuple[Figure, ...] = ()
-    # LATENCY_FROM_STAMP, LATENCY_OBSERVED, or None when there is no latency or one kind only.
+    # LATENCY_FROM_STAMP, LATENCY_OBSERVED, LATENCY_UNOBSERVABLE, or None when there is no latency
+    # or one kind only.
     latency_source: Optional[str] = None
 
 

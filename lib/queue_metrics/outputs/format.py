@@ -25,7 +25,15 @@ import re
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from queue_metrics.errors import queue_subject, readable_name
-from queue_metrics.sample import COUNTER, LATENCY_OBSERVED, UNIT_SECONDS, Figure, QueueSample, TickReport
+from queue_metrics.sample import (
+    COUNTER,
+    LATENCY_OBSERVED,
+    LATENCY_UNOBSERVABLE,
+    UNIT_SECONDS,
+    Figure,
+    QueueSample,
+    TickReport,
+)
 
 # Logplex cuts lines at 10,000 bytes; stay far below so a drain never sees half a line.
 MAX_LINE_BYTES = 1000
@@ -259,6 +267,10 @@ def table_lines(report: TickReport) -> List[str]:
 # carry no publish time; README, "Celery latency with no change to the app"), and one reading has
 # no history yet.
 NOT_OBSERVED_YET = "it is observed over ticks (the messages carry no publish time): `queue-metrics run` reports it"
+NOT_OBSERVABLE = (
+    "the messages carry no publish time and this Redis has no LPOS to observe it with (before 6.0.6, or "
+    "renamed away): `queue_metrics.celery.install(app)` stamps them"
+)
 UNKNOWN_LATENCY = "unknown*"
 LATENCY_UNKNOWN = "latency unknown: "
 
@@ -300,4 +312,6 @@ def _unknown_reason(sample: QueueSample, errors: Tuple[str, ...]) -> str:
         return "; ".join(said)
     if sample.latency_source == LATENCY_OBSERVED:
         return NOT_OBSERVED_YET
+    if sample.latency_source == LATENCY_UNOBSERVABLE:
+        return NOT_OBSERVABLE
     return "no reason was reported"

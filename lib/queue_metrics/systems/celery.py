@@ -33,8 +33,22 @@ from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence
 
 from queue_metrics.celery import PUBLISHED_AT_PROPERTY
 from queue_metrics.datastores.redis.resp import NameKey
-from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
-from queue_metrics.sample import LATENCY_FROM_STAMP, LATENCY_OBSERVED, Figure, QueueSample, SystemSample
+from queue_metrics.errors import (
+    ErrorLog,
+    PayloadError,
+    ReplyError,
+    celery_queues_unseen_without_walk,
+    describe_reply_error,
+    show_name,
+)
+from queue_metrics.sample import (
+    LATENCY_FROM_STAMP,
+    LATENCY_OBSERVED,
+    LATENCY_UNOBSERVABLE,
+    Figure,
+    QueueSample,
+    SystemSample,
+)
 from queue_metrics.setting_values import escaped_text, name_list, whole_numbers
 from queue_metrics.systems.contract import (
     EMPTY_BATCH,
@@ -84,7 +98,6 @@ UNIT_MESSAGES = "{message}"
 # is the default queue; `<queue>` stands for each other one). A global_keyprefix's keys all start
 # with it.
 KEY_PATTERNS = (f"*{BINDING_KEY_MARK}*", UNACKED_KEY, "celery*", "<queue>*")
-SCAN_SPECIAL = str.maketrans({char: f"\\{char}" for char in "*?[]\\"})
 
 
 def binding_key(exchange: str, keyprefix: str = "") -> str:
@@ -296,7 +309,7 @@ class Celery:
     def scan_pattern(self) -> str:
         if self.settings.keyprefix is None:
             return f"*{BINDING_KEY_MARK}*"
-        return binding_key("*", self.settings.keyprefix.translate(SCAN_SPECIAL))
+        return binding_key("*", glob_escape(self.settings.keyprefix))
 
     def found_keys(self, keys: Iterable[str], complete: bool) -> None:
         wanted = set()
@@ -318,10 +331,7 @@ class Celery:
     def without_walk(self) -> Optional[str]:
         if self.settings.queues:
             return None  # the user named the queues, as the error line below asks
-        return (
-            f"Celery queues bound to exchanges other than the default {DEFAULT_EXCHANGE!r} may be missing: "
-            f"name them in QUEUE_METRICS_CELERY_QUEUES"
-        )
+        return celery_queues_unseen_without_walk(DEFAULT_EXCHANGE)
 
     def _held_prefixes(self) -> List[str]:
         """The global_keyprefixes whose `unacked` hash is read: the one set, or every one found."""
@@ -614,9 +624,9 @@ class Celery:
                 continue
             waits.append(seen)
         if unknown:
-            # Not known yet, but observed from the next tick on (the table says so); without LPOS
-            # it never will be.
-            return None, LATENCY_OBSERVED if self._observing else None
+            # Not known yet, but observed from the next tick on; without LPOS it never will be
+            # (the table says which).
+            return None, LATENCY_OBSERVED if self._observing else LATENCY_UNOBSERVABLE
         if not waits:
             return 0.0, None
         return max(waits), LATENCY_OBSERVED if observed else LATENCY_FROM_STAMP

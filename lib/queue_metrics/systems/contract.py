@@ -304,17 +304,18 @@ def latency_or_report(
 
 
 def registry_members(
-    backend: str, key: str, reply: object, errors: ErrorLog, patterns: Optional[Sequence[str]] = None
+    backend: str, key: str, reply: object, errors: ErrorLog, patterns: Optional[Sequence[str]] = None, note: str = ""
 ) -> list:
     """The members of a registry set (SMEMBERS), or none with the error reported.
 
     With `patterns` (the system's ACL key patterns), the set is the one that lists the system's
-    queues: a NOPERM on it is a refusal, reported even when nothing else shows the system in use.
+    queues: a NOPERM on it is a refusal, reported even when nothing else shows the system in use;
+    `note` says what the patterns leave out.
     """
     if isinstance(reply, ReplyError):
         if patterns is not None and reply.code == "NOPERM":
             errors.refused(
-                key, f"{backend} registry {show_name(key)}: {describe_registry_denial(backend, reply, patterns)}"
+                key, f"{backend} registry {show_name(key)}: {describe_registry_denial(backend, reply, patterns, note)}"
             )
         else:
             errors.about_reply(backend, f"registry {show_name(key)}", reply, "a set")

@@ -32,7 +32,17 @@ import re
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from queue_metrics.datastores.redis.resp import NameKey
-from queue_metrics.errors import ConfigError, ErrorLog, PayloadError, ReplyError, describe_reply_error, show_name
+from queue_metrics.errors import (
+    ConfigError,
+    ErrorLog,
+    PayloadError,
+    ReplyError,
+    describe_reply_error,
+    describe_unreadable_members,
+    rq_key_prefix_ignored,
+    rq_key_prefix_unusable,
+    show_name,
+)
 from queue_metrics.sample import Figure, QueueSample, SystemSample
 from queue_metrics.setting_values import name_list
 from queue_metrics.systems.contract import (
@@ -118,17 +128,23 @@ def _enqueued_at_of_some_job(value: bytes) -> float:
     return job_enqueued_at(value, "")
 
 
-def key_prefix(values: Mapping[str, str]) -> Tuple[str, Optional[str]]:
-    """rq's key prefix and the variable it came from (None: rq's default). QUEUE_METRICS_RQ_KEY_PREFIX
-    wins; else RQ_KEY_PREFIX, which rq 3 itself reads from the environment of the app's processes,
-    so the collector, sharing the app's config vars, reads what the app writes."""
-    for variable in ("QUEUE_METRICS_RQ_KEY_PREFIX", "RQ_KEY_PREFIX"):
-        text = values.get(variable, "").strip()
-        if text:
-            if not KEY_PREFIX_CHARS.fullmatch(text):
-                raise ConfigError(f"{variable} may hold only letters, digits and _ . : - {{ }} (as rq), got {text!r}")
-            return text, variable
-    return DEFAULT_KEY_PREFIX, None
+def key_prefix(values: Mapping[str, str]) -> Tuple[str, Optional[str], Optional[str]]:
+    """rq's key prefix, the variable it came from (None: rq's default), and why RQ_KEY_PREFIX
+    was left unused (None: it was not). QUEUE_METRICS_RQ_KEY_PREFIX wins, checked as a setting of
+    ours; else RQ_KEY_PREFIX, which rq 3 itself reads from the environment of the app's
+    processes, so the collector, sharing the app's config vars, reads what the app writes. That
+    one is the app's: a value rq 3 would refuse (taken as it is, spaces too) stops nothing here."""
+    own = values.get("QUEUE_METRICS_RQ_KEY_PREFIX", "").strip()
+    if own:
+        if not KEY_PREFIX_CHARS.fullmatch(own):
+            raise ConfigError(rq_key_prefix_unusable("QUEUE_METRICS_RQ_KEY_PREFIX", own))
+        return own, "QUEUE_METRICS_RQ_KEY_PREFIX", None
+    apps = values.get("RQ_KEY_PREFIX", "")
+    if not apps:
+        return DEFAULT_KEY_PREFIX, None, None
+    if not KEY_PREFIX_CHARS.fullmatch(apps):
+        return DEFAULT_KEY_PREFIX, None, rq_key_prefix_ignored(apps, DEFAULT_KEY_PREFIX)
+    return apps, "RQ_KEY_PREFIX", None
 
 
 class RQSettings(NamedTuple):
@@ -137,11 +153,18 @@ class RQSettings(NamedTuple):
     # What every key starts with, before a colon (rq 3's RQ_KEY_PREFIX), and where it was set.
     key_prefix: str = DEFAULT_KEY_PREFIX
     key_prefix_var: Optional[str] = None
+    # Why the app's RQ_KEY_PREFIX is not used (rq 3 would refuse it); said at every tick.
+    key_prefix_problem: Optional[str] = None
 
     @classmethod
     def from_env(cls, values: Mapping[str, str]) -> "RQSettings":
-        prefix, variable = key_prefix(values)
-        return cls(queues=name_list(values.get("QUEUE_METRICS_RQ_QUEUES")), key_prefix=prefix, key_prefix_var=variable)
+        prefix, variable, problem = key_prefix(values)
+        return cls(
+            queues=name_list(values.get("QUEUE_METRICS_RQ_QUEUES")),
+            key_prefix=prefix,
+            key_prefix_var=variable,
+            key_prefix_problem=problem,
+        )
 
 
 class RQ:
@@ -193,6 +216,8 @@ class RQ:
         self._heads.start_tick()
         queues_key, queue_key_prefix = self._queues_key, self._queue_key_prefix
         members = registry_members(NAME, queues_key, replies[0], errors, self.key_patterns)
+        if self.settings.key_prefix_problem:
+            errors.add(f"{NAME}: {self.settings.key_prefix_problem}")
 
         def make(own: ErrorLog) -> Found:
             names = set(self.settings.queues)
@@ -312,20 +337,41 @@ class RQ:
     def _read_system(self, errors: ErrorLog) -> SystemReader:
         first = self._workers_batch
         replies = yield joined((first, self._workers.known_batch))
-        members = registry_members(NAME, self._workers_key, replies.values[0], errors)
+        listed = replies.values[0]
+        members = registry_members(NAME, self._workers_key, listed, errors)
         workers = yield from self._workers.read(members, replies.values[first.replies :])
+        if isinstance(listed, ReplyError):
+            return None  # no worker is known: none is not 0
+        unreadable = [
+            (key, exists if isinstance(exists, ReplyError) else state)
+            for key, (exists, state) in workers
+            if isinstance(exists, ReplyError) or isinstance(state, ReplyError)
+        ]
+        if unreadable:
+            # A count without them would be short, and doctor would take 0 workers for none running.
+            key, failed = unreadable[0]
+            errors.add(
+                describe_unreadable_members(
+                    NAME,
+                    "worker hashes",
+                    len(unreadable),
+                    show_name(decode_name(key)),
+                    failed,  # type: ignore[arg-type]
+                    self.key_patterns,
+                    "workers and busy workers",
+                )
+            )
+            return None
         alive = busy = 0
-        for key, (exists, state) in workers:
-            failed = exists if isinstance(exists, ReplyError) else state
-            if isinstance(failed, ReplyError):
-                errors.about_reply(NAME, f"worker {show_name(decode_name(key))}", failed, "a hash")
-                continue
+        for _, (exists, state) in workers:
             if exists:
                 alive += 1
                 busy += state == BUSY_STATE
         return SystemSample(NAME, (Figure("workers", alive, "{worker}"), Figure("busy", busy, "{worker}")))
 
     def describe(self) -> List[str]:
+        if self.settings.key_prefix_problem:
+            return [self.settings.key_prefix_problem]
         where = self.settings.key_prefix_var
         if where is None:
             return []

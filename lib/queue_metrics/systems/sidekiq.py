@@ -16,7 +16,14 @@ from __future__ import annotations
 import math
 from typing import Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
-from queue_metrics.errors import ErrorLog, PayloadError, ReplyError, show_name
+from queue_metrics.errors import (
+    ErrorLog,
+    PayloadError,
+    ReplyError,
+    describe_unreadable_members,
+    show_name,
+    sidekiq_processes_note,
+)
 from queue_metrics.sample import COUNTER, UNIT_RATIO, Figure, QueueSample, SystemSample
 from queue_metrics.setting_values import name_list
 from queue_metrics.systems.contract import (
@@ -62,7 +69,9 @@ PROCESS_FIELDS = ("info", "busy")  # info: JSON with `concurrency`; busy: thread
 CONCURRENCY_FIELD = "concurrency"
 # ACL key patterns of the keys above, for a Redis user limited by key patterns (a namespace's
 # keys are all `<namespace>:*`). A process's hash is named after its identity,
-# `<hostname>:<pid>:<nonce>`: no pattern of its own.
+# `<hostname>:<pid>:<nonce>`: only a pattern as wide as PROCESS_KEY_PATTERN matches it, so it is
+# named apart (without it the processes are unknown).
+PROCESS_KEY_PATTERN = "*:*:*"
 KEY_PATTERNS = (
     QUEUES_KEY,
     QUEUE_KEY.format(name="*"),
@@ -142,6 +151,9 @@ class Sidekiq:
         self._registry = batch(("SMEMBERS", self._key_prefix + QUEUES_KEY))
         escaped = glob_escape(self._key_prefix)
         self.key_patterns = (f"{escaped}*",) if escaped else KEY_PATTERNS
+        # The processes' hashes: under `<namespace>:*`, else only PROCESS_KEY_PATTERN matches them.
+        self._process_patterns = self.key_patterns if escaped else (PROCESS_KEY_PATTERN,)
+        self._refusal_note = "" if escaped else sidekiq_processes_note(PROCESS_KEY_PATTERN)
         self._queue_patterns = (escaped + QUEUE_KEY.format(name="*"),)
         key = name_key(QUEUE_KEY, self._key_prefix)
         self._queue_template = BatchTemplate(("LLEN", key), ("LINDEX", key, OLDEST_INDEX))
@@ -172,7 +184,7 @@ class Sidekiq:
     def queues(self, replies: list, errors: ErrorLog) -> Found:
         self._heads.start_tick()
         key = self._key_prefix + QUEUES_KEY
-        members = registry_members(NAME, key, replies[0], errors, self.key_patterns)
+        members = registry_members(NAME, key, replies[0], errors, self.key_patterns, self._refusal_note)
 
         def make(_: ErrorLog) -> Found:
             names = {decode_name(member) for member in members}
@@ -219,19 +231,33 @@ class Sidekiq:
                 counters.append(Figure(name, count, kind=COUNTER))
         members = registry_members(NAME, self._key_prefix + PROCESSES_KEY, values[5], errors)
         processes = yield from self._processes.read(members, values[stats.replies :])
-        figures.extend(self._process_figures(processes, errors))
+        if not isinstance(values[5], ReplyError):  # else no process is known: none is not 0
+            figures.extend(self._process_figures(processes, errors))
         return SystemSample(NAME, tuple(figures + counters))
 
     def _process_figures(self, processes: list, errors: ErrorLog) -> List[Figure]:
-        """Live processes, busy threads, concurrency and utilization, as `ProcessSet` sums them."""
+        """Live processes, busy threads, concurrency and utilization, as `ProcessSet` sums them;
+        none when a process's hash cannot be read (a sum without it would be short, and doctor
+        would take 0 processes for none running)."""
+        unreadable = [(identity, reply) for identity, (reply,) in processes if isinstance(reply, ReplyError)]
+        if unreadable:
+            identity, reply = unreadable[0]
+            errors.add(
+                describe_unreadable_members(
+                    NAME,
+                    "process heartbeat hashes",
+                    len(unreadable),
+                    show_name(decode_name(identity)),
+                    reply,
+                    self._process_patterns,
+                    "processes, busy threads, concurrency and utilization",
+                )
+            )
+            return []
         live = busy = concurrency = 0
         concurrency_known = True
         self._infos.start_tick()
-        for identity, (reply,) in processes:  # HMGET: [info, busy], or an error reply
-            if isinstance(reply, ReplyError):
-                errors.about_reply(NAME, f"process {show_name(decode_name(identity))}", reply, "a hash")
-                concurrency_known = False
-                continue
+        for identity, (reply,) in processes:  # HMGET: [info, busy]
             info, threads = reply
             if info is None:
                 continue  # its heartbeat expired: the process is gone

@@ -157,9 +157,9 @@ class RedisConnection:
                     if first and values and isinstance(values[0], ReplyError):
                         if values[0].code == "NOAUTH":
                             raise values[0]
-                        if self._fresh and values[0].text == MAX_CLIENTS_REPLY:
+                        if self._fresh and (values[0].text == MAX_CLIENTS_REPLY or values[0].code == "DENIED"):
                             # Not an answer: the server refused the connection on accepting it
-                            # and is closing it.
+                            # (maxclients, protected mode) and is closing it.
                             raise ServerClosed(values[0].text)
                     first = False
                     self._fresh = False
@@ -174,7 +174,11 @@ class RedisConnection:
             raise
         except RedisUnavailable as error:
             # The server may have said why before it closed: that, not the close, is the news.
-            words = None if sock is None or error.args == (MORE_REPLIES,) else _last_words(sock, parser, replies)
+            words = (
+                None
+                if sock is None or error.args == (MORE_REPLIES,)
+                else _last_words(sock, parser, replies, self._fresh)
+            )
             unanswered = self._heard is False
             self.close()
             if words is not None:
@@ -219,15 +223,23 @@ class RedisConnection:
         if address.password is not None:
             self._handshake(
                 ("AUTH", address.username, address.password) if address.username else ("AUTH", address.password),
+                deadline,
                 fallback=("AUTH", address.password),
             )
         if address.database:
-            self._handshake(("SELECT", address.database))
+            self._handshake(("SELECT", address.database), deadline)
         return sock
 
-    def _handshake(self, command: Tuple[object, ...], fallback: Optional[Tuple[object, ...]] = None) -> None:
-        """One command of the connection's set-up; its error reply fails the connection."""
-        (reply,) = self.round_trip([pack_commands([command])], 1)
+    def _handshake(
+        self,
+        command: Tuple[object, ...],
+        deadline: Optional[float],
+        fallback: Optional[Tuple[object, ...]] = None,
+    ) -> None:
+        """One command of the connection's set-up, within the call's deadline (each round trip
+        of it would otherwise get the time left at the start); its error reply fails the
+        connection."""
+        (reply,) = self.round_trip([pack_commands([command])], 1, deadline)
         if (
             isinstance(reply, ReplyError)
             and fallback is not None
@@ -236,7 +248,7 @@ class RedisConnection:
         ):
             # Redis < 6 knows no user names: old URLs carry one (`redis://h:password@...`) that
             # its AUTH takes as an extra argument. Do as redis-py does: the password alone.
-            (reply,) = self.round_trip([pack_commands([fallback])], 1)
+            (reply,) = self.round_trip([pack_commands([fallback])], 1, deadline)
         if isinstance(reply, ReplyError):
             self.close()
             raise reply
@@ -261,11 +273,18 @@ class RedisConnection:
 LAST_WORDS_SIZE = 4096
 
 
-def _last_words(sock: socket.socket, parser: ReplyParser, replies: List[Any]) -> Optional[str]:
-    """The error reply Redis sent before it closed the connection, if any: what it had sent and
-    we had not read yet is taken without waiting (after a failed send it may still be there), and
-    the last reply in, if it is a generic error (`ERR ...`, as at `maxclients`), is its text. An
-    error about one command (WRONGTYPE, NOPERM, ...) is no reason for a close."""
+# Error codes that, as a connection's very first reply, are the server refusing it: a proxy's or
+# the server's `ERR ...`, protected mode's `DENIED ...`.
+REFUSAL_CODES = ("ERR", "DENIED")
+
+
+def _last_words(sock: socket.socket, parser: ReplyParser, replies: List[Any], fresh: bool) -> Optional[str]:
+    """The error reply Redis sent as its reason before it closed the connection, if any: what it
+    had sent and we had not read yet is taken without waiting (after a failed send it may still
+    be there). A reason is the reply of a server at `maxclients`, or a generic error (`ERR`,
+    `DENIED`) that is the connection's first reply (`fresh`: no reply was delivered on it yet).
+    Any other error answered one command of a batch (an unknown LPOS, a WRONGTYPE): the
+    connection was lost after it, not because of it."""
     try:
         sock.settimeout(0.0)
         chunk = sock.recv(LAST_WORDS_SIZE)
@@ -274,7 +293,9 @@ def _last_words(sock: socket.socket, parser: ReplyParser, replies: List[Any]) ->
     except (OSError, ValueError, RedisUnavailable):
         pass  # nothing more to read, or nothing readable: what came before is all there is
     last = replies[-1] if replies else None
-    if isinstance(last, ReplyError) and last.code == "ERR":
+    if not isinstance(last, ReplyError):
+        return None
+    if last.text == MAX_CLIENTS_REPLY or (fresh and len(replies) == 1 and last.code in REFUSAL_CODES):
         return last.text
     return None
 
@@ -320,11 +341,8 @@ def describe_error(error: BaseException, settings: Settings) -> str:
         settings.redis_url.startswith("rediss://"),
         has_password,
     )
-    # An error reply may quote the command it refuses: a server that knows no AUTH (renamed
-    # away, or a proxy) answers "ERR unknown command 'AUTH', with args beginning with: 'default'
-    # 'p4ss'". The password goes, however short when quoted so; the user name stays.
-    for password in passwords_of(settings.redis_url, shortest=1):
-        message = message.replace(f"'{password}'", "'***'")
+    # No reply holds the arguments an unknown command's reply quotes (`ReplyError`), AUTH's
+    # password among them: this is the last line of defence, for foreign text (an exception).
     for password in passwords_of(settings.redis_url):
         message = message.replace(password, "***")
     return message

@@ -3,8 +3,8 @@
 It never uses KEYS. It walks the keyspace with SCAN ... MATCH ... COUNT 1000, one short command
 at a time: each asks Redis to look at about a thousand keys, so no single command holds a busy
 Redis up, whatever its size. The steps are spread evenly over `pass_seconds` (sized from DBSIZE,
-read with each step), between the ticks, so a tick itself never waits for a walk; a walk started
-when a key already existed finds it, so a new queue is found within two passes.
+read with each step), between the ticks, so no tick but the first waits for a walk (see below); a
+walk started when a key already existed finds it, so a new queue is found within two passes.
 
 Every walk is paced, the first one too: `run`'s first tick takes one step (all of a keyspace of
 up to about a thousand keys) and the rest follow between ticks at the same pace; `once` and
@@ -32,7 +32,7 @@ class KeyspaceWalk:
     next step is (monotonic)."""
 
     def __init__(
-        self, pattern: str, pass_seconds: float, deliver: Callable[[List[str], bool], None], system: str = ""
+        self, pattern: str, pass_seconds: float, deliver: Callable[[List[str], bool], None], system: str
     ) -> None:
         self.pattern = pattern
         self.system = system  # the queue system it looks for queues of

@@ -203,7 +203,7 @@ class RedisReader:
         a step every MIN_STEP_GAP, the most the walk between ticks ever takes.
         """
         steps = 0
-        for walk in self.walks:
+        for walk in list(self.walks):  # _step may drop a walk (a server without SCAN)
             steps += 1
             if not self._step(walk):
                 continue
