@@ -556,9 +556,26 @@ BAD_URL = f"redis://:{PASSWORD}@127.0.0.1:notaport/0"
             "QUEUE_METRICS_REDIS_URLS (item 2) is not a valid Redis URL",
         ),
         # A URL without its scheme: its text before any '=' is no label, and never printed.
-        ({"QUEUE_METRICS_REDIS_URLS": f"user:{PASSWORD}@127.0.0.1:6379/0?db=0"}, "QUEUE_METRICS_REDIS_URLS"),
-        ({"REDIS_PROVIDER": "HEROKU_REDIS_GOLD_URL", "REDIS_URL": "redis://127.0.0.1:1/0"}, "REDIS_PROVIDER"),
-        ({"REDIS_PROVIDER": f"redis://:{PASSWORD}@127.0.0.1:6379/0"}, "REDIS_PROVIDER"),
+        (
+            {"QUEUE_METRICS_REDIS_URLS": f"user:{PASSWORD}@127.0.0.1:6379/0?db=0"},
+            "QUEUE_METRICS_REDIS_URLS (item 1) is not a Redis URL",
+        ),
+        (
+            {"QUEUE_METRICS_REDIS_URLS": f"Jobs=redis://:{PASSWORD}@127.0.0.1:1/0"},
+            "QUEUE_METRICS_REDIS_URLS (item 1): a label may hold only a-z",
+        ),
+        (
+            {"REDIS_PROVIDER": "HEROKU_REDIS_GOLD_URL", "REDIS_URL": "redis://127.0.0.1:1/0"},
+            "REDIS_PROVIDER names HEROKU_REDIS_GOLD_URL, which is not set",
+        ),
+        (
+            {"REDIS_PROVIDER": "DATABASE_URL", "DATABASE_URL": f"postgres://app:{PASSWORD}@127.0.0.1:5432/app"},
+            "REDIS_PROVIDER names DATABASE_URL, which holds no redis://",
+        ),
+        (
+            {"REDIS_PROVIDER": f"redis://:{PASSWORD}@127.0.0.1:6379/0"},
+            "REDIS_PROVIDER must hold the name of a variable, not a URL",
+        ),
         ({"REDIS_PROVIDER": PINK, PINK: BAD_URL}, f"{PINK} is not a valid Redis URL"),
         (
             {"QUEUE_METRICS_REDIS_URLS": f"a=redis://:{PASSWORD}@127.0.0.1:1/0,a=redis://:{PASSWORD}@127.0.0.2:1/0"},
@@ -725,7 +742,10 @@ def test_two_servers_on_one_host_with_one_password_are_two_datastores():
     # not one server's plain and TLS ports.
     first = f"redis://:{PASSWORD}@10.0.0.5:6379/0"
     second = f"redis://:{PASSWORD}@10.0.0.5:6380/0"
-    assert labels({"REDIS_URL": first, "RQ_REDIS_URL": second}) == [("redis", "REDIS_URL"), ("rq_redis", "RQ_REDIS_URL")]
+    assert labels({"REDIS_URL": first, "RQ_REDIS_URL": second}) == [
+        ("redis", "REDIS_URL"),
+        ("rq_redis", "RQ_REDIS_URL"),
+    ]
     urls = f"jobs={first},cache={second}"
     assert [label for label, _ in labels({"QUEUE_METRICS_REDIS_URLS": urls})] == ["jobs", "cache"]
 
@@ -752,4 +772,3 @@ def test_every_heroku_redis_color_with_its_tls_url():
     assert labels(env) == [("heroku_redis_amber", "HEROKU_REDIS_AMBER_URL"), ("heroku_redis_pink", PINK)]
     (_, pink) = Settings.from_env(env).locations()
     assert pink.url.startswith("rediss://")
-
