@@ -137,7 +137,7 @@ def check_tls_ca_file(settings: Settings) -> None:
     Checked once when the command starts, not in `Settings.from_env` (which reads no file, so
     that settings are built from any mapping): otherwise the connection finds out at every tick
     and the failure reads like a Redis one. OpenSSL itself loads the file only when a rediss://
-    URL verifies with it: `ssl` costs megabytes of the dyno's memory, which only TLS needs.
+    URL (of any datastore) verifies with it: `ssl` costs megabytes of the dyno's memory, which only TLS needs.
     """
     variable, path = "QUEUE_METRICS_TLS_CA_FILE", settings.tls_ca_file
     if path is None:
@@ -153,7 +153,8 @@ def check_tls_ca_file(settings: Settings) -> None:
         raise ConfigError(f"{variable}: cannot read {path!r} ({(error.strerror or 'error').lower()})") from None
     if not any(mark in head for mark in PEM_CERTIFICATE_MARKS):
         raise ConfigError(f"{variable}: {path!r} is not a PEM certificate (no -----BEGIN CERTIFICATE----- line)")
-    if settings.tls_verify and settings.redis_url.startswith("rediss://"):
+    # Any datastore's TLS URL, not only the first one's: a second Redis may be the one on TLS.
+    if settings.tls_verify and any(location.url.startswith("rediss://") for location in settings.locations()):
         import ssl
 
         try:

@@ -36,13 +36,15 @@ FIRST_VARS = ("REDIS_URL", "REDIS_TLS_URL")
 ADD_ON_VAR = re.compile(r"HEROKU_REDIS_[A-Z0-9_]+?(_TLS)?_URL\Z")
 OTHER_ADD_ON_VARS = ("REDISCLOUD_URL", "REDISTOGO_URL", "OPENREDIS_URL", "REDISGREEN_URL")
 LIBRARY_VARS = ("CELERY_BROKER_URL", "BROKER_URL", "RQ_REDIS_URL")
-REDIS_SCHEMES = ("redis://", "rediss://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Variables that may name a datastore of another kind (a Celery broker on RabbitMQ).
 SHARED_VARS = ("CELERY_BROKER_URL", "BROKER_URL")
 # A label goes into metric names and tags: lower-case letters, digits, _ and -.
 LABEL_CHARS = re.compile(r"[a-z0-9_-]{1,40}\Z")
 # Labels that would read as a system's or the collector's names (`queue.sidekiq...`).
 RESERVED_LABELS = ("sidekiq", "rq", "celery", "collector")
+# What a variable's name looks like: REDIS_PROVIDER's value is printed only when it is one.
+VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,100}\Z")
 
 
 def label_of(variable: str) -> str:
@@ -54,12 +56,19 @@ def label_of(variable: str) -> str:
 def search_order(values: Mapping[str, str]) -> List[str]:
     """The variables read when no setting names the Redis, in order (those set or not)."""
     provider = values.get(PROVIDER_VAR, "").strip()
-    add_ons = sorted(name for name in values if ADD_ON_VAR.match(name))
+    # By color, each color's plain URL before its TLS one: the datastore keeps the first one's
+    # label, `heroku_redis_pink` (the TLS one sorts first by name: `..._PINK_TLS_URL`).
+    add_ons = sorted((name for name in values if ADD_ON_VAR.match(name)), key=_by_color)
     order = [provider] if provider else []
     for name in (*FIRST_VARS, *add_ons, *OTHER_ADD_ON_VARS, *LIBRARY_VARS):
         if name not in order:
             order.append(name)
     return order
+
+
+def _by_color(variable: str) -> Tuple[str, bool]:
+    tls = variable.endswith("_TLS_URL")
+    return (variable[: -len("_TLS_URL")] if tls else variable[: -len("_URL")], tls)
 
 
 def redis_locations(env: Mapping[str, str]) -> List[Location]:
@@ -78,8 +87,11 @@ def redis_locations(env: Mapping[str, str]) -> List[Location]:
     provider = values.get(PROVIDER_VAR)
     if provider is not None and not _is_redis(values.get(provider)):
         # Sidekiq's rule: REDIS_PROVIDER holds the name of the variable, never the URL itself.
-        what = "a variable name, not a URL" if "://" in provider else "a variable holding a redis:// or rediss:// URL"
-        raise ConfigError(f"{PROVIDER_VAR} must name {what} (e.g. {PROVIDER_VAR}=HEROKU_REDIS_PINK_URL)")
+        example = f"(e.g. {PROVIDER_VAR}=HEROKU_REDIS_PINK_URL)"
+        if not VARIABLE_NAME.match(provider):
+            raise ConfigError(f"{PROVIDER_VAR} must hold the name of a variable, not a URL {example}")
+        what = "which is not set" if provider not in values else "which holds no redis:// or rediss:// URL"
+        raise ConfigError(f"{PROVIDER_VAR} names {provider}, {what} {example}")
     # A variable named for Redis must hold a Redis URL (a usage error otherwise); a broker's may
     # hold another kind's (amqp://...), which this kind leaves alone.
     found = [
@@ -127,13 +139,14 @@ def _listed(text: str) -> List[Location]:
     locations = []
     for index, item in enumerate(word.strip() for word in text.split(",") if word.strip()):
         label, equals, url = item.partition("=")
-        if not equals or "://" in label:
-            # `label=` before any scheme is a label; an `=` inside a URL (`?db=1`) is not.
+        where = f"{URLS_SETTING} (item {index + 1})"
+        if not equals or "://" in label or "://" not in url:
+            # `label=` before any scheme is a label; an `=` inside a URL (`?db=1`) is not, nor one
+            # in a URL without its scheme (`:pw@host/0?db=1`: checked, and refused, as a URL).
             label, url = (PLAIN_LABEL if index == 0 else f"{PLAIN_LABEL}_{index + 1}"), item
         else:
             label = label.strip()
-            check_label(label, URLS_SETTING)
-        where = f"{URLS_SETTING} (item {index + 1})"
+            check_label(label, where)
         locations.append(_checked(Location(KIND, label, url.strip(), URLS_SETTING), where))
     if not locations:
         raise ConfigError(f"{URLS_SETTING} names no URL")
@@ -142,14 +155,16 @@ def _listed(text: str) -> List[Location]:
 
 def check_label(label: str, where: str) -> None:
     if not LABEL_CHARS.match(label):
-        raise ConfigError(f"{where}: a label may hold only a-z, 0-9, _ and - (at most 40), got {label!r}")
+        # Not quoted: the text before an `=` may be part of a URL (its password).
+        raise ConfigError(f"{where}: a label may hold only a-z, 0-9, _ and - (at most 40)")
     if label in RESERVED_LABELS:
         raise ConfigError(f"{where}: {label!r} cannot be a label (it reads as a metric name's own part)")
 
 
 def same_server(url: str) -> Tuple[object, ...]:
-    """What makes two URLs one datastore: the host, database and credentials; without a password,
-    the host, port and database."""
+    """What two URLs of one datastore share: the host, database and credentials; without a
+    password, the host, port and database. (With a password the ports may differ, a plain URL's
+    and a TLS URL's only: `_distinct`.)"""
     parts = urlsplit(url)
     query_db = parse_qs(parts.query).get("db", ["0"])[0] or "0"
     if parts.scheme == "unix":
@@ -164,15 +179,25 @@ def same_server(url: str) -> Tuple[object, ...]:
 def _distinct(locations: Sequence[Location]) -> List[Location]:
     """One location per server and database, in order; the first's label, a TLS URL when any;
     two labels alike are a usage error."""
-    groups: Dict[Tuple[object, ...], Location] = {}
+    distinct: List[Location] = []
+    # Per datastore in `distinct`: its server key, and the port of each scheme it came with. Two
+    # URLs of one scheme on two ports are two servers, whatever their password (two Redis of one
+    # machine); a redis:// and a rediss:// one may be one server's plain and TLS ports.
+    ports: List[Tuple[Tuple[object, ...], Dict[str, int]]] = []
     for location in locations:
-        key = same_server(location.url)
-        first = groups.get(key)
-        if first is None:
-            groups[key] = location
-        elif not first.url.lower().startswith("rediss://") and location.url.lower().startswith("rediss://"):
-            groups[key] = first._replace(url=location.url)
-    distinct = list(groups.values())
+        key, parts = same_server(location.url), urlsplit(location.url)
+        scheme, port = parts.scheme.lower(), parts.port or 6379
+        index = next(
+            (index for index, (other, seen) in enumerate(ports) if other == key and seen.get(scheme, port) == port),
+            None,
+        )
+        if index is None:
+            distinct.append(location)
+            ports.append((key, {scheme: port}))
+            continue
+        ports[index][1][scheme] = port
+        if scheme == "rediss" and not distinct[index].url.lower().startswith("rediss://"):
+            distinct[index] = distinct[index]._replace(url=location.url)
     seen: Dict[str, Location] = {}
     for location in distinct:
         if location.label in seen:
