@@ -233,6 +233,8 @@ def test_no_redis_url_is_one_clear_line_and_nothing_started(system_python_build,
         "queue-metrics: usage error: no datastore URL is set: set REDIS_URL (or a HEROKU_REDIS_<COLOR>_URL, "
         "REDIS_PROVIDER, QUEUE_METRICS_REDIS_URL) to the Redis your queues use\n"
     )
+    # The supervisor's own word on it, once: it does not restart the collector.
+    assert "not restarting the collector until its configuration is fixed" in dyno.read_line(5, "stderr")
     time.sleep(1.0)
     assert dyno.processes() == [] and dyno.read_line(0.2, "stderr") == ""
 
@@ -662,4 +664,4 @@ def test_a_dyno_whose_jobs_live_on_a_heroku_redis_add_on_alone_starts_the_collec
     dyno = dynos(build, "web.1", {"HEROKU_REDIS_PINK_URL": jobs, "QUEUE_METRICS_INTERVAL": "0.5"})
     line = dyno.wait_for(lambda line: "collector.queues" in line, timeout=10)
     assert line.startswith("sample#")
-    assert len(dyno.processes()) == 1
+    assert len(dyno.processes(needle="queue_metrics.__main__")) == 1  # one collector, under its supervisor
