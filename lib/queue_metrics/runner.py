@@ -105,9 +105,11 @@ def _env_secrets(env) -> List[str]:
     """The passwords of every URL in the environment, for a usage error's line: the messages
     never quote a URL, and this holds if one ever did."""
     secrets: List[str] = []
-    for name, value in env.items():
-        if name.endswith("_URL") and "://" in value:
-            secrets.extend(passwords_of(value))
+    for value in env.values():
+        if "://" in value:
+            # A list of URLs too (QUEUE_METRICS_REDIS_URLS: `label=URL,...`).
+            for item in value.split(","):
+                secrets.extend(passwords_of(item.partition("=")[2] if "=" in item.split("://")[0] else item))
     return secrets
 
 

@@ -119,6 +119,7 @@ def _named(text: Optional[str]) -> Optional[Tuple[str, ...]]:
 
 
 def _variable(values: Mapping[str, str], name: str) -> Location:
+    check_label(label_of(name), name)
     return _checked(Location(KIND, label_of(name), values[name], name), name)
 
 
