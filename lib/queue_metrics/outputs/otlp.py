@@ -9,7 +9,9 @@ Metric names (after the prefix; figure names come from the collector):
     <prefix>.size, <prefix>.latency, <prefix>.<figure>   one point per queue; attributes
                                     messaging.system and messaging.destination.name
     <prefix>.<system>.<figure>      system-wide; attribute messaging.system
-    <prefix>.collector.<figure>     the collector's own
+    <prefix>.collector.<figure>     the collector's own (the tick's totals)
+Every queue and system point also carries queue_metrics.datastore, the label of the datastore it
+was read from (`redis` for REDIS_URL): the same queue in two Redis is two series.
 A system-wide figure keeps the system in its name so that it can never share a name with a
 per-queue figure (RQ's per-queue `failed` registry against Sidekiq's `failed` count, Celery's
 per-queue `unacked` against its total): one OTLP metric name has one type and one meaning.
@@ -37,9 +39,11 @@ from queue_metrics.sample import (
     UNIT_JOBS,
     UNIT_RATIO,
     UNIT_SECONDS,
+    DatastoreSection,
     Figure,
     QueueSample,
     TickReport,
+    sections,
 )
 
 PROTOBUF = "http/protobuf"
@@ -60,6 +64,8 @@ SCOPE_NAME = "queue-metrics"
 # Semantic conventions for messaging systems.
 ATTR_SYSTEM = "messaging.system"
 ATTR_DESTINATION = "messaging.destination.name"
+# Ours: which datastore (its label) a queue or a system was read from.
+ATTR_DATASTORE = "queue_metrics.datastore"
 
 # AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA in metrics.proto.
 DELTA = 1
@@ -264,9 +270,14 @@ def _point(attributes: Pairs, figure: Figure) -> Point:
     return Point(attributes, max(0.0, float(figure.value)), _is_integer(figure))
 
 
-def queue_attributes(backend: str, queue: str) -> Pairs:
-    """A queue's attributes; undecodable bytes in its name (kept as surrogates) shown as \\xNN."""
-    return ((ATTR_SYSTEM, backend), (ATTR_DESTINATION, readable_name(queue)))
+def queue_attributes(backend: str, queue: str, datastore: Pairs = ()) -> Pairs:
+    """A queue's attributes; undecodable bytes in its name (kept as surrogates) shown as \\xNN.
+    `datastore`: the datastore's attribute, when the report has datastores."""
+    return ((ATTR_SYSTEM, backend), (ATTR_DESTINATION, readable_name(queue)), *datastore)
+
+
+# A request's queues: runs of one datastore's samples, each with that datastore's attribute.
+Piece = Tuple[Pairs, Sequence[QueueSample]]
 
 
 def otlp_requests(
@@ -276,20 +287,36 @@ def otlp_requests(
     queues_per_request: int = QUEUES_PER_REQUEST,
 ) -> Iterator[List[Metric]]:
     """Every figure of the tick as OTLP metrics, one metric per name in each request, one point
-    per series; a request for each `queues_per_request` queues (with all their figures), the
-    system-wide and the collector's own figures in the last one.
+    per series; a request for each `queues_per_request` queues (with all their figures, whatever
+    datastores they are in), the system-wide and the collector's own figures in the last one.
 
     Made one request at a time, as they are sent: the points of ten thousand queues are never
     all in memory at once, and no request grows with the app's queues.
     """
-    samples = report.samples
-    for start in range(0, max(len(samples), 1), queues_per_request):
-        last = start + queues_per_request >= len(samples)
-        yield _metrics(samples[start : start + queues_per_request], report, prefix, dropped, last)
+    pieces: List[Piece] = []
+    room = queues_per_request
+    left = len(report.samples)
+    for section, samples, _ in sections(report):
+        datastore = _datastore_attribute(section)
+        start = 0
+        while start < len(samples):
+            taken = samples[start : start + room]
+            pieces.append((datastore, taken))
+            start += len(taken)
+            room -= len(taken)
+            left -= len(taken)
+            if room == 0 and left > 0:
+                yield _metrics(pieces, report, prefix, dropped, last=False)
+                pieces, room = [], queues_per_request
+    yield _metrics(pieces, report, prefix, dropped, last=True)
+
+
+def _datastore_attribute(section: Optional[DatastoreSection]) -> Pairs:
+    return () if section is None else ((ATTR_DATASTORE, section.label),)
 
 
 def _metrics(
-    samples: Sequence[QueueSample], report: TickReport, prefix: str, dropped: Optional[int], last: bool
+    pieces: Sequence[Piece], report: TickReport, prefix: str, dropped: Optional[int], last: bool
 ) -> List[Metric]:
     sizes: List[Point] = []
     latencies: List[Point] = []
@@ -301,17 +328,21 @@ def _metrics(
     def add(name: str, attributes: Pairs, figure: Figure) -> None:
         groups.setdefault((name, figure.unit, figure.kind), []).append(_point(attributes, figure))
 
-    for sample in samples:
-        attributes = queue_attributes(sample.backend, sample.queue)
-        sizes.append(Point(attributes, max(0, sample.size), True))
-        if sample.latency is not None:
-            latencies.append(Point(attributes, max(0.0, sample.latency), False))
-        for figure in sample.figures:
-            add(f"{prefix}.{figure.name}", attributes, figure)
+    for datastore, samples in pieces:
+        for sample in samples:
+            attributes = queue_attributes(sample.backend, sample.queue, datastore)
+            sizes.append(Point(attributes, max(0, sample.size), True))
+            if sample.latency is not None:
+                latencies.append(Point(attributes, max(0.0, sample.latency), False))
+            for figure in sample.figures:
+                add(f"{prefix}.{figure.name}", attributes, figure)
     if last:
-        for system in report.systems:
-            for figure in system.figures:
-                add(system_metric_name(prefix, system.backend, figure.name), ((ATTR_SYSTEM, system.backend),), figure)
+        for section, _, systems in sections(report):
+            datastore = _datastore_attribute(section)
+            for system in systems:
+                attributes = ((ATTR_SYSTEM, system.backend), *datastore)
+                for figure in system.figures:
+                    add(system_metric_name(prefix, system.backend, figure.name), attributes, figure)
         for figure in collector_figures(report, dropped):
             add(collector_metric_name(prefix, figure.name), (), figure)
     return [Metric(name, unit, kind, tuple(points)) for (name, unit, kind), points in groups.items() if points]
