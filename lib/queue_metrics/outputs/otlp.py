@@ -358,14 +358,33 @@ def report_point_count(report: TickReport, dropped: Optional[int] = None) -> int
     return per_queue + sum(len(system.figures) for system in report.systems) + len(collector_figures(report, dropped))
 
 
-def _pb_attributes(field: int, attributes: Pairs) -> bytes:
+def _pb_attribute(field: int, key: str, value: str) -> bytes:
     # KeyValue { string key = 1; AnyValue value = 2 }, AnyValue { string string_value = 1 }
-    return pb.repeated_messages(
-        field, (pb.string_field(1, k) + pb.message_field(2, pb.string_field(1, v)) for k, v in attributes)
-    )
+    return pb.message_field(field, pb.string_field(1, key) + pb.message_field(2, pb.string_field(1, value)))
 
 
-def _pb_points(points: Sequence[Point], times: bytes, attributes: Dict[Pairs, bytes]) -> bytes:
+def _pb_attributes(field: int, attributes: Pairs) -> bytes:
+    return b"".join(_pb_attribute(field, key, value) for key, value in attributes)
+
+
+def _pb_point_attributes(attributes: Pairs, shared: Dict[Tuple[str, str], bytes]) -> bytes:
+    """A point's attributes (field 7). `shared`: the pairs a request's queues have in common (their
+    system, their datastore), each encoded once for the request; a queue's name is its own."""
+    encoded = []
+    for pair in attributes:
+        if pair[0] == ATTR_DESTINATION:
+            encoded.append(_pb_attribute(7, *pair))
+            continue
+        written = shared.get(pair)
+        if written is None:
+            written = shared[pair] = _pb_attribute(7, *pair)
+        encoded.append(written)
+    return b"".join(encoded)
+
+
+def _pb_points(
+    points: Sequence[Point], times: bytes, attributes: Dict[Pairs, bytes], shared: Dict[Tuple[str, str], bytes]
+) -> bytes:
     """NumberDataPoint { start_time_unix_nano = 2; time_unix_nano = 3; as_double = 4; as_int = 6;
     attributes = 7 }, each wrapped as field 1 (`data_points`) of Gauge or Sum. `attributes`: each
     series' attributes as encoded once for the request (a queue's are in each of its metrics)."""
@@ -374,7 +393,7 @@ def _pb_points(points: Sequence[Point], times: bytes, attributes: Dict[Pairs, by
         value = pb.sfixed64_field(6, int(point.value)) if point.integer else pb.double_field(4, point.value)
         written = attributes.get(point.attributes)
         if written is None:
-            written = attributes[point.attributes] = _pb_attributes(7, point.attributes)
+            written = attributes[point.attributes] = _pb_point_attributes(point.attributes, shared)
         encoded.append(pb.message_field(1, times + value + written))
     return b"".join(encoded)
 
@@ -388,14 +407,15 @@ def protobuf_request(metrics: Sequence[Metric], resource: Pairs, start_ns: int, 
     gauge_times = pb.fixed64_field(3, time_ns)
     sum_times = pb.fixed64_field(2, start_ns) + gauge_times
     attributes: Dict[Pairs, bytes] = {}
+    shared: Dict[Tuple[str, str], bytes] = {}
     for metric in metrics:
         if metric.kind == COUNTER:
             # Sum { data_points = 1; aggregation_temporality = 2; is_monotonic = 3 }
-            points = _pb_points(metric.points, sum_times, attributes)
+            points = _pb_points(metric.points, sum_times, attributes, shared)
             data = pb.message_field(7, points + pb.uint_field(2, DELTA) + pb.uint_field(3, 1))
         else:
             # Gauge { data_points = 1 }
-            data = pb.message_field(5, _pb_points(metric.points, gauge_times, attributes))
+            data = pb.message_field(5, _pb_points(metric.points, gauge_times, attributes, shared))
         # Metric { name = 1; unit = 3; gauge = 5; sum = 7 }
         encoded.append(pb.string_field(1, metric.name) + pb.string_field(3, metric.unit) + data)
     # InstrumentationScope { name = 1; version = 2 }

@@ -34,17 +34,7 @@ from queue_metrics.outputs.format import (
     queue_metric_base,
     system_metric_name,
 )
-from queue_metrics.sample import (
-    COUNTER,
-    UNIT_SECONDS,
-    DatastoreSection,
-    Figure,
-    QueueSample,
-    SystemSample,
-    TickReport,
-    name_prefix,
-    sections,
-)
+from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, TickReport, name_prefix, sections
 from queue_metrics.setting_values import boolean
 
 DEFAULT_ADDRESS = "127.0.0.1:8125"
@@ -131,51 +121,42 @@ def statsd_line_stream(
     source: Optional[str] = None,
     dropped: Optional[int] = None,
 ) -> Iterator[str]:
-    """Every figure of the tick, one StatsD line each, made as they are sent."""
-    extra = f",source:{source}" if source else ""
+    """Every figure of the tick, one StatsD line each, made as they are sent. With datastores,
+    each queue and system line is tagged with its datastore (untagged: named as in the log
+    lines)."""
+    tail = f",source:{source}" if source else ""
     for section, samples, systems in sections(report):
-        yield from _section_lines(prefix, tags, extra, section, samples, systems)
-    suffix = f"|#{extra[1:]}" if tags and extra else ""
+        # The tags every line of the datastore ends with.
+        extra = tail if section is None else f",datastore:{section.label}{tail}"
+        # Untagged, only names an earlier datastore holds too carry the label: no look-up per
+        # queue otherwise.
+        labeled = section.labeled_queues if section is not None and not tags else frozenset()
+        own = f"{prefix}.{section.label}" if section is not None else prefix
+        for sample in samples:
+            figures = [Figure("size", sample.size)]
+            if sample.latency is not None:
+                figures.append(Figure("latency", sample.latency, UNIT_SECONDS))
+            figures.extend(sample.figures)
+            if tags:
+                # metric_queue_part keeps only A-Za-z0-9.:_- (odd names are cleaned and hashed): no
+                # ',', '|', '#' or line break can reach the tag.
+                suffix = f"|#backend:{sample.backend},queue:{metric_queue_part(sample.queue)}{extra}"
+                for figure in figures:
+                    yield statsd_line(f"{prefix}.{figure.name}", figure, suffix)
+            else:
+                start = own if labeled and (sample.backend, sample.queue) in labeled else prefix
+                base = untagged_queue_base(start, sample.backend, sample.queue)
+                for figure in figures:
+                    yield statsd_line(f"{base}.{figure.name}", figure)
+        for system in systems:
+            # Tagged, the datastore's tag tells two datastores' systems apart; untagged, the name.
+            start = prefix if tags else name_prefix(prefix, section, system.backend)
+            suffix = f"|#backend:{system.backend}{extra}" if tags else ""
+            for figure in system.figures:
+                yield statsd_line(system_metric_name(start, system.backend, figure.name), figure, suffix)
+    suffix = f"|#{tail[1:]}" if tags and tail else ""
     for figure in collector_figures(report, dropped):
         yield statsd_line(collector_metric_name(prefix, figure.name), figure, suffix)
-
-
-def _section_lines(
-    prefix: str,
-    tags: bool,
-    extra: str,
-    section: Optional[DatastoreSection],
-    samples: Sequence[QueueSample],
-    systems: Sequence[SystemSample],
-) -> Iterator[str]:
-    """One datastore's queue and system lines; `extra`: the tags every line ends with."""
-    if section is not None:
-        extra = f",datastore:{section.label}{extra}"
-    # Only names some earlier datastore holds too carry the label (no look-up per queue otherwise).
-    labeled = section.labeled_queues if section is not None and not tags else frozenset()
-    own = f"{prefix}.{section.label}" if section is not None else prefix
-    for sample in samples:
-        figures = [Figure("size", sample.size)]
-        if sample.latency is not None:
-            figures.append(Figure("latency", sample.latency, UNIT_SECONDS))
-        figures.extend(sample.figures)
-        if tags:
-            # metric_queue_part keeps only A-Za-z0-9.:_- (odd names are cleaned and hashed): no
-            # ',', '|', '#' or line break can reach the tag.
-            suffix = f"|#backend:{sample.backend},queue:{metric_queue_part(sample.queue)}{extra}"
-            for figure in figures:
-                yield statsd_line(f"{prefix}.{figure.name}", figure, suffix)
-        else:
-            start = own if labeled and (sample.backend, sample.queue) in labeled else prefix
-            base = untagged_queue_base(start, sample.backend, sample.queue)
-            for figure in figures:
-                yield statsd_line(f"{base}.{figure.name}", figure)
-    for system in systems:
-        # Tagged, the datastore tag tells two systems apart; untagged, the name does.
-        start = prefix if tags else name_prefix(prefix, section, system.backend)
-        suffix = f"|#backend:{system.backend}{extra}" if tags else ""
-        for figure in system.figures:
-            yield statsd_line(system_metric_name(start, system.backend, figure.name), figure, suffix)
 
 
 def datagrams(lines: Iterable[str], limit: int = MAX_DATAGRAM_BYTES) -> Iterator[Tuple[Optional[bytes], int]]:
