@@ -429,13 +429,17 @@ def protobuf_request(metrics: Sequence[Metric], resource: Pairs, start_ns: int, 
 
 
 def _json_attributes(attributes: Pairs) -> list:
-    # Not cached, unlike the protobuf form: nested dicts would cost far more memory than bytes.
     return [{"key": k, "value": {"stringValue": v}} for k, v in attributes]
 
 
-def _json_point(point: Point, start_ns: int, time_ns: int) -> dict:
+def _json_point(point: Point, start_ns: int, time_ns: int, attributes: Dict[Pairs, list]) -> dict:
+    """`attributes`: each series' attribute list, made once for the request and referred to by
+    each of its points (json.dumps writes it out each time): a queue's are in each of its metrics."""
     # OTLP/JSON: lowerCamelCase names, 64-bit integers as decimal strings, enums as numbers.
-    entry: dict = {"attributes": _json_attributes(point.attributes)}
+    written = attributes.get(point.attributes)
+    if written is None:
+        written = attributes[point.attributes] = _json_attributes(point.attributes)
+    entry: dict = {"attributes": written}
     if start_ns:
         entry["startTimeUnixNano"] = str(start_ns)
     entry["timeUnixNano"] = str(time_ns)
@@ -449,16 +453,17 @@ def _json_point(point: Point, start_ns: int, time_ns: int) -> dict:
 def json_request(metrics: Sequence[Metric], resource: Pairs, start_ns: int, time_ns: int) -> bytes:
     """The same request in OTLP/JSON (the protobuf JSON mapping, as OTLP specifies it)."""
     encoded = []
+    attributes: Dict[Pairs, list] = {}
     for metric in metrics:
         entry: dict = {"name": metric.name, "unit": metric.unit}
         if metric.kind == COUNTER:
             entry["sum"] = {
-                "dataPoints": [_json_point(p, start_ns, time_ns) for p in metric.points],
+                "dataPoints": [_json_point(p, start_ns, time_ns, attributes) for p in metric.points],
                 "aggregationTemporality": DELTA,
                 "isMonotonic": True,
             }
         else:
-            entry["gauge"] = {"dataPoints": [_json_point(p, 0, time_ns) for p in metric.points]}
+            entry["gauge"] = {"dataPoints": [_json_point(p, 0, time_ns, attributes) for p in metric.points]}
         encoded.append(entry)
     document = {
         "resourceMetrics": [
