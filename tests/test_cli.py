@@ -169,7 +169,9 @@ def test_once_table_shows_rq_registries_and_why_a_latency_is_unknown(redis_url, 
     waiting = queue.enqueue("helpers.rq_jobs.quick")
     client.hdel(f"rq:job:{waiting.id}", "enqueued_at")
     result = queue_metrics("once", "--format", "table", env={"REDIS_URL": redis_url})
-    lines = lines_of(result.stdout)
+    # The datastore's line first, then its table.
+    datastore, *lines = lines_of(result.stdout)
+    assert datastore == f"redis: redis {redis_url} (from REDIS_URL): 1 queue(s), 1 error(s)"
     header = lines[0].split()
     assert header[:4] == ["SYSTEM", "QUEUE", "SIZE", "LATENCY"] and "FAILED" in header
     row = lines[1].split()

@@ -29,7 +29,7 @@ from queue_metrics.outputs.otlp import (
     protobuf_request,
     report_point_count,
 )
-from queue_metrics.sample import COUNTER, Figure, QueueSample, SystemSample, TickReport
+from queue_metrics.sample import COUNTER, DatastoreSection, Figure, QueueSample, SystemSample, TickReport
 
 API_KEY = "glc_Sup3rSecretApiKey0123456789"
 
@@ -196,6 +196,81 @@ def test_a_big_tick_goes_as_several_requests_on_one_connection_with_every_point_
     assert ["queue.rq.workers" in each for each in found] == [False, False, True]
     assert single(found[-1], "queue.collector.queues") == 1203
     assert len({request.peer for request in requests}) == 1  # one connection for the tick
+
+
+def datastore(label: str, queues: int, systems: int = 0) -> DatastoreSection:
+    return DatastoreSection(label, "redis", f"redis://{label}.example.com:6379/0", "X_URL", True, queues, systems, 0)
+
+
+def by_datastore(found: dict, name: str) -> dict:
+    return {
+        (a["queue_metrics.datastore"], a["messaging.system"], a["messaging.destination.name"]): v
+        for a, v, _ in found.get(name, [])
+    }
+
+
+def test_every_queue_and_system_point_says_its_datastore():
+    report = captured_report()._replace(
+        datastores=(datastore("redis", 1, 1), datastore("pink", 2, 1)), errors=("pink: one",)
+    )
+    [metrics] = otlp_requests(report, "queue", dropped=0)
+    resource = (("service.name", "shop"),)
+    from_protobuf = ExportMetricsServiceRequest.FromString(protobuf_request(metrics, resource, 10**18, 2 * 10**18))
+    from_json = json_format.Parse(json_request(metrics, resource, 10**18, 2 * 10**18), ExportMetricsServiceRequest())
+    assert from_protobuf == from_json
+    found = points(from_protobuf)
+    assert by_datastore(found, "queue.size") == {
+        ("redis", "sidekiq", "default"): 12,
+        ("pink", "rq", "b\\xffad"): 2,
+        ("pink", "celery", "celery"): 0,
+    }
+    assert by_datastore(found, "queue.failed") == {("pink", "rq", "b\\xffad"): 4}
+    assert [attributes for attributes, _, _ in found["queue.sidekiq.utilization"]] == [
+        {"messaging.system": "sidekiq", "queue_metrics.datastore": "redis"}
+    ]
+    assert [attributes for attributes, _, _ in found["queue.celery.unacked"]] == [
+        {"messaging.system": "celery", "queue_metrics.datastore": "pink"}
+    ]
+    # The collector's figures are the tick's totals: no datastore.
+    assert all(attributes == {} for name in found if ".collector." in name for attributes, _, _ in found[name])
+    assert sum(len(entries) for entries in found.values()) == report_point_count(report, 0)
+
+
+def test_requests_of_500_queues_across_datastores_with_every_point_once():
+    # 1,203 queues in three datastores, none a multiple of 500: the requests still hold 500,
+    # 500 and 203 queues, and every point its own datastore.
+    counts = {"a": 300, "b": 450, "c": 453}
+    samples = tuple(
+        QueueSample("rq", f"q{index:04d}", index, 1.5, (Figure("failed", 1),))
+        for count in counts.values()
+        for index in range(count)
+    )
+    systems = tuple(SystemSample("rq", (Figure("workers", 2, "{worker}"),)) for _ in counts)
+    report = TickReport(
+        samples,
+        (),
+        ("rq",),
+        0.01,
+        True,
+        systems=systems,
+        datastores=tuple(datastore(label, count, 1) for label, count in counts.items()),
+    )
+    requests = list(otlp_requests(report, "queue", 0))
+    assert [len(metrics[0].points) for metrics in requests] == [500, 500, 203]
+    found = [points(ExportMetricsServiceRequest.FromString(protobuf_request(m, (), 1, 2))) for m in requests]
+    sizes = {key: value for each in found for key, value in by_datastore(each, "queue.size").items()}
+    assert sizes == {(label, "rq", f"q{index:04d}"): index for label, count in counts.items() for index in range(count)}
+    failed = {key for each in found for key in by_datastore(each, "queue.failed")}
+    assert failed == set(sizes)
+    assert sum(len(entries) for each in found for entries in each.values()) == report_point_count(report, 0)
+    assert ["queue.rq.workers" in each for each in found] == [False, False, True]
+    assert [a["queue_metrics.datastore"] for a, _, _ in found[-1]["queue.rq.workers"]] == list(counts)
+    # Exactly 1,000 queues: two requests, the second the last.
+    exact = report._replace(samples=samples[:1000], datastores=(datastore("a", 600, 3), datastore("b", 400)))
+    first, last = otlp_requests(exact)
+    assert [len(first[0].points), len(last[0].points)] == [500, 500]
+    assert {"queue.rq.workers", "queue.collector.queues"} <= {metric.name for metric in last}
+    assert not {"queue.rq.workers", "queue.collector.queues"} & {metric.name for metric in first}
 
 
 def test_varints_and_fixed_fields_as_protobuf_writes_them():
@@ -453,3 +528,25 @@ def test_https_endpoint_verified_against_the_system_certificates(redis_url, cert
         assert by_queue(found, "queue.size") == {key: reference.size for key, reference in expected.items()}
     finally:
         receiver.close()
+
+
+def test_the_same_queue_on_two_redis_says_its_datastore(make_server, receivers):
+    from helpers.collect import sidekiq
+
+    first, second = make_server(), make_server()
+    for server in (first, second):
+        sidekiq(server.url, {"enqueue": {"default": 2}})
+    receiver = receivers()
+    env = {
+        "QUEUE_METRICS_REDIS_URLS": f"a={first.url},b={second.url}",
+        "QUEUE_METRICS_OUTPUTS": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+    }
+    result = queue_metrics("once", env=env)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    found = points(receiver.next().decoded)
+    assert by_datastore(found, "queue.size") == {("a", "sidekiq", "default"): 2, ("b", "sidekiq", "default"): 2}
+    assert set(by_datastore(found, "queue.latency")) == {("a", "sidekiq", "default"), ("b", "sidekiq", "default")}
+    retry = sorted((a["queue_metrics.datastore"], a["messaging.system"], v) for a, v, _ in found["queue.sidekiq.retry"])
+    assert retry == [("a", "sidekiq", 0), ("b", "sidekiq", 0)]
+    assert single(found, "queue.collector.queues") == 2

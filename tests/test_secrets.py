@@ -122,7 +122,8 @@ def test_every_output_shows_the_same_names(acl_server):
     expected = {("sidekiq", "default"): 3, ("sidekiq", PASSWORD): 2, ("rq", "default"): 1, ("rq", "queue"): 1}
     for (system, queue), size in expected.items():
         assert f"sample#queue.{system}.{queue}.size={size} " in result.stdout
-        assert f"queue.size:{size}|g|#backend:{system},queue:{queue}\n" in datagrams + "\n"
+        # `redis`: the datastore's label (REDIS_URL).
+        assert f"queue.size:{size}|g|#backend:{system},queue:{queue},datastore:redis\n" in datagrams + "\n"
     assert by_queue(points(request.decoded), "queue.size") == expected
 
 

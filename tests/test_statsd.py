@@ -17,7 +17,7 @@ from helpers.watch import Watcher, collector_line
 from queue_metrics.config import ConfigError
 from queue_metrics.outputs import OutputSettings
 from queue_metrics.outputs.statsd import MAX_DATAGRAM_BYTES, StatsdSettings, datagrams, statsd_lines
-from queue_metrics.sample import COUNTER, Figure, QueueSample, SystemSample, TickReport
+from queue_metrics.sample import COUNTER, DatastoreSection, Figure, QueueSample, SystemSample, TickReport
 
 # DogStatsD: <name>:<value>|<g|c>[|#<key>:<value>[,<key>:<value>...]], one metric per line. A
 # name holds no ':', '|', '#', ',' or space; a tag value none of ',', '|', '#' or line breaks.
@@ -85,6 +85,80 @@ def test_untagged_lines_use_the_l2met_names():
     # ':' would end a StatsD name: such a queue name is cleaned and hashed, like other odd names.
     assert re.fullmatch(r"queue\.rq\.a_b_[0-9a-f]{8}\.size:1\|g", lines[2])
     assert lines[-1] == "queue.collector.duration:0.012|g"
+
+
+def two_datastores() -> TickReport:
+    """Sidekiq's `default` and its figures on two datastores (the second's names labeled), RQ's on
+    the second only."""
+
+    def section(label, queues, systems, labeled_queues=(), labeled_systems=()):
+        where = f"redis://{label}.example.com:6379/0"
+        return DatastoreSection(
+            label,
+            "redis",
+            where,
+            "X_URL",
+            True,
+            queues,
+            systems,
+            0,
+            frozenset(labeled_queues),
+            frozenset(labeled_systems),
+        )
+
+    return TickReport(
+        samples=(
+            QueueSample("sidekiq", "default", 2, 1.5),
+            QueueSample("sidekiq", "default", 5, None),
+            QueueSample("rq", "default", 1, None, (Figure("failed", 3),)),
+        ),
+        errors=(),
+        backends=("sidekiq", "rq"),
+        duration=0.0123,
+        redis_ok=True,
+        systems=(SystemSample("sidekiq", (Figure("retry", 4),)), SystemSample("sidekiq", (Figure("retry", 6),))),
+        datastores=(
+            section("redis", 1, 1),
+            section("pink", 2, 1, {("sidekiq", "default")}, {"sidekiq"}),
+        ),
+    )
+
+
+def test_each_datastores_lines_are_tagged_with_it_and_untagged_names_follow_the_l2met_rule():
+    report = two_datastores()
+    assert statsd_lines(report, "queue", tags=True, source="web.1") == [
+        "queue.size:2|g|#backend:sidekiq,queue:default,datastore:redis,source:web.1",
+        "queue.latency:1.5|g|#backend:sidekiq,queue:default,datastore:redis,source:web.1",
+        "queue.sidekiq.retry:4|g|#backend:sidekiq,datastore:redis,source:web.1",
+        "queue.size:5|g|#backend:sidekiq,queue:default,datastore:pink,source:web.1",
+        "queue.size:1|g|#backend:rq,queue:default,datastore:pink,source:web.1",
+        "queue.failed:3|g|#backend:rq,queue:default,datastore:pink,source:web.1",
+        "queue.sidekiq.retry:6|g|#backend:sidekiq,datastore:pink,source:web.1",
+        # The collector's figures are the tick's totals: no datastore.
+        "queue.collector.queues:3|g|#source:web.1",
+        "queue.collector.errors:0|g|#source:web.1",
+        "queue.collector.duration:0.012|g|#source:web.1",
+    ]
+    assert statsd_lines(report, "queue", tags=False) == [
+        "queue.sidekiq.default.size:2|g",
+        "queue.sidekiq.default.latency:1.5|g",
+        "queue.sidekiq.retry:4|g",
+        "queue.pink.sidekiq.default.size:5|g",
+        "queue.rq.default.size:1|g",
+        "queue.rq.default.failed:3|g",
+        "queue.pink.sidekiq.retry:6|g",
+        "queue.collector.queues:3|g",
+        "queue.collector.errors:0|g",
+        "queue.collector.duration:0.012|g",
+    ]
+    # One datastore: its tag on every queue and system line; untagged names as without datastores.
+    one = report._replace(samples=report.samples[:1], systems=report.systems[:1], datastores=report.datastores[:1])
+    assert statsd_lines(one)[:3] == [
+        "queue.size:2|g|#backend:sidekiq,queue:default,datastore:redis",
+        "queue.latency:1.5|g|#backend:sidekiq,queue:default,datastore:redis",
+        "queue.sidekiq.retry:4|g|#backend:sidekiq,datastore:redis",
+    ]
+    assert statsd_lines(one, tags=False) == statsd_lines(one._replace(datastores=()), tags=False)
 
 
 def test_values_are_never_negative_or_signed():
@@ -215,14 +289,17 @@ def test_the_real_statsd_daemon_aggregates_what_we_send(redis_url):
             result = queue_metrics("once", env=statsd_env(redis_url, daemon.port, QUEUE_METRICS_STATSD_TAGS=tags))
             assert result.returncode == 0, result.stderr
         end = time.time()
-        flush = daemon.wait_for_gauges("queue.celery.reports.size", "queue.size;backend=celery;queue=reports")
+        flush = daemon.wait_for_gauges(
+            "queue.celery.reports.size", "queue.size;backend=celery;queue=reports;datastore=redis"
+        )
         flushes = daemon.flushes()
     finally:
         daemon.close()
     gauges = flush["gauges"]
     for (backend, queue), reference in expected.items():
-        # The daemon turns DogStatsD tags into `;key=value` parts of the key.
-        assert gauges[f"queue.size;backend={backend};queue={queue}"] == reference.size
+        # The daemon turns DogStatsD tags into `;key=value` parts of the key; `redis` is the
+        # datastore's label (REDIS_URL).
+        assert gauges[f"queue.size;backend={backend};queue={queue};datastore=redis"] == reference.size
         assert gauges[f"queue.{backend}.{queue}.size"] == reference.size
         # The untagged run's value (the last one sent): read between `start` and `end`.
         assert latency_within(gauges[f"queue.{backend}.{queue}.latency"], reference, start, end)
@@ -285,3 +362,43 @@ def test_statsd_alone_prints_no_log_lines(redis_url):
     assert result.stdout == "" and result.stderr == ""
     metrics = [metric for datagram in received for metric in parse(datagram)]
     assert len([name for name, *_ in metrics if name == "queue.size"]) == len(expected)
+
+
+def test_the_same_queue_on_two_redis_tagged_and_named(make_server):
+    from helpers.collect import sidekiq
+
+    first, second = make_server(), make_server()
+    for server in (first, second):
+        sidekiq(server.url, {"enqueue": {"default": 2}})
+    env = {"QUEUE_METRICS_REDIS_URLS": f"a={first.url},b={second.url}", "QUEUE_METRICS_OUTPUTS": "statsd"}
+    listener = UdpListener()
+    try:
+        metrics = {}
+        for tags in ("true", "false"):
+            result = queue_metrics(
+                "once",
+                env={
+                    **env,
+                    "QUEUE_METRICS_STATSD_ADDRESS": f"127.0.0.1:{listener.port}",
+                    "QUEUE_METRICS_STATSD_TAGS": tags,
+                },
+            )
+            assert result.returncode == 0 and result.stderr == "", result.stderr
+            metrics[tags] = [metric for datagram in listener.collect(1.0) for metric in parse(datagram)]
+    finally:
+        listener.close()
+    tagged = metrics["true"]
+    sizes = [(tags, value) for name, value, _, tags in tagged if name == "queue.size"]
+    assert sizes == [
+        ({"backend": "sidekiq", "queue": "default", "datastore": "a"}, 2),
+        ({"backend": "sidekiq", "queue": "default", "datastore": "b"}, 2),
+    ]
+    retries = [(tags, value) for name, value, _, tags in tagged if name == "queue.sidekiq.retry"]
+    assert retries == [({"backend": "sidekiq", "datastore": "a"}, 0), ({"backend": "sidekiq", "datastore": "b"}, 0)]
+    collector = [tags for name, _, _, tags in tagged if name.startswith("queue.collector.")]
+    assert len(collector) == 4 and all(tags == {} for tags in collector)  # queues, errors, duration, dropped
+    untagged = {name: value for name, value, _, _ in metrics["false"]}
+    assert untagged["queue.sidekiq.default.size"] == 2 and untagged["queue.b.sidekiq.default.size"] == 2
+    assert untagged["queue.sidekiq.retry"] == 0 and untagged["queue.b.sidekiq.retry"] == 0
+    assert "queue.b.sidekiq.default.latency" in untagged and untagged["queue.collector.queues"] == 2
+    assert len(metrics["false"]) == len(untagged)  # no name twice

@@ -14,6 +14,10 @@ changes while the process runs, nor across restarts):
 
 After the prefix a queue's names have three or more dot-separated parts and the others two, the
 first of which is a system name or `collector`: no queue name can make them collide.
+
+With several datastores, a queue (or a system's figures) that a datastore earlier in the settings'
+order holds too is named after `<prefix>.<label>` instead of `<prefix>` (`sample.name_prefix`):
+queue.pink.sidekiq.default.size. The collector's figures are the tick's totals, never labeled.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import functools
 import itertools
 import json
 import re
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from queue_metrics.errors import queue_subject, readable_name
 from queue_metrics.sample import (
@@ -30,9 +34,13 @@ from queue_metrics.sample import (
     LATENCY_OBSERVED,
     LATENCY_UNOBSERVABLE,
     UNIT_SECONDS,
+    DatastoreSection,
     Figure,
     QueueSample,
+    SystemSample,
     TickReport,
+    name_prefix,
+    sections,
 )
 
 # Logplex cuts lines at 10,000 bytes; stay far below so a drain never sees half a line.
@@ -159,19 +167,36 @@ def librato_line_stream(
     the collector line, alone, every tick. Made as they are written: ten thousand queues' lines
     are never all in memory at once."""
     start = f"source={source}" if source else ""
-    groups = itertools.chain(
-        (queue_pairs(prefix, sample) for sample in report.samples),
-        (
-            l2met_pair(system_metric_name(prefix, system.backend, figure.name), figure)
-            for system in report.systems
-            for figure in system.figures
-        ),
-    )
-    yield from _packed(groups, start)
+    yield from _packed(itertools.chain.from_iterable(_section_groups(report, prefix)), start)
     collector = " ".join(
         l2met_pair(collector_metric_name(prefix, figure.name), figure) for figure in collector_figures(report, dropped)
     )
     yield f"{start} {collector}" if start else collector
+
+
+def _section_groups(report: TickReport, prefix: str) -> Iterator[Iterable[str]]:
+    """Each datastore's queue pairs, then its system figures, as iterables to chain: each queue's
+    pairs are made straight from the samples, as with one datastore, through no generator more."""
+    for section, samples, systems in sections(report):
+        if section is not None and section.labeled_queues:
+            yield _labeled_queue_pairs(prefix, section, samples)
+        else:
+            # The usual app (no queue name in two datastores): no look-up per queue.
+            yield map(functools.partial(queue_pairs, prefix), samples)
+        yield _system_pairs(prefix, section, systems)
+
+
+def _system_pairs(prefix: str, section: Optional[DatastoreSection], systems: Sequence[SystemSample]) -> Iterator[str]:
+    for system in systems:
+        system_prefix = name_prefix(prefix, section, system.backend)
+        for figure in system.figures:
+            yield l2met_pair(system_metric_name(system_prefix, system.backend, figure.name), figure)
+
+
+def _labeled_queue_pairs(prefix: str, section: DatastoreSection, samples: Sequence[QueueSample]) -> Iterator[str]:
+    labeled, own = section.labeled_queues, f"{prefix}.{section.label}"
+    for sample in samples:
+        yield queue_pairs(own if (sample.backend, sample.queue) in labeled else prefix, sample)
 
 
 def _packed(groups: Iterable[str], start: str) -> Iterator[str]:
@@ -198,34 +223,55 @@ def _json_number(figure: Figure) -> object:
 def json_document(
     report: TickReport, time: Optional[float] = None, source: Optional[str] = None, dropped: Optional[int] = None
 ) -> Dict[str, object]:
+    """The tick as a JSON object; with datastores (the collector's reports), every queue and system
+    says which datastore it is in, and `datastores` lists them."""
     queues = []
-    for s in report.samples:
-        entry: Dict[str, object] = {
-            "backend": s.backend,
-            "queue": readable_name(s.queue),
-            "size": s.size,
-            "latency": None if s.latency is None else round(max(0.0, s.latency), 3),
-        }
-        if s.latency_source is not None:
-            entry["latency_source"] = s.latency_source
-        for figure in s.figures:
-            entry[figure.name] = _json_number(figure)
-        queues.append(entry)
     systems = []
-    for system in report.systems:
-        entry = {"backend": system.backend}
-        entry.update((figure.name, _json_number(figure)) for figure in system.figures)
-        systems.append(entry)
+    for section, samples, system_samples in sections(report):
+        # Each object's first key, when there are datastores.
+        where: Dict[str, object] = {} if section is None else {"datastore": section.label}
+        for s in samples:
+            entry: Dict[str, object] = {
+                **where,
+                "backend": s.backend,
+                "queue": readable_name(s.queue),
+                "size": s.size,
+                "latency": None if s.latency is None else round(max(0.0, s.latency), 3),
+            }
+            if s.latency_source is not None:
+                entry["latency_source"] = s.latency_source
+            for figure in s.figures:
+                entry[figure.name] = _json_number(figure)
+            queues.append(entry)
+        for system in system_samples:
+            entry = {**where, "backend": system.backend}
+            entry.update((figure.name, _json_number(figure)) for figure in system.figures)
+            systems.append(entry)
     document: Dict[str, object] = {
         "time": time,
         "source": source,
         "backends": list(report.backends),
-        "queues": queues,
-        "systems": systems,
-        "errors": list(report.errors),
-        "duration": round(report.duration, 6),
-        "redis_ok": report.redis_ok,
     }
+    if report.datastores:
+        document["datastores"] = [
+            {
+                "label": section.label,
+                "kind": section.kind,
+                "where": section.where,
+                "source": section.source,
+                "ok": section.ok,
+                "queues": section.queues,
+                "errors": section.errors,
+            }
+            for section in report.datastores
+        ]
+    document.update(
+        queues=queues,
+        systems=systems,
+        errors=list(report.errors),
+        duration=round(report.duration, 6),
+        redis_ok=report.redis_ok,
+    )
     if dropped is not None:
         document["dropped"] = dropped
     return document
@@ -239,27 +285,68 @@ def json_line(
 
 
 def table_lines(report: TickReport) -> List[str]:
-    """The tick for people: a table per system, with every per-queue figure JSON has, then the
-    system-wide figures. Latencies have three decimals, so a column lines up; an unknown one is
-    marked and says why below the table (the tick's error about that queue, or why there is
-    none)."""
-    lines: List[str] = []
-    by_system: Dict[str, List[QueueSample]] = {}
-    for sample in report.samples:
-        by_system.setdefault(sample.backend, []).append(sample)
+    """The tick for people: with datastores, a line for each; then a table per system, with every
+    per-queue figure JSON has, then the system-wide figures (under a `== <label> ==` line for each
+    datastore when there are several). Latencies have three decimals, so a column lines up; an
+    unknown one is marked and says why below the table (the tick's error about that queue, or why
+    there is none)."""
+    lines = [describe_section(section) for section in report.datastores]
+    if lines:
+        lines.append("")
+    several = len(report.datastores) > 1
     notes: List[str] = []
-    for backend, samples in by_system.items():
-        if lines:
-            lines.append("")
-        lines.extend(_system_table(backend, samples, report.errors, notes))
-    if not report.samples:
-        lines.append("(no queues found)" if report.redis_ok else "(Redis could not be read)")
-    for system in report.systems:
-        figures = ", ".join(f"{figure.name} {format_value(figure)}" for figure in system.figures)
-        lines.append(f"{system.backend}: {figures}")
+    for section, samples, systems in sections(report):
+        if several and section is not None:
+            if lines[-1] != "":
+                lines.append("")
+            lines.append(f"== {section.label} ==")
+        if section is None:
+            empty = "(no queues found)" if report.redis_ok else "(Redis could not be read)"
+        else:
+            # Its line above says which datastore, and what kind.
+            empty = "(no queues found)" if section.ok else "(could not be read)"
+        lines.extend(_section_table(section, samples, systems, report.errors, several, empty, notes))
     if notes:
         lines.append("")
         lines.extend(notes)
+    return lines
+
+
+def describe_section(section: DatastoreSection) -> str:
+    """`redis: redis redis://host:6379/0 (from REDIS_URL): 3 queue(s)`, and any problem."""
+    line = f"{section.label}: {section.kind} {section.where} (from {section.source}): {section.queues} queue(s)"
+    if not section.ok:
+        line += ", could not be read"
+    if section.errors:
+        line += f", {section.errors} error(s)"
+    return line
+
+
+def _section_table(
+    section: Optional[DatastoreSection],
+    samples: Sequence[QueueSample],
+    systems: Sequence[SystemSample],
+    errors: Tuple[str, ...],
+    several: bool,
+    empty: str,
+    notes: List[str],
+) -> List[str]:
+    """One datastore's tables and system figures. With several datastores, its errors and notes
+    begin with its label (as the collector's error lines do)."""
+    label = f"{section.label}: " if several and section is not None else ""
+    lines: List[str] = []
+    by_system: Dict[str, List[QueueSample]] = {}
+    for sample in samples:
+        by_system.setdefault(sample.backend, []).append(sample)
+    for backend, queues in by_system.items():
+        if lines:
+            lines.append("")
+        lines.extend(_system_table(backend, queues, errors, notes, label))
+    if not samples:
+        lines.append(empty)
+    for system in systems:
+        figures = ", ".join(f"{figure.name} {format_value(figure)}" for figure in system.figures)
+        lines.append(f"{system.backend}: {figures}")
     return lines
 
 
@@ -275,14 +362,16 @@ UNKNOWN_LATENCY = "unknown*"
 LATENCY_UNKNOWN = "latency unknown: "
 
 
-def _system_table(backend: str, samples: List[QueueSample], errors: Tuple[str, ...], notes: List[str]) -> List[str]:
+def _system_table(
+    backend: str, samples: List[QueueSample], errors: Tuple[str, ...], notes: List[str], label: str = ""
+) -> List[str]:
     names = list(dict.fromkeys(figure.name for sample in samples for figure in sample.figures))
     rows = [("SYSTEM", "QUEUE", "SIZE", "LATENCY", *(name.upper() for name in names))]
     for sample in samples:
         shown = readable_name(sample.queue)
         if sample.latency is None:
             latency = UNKNOWN_LATENCY
-            notes.append(f"* {backend} {shown}: latency unknown: {_unknown_reason(sample, errors)}")
+            notes.append(f"* {label}{backend} {shown}: latency unknown: {_unknown_reason(sample, errors, label)}")
         else:
             latency = f"{max(0.0, sample.latency):.3f} s"
         own = {figure.name: format_value(figure) for figure in sample.figures}
@@ -305,8 +394,10 @@ def _system_table(backend: str, samples: List[QueueSample], errors: Tuple[str, .
     ]
 
 
-def _unknown_reason(sample: QueueSample, errors: Tuple[str, ...]) -> str:
-    subject = queue_subject(sample.backend, sample.queue) + ": "
+def _unknown_reason(sample: QueueSample, errors: Tuple[str, ...], label: str = "") -> str:
+    """The errors about the queue: with several datastores, those that begin with its datastore's
+    `<label>: ` (`label`), as the collector writes them."""
+    subject = f"{label}{queue_subject(sample.backend, sample.queue)}: "
     said = [error[len(subject) :].replace(LATENCY_UNKNOWN, "", 1) for error in errors if error.startswith(subject)]
     if said:
         return "; ".join(said)

@@ -9,7 +9,9 @@ Metric names (after the prefix; figure names come from the collector):
     <prefix>.size, <prefix>.latency, <prefix>.<figure>   one point per queue; attributes
                                     messaging.system and messaging.destination.name
     <prefix>.<system>.<figure>      system-wide; attribute messaging.system
-    <prefix>.collector.<figure>     the collector's own
+    <prefix>.collector.<figure>     the collector's own (the tick's totals)
+Every queue and system point also carries queue_metrics.datastore, the label of the datastore it
+was read from (`redis` for REDIS_URL): the same queue in two Redis is two series.
 A system-wide figure keeps the system in its name so that it can never share a name with a
 per-queue figure (RQ's per-queue `failed` registry against Sidekiq's `failed` count, Celery's
 per-queue `unacked` against its total): one OTLP metric name has one type and one meaning.
@@ -37,9 +39,11 @@ from queue_metrics.sample import (
     UNIT_JOBS,
     UNIT_RATIO,
     UNIT_SECONDS,
+    DatastoreSection,
     Figure,
     QueueSample,
     TickReport,
+    sections,
 )
 
 PROTOBUF = "http/protobuf"
@@ -60,6 +64,8 @@ SCOPE_NAME = "queue-metrics"
 # Semantic conventions for messaging systems.
 ATTR_SYSTEM = "messaging.system"
 ATTR_DESTINATION = "messaging.destination.name"
+# Ours: which datastore (its label) a queue or a system was read from.
+ATTR_DATASTORE = "queue_metrics.datastore"
 
 # AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA in metrics.proto.
 DELTA = 1
@@ -264,9 +270,14 @@ def _point(attributes: Pairs, figure: Figure) -> Point:
     return Point(attributes, max(0.0, float(figure.value)), _is_integer(figure))
 
 
-def queue_attributes(backend: str, queue: str) -> Pairs:
-    """A queue's attributes; undecodable bytes in its name (kept as surrogates) shown as \\xNN."""
-    return ((ATTR_SYSTEM, backend), (ATTR_DESTINATION, readable_name(queue)))
+def queue_attributes(backend: str, queue: str, datastore: Pairs = ()) -> Pairs:
+    """A queue's attributes; undecodable bytes in its name (kept as surrogates) shown as \\xNN.
+    `datastore`: the datastore's attribute, when the report has datastores."""
+    return ((ATTR_SYSTEM, backend), (ATTR_DESTINATION, readable_name(queue)), *datastore)
+
+
+# A request's queues: runs of one datastore's samples, each with that datastore's attribute.
+Piece = Tuple[Pairs, Sequence[QueueSample]]
 
 
 def otlp_requests(
@@ -276,20 +287,36 @@ def otlp_requests(
     queues_per_request: int = QUEUES_PER_REQUEST,
 ) -> Iterator[List[Metric]]:
     """Every figure of the tick as OTLP metrics, one metric per name in each request, one point
-    per series; a request for each `queues_per_request` queues (with all their figures), the
-    system-wide and the collector's own figures in the last one.
+    per series; a request for each `queues_per_request` queues (with all their figures, whatever
+    datastores they are in), the system-wide and the collector's own figures in the last one.
 
     Made one request at a time, as they are sent: the points of ten thousand queues are never
     all in memory at once, and no request grows with the app's queues.
     """
-    samples = report.samples
-    for start in range(0, max(len(samples), 1), queues_per_request):
-        last = start + queues_per_request >= len(samples)
-        yield _metrics(samples[start : start + queues_per_request], report, prefix, dropped, last)
+    pieces: List[Piece] = []
+    room = queues_per_request
+    left = len(report.samples)
+    for section, samples, _ in sections(report):
+        datastore = _datastore_attribute(section)
+        start = 0
+        while start < len(samples):
+            taken = samples[start : start + room]
+            pieces.append((datastore, taken))
+            start += len(taken)
+            room -= len(taken)
+            left -= len(taken)
+            if room == 0 and left > 0:
+                yield _metrics(pieces, report, prefix, dropped, last=False)
+                pieces, room = [], queues_per_request
+    yield _metrics(pieces, report, prefix, dropped, last=True)
+
+
+def _datastore_attribute(section: Optional[DatastoreSection]) -> Pairs:
+    return () if section is None else ((ATTR_DATASTORE, section.label),)
 
 
 def _metrics(
-    samples: Sequence[QueueSample], report: TickReport, prefix: str, dropped: Optional[int], last: bool
+    pieces: Sequence[Piece], report: TickReport, prefix: str, dropped: Optional[int], last: bool
 ) -> List[Metric]:
     sizes: List[Point] = []
     latencies: List[Point] = []
@@ -301,17 +328,21 @@ def _metrics(
     def add(name: str, attributes: Pairs, figure: Figure) -> None:
         groups.setdefault((name, figure.unit, figure.kind), []).append(_point(attributes, figure))
 
-    for sample in samples:
-        attributes = queue_attributes(sample.backend, sample.queue)
-        sizes.append(Point(attributes, max(0, sample.size), True))
-        if sample.latency is not None:
-            latencies.append(Point(attributes, max(0.0, sample.latency), False))
-        for figure in sample.figures:
-            add(f"{prefix}.{figure.name}", attributes, figure)
+    for datastore, samples in pieces:
+        for sample in samples:
+            attributes = queue_attributes(sample.backend, sample.queue, datastore)
+            sizes.append(Point(attributes, max(0, sample.size), True))
+            if sample.latency is not None:
+                latencies.append(Point(attributes, max(0.0, sample.latency), False))
+            for figure in sample.figures:
+                add(f"{prefix}.{figure.name}", attributes, figure)
     if last:
-        for system in report.systems:
-            for figure in system.figures:
-                add(system_metric_name(prefix, system.backend, figure.name), ((ATTR_SYSTEM, system.backend),), figure)
+        for section, _, systems in sections(report):
+            datastore = _datastore_attribute(section)
+            for system in systems:
+                attributes = ((ATTR_SYSTEM, system.backend), *datastore)
+                for figure in system.figures:
+                    add(system_metric_name(prefix, system.backend, figure.name), attributes, figure)
         for figure in collector_figures(report, dropped):
             add(collector_metric_name(prefix, figure.name), (), figure)
     return [Metric(name, unit, kind, tuple(points)) for (name, unit, kind), points in groups.items() if points]
@@ -327,14 +358,33 @@ def report_point_count(report: TickReport, dropped: Optional[int] = None) -> int
     return per_queue + sum(len(system.figures) for system in report.systems) + len(collector_figures(report, dropped))
 
 
-def _pb_attributes(field: int, attributes: Pairs) -> bytes:
+def _pb_attribute(field: int, key: str, value: str) -> bytes:
     # KeyValue { string key = 1; AnyValue value = 2 }, AnyValue { string string_value = 1 }
-    return pb.repeated_messages(
-        field, (pb.string_field(1, k) + pb.message_field(2, pb.string_field(1, v)) for k, v in attributes)
-    )
+    return pb.message_field(field, pb.string_field(1, key) + pb.message_field(2, pb.string_field(1, value)))
 
 
-def _pb_points(points: Sequence[Point], times: bytes, attributes: Dict[Pairs, bytes]) -> bytes:
+def _pb_attributes(field: int, attributes: Pairs) -> bytes:
+    return b"".join(_pb_attribute(field, key, value) for key, value in attributes)
+
+
+def _pb_point_attributes(attributes: Pairs, shared: Dict[Tuple[str, str], bytes]) -> bytes:
+    """A point's attributes (field 7). `shared`: the pairs a request's queues have in common (their
+    system, their datastore), each encoded once for the request; a queue's name is its own."""
+    encoded = []
+    for pair in attributes:
+        if pair[0] == ATTR_DESTINATION:
+            encoded.append(_pb_attribute(7, *pair))
+            continue
+        written = shared.get(pair)
+        if written is None:
+            written = shared[pair] = _pb_attribute(7, *pair)
+        encoded.append(written)
+    return b"".join(encoded)
+
+
+def _pb_points(
+    points: Sequence[Point], times: bytes, attributes: Dict[Pairs, bytes], shared: Dict[Tuple[str, str], bytes]
+) -> bytes:
     """NumberDataPoint { start_time_unix_nano = 2; time_unix_nano = 3; as_double = 4; as_int = 6;
     attributes = 7 }, each wrapped as field 1 (`data_points`) of Gauge or Sum. `attributes`: each
     series' attributes as encoded once for the request (a queue's are in each of its metrics)."""
@@ -343,7 +393,7 @@ def _pb_points(points: Sequence[Point], times: bytes, attributes: Dict[Pairs, by
         value = pb.sfixed64_field(6, int(point.value)) if point.integer else pb.double_field(4, point.value)
         written = attributes.get(point.attributes)
         if written is None:
-            written = attributes[point.attributes] = _pb_attributes(7, point.attributes)
+            written = attributes[point.attributes] = _pb_point_attributes(point.attributes, shared)
         encoded.append(pb.message_field(1, times + value + written))
     return b"".join(encoded)
 
@@ -357,14 +407,15 @@ def protobuf_request(metrics: Sequence[Metric], resource: Pairs, start_ns: int, 
     gauge_times = pb.fixed64_field(3, time_ns)
     sum_times = pb.fixed64_field(2, start_ns) + gauge_times
     attributes: Dict[Pairs, bytes] = {}
+    shared: Dict[Tuple[str, str], bytes] = {}
     for metric in metrics:
         if metric.kind == COUNTER:
             # Sum { data_points = 1; aggregation_temporality = 2; is_monotonic = 3 }
-            points = _pb_points(metric.points, sum_times, attributes)
+            points = _pb_points(metric.points, sum_times, attributes, shared)
             data = pb.message_field(7, points + pb.uint_field(2, DELTA) + pb.uint_field(3, 1))
         else:
             # Gauge { data_points = 1 }
-            data = pb.message_field(5, _pb_points(metric.points, gauge_times, attributes))
+            data = pb.message_field(5, _pb_points(metric.points, gauge_times, attributes, shared))
         # Metric { name = 1; unit = 3; gauge = 5; sum = 7 }
         encoded.append(pb.string_field(1, metric.name) + pb.string_field(3, metric.unit) + data)
     # InstrumentationScope { name = 1; version = 2 }
@@ -378,13 +429,17 @@ def protobuf_request(metrics: Sequence[Metric], resource: Pairs, start_ns: int, 
 
 
 def _json_attributes(attributes: Pairs) -> list:
-    # Not cached, unlike the protobuf form: nested dicts would cost far more memory than bytes.
     return [{"key": k, "value": {"stringValue": v}} for k, v in attributes]
 
 
-def _json_point(point: Point, start_ns: int, time_ns: int) -> dict:
+def _json_point(point: Point, start_ns: int, time_ns: int, attributes: Dict[Pairs, list]) -> dict:
+    """`attributes`: each series' attribute list, made once for the request and referred to by
+    each of its points (json.dumps writes it out each time): a queue's are in each of its metrics."""
     # OTLP/JSON: lowerCamelCase names, 64-bit integers as decimal strings, enums as numbers.
-    entry: dict = {"attributes": _json_attributes(point.attributes)}
+    written = attributes.get(point.attributes)
+    if written is None:
+        written = attributes[point.attributes] = _json_attributes(point.attributes)
+    entry: dict = {"attributes": written}
     if start_ns:
         entry["startTimeUnixNano"] = str(start_ns)
     entry["timeUnixNano"] = str(time_ns)
@@ -398,16 +453,17 @@ def _json_point(point: Point, start_ns: int, time_ns: int) -> dict:
 def json_request(metrics: Sequence[Metric], resource: Pairs, start_ns: int, time_ns: int) -> bytes:
     """The same request in OTLP/JSON (the protobuf JSON mapping, as OTLP specifies it)."""
     encoded = []
+    attributes: Dict[Pairs, list] = {}
     for metric in metrics:
         entry: dict = {"name": metric.name, "unit": metric.unit}
         if metric.kind == COUNTER:
             entry["sum"] = {
-                "dataPoints": [_json_point(p, start_ns, time_ns) for p in metric.points],
+                "dataPoints": [_json_point(p, start_ns, time_ns, attributes) for p in metric.points],
                 "aggregationTemporality": DELTA,
                 "isMonotonic": True,
             }
         else:
-            entry["gauge"] = {"dataPoints": [_json_point(p, 0, time_ns) for p in metric.points]}
+            entry["gauge"] = {"dataPoints": [_json_point(p, 0, time_ns, attributes) for p in metric.points]}
         encoded.append(entry)
     document = {
         "resourceMetrics": [

@@ -8,10 +8,14 @@ With tags (DogStatsD, the default), a name says what is measured and tags say of
     <prefix>.<system>.<figure>:5|c|#backend:sidekiq          a system-wide figure
     <prefix>.collector.<figure>:0.012|g                      the collector's own
 
+Every queue and system line also carries `datastore:<label>`, the datastore it was read from
+(`redis` for REDIS_URL); the collector's figures are the tick's totals, with no such tag.
+
 Per-queue series always carry a `queue` tag. A system-wide figure keeps its system in its name,
 so it never shares a name with a per-queue one (Sidekiq's `failed` count against RQ's per-queue
 `failed` registry; Celery's total `unacked` against each queue's): summing a name over its tags
-never mixes two meanings. Without tags the names are the l2met names of the log lines.
+never mixes two meanings. Without tags the names are the l2met names of the log lines (with
+`<prefix>.<label>` for a queue or system that an earlier datastore holds too).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from queue_metrics.outputs.format import (
     queue_metric_base,
     system_metric_name,
 )
-from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, TickReport
+from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, TickReport, name_prefix, sections
 from queue_metrics.setting_values import boolean
 
 DEFAULT_ADDRESS = "127.0.0.1:8125"
@@ -117,28 +121,40 @@ def statsd_line_stream(
     source: Optional[str] = None,
     dropped: Optional[int] = None,
 ) -> Iterator[str]:
-    """Every figure of the tick, one StatsD line each, made as they are sent."""
-    extra = f",source:{source}" if source else ""
-    for sample in report.samples:
-        figures = [Figure("size", sample.size)]
-        if sample.latency is not None:
-            figures.append(Figure("latency", sample.latency, UNIT_SECONDS))
-        figures.extend(sample.figures)
-        if tags:
-            # metric_queue_part keeps only A-Za-z0-9.:_- (odd names are cleaned and hashed): no
-            # ',', '|', '#' or line break can reach the tag.
-            suffix = f"|#backend:{sample.backend},queue:{metric_queue_part(sample.queue)}{extra}"
-            for figure in figures:
-                yield statsd_line(f"{prefix}.{figure.name}", figure, suffix)
-        else:
-            base = untagged_queue_base(prefix, sample.backend, sample.queue)
-            for figure in figures:
-                yield statsd_line(f"{base}.{figure.name}", figure)
-    for system in report.systems:
-        suffix = f"|#backend:{system.backend}{extra}" if tags else ""
-        for figure in system.figures:
-            yield statsd_line(system_metric_name(prefix, system.backend, figure.name), figure, suffix)
-    suffix = f"|#{extra[1:]}" if tags and extra else ""
+    """Every figure of the tick, one StatsD line each, made as they are sent. With datastores,
+    each queue and system line is tagged with its datastore (untagged: named as in the log
+    lines)."""
+    tail = f",source:{source}" if source else ""
+    for section, samples, systems in sections(report):
+        # The tags every line of the datastore ends with.
+        extra = tail if section is None else f",datastore:{section.label}{tail}"
+        # Untagged, only names an earlier datastore holds too carry the label: no look-up per
+        # queue otherwise.
+        labeled = section.labeled_queues if section is not None and not tags else frozenset()
+        own = f"{prefix}.{section.label}" if section is not None else prefix
+        for sample in samples:
+            figures = [Figure("size", sample.size)]
+            if sample.latency is not None:
+                figures.append(Figure("latency", sample.latency, UNIT_SECONDS))
+            figures.extend(sample.figures)
+            if tags:
+                # metric_queue_part keeps only A-Za-z0-9.:_- (odd names are cleaned and hashed): no
+                # ',', '|', '#' or line break can reach the tag.
+                suffix = f"|#backend:{sample.backend},queue:{metric_queue_part(sample.queue)}{extra}"
+                for figure in figures:
+                    yield statsd_line(f"{prefix}.{figure.name}", figure, suffix)
+            else:
+                start = own if labeled and (sample.backend, sample.queue) in labeled else prefix
+                base = untagged_queue_base(start, sample.backend, sample.queue)
+                for figure in figures:
+                    yield statsd_line(f"{base}.{figure.name}", figure)
+        for system in systems:
+            # Tagged, the datastore's tag tells two datastores' systems apart; untagged, the name.
+            start = prefix if tags else name_prefix(prefix, section, system.backend)
+            suffix = f"|#backend:{system.backend}{extra}" if tags else ""
+            for figure in system.figures:
+                yield statsd_line(system_metric_name(start, system.backend, figure.name), figure, suffix)
+    suffix = f"|#{tail[1:]}" if tags and tail else ""
     for figure in collector_figures(report, dropped):
         yield statsd_line(collector_metric_name(prefix, figure.name), figure, suffix)
 
