@@ -22,6 +22,7 @@ from rq import Queue
 import queue_metrics.celery as stamp_hook
 from helpers.collect import sidekiq
 from helpers.process import lines_of, queue_metrics, start
+from helpers.producers import channel_size
 from helpers.servers import free_port, self_signed_certificate
 from helpers.watch import Watcher
 from helpers.workers import start_celery_worker, wait_for, worker_process
@@ -200,11 +201,6 @@ def celery_on(request):
     pools.reset()
 
 
-def kombu_size(app: Celery, queue: str) -> int:
-    with app.connection_for_write() as connection:
-        return connection.default_channel._size(queue)
-
-
 def test_sidekiq_on_one_redis_and_celery_on_another_while_a_real_worker_drains(make_server, celery_on):
     jobs, broker = make_server(), make_server()
     sidekiq(jobs.url, {"enqueue": {"default": 2}})
@@ -238,9 +234,9 @@ def test_sidekiq_on_one_redis_and_celery_on_another_while_a_real_worker_drains(m
     try:
         deadline = time.monotonic() + 60
         while True:
-            before = kombu_size(app, "work")
+            before = channel_size(app, "work")
             report = collector.tick()
-            after = kombu_size(app, "work")
+            after = channel_size(app, "work")
             assert report.errors == ()
             ours = sizes(report)
             assert ours[("redis", "sidekiq", "default")] == 2

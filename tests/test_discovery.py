@@ -14,6 +14,7 @@ from rq import Queue
 import queue_metrics.celery as stamp_hook
 from helpers.collect import by_queue, collect, make_collector, sidekiq
 from helpers.process import start
+from helpers.producers import channel_size
 from helpers.watch import Watcher
 from helpers.workers import start_celery_worker
 from queue_metrics.outputs.format import librato_lines
@@ -42,12 +43,6 @@ def apps():
     for application in made:
         application.close()
     pools.reset()
-
-
-def channel_size(app: Celery, queue: str) -> int:
-    # kombu's own count; its passive queue_declare ignores global_keyprefix, its _size does not.
-    with app.connection_for_write() as connection:
-        return connection.default_channel._size(queue)
 
 
 def test_run_reports_a_queue_whose_exchange_appears_after_it_started(redis_url, apps):

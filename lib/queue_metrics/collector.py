@@ -12,11 +12,14 @@ hold the same system and queue; when they do, the later datastore's (in the sett
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple, TypeVar
 
 from queue_metrics.config import Settings
 from queue_metrics.datastores import Datastore, idle_until, make_reader
 from queue_metrics.sample import DatastoreSection, QueueSample, SystemSample, TickReport
+
+# What `Naming` labels: a (system, queue) or a system.
+Name = TypeVar("Name", Tuple[str, str], str)
 
 
 class Naming:
@@ -35,26 +38,26 @@ class Naming:
     def labeled(self, index: int, report: TickReport) -> Tuple[FrozenSet[Tuple[str, str]], FrozenSet[str]]:
         """The labeled names of datastore `index` after what its report holds (datastores are
         given in order within a tick)."""
-        queues, systems = self._queues[index], self._systems[index]
         grew = False
         for sample in report.samples:
-            key = (sample.backend, sample.queue)
-            first = self._first_queue.setdefault(key, index)
-            if first > index:
-                self._first_queue[key] = first = index
-            if first < index and key not in queues:
-                queues.add(key)
-                grew = True
+            grew |= _held_before(self._first_queue, self._queues[index], (sample.backend, sample.queue), index)
         for backend in report.backends:
-            first = self._first_system.setdefault(backend, index)
-            if first > index:
-                self._first_system[backend] = first = index
-            if first < index and backend not in systems:
-                systems.add(backend)
-                grew = True
+            grew |= _held_before(self._first_system, self._systems[index], backend, index)
         if grew:
-            self._frozen[index] = (frozenset(queues), frozenset(systems))
+            self._frozen[index] = (frozenset(self._queues[index]), frozenset(self._systems[index]))
         return self._frozen[index]
+
+
+def _held_before(firsts: Dict[Name, int], labeled: Set[Name], key: Name, index: int) -> bool:
+    """Note that datastore `index` holds `key`; True when that makes `key` newly labeled there (a
+    datastore earlier in the order holds it too)."""
+    first = firsts.setdefault(key, index)
+    if first > index:
+        firsts[key] = first = index
+    if first < index and key not in labeled:
+        labeled.add(key)
+        return True
+    return False
 
 
 class Collector:

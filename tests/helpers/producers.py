@@ -76,3 +76,10 @@ def latency_within(value: float, reference: Reference, start: float, end: float,
     low, high = latency_then(reference, start), latency_then(reference, end)
     assert low is not None and high is not None
     return low - slack <= value <= high + slack
+
+
+def channel_size(app: Celery, queue: str) -> int:
+    """kombu's own count of a queue's messages: its passive queue_declare ignores
+    global_keyprefix, its channel's `_size` does not."""
+    with app.connection_for_write() as connection:
+        return connection.default_channel._size(queue)
