@@ -767,3 +767,21 @@ def test_every_heroku_redis_color_with_its_tls_url():
     assert labels(env) == [("heroku_redis_amber", "HEROKU_REDIS_AMBER_URL"), ("heroku_redis_pink", PINK)]
     (_, pink) = Settings.from_env(env).locations()
     assert pink.url.startswith("rediss://")
+
+
+def test_doctor_passes_an_app_whose_cache_redis_holds_no_queues(make_server):
+    """The cache Redis beside the jobs' one is no problem; no queues in any datastore is one."""
+    cache, jobs = make_server(), make_server()
+    redis.Redis.from_url(cache.url).set("cache:page", "x")
+    env = {"REDIS_URL": cache.url, "HEROKU_REDIS_PINK_URL": jobs.url}
+    nowhere = queue_metrics("doctor", env=env)
+    assert nowhere.returncode == 1
+    assert [line for line in nowhere.stdout.splitlines() if line.startswith("Problem: ")] == [
+        "Problem: no Sidekiq, RQ or Celery queues found: is this the Redis your jobs use? (the app's variables "
+        "are read: REDIS_URL, HEROKU_REDIS_<COLOR>_URL, REDIS_PROVIDER, ...; QUEUE_METRICS_REDIS_URL names one)"
+    ]
+    redis.Redis.from_url(jobs.url).sadd("queues", "default")  # a Sidekiq app, its queue empty
+    doctor = queue_metrics("doctor", env=env)
+    assert doctor.returncode == 0, doctor.stdout
+    assert "== Datastore redis ==" in doctor.stdout and "== Datastore heroku_redis_pink ==" in doctor.stdout
+    assert "Holds no Sidekiq, RQ or Celery queues (an app's cache?)" in doctor.stdout

@@ -36,8 +36,9 @@ format_option = click.option(
 def main() -> None:
     """Queue size and latency of Sidekiq, RQ and Celery, read from Redis, printed as log metrics.
 
-    Settings come from QUEUE_METRICS_* environment variables; the Redis URL from
-    QUEUE_METRICS_REDIS_URL or the usual Heroku add-on variables (REDIS_URL, ...).
+    Settings come from QUEUE_METRICS_* environment variables; every Redis the app has is read
+    (REDIS_URL, HEROKU_REDIS_<COLOR>_URL, REDIS_PROVIDER, ...), or those QUEUE_METRICS_REDIS_URL(S)
+    names.
     """
 
 

@@ -45,9 +45,17 @@ READ_COMMANDS: Tuple[Tuple[object, ...], ...] = (
 )
 
 
+NO_QUEUES_ANYWHERE = (
+    "no Sidekiq, RQ or Celery queues found: is this the Redis your jobs use? (the app's variables are "
+    "read: REDIS_URL, HEROKU_REDIS_<COLOR>_URL, REDIS_PROVIDER, ...; QUEUE_METRICS_REDIS_URL names one)"
+)
+
+
 class Checkup(NamedTuple):
     lines: List[str]
     healthy: bool
+    # Whether the datastore holds any queue system's keys.
+    holds_queues: bool = True
 
 
 def checkup_all(settings: Settings, announce: Callable[[str], None] = lambda notice: None) -> Checkup:
@@ -56,17 +64,25 @@ def checkup_all(settings: Settings, announce: Callable[[str], None] = lambda not
     lines: List[str] = []
     healthy = True
     locations = settings.locations()
+    alone = len(locations) == 1
+    holding = []
     for location in locations:
         if lines:
             lines.append("")
-        if len(locations) > 1:
+        if not alone:
             lines.append(f"== Datastore {location.label} ==")
         own = settings._replace(
             redis_url=location.url, redis_url_var=None if location.source == DEFAULT_SOURCE else location.source
         )
-        result = checkup(own, connect(own), announce, location.label)
+        result = checkup(own, connect(own), announce, location.label, alone)
         lines.extend(result.lines)
         healthy = healthy and result.healthy
+        if result.holds_queues:
+            holding.append(location.label)
+    if not alone and not holding:
+        # One datastore without queues is an app's cache; none with any is a problem.
+        lines.extend(["", f"Problem: {NO_QUEUES_ANYWHERE}"])
+        healthy = False
     return Checkup(lines, healthy)
 
 
@@ -75,6 +91,7 @@ def checkup(
     client: RedisConnection,
     announce: Callable[[str], None] = lambda notice: None,
     label: str = "redis",
+    alone: bool = True,
 ) -> Checkup:
     """One Redis datastore. `announce` gets a line at once when the keyspace walk will keep the
     person waiting."""
@@ -146,11 +163,14 @@ def checkup(
                 "  this Redis has no SCAN command: only the queues its registries list and its queue setting "
                 "names are read"
             )
-    if not report.backends and report.redis_ok:
-        problems.append(
-            "no Sidekiq, RQ or Celery queues found in this Redis: is this the Redis your jobs use? "
-            "(check REDIS_URL / QUEUE_METRICS_REDIS_URL)"
-        )
+    holds_queues = bool(report.backends) or not report.redis_ok
+    if not holds_queues:
+        if alone:
+            problems.append(NO_QUEUES_ANYWHERE)
+        else:
+            # Beside another datastore that holds queues, a Redis without any is the app's cache:
+            # the collector reads its registries and prints nothing of it.
+            lines.append("Holds no Sidekiq, RQ or Celery queues (an app's cache?): nothing of it is printed")
     # Unstamped Celery messages: `run` observes their latency from its second tick on (one tick
     # cannot), unless LPOS, which observing needs, is missing or denied. Queues whose latency is
     # unknown for another reason (a malformed message, a refused read) have their own problem.
@@ -185,7 +205,7 @@ def checkup(
         lines.extend(f"Problem: {problem}" for problem in problems)
     else:
         lines.append("No problems found.")
-    return Checkup(lines, not problems and report.redis_ok)
+    return Checkup(lines, not problems and report.redis_ok, holds_queues)
 
 
 def _idle(collector: RedisReader, report: TickReport) -> List[str]:
