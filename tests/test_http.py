@@ -1,4 +1,4 @@
-"""The OTLP output's own HTTP/1.1 POST, against real sockets: a scripted server answers each
+"""The collector's own HTTP/1.1 (the OTLP POST, the RabbitMQ API's GET), against real sockets: a scripted server answers each
 request with bytes we choose (the shapes real servers send), and the client must read the status,
 and reuse the connection only when the answer was read to its end."""
 
@@ -10,7 +10,7 @@ from typing import List
 
 import pytest
 
-from queue_metrics.outputs.http_post import HttpConnection, MalformedAnswer, parse_status_line
+from queue_metrics.http import HttpConnection, MalformedAnswer, parse_status_line
 
 
 class ScriptedServer:
