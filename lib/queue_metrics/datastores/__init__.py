@@ -106,6 +106,8 @@ def _is_redis_url(value: str) -> bool:
 
 
 def _rabbitmq_locations(env: Mapping[str, str]) -> List[Location]:
+    if "QUEUE_METRICS_AMQP_URL" not in env and not any(_is_amqp_url(value) for value in env.values()):
+        return []  # an app without RabbitMQ loads none of its code
     from queue_metrics.datastores.rabbitmq.locations import rabbitmq_locations
 
     return rabbitmq_locations(env)
