@@ -173,7 +173,8 @@ def test_a_redis_only_run_imports_nothing_of_rabbitmq(redis_url):
     code = (
         "import sys; from queue_metrics.runner import Ticker; from queue_metrics.config import Settings;"
         f"t = Ticker(Settings.from_env({{'REDIS_URL': {redis_url!r}}})); t.tick();"
-        "print(sorted(m for m in sys.modules if m.startswith(('queue_metrics.datastores.rabbitmq', 'queue_metrics.http'))))"
+        "print(sorted(m for m in sys.modules"
+        " if m.startswith(('queue_metrics.datastores.rabbitmq', 'queue_metrics.http'))))"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     output = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

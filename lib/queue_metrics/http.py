@@ -110,6 +110,8 @@ class HttpConnection:
         if int(length) > max_body:
             raise BodyTooLarge(f"an answer of {int(length)} bytes (at most {max_body} are read)")
         body = self._exactly(sock, rest, int(length))
+        if len(body) < int(length):
+            raise ConnectionResetError("the server closed the connection in the middle of its answer")
         return Answer(status, reason, reusable and len(body) == int(length), fields, body[: int(length)])
 
     def close(self) -> None:

@@ -131,7 +131,7 @@ def passwords_of(url: str) -> Tuple[str, ...]:
 
 
 def describe_amqp_url(url: str) -> str:
-    """`amqps://host:5671/vhost`: an AMQP URL for people, without its credentials."""
+    """`amqps://host:5671/vhost`: an AMQP URL (or the API's) for people, without its credentials."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     shown = f"[{host}]" if ":" in host else host
