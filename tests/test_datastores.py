@@ -605,21 +605,26 @@ def test_bad_datastore_settings_are_usage_errors_naming_the_variable_and_never_i
         assert PASSWORD not in line and "127.0.0.1" not in line, line
 
 
-def test_a_database_url_or_an_amqp_broker_is_ignored_for_discovery(make_server):
+def test_a_database_url_is_ignored_and_an_amqp_broker_is_a_rabbitmq_datastore(make_server):
     server = make_server()
     sidekiq(server.url, {"enqueue": {"default": 1}})
     env = {
         "REDIS_URL": server.url,
         "DATABASE_URL": f"postgres://app:{PASSWORD}@127.0.0.1:5432/app",
         "CELERY_BROKER_URL": f"amqp://guest:{PASSWORD}@127.0.0.1:5672//",
-        "BROKER_URL": f"amqps://guest:{PASSWORD}@127.0.0.1:5671//",
+        "BROKER_URL": f"amqps://guest:{PASSWORD}@127.0.0.1:5671//",  # the same broker, vhost and user
+        # The machine's RabbitMQ, which refuses that password.
+        "QUEUE_METRICS_RABBITMQ_API_URL": "http://127.0.0.1:15672/api/",
     }
-    (location,) = Settings.from_env(env).locations()
-    assert (location.label, location.url) == ("redis", server.url)
+    redis_location, broker = Settings.from_env(env).locations()
+    assert (redis_location.label, redis_location.url) == ("redis", server.url)
+    assert (broker.kind, broker.label, broker.source) == ("rabbitmq", "celery_broker", "CELERY_BROKER_URL")
     result = queue_metrics("once", env=env)
-    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.returncode == 1, result.stderr  # a datastore could not be read
     assert "sample#queue.sidekiq.default.size=1 " in result.stdout
-    assert PASSWORD not in result.stdout
+    (line,) = lines_of(result.stderr)
+    assert line.startswith("queue-metrics: error: celery_broker: ") and "rejected the credentials" in line, line
+    assert PASSWORD not in result.stdout + result.stderr
 
 
 def test_a_tls_ca_file_is_checked_when_any_datastore_uses_tls(tmp_path, make_server):

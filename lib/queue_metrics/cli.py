@@ -103,8 +103,14 @@ def config() -> None:
         if field == "datastores":
             lines.extend(f"datastore.{location.label}={describe(location)}" for location in settings.locations())
             continue
+        if field == "rabbitmq_api_url" and value:
+            from queue_metrics.datastores.rabbitmq.locations import describe_amqp_url
+
+            value = describe_amqp_url(value)  # without its credentials
         if field == "system_settings":
             for system, own in value:
+                if own is None:  # a system with no settings of its own (`rabbitmq`)
+                    continue
                 lines.extend(f"{system}.{name}={own_value!r}" for name, own_value in own._asdict().items())
             continue
         lines.append(f"{field}={value!r}")

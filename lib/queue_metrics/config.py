@@ -62,6 +62,13 @@ class Settings(NamedTuple):
     # Every datastore to read, in the order of the naming rule (`datastores.Location`); empty:
     # the one Redis of `redis_url`.
     datastores: Tuple[Location, ...] = ()
+    # The RabbitMQ management API (QUEUE_METRICS_RABBITMQ_API_URL); None: CloudAMQP's, on the AMQP
+    # URL's host.
+    rabbitmq_api_url: Optional[str] = None
+    # Verify an https:// management API's certificate: on unless QUEUE_METRICS_TLS_VERIFY says
+    # false. Unlike Heroku's Redis, CloudAMQP serves publicly trusted certificates, and every
+    # request carries the user's password.
+    api_tls_verify: bool = True
 
     def locations(self) -> Tuple[Location, ...]:
         """The datastores to read: those the environment named, else the one of `redis_url`."""
@@ -105,13 +112,20 @@ class Settings(NamedTuple):
 
         tls_ca_file = values.get("QUEUE_METRICS_TLS_CA_FILE")
         tls_verify = boolean(values, "QUEUE_METRICS_TLS_VERIFY", default=tls_ca_file is not None)
+        rabbitmq_api_url = values.get("QUEUE_METRICS_RABBITMQ_API_URL", "").strip() or None
+        if rabbitmq_api_url is not None:
+            from queue_metrics.datastores.rabbitmq.locations import check_api_url
+
+            check_api_url(rabbitmq_api_url)
 
         return cls(
             redis_url=redis_url,
             redis_url_var=redis_url_var,
             interval=interval,
             timeout=timeout,
-            backends=_backends(values.get("QUEUE_METRICS_BACKENDS"), tuple(spec.name for spec in SYSTEMS)),
+            backends=_backends(
+                values.get("QUEUE_METRICS_BACKENDS"), tuple(dict.fromkeys(spec.name for spec in SYSTEMS))
+            ),
             prefix=_name(values, "QUEUE_METRICS_PREFIX", "queue", MAX_PREFIX_LENGTH),
             source=_name(values, "QUEUE_METRICS_SOURCE", None, MAX_SOURCE_LENGTH),
             output_format=_choice(values, "QUEUE_METRICS_FORMAT", OUTPUT_FORMATS, "librato"),
@@ -119,8 +133,15 @@ class Settings(NamedTuple):
             tls_verify=tls_verify,
             tls_ca_file=tls_ca_file,
             extras=boolean(values, "QUEUE_METRICS_EXTRAS", default=True),
-            system_settings=tuple((spec.name, spec.settings_from_env(values)) for spec in SYSTEMS),
+            # Per name, the first row's: `celery` on Redis parses Celery's settings, and the
+            # same name on RabbitMQ owns none of its own.
+            system_settings=tuple(
+                (spec.name, spec.settings_from_env(values))
+                for spec in {spec.name: spec for spec in reversed(SYSTEMS)}.values()
+            ),
             datastores=locations,
+            rabbitmq_api_url=rabbitmq_api_url,
+            api_tls_verify=boolean(values, "QUEUE_METRICS_TLS_VERIFY", default=True),
         )
 
 
@@ -154,7 +175,12 @@ def check_tls_ca_file(settings: Settings) -> None:
     if not any(mark in head for mark in PEM_CERTIFICATE_MARKS):
         raise ConfigError(f"{variable}: {path!r} is not a PEM certificate (no -----BEGIN CERTIFICATE----- line)")
     # Any datastore's TLS URL, not only the first one's: a second Redis may be the one on TLS.
-    if settings.tls_verify and any(location.url.startswith("rediss://") for location in settings.locations()):
+    locations = settings.locations()
+    rediss = settings.tls_verify and any(location.url.startswith("rediss://") for location in locations)
+    # A RabbitMQ's management API is https:// unless QUEUE_METRICS_RABBITMQ_API_URL says http://.
+    https_api = settings.api_tls_verify and any(location.kind == "rabbitmq" for location in locations)
+    https_api = https_api and not (settings.rabbitmq_api_url or "https:").lower().startswith("http:")
+    if rediss or https_api:
         import ssl
 
         try:

@@ -6,10 +6,10 @@ Builds lines only; the CLI prints them. Everything it sends is a read, like the 
 from __future__ import annotations
 
 import time
-from typing import Callable, List, NamedTuple, Tuple
+from typing import Callable, Dict, List, NamedTuple, Tuple
 
 from queue_metrics.config import Settings
-from queue_metrics.datastores import DEFAULT_SOURCE
+from queue_metrics.datastores import DEFAULT_SOURCE, Location, make_reader
 from queue_metrics.datastores.redis.connection import RedisConnection, connect, describe_error, round_trip
 from queue_metrics.datastores.redis.reader import RedisReader
 from queue_metrics.datastores.redis.resp import pack_commands
@@ -71,6 +71,11 @@ def checkup_all(settings: Settings, announce: Callable[[str], None] = lambda not
             lines.append("")
         if not alone:
             lines.append(f"== Datastore {location.label} ==")
+        if location.kind != "redis":
+            result = checkup_other(settings, location)
+            lines.extend(result.lines)
+            healthy = healthy and result.healthy
+            continue
         own = settings._replace(
             redis_url=location.url, redis_url_var=None if location.source == DEFAULT_SOURCE else location.source
         )
@@ -84,6 +89,25 @@ def checkup_all(settings: Settings, announce: Callable[[str], None] = lambda not
         lines.extend(["", f"Problem: {NO_QUEUES_ANYWHERE}"])
         healthy = False
     return Checkup(lines, healthy)
+
+
+def checkup_other(settings: Settings, location: Location) -> Checkup:
+    """A datastore of another kind than Redis (a RabbitMQ management API): one tick of its
+    reader, what it found and every error line."""
+    reader = make_reader(settings, location, True, lambda notice: None)
+    try:
+        report = reader.tick()
+    finally:
+        reader.close()
+    lines = [f"{location.kind} at {reader.describe()} (from {location.source})"]
+    if report.redis_ok:
+        by_system: Dict[str, int] = {}
+        for sample in report.samples:
+            by_system[sample.backend] = by_system.get(sample.backend, 0) + 1
+        found = ", ".join(f"{system}: {count} queue{'s' if count != 1 else ''}" for system, count in by_system.items())
+        lines.append(f"Read in {report.duration * 1000:.0f} ms: {found or 'no queue'}")
+    lines.extend(f"Problem: {error}" for error in report.errors)
+    return Checkup(lines, report.redis_ok and not report.errors)
 
 
 def checkup(

@@ -368,3 +368,84 @@ def _describe_reply(error: ReplyError, where: str, has_password: bool) -> str:
     if body.startswith(("DB index is out of range", "invalid DB index")):
         return f"Redis at {where}: that database number does not exist on this server"
     return f"Redis at {where}: {error.text.split(chr(10), 1)[0][:200]}"
+
+
+class ApiRefused(QueueMetricsError):
+    """The RabbitMQ management API answered a GET with an error status; `reason` is the API's own
+    (`{"error": ..., "reason": "Not management user"}`), cut to one short line."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class ApiMalformed(QueueMetricsError):
+    """What the management API sent is not the JSON it sends."""
+
+
+# The management API's 401 reasons (rabbit_mgmt_util): the user or password is wrong; the user has
+# no management tag; the user has no permission entry on the vhost.
+LOGIN_FAILED = "Login failed"
+NOT_MANAGEMENT_USER = "Not management user"
+VHOST_DENIED = "User not authorised to access virtual host"
+
+
+def describe_rabbitmq_error(error: BaseException, where: str, user: str, vhost: str, timeout: float) -> str:
+    """One line for a RabbitMQ tick that failed as a whole: where, what, and what to do; no
+    password (`where` is the API's URL without credentials)."""
+    subject = f"the RabbitMQ management API at {where}"
+    shown_vhost = json.dumps(vhost)
+    if isinstance(error, ApiRefused):
+        if error.status == 401 and error.reason == NOT_MANAGEMENT_USER:
+            return (
+                f"{subject} refused user {user!r}: {NOT_MANAGEMENT_USER} (401): give it the monitoring tag "
+                f"(rabbitmqctl set_user_tags {user} monitoring; on CloudAMQP: the console's Users page)"
+            )
+        if error.status == 401 and error.reason == VHOST_DENIED:
+            return (
+                f"{subject} refused user {user!r} on vhost {shown_vhost} (401: {VHOST_DENIED}): give it an "
+                f"entry, even an empty one (rabbitmqctl set_permissions -p {shown_vhost} {user} '^$' '^$' '^$')"
+            )
+        if error.status == 401:
+            return (
+                f"{subject} rejected the credentials of user {user!r} (401: {error.reason}): "
+                f"check the URL's user and password"
+            )
+        if error.status == 404:
+            return (
+                f"{subject} has no vhost {shown_vhost} (404: {error.reason}): check the AMQP URL's path "
+                f"(a vhost named / is written %2F), or QUEUE_METRICS_RABBITMQ_API_URL"
+            )
+        return f"{subject} answered HTTP {error.status}: {error.reason}"
+    if isinstance(error, ApiMalformed):
+        return f"{subject} sent what the management API does not send ({error}): is that its URL?"
+    chain = _chain(error)
+    ssl = sys.modules.get("ssl")
+    rejected = _first(chain, ssl.SSLCertVerificationError) if ssl else None
+    if rejected is not None:
+        reason = getattr(rejected, "verify_message", None) or "the server's certificate was not accepted"
+        return (
+            f"TLS with {subject} failed: certificate verify failed: {reason} (set QUEUE_METRICS_TLS_CA_FILE "
+            f"to the server's CA, or QUEUE_METRICS_TLS_VERIFY=false)"
+        )
+    ssl_error = _first(chain, ssl.SSLError) if ssl else None
+    if ssl_error is not None:
+        reason = getattr(ssl_error, "reason", None) or type(ssl_error).__name__
+        return f"TLS with {subject} failed: {reason} (is that port really https?)"
+    if _first(chain, socket.timeout) is not None:
+        return f"{subject} did not answer within {timeout:g} s (timeout)"
+    if _first(chain, socket.gaierror) is not None:
+        return f"cannot resolve the host of {subject} (DNS lookup failed)"
+    if _first(chain, ConnectionRefusedError) is not None:
+        return (
+            f"cannot connect to {subject}: connection refused (a self-hosted broker: enable the plugin, "
+            f"rabbitmq-plugins enable rabbitmq_management, and set QUEUE_METRICS_RABBITMQ_API_URL)"
+        )
+    if isinstance(error, ValueError):  # MalformedAnswer, BodyTooLarge
+        return f"{subject} sent an answer that cannot be read: {str(error)[:200]}"
+    os_error = _first(chain, OSError)
+    if isinstance(os_error, OSError):
+        reason = os_error.strerror or str(os_error)[:200] or type(os_error).__name__
+        return f"lost the connection to {subject}: {reason}"
+    return f"{subject}: {str(error).strip()[:200] or type(error).__name__}"

@@ -134,7 +134,7 @@ def import_costs(lib: str) -> List[Tuple[str, float]]:
         ("+ the StatsD output", "queue_metrics.outputs.statsd"),
         (
             "+ the OTLP output (a thread, gzip, our HTTP/1.1 POST)",
-            "queue_metrics.outputs.otlp, queue_metrics.outputs.http_post, gzip",
+            "queue_metrics.outputs.otlp, queue_metrics.http, gzip",
         ),
         ("+ `dataclasses` (not imported: settings are NamedTuples)", "dataclasses"),
         ("+ `http.client` (not imported: the OTLP output posts on its own)", "http.client"),

@@ -105,6 +105,30 @@ def _is_redis_url(value: str) -> bool:
     return value.strip().lower().startswith(("redis://", "rediss://", "unix://"))
 
 
+def _rabbitmq_locations(env: Mapping[str, str]) -> List[Location]:
+    if "QUEUE_METRICS_AMQP_URL" not in env and not any(_is_amqp_url(value) for value in env.values()):
+        return []  # an app without RabbitMQ loads none of its code
+    from queue_metrics.datastores.rabbitmq.locations import rabbitmq_locations
+
+    return rabbitmq_locations(env)
+
+
+def _rabbitmq_passwords(url: str) -> Tuple[str, ...]:
+    from queue_metrics.datastores.rabbitmq.locations import passwords_of
+
+    return passwords_of(url)
+
+
+def _describe_amqp_url(url: str) -> str:
+    from queue_metrics.datastores.rabbitmq.locations import describe_amqp_url
+
+    return describe_amqp_url(url)
+
+
+def _is_amqp_url(value: str) -> bool:
+    return value.strip().lower().startswith(("amqp://", "amqps://"))
+
+
 KINDS: Tuple[DatastoreKind, ...] = (
     DatastoreKind(
         "redis",
@@ -113,6 +137,14 @@ KINDS: Tuple[DatastoreKind, ...] = (
         _redis_passwords,
         _describe_redis_url,
         _is_redis_url,
+    ),
+    DatastoreKind(
+        "rabbitmq",
+        _rabbitmq_locations,
+        "queue_metrics.datastores.rabbitmq.reader:make_reader",
+        _rabbitmq_passwords,
+        _describe_amqp_url,
+        _is_amqp_url,
     ),
 )
 
@@ -129,9 +161,13 @@ def all_locations(env: Mapping[str, str]) -> Tuple[Location, ...]:
         if not any(kind.claims(value) for kind in KINDS):
             raise ConfigError(
                 f"QUEUE_METRICS_DATASTORES names {name}, which holds no URL of a datastore this collector "
-                f"reads (redis://, rediss://)"
+                f"reads (redis://, rediss://, amqp://, amqps://)"
             )
-    return tuple(location for kind in KINDS for location in kind.locations(env))
+    found = [location for kind in KINDS for location in kind.locations(env)]
+    # The built-in default (a Redis on localhost) stands in only for an app that names no
+    # datastore at all: an app on RabbitMQ alone has no Redis to read.
+    chosen = [location for location in found if location.source != DEFAULT_SOURCE]
+    return tuple(chosen or found)
 
 
 def kind_of(location: Location) -> DatastoreKind:

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Mapping, Named
 
 from queue_metrics import __version__
 from queue_metrics.errors import ConfigError, readable_name
+from queue_metrics.http import HttpConnection, MalformedAnswer
 from queue_metrics.outputs import protobuf as pb
 from queue_metrics.outputs.format import collector_figures, collector_metric_name, system_metric_name
-from queue_metrics.outputs.http_post import HttpConnection, MalformedAnswer
 from queue_metrics.sample import (
     COUNTER,
     GAUGE,

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from queue_metrics.systems import celery, rq, sidekiq
+from queue_metrics.systems import celery, rabbitmq, rq, sidekiq
 from queue_metrics.systems.contract import SystemSpec
 
-SYSTEMS: Tuple[SystemSpec, ...] = (sidekiq.SYSTEM, rq.SYSTEM, celery.SYSTEM)
+# A name may come twice, once per kind of datastore (`celery` on Redis and on RabbitMQ): each
+# datastore's reader reads the rows of its kind; the first row of a name parses its settings.
+SYSTEMS: Tuple[SystemSpec, ...] = (
+    sidekiq.SYSTEM,
+    rq.SYSTEM,
+    celery.SYSTEM,
+    rabbitmq.CELERY_SYSTEM,
+    rabbitmq.OTHER_SYSTEM,
+)

@@ -1,0 +1,361 @@
+"""One RabbitMQ datastore, read through its management HTTP API: every queue of the vhost, its
+ready messages, held (unacknowledged) messages and consumers, in one GET per 500 queues.
+
+Each tick sends, on one kept HTTP/1.1 connection (`queue_metrics.http`, gzip):
+
+    GET /api/queues/<vhost>?page=N&page_size=500&columns=name,type,...&use_regex=true&name=<regex>
+
+The server-side name filter leaves out Celery's plumbing (`*.pidbox`, `celeryev.*`, `amq.gen-*`,
+`celery_delayed_*`); exclusive and auto-delete queues (reply queues) are left out here. Only
+reads, ever: GETs of statistics the broker keeps anyway. They consume nothing, declare nothing
+and renew no queue's `x-expires` lease (a passive declare would).
+
+Which system a queue belongs to (`systems.rabbitmq`): Celery's when bound from an exchange of
+its own name under its own name. The vhost's bindings (`GET /api/bindings/<vhost>`, one request
+for them all) are read only when a queue appears that the reader has not placed yet, and again
+every BINDINGS_EVERY ticks while some queue is not Celery's (its binding may have come just after
+it): a steady vhost costs the one listing per tick.
+
+A figure the API leaves out is unknown and left out, never 0: a queue new since the broker's
+last statistics refresh has no counts yet, and is reported from the next tick on.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import math
+import time
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Set, Tuple
+from urllib.parse import quote
+
+from queue_metrics import __version__
+from queue_metrics.config import Settings
+from queue_metrics.datastores import Location
+from queue_metrics.datastores.rabbitmq.locations import ApiAddress, api_address
+from queue_metrics.errors import ApiMalformed, ApiRefused, describe_rabbitmq_error
+from queue_metrics.http import HttpConnection, gunzipped
+from queue_metrics.sample import Figure, QueueSample, SystemSample, TickReport
+from queue_metrics.systems import SYSTEMS
+from queue_metrics.systems.rabbitmq import CELERY, KIND, BrokerSystem, is_celery_queue
+
+PAGE_SIZE = 500
+COLUMNS = (
+    "name,type,arguments,exclusive,auto_delete,messages_ready,messages_unacknowledged,consumers,message_stats.publish"
+)
+# Celery's plumbing, left out by the server: control (`<host>.celery.pidbox`, reply queues
+# `<id>.reply.celery.pidbox`), events (`celeryev.<uuid>`), server-named queues (`amq.gen-...`),
+# and kombu's native delayed delivery levels for quorum queues (`celery_delayed_0`...`_27`).
+EXCLUDED = r"^(?!celeryev\.|amq\.gen-|celery_delayed_).*(?<!\.pidbox)$"
+EXCLUDED_PREFIXES = ("celeryev.", "amq.gen-", "celery_delayed_")
+EXCLUDED_SUFFIX = ".pidbox"
+QUEUES_QUERY = (
+    f"page_size={PAGE_SIZE}&columns={quote(COLUMNS, safe=',')}&use_regex=true&name={quote(EXCLUDED, safe='')}"
+)
+BINDINGS_QUERY = "columns=source,destination,destination_type,routing_key"
+# Ticks between two reads of the bindings while some queue is not Celery's.
+BINDINGS_EVERY = 10
+# Decompressed bytes read of one answer: 500 queues take some 150 kB; bindings about 100 B each.
+MAX_ANSWER_BYTES = 32 << 20
+UNIT_MESSAGES = "{message}"
+UNIT_CONSUMERS = "{consumer}"
+
+
+class QueueObservation(NamedTuple):
+    """What one tick read of a queue that a latency estimate needs (`latency.py` plugs in at
+    `RabbitReader._latency`): when the API answered, the queue's publish counter (None: the
+    broker keeps none, or has counted nothing yet), its ready messages, its arguments
+    (`x-max-priority` breaks a FIFO count)."""
+
+    at: float
+    publish: Optional[int]
+    ready: int
+    arguments: Mapping[str, Any]
+
+
+def make_systems(settings: Settings) -> List[BrokerSystem]:
+    """The queue systems a RabbitMQ holds (those QUEUE_METRICS_BACKENDS pins, else both)."""
+    specs = {spec.name: spec for spec in SYSTEMS if spec.datastore == KIND}
+    chosen = settings.backends or tuple(specs)
+    return [specs[name].make(settings.of(name), settings.extras) for name in chosen if name in specs]  # type: ignore[misc]
+
+
+def make_reader(
+    settings: Settings, location: Location, whole_first_walk: bool, announce: Callable[[str], None]
+) -> "RabbitReader":
+    """The reader of one RabbitMQ datastore (`datastores.KINDS`)."""
+    return RabbitReader(settings, location)
+
+
+class RabbitReader:
+    """One RabbitMQ vhost through its management API. A `datastores.Datastore`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        location: Location,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.location = location
+        self._settings = settings
+        self.api: ApiAddress = api_address(location.url, settings.rabbitmq_api_url)
+        self._wall_clock = wall_clock
+        self._monotonic = monotonic
+        self.systems = {system.name: system for system in make_systems(settings)}
+        self._pinned = settings.backends is not None
+        credentials = f"{self.api.user}:{self.api.password}".encode()
+        self._headers = {
+            "Authorization": "Basic " + binascii.b2a_base64(credentials, newline=False).decode("ascii"),
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip",
+            "User-Agent": f"queue-metrics/{__version__}",
+        }
+        self._connection: Optional[HttpConnection] = None
+        self._tls: Any = None
+        # Each queue's system, as the bindings last showed it.
+        self._system_of: Dict[str, str] = {}
+        self._ticks_since_bindings = 0
+        # Per queue, the last tick's reading (the latency estimator's input).
+        self.observations: Dict[str, QueueObservation] = {}
+        self.requests = 0
+
+    # -- the Datastore protocol
+
+    def tick(self) -> TickReport:
+        started = self._monotonic()
+        deadline = started + self._settings.timeout
+        if not self.systems:
+            return TickReport((), (), (), 0.0, True)
+        errors: List[str] = []
+        self.requests = 0
+        try:
+            rows = self._queues(deadline)
+            kept = [row for row in rows if _kept(row)]
+            self._place(kept, deadline, errors)
+        except Exception as error:  # noqa: BLE001 (every failure is one line; the loop goes on)
+            self.close()
+            api = self.api
+            message = describe_rabbitmq_error(error, api.describe(), api.user, api.vhost, self._settings.timeout)
+            return TickReport((), (message,), (), self._monotonic() - started, False, self.requests)
+        now = self._wall_clock()
+        samples, systems, in_use = self._samples(kept, now)
+        return TickReport(
+            tuple(samples), tuple(errors), in_use, self._monotonic() - started, True, self.requests, tuple(systems)
+        )
+
+    @property
+    def idle_due(self) -> float:
+        return math.inf
+
+    def idle_step(self, deadline: float) -> None:
+        """No work between ticks."""
+
+    def describe(self) -> str:
+        return self.api.describe()
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def reset(self) -> None:
+        self.close()
+        self._system_of.clear()
+        self.observations.clear()
+
+    # -- reading
+
+    def _queues(self, deadline: float) -> List[Dict[str, Any]]:
+        """Every queue the name filter keeps, page by page."""
+        rows: List[Dict[str, Any]] = []
+        page = 1
+        while True:
+            document = self._get(f"{self.api.queues_path()}?page={page}&{QUEUES_QUERY}", deadline)
+            if not isinstance(document, dict) or not isinstance(document.get("items"), list):
+                raise ApiMalformed("a queue listing without its items")
+            rows.extend(item for item in document["items"] if isinstance(item, dict))
+            pages = document.get("page_count")
+            if not isinstance(pages, int) or page >= pages:
+                return rows
+            page += 1
+
+    def _place(self, rows: List[Dict[str, Any]], deadline: float, errors: List[str]) -> None:
+        """Each queue's system: from the bindings when a queue is new (or, while some queue is not
+        Celery's, every BINDINGS_EVERY ticks)."""
+        names = {row["name"] for row in rows}
+        for gone in [name for name in self._system_of if name not in names]:
+            del self._system_of[gone]
+            self.observations.pop(gone, None)
+        self._ticks_since_bindings += 1
+        new = any(name not in self._system_of for name in names)
+        stale = self._ticks_since_bindings >= BINDINGS_EVERY and any(
+            system != CELERY for system in self._system_of.values()
+        )
+        if not (new or stale):
+            return
+        try:
+            bindings = self._get(f"{self.api.bindings_path()}?{BINDINGS_QUERY}", deadline)
+            if not isinstance(bindings, list):
+                raise ApiMalformed("a binding listing that is not a list")
+        except (ApiRefused, ApiMalformed) as error:
+            # The sizes still count: the queues are placed by name alone this tick, and again
+            # from the bindings at the next.
+            api = self.api
+            errors.append(
+                "cannot tell Celery's queues from others (bindings): "
+                + describe_rabbitmq_error(error, api.describe(), api.user, api.vhost, self._settings.timeout)
+            )
+            for name in names:
+                self._system_of.setdefault(name, CELERY if is_celery_queue(name, False) else "rabbitmq")
+            self._ticks_since_bindings = BINDINGS_EVERY
+            return
+        own: Set[object] = {
+            binding.get("destination")
+            for binding in bindings
+            if isinstance(binding, dict)
+            and binding.get("destination_type") == "queue"
+            and binding.get("source") == binding.get("destination") == binding.get("routing_key")
+        }
+        self._system_of = {name: CELERY if is_celery_queue(name, name in own) else "rabbitmq" for name in names}
+        self._ticks_since_bindings = 0
+
+    def _samples(
+        self, rows: List[Dict[str, Any]], now: float
+    ) -> Tuple[List[QueueSample], List[SystemSample], Tuple[str, ...]]:
+        samples: List[QueueSample] = []
+        # Per system: the sums of held messages and consumers (None once a queue's is unknown).
+        totals: Dict[str, List[Optional[int]]] = {name: [0, 0] for name in self.systems if self._pinned}
+        for row in rows:
+            name = row["name"]
+            system = self.systems.get(self._system_of.get(name, ""))
+            if system is None:
+                continue
+            sums = totals.setdefault(system.name, [0, 0])
+            ready, unacked, consumers = (
+                _count(row.get("messages_ready")),
+                _count(row.get("messages_unacknowledged")),
+                _count(row.get("consumers")),
+            )
+            for index, value in enumerate((unacked, consumers)):
+                current = sums[index]
+                sums[index] = None if current is None or value is None else current + value
+            if ready is None:
+                # No statistics yet (a queue newer than the broker's last refresh): next tick.
+                continue
+            observation = QueueObservation(now, _publish_count(row), ready, _arguments(row))
+            self.observations[name] = observation
+            latency, source = self._latency(name, observation)
+            figures: Tuple[Figure, ...] = ()
+            if system.extras:
+                figures = tuple(
+                    Figure(figure, value, unit)
+                    for figure, value, unit in (
+                        ("unacked", unacked, UNIT_MESSAGES),
+                        ("consumers", consumers, UNIT_CONSUMERS),
+                    )
+                    if value is not None
+                )
+            samples.append(QueueSample(system.name, name, ready, latency, figures, source))
+        systems = []
+        for name, (unacked_total, consumers_total) in totals.items():
+            if not self.systems[name].extras:
+                continue
+            totals_figures: List[Figure] = []
+            if name == CELERY and unacked_total is not None:
+                totals_figures.append(Figure("unacked", unacked_total, UNIT_MESSAGES))
+            if consumers_total is not None:
+                totals_figures.append(Figure("consumers", consumers_total, UNIT_CONSUMERS))
+            systems.append(SystemSample(name, tuple(totals_figures)))
+        in_use = tuple(name for name in self.systems if name in totals)
+        return samples, systems, in_use
+
+    def _latency(self, queue: str, observation: QueueObservation) -> Tuple[Optional[float], Optional[str]]:
+        """The oldest ready message's wait, and where it came from: the estimator of issue 24
+        (`latency.py`, from this queue's observations over ticks) plugs in here. None until then."""
+        return None, None
+
+    def _get(self, target: str, deadline: float) -> Any:
+        """One GET's JSON; a reused connection the server closed meanwhile is opened anew once."""
+        for attempt in (1, 2):
+            reused = self._connection is not None
+            connection = self._connection or self._connect(deadline)
+            self.requests += 1
+            try:
+                answer = connection.get(target, self._headers, deadline, MAX_ANSWER_BYTES)
+            except (ConnectionResetError, BrokenPipeError):
+                self.close()
+                if reused and attempt == 1:
+                    continue
+                raise
+            if not answer.reusable:
+                self.close()
+            body = answer.body
+            if answer.fields.get("content-encoding", "").lower() == "gzip":
+                body = gunzipped(body, MAX_ANSWER_BYTES)
+            if not 200 <= answer.status < 300:
+                raise ApiRefused(answer.status, _reason(body, answer.reason))
+            try:
+                return json.loads(body.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                raise ApiMalformed(f"HTTP {answer.status} with a body that is not JSON") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connect(self, deadline: float) -> HttpConnection:
+        api = self.api
+        tls = None
+        if api.scheme == "https":
+            if self._tls is None:
+                self._tls = _tls_context(self._settings)
+            tls = self._tls
+        self._connection = HttpConnection(api.host, api.port, api.scheme, max(0.001, deadline - self._monotonic()), tls)
+        return self._connection
+
+
+def _tls_context(settings: Settings) -> Any:
+    # Imported here: `ssl` loads OpenSSL (megabytes of the dyno's memory), for an https API only.
+    import ssl
+
+    if settings.api_tls_verify:
+        return ssl.create_default_context(cafile=settings.tls_ca_file)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _kept(row: Dict[str, Any]) -> bool:
+    """A queue to report: named, not exclusive nor auto-delete (reply queues), not Celery's
+    plumbing (the server's filter already left that out; a broker that ignored it does not)."""
+    name = row.get("name")
+    if not isinstance(name, str) or row.get("exclusive") is True or row.get("auto_delete") is True:
+        return False
+    return not (name.startswith(EXCLUDED_PREFIXES) or name.endswith(EXCLUDED_SUFFIX))
+
+
+def _count(value: object) -> Optional[int]:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _publish_count(row: Dict[str, Any]) -> Optional[int]:
+    stats = row.get("message_stats")
+    if not isinstance(stats, dict):
+        return None
+    return _count(stats.get("publish"))
+
+
+def _arguments(row: Dict[str, Any]) -> Mapping[str, Any]:
+    arguments = row.get("arguments")
+    return arguments if isinstance(arguments, dict) else {}
+
+
+def _reason(body: bytes, fallback: str) -> str:
+    """The API's own reason for an error status (`{"error": ..., "reason": ...}`), one short line."""
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return fallback
+    reason = document.get("reason") if isinstance(document, dict) else None
+    if not isinstance(reason, str) or not reason:
+        return fallback
+    return reason.replace("\n", " ")[:200]
