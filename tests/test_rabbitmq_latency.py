@@ -62,7 +62,8 @@ def test_a_queue_never_published_to_has_no_message_stats_and_is_empty():
     assert "message_stats" not in queues["fresh"]
     readings = counters_of(queues["fresh"])
     assert (readings.published, readings.ready) == (None, 0)
-    assert readings.sampled_at == max(s["timestamp"] for s in queues["fresh"]["messages_ready_details"]["samples"]) / 1000
+    ready_times = [sample["timestamp"] for sample in queues["fresh"]["messages_ready_details"]["samples"]]
+    assert readings.sampled_at == max(ready_times) / 1000
     estimate = Latencies().estimate("fresh", readings)
     assert (estimate.seconds, estimate.exact, estimate.reason) == (0.0, True, None)
 
@@ -176,7 +177,8 @@ def simulate(tick, statistics, lags, grid, age, per_tick, shorter_publish_list):
         consumed = bisect.bisect_right(consumed_at, at)
         return published, published - consumed
 
-    gathered = [(index * statistics, index * statistics - lags[index % len(lags)]) for index in range(int(len(per_tick) * tick / statistics) + 2)]
+    rounds = int(len(per_tick) * tick / statistics) + 2
+    gathered = [(index * statistics, index * statistics - lags[index % len(lags)]) for index in range(rounds)]
     gathered_at = [at for at, _ in gathered]
     latencies = Latencies()
     for index in range(1, len(per_tick)):
