@@ -19,15 +19,25 @@ time; the publish list also gives the history the grid points where its count ch
 point before each change), so the history is as fine as the grid, whatever the tick.
 
 Error bounds. Let L be the refresh lag (how old a counter can be at the grid point it is shown
-at: about one statistics interval plus the grid step) and T the spacing of the history's points
-around the oldest message (the grid step where the publish list covers it, else the tick). A
-message numbered between two points was published between them, so its interpolated publish
-time is off by at most T + L; the figure, taken at the reading's grid time, is therefore within
-T + L of the true wait of the oldest ready message at that time, above or below, once the
-history has seen that message arrive. Before that (a backlog older than the loop, or a history
-reset) the figure is the time since the queue was first seen: a lower bound that grows with
-time, `exact` False, as for unstamped Celery on Redis. A queue seen empty starts an exact
-history at that point: whatever comes later was published after it.
+at: the statistics interval twice, the queue's or channel's report then the agent's gathering,
+plus the grid step: 11 s at the defaults and a 1 s grid) and T the spacing of the history's
+points around the oldest message (the grid step where the publish samples cover the whole tick,
+else the tick). A message numbered between two points was published between them, so its
+interpolated publish time is off by at most T + L, and, once the history has seen that message
+arrive, the figure at the reading's time d is:
+- never below the true wait at d by more than T + L (the counters' oldest message is at least as
+  old as the real one at d; measured: about one statistics interval young in a steady flow);
+- never above the wait at d of the message that was oldest at some moment within L before d by
+  more than T + L. A worker draining faster than producers publish moves the real oldest
+  message forward by more than L in L: the figure follows one refresh late.
+Before the history has seen it (a backlog older than the loop, or a history reset) the figure is
+the time since the queue was first seen: a lower bound that grows with time, `exact` False, as
+for unstamped Celery on Redis. A queue seen empty starts an exact history at that point: whatever
+comes later was published after it. The two counters come from different processes' reports
+(channels count publishes, the queue its ready messages), each up to a statistics interval old:
+when a burst larger than the backlog lands within one interval after a quiet time, one reading
+can take a message of the burst for the oldest (too young) or one consumed before it (too old);
+the next reading corrects it.
 
 Where it does not hold, and what is given instead (`seconds` None and a reason for doctor):
 - a priority queue (`x-max-priority`): it is not first in, first out across priorities;
