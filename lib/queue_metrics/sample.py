@@ -20,11 +20,13 @@ UNIT_JOBS = "{job}"
 UNIT_SECONDS = "s"
 UNIT_RATIO = "1"
 
-# Where a latency came from: a publish time the message carries, or the loop's own observation;
+# Where a latency came from: a publish time the message carries, the loop's own observation, or
+# an estimate from a broker's counters (RabbitMQ's management API: publish count and ready count);
 # or, with no latency, why none will come: the messages carry no publish time and this Redis has no
 # LPOS to observe it with (before 6.0.6, or renamed away).
 LATENCY_FROM_STAMP = "stamp"
 LATENCY_OBSERVED = "observed"
+LATENCY_ESTIMATED = "estimated"
 LATENCY_UNOBSERVABLE = "unobservable"
 
 
@@ -50,8 +52,8 @@ class QueueSample(NamedTuple):
     latency: Optional[float]
     # The queue system's own per-queue figures (RQ's registries, Celery's unacked messages).
     figures: Tuple[Figure, ...] = ()
-    # LATENCY_FROM_STAMP, LATENCY_OBSERVED, LATENCY_UNOBSERVABLE, or None when there is no latency
-    # or one kind only.
+    # LATENCY_FROM_STAMP, LATENCY_OBSERVED, LATENCY_ESTIMATED, LATENCY_UNOBSERVABLE, or None when
+    # there is no latency or one kind only.
     latency_source: Optional[str] = None
 
 
