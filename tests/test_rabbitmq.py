@@ -39,9 +39,12 @@ from queue_metrics.datastores import all_locations
 from queue_metrics.datastores.rabbitmq.locations import api_address, rabbitmq_locations, vhost_of
 from queue_metrics.datastores.redis.reader import make_systems
 from queue_metrics.errors import ConfigError
-from queue_metrics.sample import TickReport
+from queue_metrics.sample import LATENCY_ESTIMATED, TickReport
 
 PASSWORD = "pw-Secr3t-x9"
+# How far an estimated latency may be from the truth: a broker refresh (5 s by default) and a
+# sample step (5 s), with room for the refresh of the other counter (latency.py).
+LATENCY_BOUND = 12.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -187,6 +190,7 @@ def test_a_redis_only_run_imports_nothing_of_rabbitmq(redis_url):
 def test_sizes_match_the_api_and_kombu_and_queues_are_placed(vhost):
     url = amqp_url(vhost)
     app = celery_app(url)
+    published_at = time.time()
     publish(app, "celery", 7)
     publish(app, "orders", 3)  # made on demand: bound to a direct exchange of its own name
     with kombu.Connection(url) as connection:
@@ -207,7 +211,10 @@ def test_sizes_match_the_api_and_kombu_and_queues_are_placed(vhost):
     listed = queues(vhost)
     for sample in report.samples:
         assert sample.size == listed[sample.queue]["messages_ready"] == kombu_size(url, sample.queue)
-        assert sample.latency is None
+        # Estimated from the counters (latency.py): none yet, or within the estimate's bound
+        # (a broker refresh and a sample step) of the time since the messages were published.
+        assert sample.latency_source == LATENCY_ESTIMATED
+        assert sample.latency is None or 0 <= sample.latency <= time.time() - published_at + LATENCY_BOUND
         assert queue_figures(report, sample.backend, sample.queue) == {"unacked": 0, "consumers": 0}
     assert {name: figure.value for name, figure in system_figures(report, "celery").items()} == {
         "unacked": 0,
@@ -442,3 +449,44 @@ def test_doctor_reads_a_rabbitmq_datastore(vhost):
         )
     )
     assert not refused.healthy and "rejected the credentials" in refused.lines[-1]
+
+
+def test_a_backlog_gets_an_estimated_latency_and_a_priority_queue_a_reason(vhost):
+    """A backlog published while the loop watches: every tick after it shows a latency within the
+    bound of the truth (no consumer: the truth is the time since the first publish); a priority
+    queue has none, and doctor says why."""
+    url = amqp_url(vhost)
+    with kombu.Connection(url) as connection:
+        channel = connection.default_channel
+        channel.queue_declare("work", durable=True, auto_delete=False)
+        channel.queue_declare("urgent", durable=True, auto_delete=False, arguments={"x-max-priority": 5})
+        reader = collector({"CLOUDAMQP_URL": url})
+        reader.tick()  # the queues seen empty: what comes next is seen arriving
+        first = time.time()
+        for _ in range(5):
+            channel.basic_publish(channel.prepare_message(b"x"), exchange="", routing_key="work")
+            channel.basic_publish(channel.prepare_message(b"x"), exchange="", routing_key="urgent")
+    estimates = []
+    deadline = time.monotonic() + 25
+    while time.monotonic() < deadline and len(estimates) < 3:
+        time.sleep(3)
+        report = reader.tick()
+        assert report.errors == ()
+        samples = {sample.queue: sample for sample in report.samples}
+        if "work" not in samples or "urgent" not in samples or samples["work"].size != 5:
+            continue  # the broker has not refreshed its counts yet
+        truth = time.time() - first
+        assert samples["urgent"].size == 5 and samples["urgent"].latency is None
+        if samples["work"].latency is not None:
+            estimates.append((samples["work"].latency, truth))
+    assert len(estimates) == 3, estimates
+    for estimate, truth in estimates:
+        assert truth - LATENCY_BOUND <= estimate <= truth + LATENCY_BOUND, (estimate, truth)
+    assert estimates[-1][0] > estimates[0][0]  # it grows while nobody consumes
+    from queue_metrics.doctor import checkup_all
+
+    doctor = checkup_all(Settings.from_env({"CLOUDAMQP_URL": url, "QUEUE_METRICS_RABBITMQ_API_URL": API}))
+    assert any(
+        line.startswith('Note: queue "urgent" has no latency: a priority queue (x-max-priority)')
+        for line in doctor.lines
+    ), doctor.lines

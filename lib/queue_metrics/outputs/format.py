@@ -31,6 +31,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from queue_metrics.errors import queue_subject, readable_name
 from queue_metrics.sample import (
     COUNTER,
+    LATENCY_ESTIMATED,
     LATENCY_OBSERVED,
     LATENCY_UNOBSERVABLE,
     UNIT_SECONDS,
@@ -353,6 +354,7 @@ def _section_table(
 # Why a latency can be unknown without an error: it is observed over ticks (Celery's messages
 # carry no publish time; README, "Celery latency with no change to the app"), and one reading has
 # no history yet.
+NOT_ESTIMATED_YET = "it is estimated from the broker's counters over ticks: `queue-metrics run` reports it"
 NOT_OBSERVED_YET = "it is observed over ticks (the messages carry no publish time): `queue-metrics run` reports it"
 NOT_OBSERVABLE = (
     "the messages carry no publish time and this Redis has no LPOS to observe it with (before 6.0.6, or "
@@ -403,6 +405,8 @@ def _unknown_reason(sample: QueueSample, errors: Tuple[str, ...], label: str = "
         return "; ".join(said)
     if sample.latency_source == LATENCY_OBSERVED:
         return NOT_OBSERVED_YET
+    if sample.latency_source == LATENCY_ESTIMATED:
+        return NOT_ESTIMATED_YET
     if sample.latency_source == LATENCY_UNOBSERVABLE:
         return NOT_OBSERVABLE
     return "no reason was reported"

@@ -32,17 +32,25 @@ from urllib.parse import quote
 from queue_metrics import __version__
 from queue_metrics.config import Settings
 from queue_metrics.datastores import Location
+from queue_metrics.datastores.rabbitmq.latency import Latencies, counters_of
 from queue_metrics.datastores.rabbitmq.locations import ApiAddress, api_address
 from queue_metrics.errors import ApiMalformed, ApiRefused, describe_rabbitmq_error
 from queue_metrics.http import HttpConnection, gunzipped
-from queue_metrics.sample import Figure, QueueSample, SystemSample, TickReport
+from queue_metrics.sample import LATENCY_ESTIMATED, Figure, QueueSample, SystemSample, TickReport
 from queue_metrics.systems import SYSTEMS
 from queue_metrics.systems.rabbitmq import CELERY, KIND, BrokerSystem, is_celery_queue
 
 PAGE_SIZE = 500
 COLUMNS = (
-    "name,type,arguments,exclusive,auto_delete,messages_ready,messages_unacknowledged,consumers,message_stats.publish"
+    "name,type,arguments,exclusive,auto_delete,messages_ready,messages_unacknowledged,consumers,message_stats.publish,"
+    "messages_ready_details,message_stats.publish_details"
 )
+# The counters' own sample times (`latency.py`): samples every SAMPLE_STEP whole seconds over the
+# last tick (at least one step, at most SAMPLE_AGE_MAX), so the latency is dated by the broker's
+# refreshes, not by our request. The broker refreshes every 5 s by default: a finer step adds
+# bytes, not precision.
+SAMPLE_STEP = 5
+SAMPLE_AGE_MAX = 120
 # Celery's plumbing, left out by the server: control (`<host>.celery.pidbox`, reply queues
 # `<id>.reply.celery.pidbox`), events (`celeryev.<uuid>`), server-named queues (`amq.gen-...`),
 # and kombu's native delayed delivery levels for quorum queues (`celery_delayed_0`...`_27`).
@@ -52,6 +60,14 @@ EXCLUDED_SUFFIX = ".pidbox"
 QUEUES_QUERY = (
     f"page_size={PAGE_SIZE}&columns={quote(COLUMNS, safe=',')}&use_regex=true&name={quote(EXCLUDED, safe='')}"
 )
+
+
+def samples_query(interval: float) -> str:
+    """`lengths_age`/`msg_rates_age` covering one tick, in whole seconds (the API ignores others)."""
+    age = min(SAMPLE_AGE_MAX, max(SAMPLE_STEP, math.ceil(interval / SAMPLE_STEP) * SAMPLE_STEP))
+    return f"lengths_age={age}&lengths_incr={SAMPLE_STEP}&msg_rates_age={age}&msg_rates_incr={SAMPLE_STEP}"
+
+
 BINDINGS_QUERY = "columns=source,destination,destination_type,routing_key"
 # Ticks between two reads of the bindings while some queue is not Celery's.
 BINDINGS_EVERY = 10
@@ -116,8 +132,12 @@ class RabbitReader:
         # Each queue's system, as the bindings last showed it.
         self._system_of: Dict[str, str] = {}
         self._ticks_since_bindings = 0
-        # Per queue, the last tick's reading (the latency estimator's input).
+        # Per queue, the last tick's reading, and the latency estimator's histories.
         self.observations: Dict[str, QueueObservation] = {}
+        self._latencies = Latencies()
+        # Why a queue has no latency (a priority queue, no publish counter...), for doctor.
+        self.latency_notes: Dict[str, str] = {}
+        self._query = f"{QUEUES_QUERY}&{samples_query(settings.interval)}"
         self.requests = 0
 
     # -- the Datastore protocol
@@ -163,6 +183,7 @@ class RabbitReader:
         self.close()
         self._system_of.clear()
         self.observations.clear()
+        self._latencies = Latencies()
 
     # -- reading
 
@@ -171,7 +192,7 @@ class RabbitReader:
         rows: List[Dict[str, Any]] = []
         page = 1
         while True:
-            document = self._get(f"{self.api.queues_path()}?page={page}&{QUEUES_QUERY}", deadline)
+            document = self._get(f"{self.api.queues_path()}?page={page}&{self._query}", deadline)
             if not isinstance(document, dict) or not isinstance(document.get("items"), list):
                 raise ApiMalformed("a queue listing without its items")
             rows.extend(item for item in document["items"] if isinstance(item, dict))
@@ -245,7 +266,7 @@ class RabbitReader:
                 continue
             observation = QueueObservation(now, _publish_count(row), ready, _arguments(row))
             self.observations[name] = observation
-            latency, source = self._latency(name, observation)
+            latency, source = self._latency(name, row)
             figures: Tuple[Figure, ...] = ()
             if system.extras:
                 figures = tuple(
@@ -267,13 +288,26 @@ class RabbitReader:
             if consumers_total is not None:
                 totals_figures.append(Figure("consumers", consumers_total, UNIT_CONSUMERS))
             systems.append(SystemSample(name, tuple(totals_figures)))
+        self._latencies.end_tick()
         in_use = tuple(name for name in self.systems if name in totals)
         return samples, systems, in_use
 
-    def _latency(self, queue: str, observation: QueueObservation) -> Tuple[Optional[float], Optional[str]]:
-        """The oldest ready message's wait, and where it came from: the estimator of issue 24
-        (`latency.py`, from this queue's observations over ticks) plugs in here. None until then."""
-        return None, None
+    def _latency(self, queue: str, row: Dict[str, Any]) -> Tuple[Optional[float], Optional[str]]:
+        """The oldest ready message's wait, estimated from the queue's counters over ticks
+        (`latency.py`); None, with the reason kept for doctor, where no estimate holds."""
+        readings = counters_of(row)
+        if readings is None:
+            return None, None
+        estimate = self._latencies.estimate(queue, readings)
+        if estimate.seconds is None:
+            self.latency_notes[queue] = estimate.reason or "unknown"
+            return None, None
+        self.latency_notes.pop(queue, None)
+        if not estimate.exact and estimate.seconds == 0.0:
+            # A backlog older than anything the loop has seen, read for the first time: a lower
+            # bound of 0 says nothing; the next ticks give a growing one (as for Redis's observed).
+            return None, LATENCY_ESTIMATED
+        return estimate.seconds, LATENCY_ESTIMATED
 
     def _get(self, target: str, deadline: float) -> Any:
         """One GET's JSON; a reused connection the server closed meanwhile is opened anew once."""
