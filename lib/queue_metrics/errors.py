@@ -301,6 +301,23 @@ def _first(chain: List[BaseException], kind: type) -> Optional[BaseException]:
     return next((item for item in chain if isinstance(item, kind)), None)
 
 
+def _tls_failure(chain: List[BaseException], subject: str, fix: str, protocol: str) -> Optional[str]:
+    """A TLS failure in `chain`, said of `subject` (`Redis at ...`), or None. `ssl` is imported by
+    a TLS connection only (it costs megabytes): without it, no error can be a TLS one."""
+    ssl = sys.modules.get("ssl")
+    if ssl is None:
+        return None
+    rejected = _first(chain, ssl.SSLCertVerificationError)
+    if rejected is not None:
+        reason = getattr(rejected, "verify_message", None) or "the server's certificate was not accepted"
+        return f"TLS with {subject} failed: certificate verify failed: {reason} ({fix})"
+    ssl_error = _first(chain, ssl.SSLError)
+    if ssl_error is not None:
+        reason = getattr(ssl_error, "reason", None) or type(ssl_error).__name__
+        return f"TLS with {subject} failed: {reason} (is that port really {protocol}?)"
+    return None
+
+
 def describe_redis_error(error: BaseException, where: str, timeout: float, tls: bool, has_password: bool) -> str:
     """One line for a tick that failed as a whole: where, what, and what to do; no secret.
 
@@ -317,21 +334,14 @@ def describe_redis_error(error: BaseException, where: str, timeout: float, tls: 
             )
         return f"Redis at {where} closed the connection, saying: {error.text.split(chr(10), 1)[0][:200]}"
     chain = _chain(error)
-    # `ssl` is imported by a TLS connection only (it costs megabytes): without it, no error
-    # can be a TLS one.
-    ssl = sys.modules.get("ssl")
-    rejected = _first(chain, ssl.SSLCertVerificationError) if ssl else None
-    if rejected is not None:
-        reason = getattr(rejected, "verify_message", None) or "the server's certificate was not accepted"
-        return (
-            f"TLS with Redis at {where} failed: certificate verify failed: {reason} "
-            f"(QUEUE_METRICS_TLS_VERIFY is on: set QUEUE_METRICS_TLS_CA_FILE to the server's CA, "
-            f"or turn verification off)"
-        )
-    ssl_error = _first(chain, ssl.SSLError) if ssl else None
-    if ssl_error is not None:
-        reason = getattr(ssl_error, "reason", None) or type(ssl_error).__name__
-        return f"TLS with Redis at {where} failed: {reason} (is that port really TLS?)"
+    tls_failure = _tls_failure(
+        chain,
+        f"Redis at {where}",
+        "QUEUE_METRICS_TLS_VERIFY is on: set QUEUE_METRICS_TLS_CA_FILE to the server's CA, or turn verification off",
+        "TLS",
+    )
+    if tls_failure is not None:
+        return tls_failure
     if isinstance(error, RedisTimeout) or _first(chain, socket.timeout) is not None:
         hint = " (is that port really TLS?)" if tls else ""
         return f"Redis at {where} did not answer within {timeout:g} s (timeout){hint}"
@@ -421,18 +431,11 @@ def describe_rabbitmq_error(error: BaseException, where: str, user: str, vhost: 
     if isinstance(error, ApiMalformed):
         return f"{subject} sent what the management API does not send ({error}): is that its URL?"
     chain = _chain(error)
-    ssl = sys.modules.get("ssl")
-    rejected = _first(chain, ssl.SSLCertVerificationError) if ssl else None
-    if rejected is not None:
-        reason = getattr(rejected, "verify_message", None) or "the server's certificate was not accepted"
-        return (
-            f"TLS with {subject} failed: certificate verify failed: {reason} (set QUEUE_METRICS_TLS_CA_FILE "
-            f"to the server's CA, or QUEUE_METRICS_TLS_VERIFY=false)"
-        )
-    ssl_error = _first(chain, ssl.SSLError) if ssl else None
-    if ssl_error is not None:
-        reason = getattr(ssl_error, "reason", None) or type(ssl_error).__name__
-        return f"TLS with {subject} failed: {reason} (is that port really https?)"
+    tls_failure = _tls_failure(
+        chain, subject, "set QUEUE_METRICS_TLS_CA_FILE to the server's CA, or QUEUE_METRICS_TLS_VERIFY=false", "https"
+    )
+    if tls_failure is not None:
+        return tls_failure
     if _first(chain, socket.timeout) is not None:
         return f"{subject} did not answer within {timeout:g} s (timeout)"
     if _first(chain, socket.gaierror) is not None:
