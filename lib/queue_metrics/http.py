@@ -187,11 +187,7 @@ class HttpConnection:
         """A chunked body (RFC 9112 7.1), its trailer fields skipped; (body, bytes after it)."""
         parts, have = [], 0
         while True:
-            while b"\r\n" not in buffer:
-                if len(buffer) > MAX_CHUNK_LINE:
-                    raise MalformedAnswer("a chunked answer with a malformed chunk size")
-                buffer += self._more(sock)
-            line, _, buffer = buffer.partition(b"\r\n")
+            line, buffer = self._line(sock, buffer, MAX_CHUNK_LINE, "a chunked answer with a malformed chunk size")
             size_text = line.split(b";", 1)[0].strip()
             try:
                 size = int(size_text, 16)
@@ -208,13 +204,18 @@ class HttpConnection:
             buffer = buffer[size + 2 :]
         # The trailer section: field lines, then an empty line.
         while True:
-            while b"\r\n" not in buffer:
-                if len(buffer) > MAX_HEAD_BYTES:
-                    raise MalformedAnswer("a chunked answer whose trailer never ends")
-                buffer += self._more(sock)
-            line, _, buffer = buffer.partition(b"\r\n")
+            line, buffer = self._line(sock, buffer, MAX_HEAD_BYTES, "a chunked answer whose trailer never ends")
             if not line:
                 return b"".join(parts), buffer
+
+    def _line(self, sock: socket.socket, buffer: bytes, limit: int, malformed: str) -> Tuple[bytes, bytes]:
+        """The next CRLF-ended line of `buffer`, read on as needed; (line, the bytes after it)."""
+        while b"\r\n" not in buffer:
+            if len(buffer) > limit:
+                raise MalformedAnswer(malformed)
+            buffer += self._more(sock)
+        line, _, buffer = buffer.partition(b"\r\n")
+        return line, buffer
 
     def _more(self, sock: socket.socket) -> bytes:
         chunk = self._recv(sock, RECEIVE_SIZE)

@@ -26,7 +26,9 @@ from helpers.servers import RedisServer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = ".venv/bin/python tests/benchmarks/tick_instructions.py"
-TICKER = """
+# The loop's own collector in the checkout at argv[1], for the Redis at argv[2] and the systems of
+# argv[3], in checkouts from before the datastores layout too (tree_cost.py uses it as well).
+MAKE_COLLECTOR = """
 import sys
 sys.path.insert(0, sys.argv[1] + "/lib")
 from queue_metrics.config import Settings
@@ -39,9 +41,14 @@ except ImportError:  # a checkout from before the datastores layout
     from queue_metrics.collector import Collector
     from queue_metrics.connection import connect
     collector = Collector(settings, connect(settings))
+"""
+TICKER = (
+    MAKE_COLLECTOR
+    + """
 for _ in range(int(sys.argv[4])):
     assert collector.tick().redis_ok
 """
+)
 
 
 def instructions(tree: str, url: str, backend: str, ticks: int) -> int:

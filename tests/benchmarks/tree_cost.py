@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import redis  # noqa: E402
 import run as bench  # noqa: E402
+import tick_instructions  # noqa: E402
 
 from helpers.servers import RedisServer  # noqa: E402
 
@@ -32,19 +33,10 @@ SYSTEMS = "sidekiq,rq,celery"
 # One turn's ticks after a warm-up tick.
 TICKS = {1000: 60, 10_000: 15}
 
-TICKER = """
-import json, sys, time
-sys.path.insert(0, sys.argv[1] + "/lib")
-from queue_metrics.config import Settings
-settings = Settings.from_env({"QUEUE_METRICS_REDIS_URL": sys.argv[2], "QUEUE_METRICS_BACKENDS": sys.argv[3]})
-try:
-    from queue_metrics.datastores import KINDS  # noqa: F401 (the datastores layout: the loop's own tick)
-    from queue_metrics.collector import Collector
-    collector = Collector(settings)
-except ImportError:  # a checkout from before the datastores layout
-    from queue_metrics.collector import Collector
-    from queue_metrics.connection import connect
-    collector = Collector(settings, connect(settings))
+TICKER = (
+    tick_instructions.MAKE_COLLECTOR
+    + """
+import json, time
 assert collector.tick().redis_ok
 print("warm", flush=True)
 sys.stdin.readline()
@@ -58,6 +50,7 @@ for _ in range(int(sys.argv[4])):
     trips.append(report.round_trips)
 print(json.dumps({"walls": walls, "cpus": cpus, "round_trips": trips}), flush=True)
 """
+)
 
 
 def turn(tree: str, url: str, ticks: int, proxy: bench.Proxy) -> Dict[str, float]:
