@@ -23,7 +23,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from helpers.servers import free_port
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STATSD_JS = os.path.join(TESTS, ".node", "node_modules", "statsd", "stats.js")
+STATSD_JS = os.path.join(TESTS, "node_modules", "statsd", "stats.js")
 JSON_BACKEND = os.path.join(os.path.dirname(os.path.abspath(__file__)), "statsd_json_backend.js")
 
 
