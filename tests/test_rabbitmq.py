@@ -8,10 +8,8 @@ import contextlib
 import json
 import os
 import socket
-import ssl
 import subprocess
 import sys
-import threading
 import time
 from typing import Dict, Iterator, List
 
@@ -31,7 +29,7 @@ from helpers.rabbitmq import (
     queues,
     quoted,
 )
-from helpers.servers import free_port, self_signed_certificate
+from helpers.servers import free_port, tls_proxy
 from helpers.workers import HELPERS, queue_figures, system_figures, wait_for, worker_process
 from queue_metrics.collector import Collector
 from queue_metrics.config import Settings
@@ -314,48 +312,6 @@ def silent_server() -> Iterator[int]:
         listener.close()
 
 
-@contextlib.contextmanager
-def tls_proxy(directory) -> Iterator[int]:
-    """TLS (a self-signed certificate for 127.0.0.1) in front of the real management API."""
-    cert, key = self_signed_certificate(directory)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-
-    def pump(source: socket.socket, target: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                target.sendall(data)
-        with contextlib.suppress(OSError):
-            target.close()
-
-    def serve() -> None:
-        while True:
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                client = context.wrap_socket(raw, server_side=True)
-            except (OSError, ssl.SSLError):
-                raw.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", 15672))
-            threading.Thread(target=pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield listener.getsockname()[1], cert  # type: ignore[misc]
-    finally:
-        listener.close()
-
-
 def test_every_fault_is_one_line_and_redis_is_still_reported(vhost, client, redis_url, tmp_path):
     client.lpush("queue:default", json.dumps({"jid": "1", "enqueued_at": time.time()}))
     client.sadd("queues", "default")
@@ -382,14 +338,17 @@ def test_every_fault_is_one_line_and_redis_is_still_reported(vhost, client, redi
     finally:
         delete_user("qm-nowhere")
     one({"CLOUDAMQP_URL": amqp_url("no-such-vhost-qm"), **api_url}, 'no vhost "no-such-vhost-qm"')
+    # No management API, and no broker on the AMQP port either (the reader falls back to it).
     down = f"http://127.0.0.1:{free_port()}/api/"
-    one({"CLOUDAMQP_URL": amqp_url(vhost), "QUEUE_METRICS_RABBITMQ_API_URL": down}, "connection refused")
+    nowhere = f"amqp://guest:{PASSWORD}@127.0.0.1:{free_port()}/{quoted(vhost)}"
+    line = one({"CLOUDAMQP_URL": nowhere, "QUEUE_METRICS_RABBITMQ_API_URL": down}, "connection refused")
+    assert "the AMQP server at amqp://127.0.0.1:" in line
     with silent_server() as port:
         slow = {"CLOUDAMQP_URL": amqp_url(vhost), "QUEUE_METRICS_RABBITMQ_API_URL": f"http://127.0.0.1:{port}/api/"}
         one(slow, "did not answer within 1 s", timeout="1")
     plain = {"CLOUDAMQP_URL": amqp_url(vhost), "QUEUE_METRICS_RABBITMQ_API_URL": "https://127.0.0.1:15672/api/"}
     one(plain, "is that port really https?")
-    with tls_proxy(tmp_path) as (port, cert):
+    with tls_proxy(tmp_path, 15672) as (port, cert):
         https = {"CLOUDAMQP_URL": amqp_url(vhost), "QUEUE_METRICS_RABBITMQ_API_URL": f"https://127.0.0.1:{port}/api/"}
         one(https, "certificate verify failed")  # verified by default: a self-signed certificate fails
         for trusted in ({"QUEUE_METRICS_TLS_CA_FILE": cert}, {"QUEUE_METRICS_TLS_VERIFY": "false"}):

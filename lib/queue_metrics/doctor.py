@@ -17,6 +17,7 @@ from queue_metrics.datastores.redis.url import describe_redis_url
 from queue_metrics.errors import (
     RedisUnavailable,
     ReplyError,
+    WarningNotice,
     describe_lacking_commands,
     describe_reply_error,
     is_unknown_command,
@@ -94,12 +95,15 @@ def checkup_all(settings: Settings, announce: Callable[[str], None] = lambda not
 def checkup_other(settings: Settings, location: Location) -> Checkup:
     """A datastore of another kind than Redis (a RabbitMQ management API): one tick of its
     reader, what it found and every error line."""
-    reader = make_reader(settings, location, True, lambda notice: None)
+    notices: List[str] = []
+    reader = make_reader(settings, location, True, notices.append)
     try:
         report = reader.tick()
     finally:
         reader.close()
     lines = [f"{location.kind} at {reader.describe()} (from {location.source})"]
+    # The reader's warnings (no management API: passive declares over AMQP instead), once each.
+    lines.extend(f"Warning: {notice}" for notice in notices if isinstance(notice, WarningNotice))
     if report.redis_ok:
         by_system: Dict[str, int] = {}
         for sample in report.samples:

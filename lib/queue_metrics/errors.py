@@ -384,14 +384,35 @@ class ApiRefused(QueueMetricsError):
     """The RabbitMQ management API answered a GET with an error status; `reason` is the API's own
     (`{"error": ..., "reason": "Not management user"}`), cut to one short line."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, from_api: bool = True) -> None:
         super().__init__(f"HTTP {status}: {reason}")
         self.status = status
         self.reason = reason
+        # False: the body was not the API's JSON (whatever answered is not the management API).
+        self.from_api = from_api
+
+
+class WarningNotice(str):
+    """A notice for people that is a warning (the runner prints it as one), not an error of a
+    tick: something works less well than it could, and the line says how to fix it."""
 
 
 class ApiMalformed(QueueMetricsError):
     """What the management API sent is not the JSON it sends."""
+
+
+class AmqpClosed(QueueMetricsError):
+    """The AMQP server closed the connection, with its reply code and text (403 ACCESS_REFUSED: a
+    login refused; 530 NOT_ALLOWED: no such vhost, or no access to it)."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+        self.code = code
+        self.text = text
+
+
+class AmqpMalformed(QueueMetricsError):
+    """What the AMQP server sent is not AMQP 0-9-1 as we read it."""
 
 
 # The management API's 401 reasons (rabbit_mgmt_util): the user or password is wrong; the user has
@@ -452,3 +473,52 @@ def describe_rabbitmq_error(error: BaseException, where: str, user: str, vhost: 
         reason = os_error.strerror or str(os_error)[:200] or type(os_error).__name__
         return f"lost the connection to {subject}: {reason}"
     return f"{subject}: {str(error).strip()[:200] or type(error).__name__}"
+
+
+def describe_amqp_error(error: BaseException, where: str, user: str, vhost: str, timeout: float) -> str:
+    """One line for a tick of the AMQP fallback (passive declares) that failed as a whole: where,
+    what, and what to do; no password (`where` is the AMQP URL without credentials)."""
+    subject = f"the AMQP server at {where}"
+    shown_vhost = json.dumps(vhost)
+    if isinstance(error, AmqpClosed):
+        text = error.text.replace("\n", " ")[:200]
+        if error.code == 403:
+            return f"{subject} refused user {user!r} ({error.code}: {text}): check the URL's user and password"
+        if error.code == 530:
+            return (
+                f"{subject} has no vhost {shown_vhost} for user {user!r} ({error.code}: {text}): check the AMQP "
+                f"URL's path (a vhost named / is written %2F) and the user's permissions"
+            )
+        return f"{subject} closed the connection ({error.code}: {text})"
+    if isinstance(error, AmqpMalformed):
+        return f"{subject} sent what an AMQP 0-9-1 server does not send ({error}): is that its URL?"
+    chain = _chain(error)
+    tls_failure = _tls_failure(
+        chain, subject, "set QUEUE_METRICS_TLS_CA_FILE to the server's CA, or QUEUE_METRICS_TLS_VERIFY=false", "amqps"
+    )
+    if tls_failure is not None:
+        return tls_failure
+    if _first(chain, socket.timeout) is not None:
+        return f"{subject} did not answer within {timeout:g} s (timeout)"
+    if _first(chain, socket.gaierror) is not None:
+        return f"cannot resolve the host of {subject} (DNS lookup failed)"
+    if _first(chain, ConnectionRefusedError) is not None:
+        return f"cannot connect to {subject}: connection refused"
+    os_error = _first(chain, OSError)
+    if isinstance(os_error, OSError):
+        reason = os_error.strerror or str(os_error)[:200] or type(os_error).__name__
+        return f"lost the connection to {subject}: {reason}"
+    return f"{subject}: {str(error).strip()[:200] or type(error).__name__}"
+
+
+def describe_declare_refusal(queue: str, code: int, text: str, user: str) -> str:
+    """A queue's passive declare that the server refused (its channel closed), one line."""
+    text = text.replace("\n", " ")[:200]
+    if code == 404:
+        return f"no queue {show_name(queue)} on the broker (404): check QUEUE_METRICS_CELERY_QUEUES"
+    if code == 403:
+        return (
+            f"user {user!r} may not declare queue {show_name(queue)} passively ({code}: {text}): RabbitMQ 4.3 and "
+            f"later need one of configure, write or read permission on it"
+        )
+    return f"queue {show_name(queue)}: the broker refused a passive declare ({code}: {text})"

@@ -17,6 +17,7 @@ from typing import Iterable, List, Optional, Sequence
 from queue_metrics.config import ConfigError, Settings, check_tls_ca_file
 from queue_metrics.datastores import passwords
 from queue_metrics.datastores.redis.url import passwords_of
+from queue_metrics.errors import WarningNotice
 from queue_metrics.loop import StopRequested, StopSignals, run_forever
 from queue_metrics.outputs import Outputs, OutputSettings
 from queue_metrics.outputs.format import json_line, librato_line_stream, table_lines
@@ -138,7 +139,9 @@ class Ticker:
         self.collector = Collector(
             settings,
             whole_first_walk=whole_first_walk,
-            announce=lambda notice: self.output.err([notice], level="info"),
+            announce=lambda notice: self.output.err(
+                [notice], level="warning" if isinstance(notice, WarningNotice) else "info"
+            ),
         )
 
     def tick(self) -> TickReport:

@@ -1,16 +1,20 @@
 """Private redis-server processes for the tests: their own ports, so the machine's shared
-Redis on 6379 is never touched, and killable, pausable and restartable for fault injection."""
+Redis on 6379 is never touched, and killable, pausable and restartable for fault injection; and
+a TLS proxy in front of a real server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
+import threading
 import time
-from typing import List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -115,3 +119,46 @@ class RedisServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def tls_proxy(directory, upstream: int) -> Iterator[Tuple[int, str]]:
+    """TLS (a self-signed certificate for 127.0.0.1) in front of a real server on `upstream`
+    (the RabbitMQ management API, its AMQP port): yields the TLS port and the certificate."""
+    cert, key = self_signed_certificate(directory)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def pump(source: socket.socket, target: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                target.sendall(data)
+        with contextlib.suppress(OSError):
+            target.close()
+
+    def serve() -> None:
+        while True:
+            try:
+                raw, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                client = context.wrap_socket(raw, server_side=True)
+            except (OSError, ssl.SSLError):
+                raw.close()
+                continue
+            server = socket.create_connection(("127.0.0.1", upstream))
+            threading.Thread(target=pump, args=(client, server), daemon=True).start()
+            threading.Thread(target=pump, args=(server, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], cert
+    finally:
+        listener.close()

@@ -18,6 +18,11 @@ it): a steady vhost costs the one listing per tick.
 
 A figure the API leaves out is unknown and left out, never 0: a queue new since the broker's
 last statistics refresh has no counts yet, and is reported from the next tick on.
+
+Where there is no management API (the connection is refused, or what answers is not the API),
+the reader falls back to passive declares over AMQP of Celery's named queues (`declares.py`):
+sizes and consumers only, said in one warning line; it asks the API again every
+API_RETRY_TICKS ticks, and goes back to it when it answers.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from queue_metrics.config import Settings
 from queue_metrics.datastores import Location
 from queue_metrics.datastores.rabbitmq.latency import Latencies, counters_of
 from queue_metrics.datastores.rabbitmq.locations import ApiAddress, api_address
-from queue_metrics.errors import ApiMalformed, ApiRefused, describe_rabbitmq_error
+from queue_metrics.errors import ApiMalformed, ApiRefused, WarningNotice, describe_rabbitmq_error
 from queue_metrics.http import HttpConnection, gunzipped
 from queue_metrics.sample import LATENCY_ESTIMATED, Figure, QueueSample, SystemSample, TickReport
 from queue_metrics.systems import SYSTEMS
@@ -73,6 +78,8 @@ BINDINGS_QUERY = "columns=source,destination,destination_type,routing_key"
 BINDINGS_EVERY = 10
 # Decompressed bytes read of one answer: 500 queues take some 150 kB; bindings about 100 B each.
 MAX_ANSWER_BYTES = 32 << 20
+# Ticks read by passive declares before the management API is asked again.
+API_RETRY_TICKS = 10
 UNIT_MESSAGES = "{message}"
 UNIT_CONSUMERS = "{consumer}"
 
@@ -100,7 +107,7 @@ def make_reader(
     settings: Settings, location: Location, whole_first_walk: bool, announce: Callable[[str], None]
 ) -> "RabbitReader":
     """The reader of one RabbitMQ datastore (`datastores.KINDS`)."""
-    return RabbitReader(settings, location)
+    return RabbitReader(settings, location, announce=announce)
 
 
 class RabbitReader:
@@ -112,8 +119,12 @@ class RabbitReader:
         location: Location,
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        announce: Callable[[str], None] = lambda notice: None,
     ) -> None:
         self.location = location
+        self._announce = announce
+        # The passive-declare reader (`declares.DeclareReader`) while the API is not there.
+        self.fallback: Any = None
         self._settings = settings
         self.api: ApiAddress = api_address(location.url, settings.rabbitmq_api_url)
         self._wall_clock = wall_clock
@@ -149,20 +160,59 @@ class RabbitReader:
             return TickReport((), (), (), 0.0, True)
         errors: List[str] = []
         self.requests = 0
+        if self.fallback is not None and self.fallback.ticks % API_RETRY_TICKS:
+            return self.fallback.tick()
         try:
             rows = self._queues(deadline)
             kept = [row for row in rows if _kept(row)]
             self._place(kept, deadline, errors)
         except Exception as error:  # noqa: BLE001 (every failure is one line; the loop goes on)
             self.close()
+            if _no_api_there(error, self.requests) and CELERY in self.systems:
+                return self._fall_back(error)
             api = self.api
             message = describe_rabbitmq_error(error, api.describe(), api.user, api.vhost, self._settings.timeout)
             return TickReport((), (message,), (), self._monotonic() - started, False, self.requests)
+        if self.fallback is not None:
+            self.fallback.close()
+            self.fallback = None
+            self._announce(f"{self.location.label}: the RabbitMQ management API at {self.api.describe()} answers again")
         now = self._wall_clock()
         samples, systems, in_use = self._samples(kept, now)
         return TickReport(
             tuple(samples), tuple(errors), in_use, self._monotonic() - started, True, self.requests, tuple(systems)
         )
+
+    def _fall_back(self, error: BaseException) -> TickReport:
+        """This tick, and the next API_RETRY_TICKS - 1, by passive declares over AMQP."""
+        if self.fallback is None:
+            # Imported here: the AMQP client is loaded only by a reader that needs it.
+            from queue_metrics.datastores.rabbitmq.declares import DeclareReader
+
+            settings = self._settings
+            self.fallback = DeclareReader(
+                self.location.url,
+                settings.of(CELERY).queues,
+                settings.timeout,
+                settings.interval,
+                self.systems[CELERY].extras,
+                lambda: self._tls_context(),
+            )
+            api = self.api
+            why = describe_rabbitmq_error(error, api.describe(), api.user, api.vhost, settings.timeout)
+            self._announce(
+                WarningNotice(
+                    f"{self.location.label}: no RabbitMQ management API ({why}); reading the sizes and consumers of "
+                    f"{', '.join(self.fallback.queues) or 'no queue'} by passive declare over AMQP, with no held "
+                    f"messages and no latency (name the queues in QUEUE_METRICS_CELERY_QUEUES)"
+                )
+            )
+        return self.fallback.tick()
+
+    def _tls_context(self) -> Any:
+        if self._tls is None:
+            self._tls = _tls_context(self._settings)
+        return self._tls
 
     @property
     def idle_due(self) -> float:
@@ -172,15 +222,20 @@ class RabbitReader:
         """No work between ticks."""
 
     def describe(self) -> str:
+        if self.fallback is not None:
+            return f"{self.fallback.where} (passive declares: no management API)"
         return self.api.describe()
 
     def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
+        if self.fallback is not None:
+            self.fallback.close()
 
     def reset(self) -> None:
         self.close()
+        self.fallback = None
         self._system_of.clear()
         self.observations.clear()
         self._latencies = Latencies()
@@ -328,7 +383,8 @@ class RabbitReader:
             if answer.fields.get("content-encoding", "").lower() == "gzip":
                 body = gunzipped(body, MAX_ANSWER_BYTES)
             if not 200 <= answer.status < 300:
-                raise ApiRefused(answer.status, _reason(body, answer.reason))
+                reason = _reason(body)
+                raise ApiRefused(answer.status, reason or answer.reason, from_api=reason is not None)
             try:
                 return json.loads(body.decode("utf-8"))
             except (ValueError, UnicodeDecodeError):
@@ -337,11 +393,7 @@ class RabbitReader:
 
     def _connect(self, deadline: float) -> HttpConnection:
         api = self.api
-        tls = None
-        if api.scheme == "https":
-            if self._tls is None:
-                self._tls = _tls_context(self._settings)
-            tls = self._tls
+        tls = self._tls_context() if api.scheme == "https" else None
         self._connection = HttpConnection(api.host, api.port, api.scheme, max(0.001, deadline - self._monotonic()), tls)
         return self._connection
 
@@ -356,6 +408,23 @@ def _tls_context(settings: Settings) -> Any:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     return context
+
+
+def _no_api_there(error: BaseException, requests: int) -> bool:
+    """The first request found no management API: the connection was refused, or what answered
+    is not the API (a 404 without the API's JSON, a body that is not JSON)."""
+    if requests > 1:
+        return False
+    if isinstance(error, ApiRefused):
+        return error.status == 404 and not error.from_api
+    if isinstance(error, ApiMalformed):
+        return True
+    cause: Optional[BaseException] = error
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _kept(row: Dict[str, Any]) -> bool:
@@ -383,13 +452,14 @@ def _arguments(row: Dict[str, Any]) -> Mapping[str, Any]:
     return arguments if isinstance(arguments, dict) else {}
 
 
-def _reason(body: bytes, fallback: str) -> str:
-    """The API's own reason for an error status (`{"error": ..., "reason": ...}`), one short line."""
+def _reason(body: bytes) -> Optional[str]:
+    """The API's own reason for an error status (`{"error": ..., "reason": ...}`), one short line;
+    None: the body is not the API's."""
     try:
         document = json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
-        return fallback
+        return None
     reason = document.get("reason") if isinstance(document, dict) else None
     if not isinstance(reason, str) or not reason:
-        return fallback
+        return None
     return reason.replace("\n", " ")[:200]
