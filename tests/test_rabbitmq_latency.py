@@ -49,6 +49,38 @@ def test_the_counters_are_taken_at_the_newest_grid_point_both_lists_have():
     assert [at for at, _ in readings.publish_points] == sorted(at / 1000 for at in publish_times)
 
 
+def test_lists_without_a_common_point_are_read_as_of_the_newer_of_their_ends():
+    # The publish list one step behind and off the ready list's points (as a short tick can give):
+    # each counter as it stood at the earlier of the two lists' newest points.
+    queue = json.loads(json.dumps(page()["celery"]))
+    ready = queue["messages_ready_details"]["samples"]
+    publish = queue["message_stats"]["publish_details"]["samples"]
+    for sample in publish:
+        sample["timestamp"] -= 2500
+    readings = counters_of(queue)
+    newest_publish = max(sample["timestamp"] for sample in publish)
+    assert not {s["timestamp"] for s in ready} & {s["timestamp"] for s in publish}
+    assert readings.sampled_at == newest_publish / 1000
+    shown = max((s for s in ready if s["timestamp"] <= newest_publish), key=lambda s: s["timestamp"])
+    assert readings.ready == shown["sample"]
+    assert readings.published == max(publish, key=lambda s: s["timestamp"])["sample"]
+    assert Latencies().estimate("celery", readings).seconds is not None
+
+
+def test_a_queue_with_nothing_ready_now_has_no_wait_whatever_its_samples_say():
+    from queue_metrics.config import Settings
+    from queue_metrics.datastores import Location
+    from queue_metrics.datastores.rabbitmq.reader import RabbitReader
+    from queue_metrics.sample import LATENCY_ESTIMATED
+
+    url = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    reader = RabbitReader(Settings.from_env({"CLOUDAMQP_URL": url}), Location("rabbitmq", "cloudamqp", url, "x"))
+    queue = dict(page()["celery"])
+    assert reader._latency("celery", queue)[1] == LATENCY_ESTIMATED  # 3 ready in the samples
+    queue["messages_ready"] = 0  # drained since the samples' last refresh
+    assert reader._latency("celery", queue) == (0.0, LATENCY_ESTIMATED)
+
+
 def test_a_priority_queue_gets_no_latency_and_says_why():
     queues = page()
     readings = counters_of(queues["priority"])

@@ -141,14 +141,23 @@ def counters_of(queue: Dict[str, Any]) -> Optional[Readings]:
         # No publish yet (or no counter at all): date the reading by the ready count's own grid.
         at = max(ready_samples)
         return Readings(at, published, ready_samples[at], priority)
-    # The newest grid point both lists have; the two counters come from different processes'
-    # reports, so each is taken as it stood at that same point.
-    common = sorted(set(ready_samples) & set(publish_samples))
-    if not common:
+    # The newest point both lists reach; the two counters come from different processes' reports,
+    # so each is taken as it stood at that same point: at the point itself when the list has it,
+    # else at its newest point before (a value is carried forward until the next report, so it
+    # was still true there, give or take one grid step: a short list must not cost the reading).
+    at = min(max(ready_samples), max(publish_samples))
+    ready_at = _as_of(ready_samples, at)
+    publish_at = _as_of(publish_samples, at)
+    if ready_at is None or publish_at is None:
         return Readings(None, published, ready, priority)
-    at = common[-1]
     points = tuple((stamp, publish_samples[stamp]) for stamp in sorted(publish_samples) if stamp <= at)
-    return Readings(at, publish_samples[at], ready_samples[at], priority, points)
+    return Readings(at, publish_at, ready_at, priority, points)
+
+
+def _as_of(samples: Dict[float, int], at: float) -> Optional[int]:
+    """A sample list's value at `at`: its own point there, else its newest point before."""
+    before = [stamp for stamp in samples if stamp <= at]
+    return samples[max(before)] if before else None
 
 
 class PublishHistory:

@@ -353,6 +353,11 @@ class RabbitReader:
         readings = counters_of(row)
         if readings is None:
             return None, None
+        if row.get("messages_ready") == 0:
+            # Nothing ready now: nothing waits, whatever the (older) samples still show.
+            self.latency_notes.pop(queue, None)
+            self._latencies.estimate(queue, readings)
+            return 0.0, LATENCY_ESTIMATED
         estimate = self._latencies.estimate(queue, readings)
         if estimate.seconds is None:
             self.latency_notes[queue] = estimate.reason or "unknown"
