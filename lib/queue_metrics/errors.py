@@ -415,6 +415,22 @@ class AmqpMalformed(QueueMetricsError):
     """What the AMQP server sent is not AMQP 0-9-1 as we read it."""
 
 
+class PostgresError(QueueMetricsError):
+    """PostgreSQL's ErrorResponse: its SQLSTATE `code` (28P01: wrong password; 53300: too many
+    connections; 57014: statement_timeout; 42P01/42703: no such table/column), `text` and
+    `severity` (FATAL ends the session)."""
+
+    def __init__(self, code: str, text: str, severity: str = "ERROR") -> None:
+        super().__init__(f"{code}: {text}" if code else text)
+        self.code = code
+        self.text = text
+        self.severity = severity
+
+
+class PostgresMalformed(QueueMetricsError):
+    """What the server sent is not PostgreSQL's protocol as we read it."""
+
+
 # The management API's 401 reasons (rabbit_mgmt_util): the user or password is wrong; the user has
 # no management tag; the user has no permission entry on the vhost.
 LOGIN_FAILED = "Login failed"
@@ -522,3 +538,69 @@ def describe_declare_refusal(queue: str, code: int, text: str, user: str) -> str
             f"later need one of configure, write or read permission on it"
         )
     return f"queue {show_name(queue)}: the broker refused a passive declare ({code}: {text})"
+
+
+# SQLSTATEs said in words (PostgreSQL docs, Appendix A).
+PG_WRONG_PASSWORD = "28P01"
+PG_NO_LOGIN = "28000"
+PG_TOO_MANY_CONNECTIONS = "53300"
+PG_NO_DATABASE = "3D000"
+PG_CANCELED = "57014"
+PG_LOCK_TIMEOUT = "55P03"
+PG_NO_TABLE = "42P01"
+PG_NO_COLUMN = "42703"
+PG_NO_PRIVILEGE = "42501"
+
+
+def describe_postgres_error(error: BaseException, where: str, user: str, timeout: float) -> str:
+    """One line for a Postgres tick that failed as a whole: where, what, and what to do; no
+    password (`where` is the URL without credentials)."""
+    subject = f"Postgres at {where}"
+    if isinstance(error, PostgresError):
+        text = error.text.replace("\n", " ")[:200]
+        if error.code == PG_WRONG_PASSWORD:
+            return f"{subject} refused user {user!r}: wrong password ({error.code}): check the URL's password"
+        if error.code == PG_NO_LOGIN:
+            return f"{subject} refused user {user!r} ({error.code}: {text}): check pg_hba.conf or the role's LOGIN"
+        if error.code == PG_TOO_MANY_CONNECTIONS:
+            return (
+                f"{subject} refused the connection: it has reached its connection limit ({error.code}: {text}); "
+                f"every dyno's processes hold theirs (Heroku Postgres plans cap them: Essential at 20), so close "
+                f"idle ones (a smaller pool), use PgBouncer, or upgrade the plan"
+            )
+        if error.code == PG_NO_DATABASE:
+            return f"{subject} has no such database ({error.code}: {text}): check the URL's path"
+        return f"{subject}: {text} ({error.code or error.severity})"
+    if isinstance(error, PostgresMalformed):
+        return f"{subject} sent what PostgreSQL does not send ({error}): is that its URL?"
+    chain = _chain(error)
+    tls_failure = _tls_failure(
+        chain, subject, "set QUEUE_METRICS_TLS_CA_FILE to the server's CA, or use sslmode=require", "TLS"
+    )
+    if tls_failure is not None:
+        return tls_failure
+    if _first(chain, socket.timeout) is not None:
+        return f"{subject} did not answer within {timeout:g} s (timeout)"
+    if _first(chain, socket.gaierror) is not None:
+        return f"cannot resolve the host of {subject} (DNS lookup failed)"
+    if _first(chain, ConnectionRefusedError) is not None:
+        return f"cannot connect to {subject}: connection refused"
+    os_error = _first(chain, OSError)
+    if isinstance(os_error, OSError):
+        reason = os_error.strerror or str(os_error)[:200] or type(os_error).__name__
+        return f"lost the connection to {subject}: {reason}"
+    return f"{subject}: {str(error).strip()[:200] or type(error).__name__}"
+
+
+def describe_postgres_query_error(error: PostgresError, timeout: float) -> str:
+    """One line for one system's SELECT that failed (the others are read as ever)."""
+    text = error.text.replace("\n", " ")[:200]
+    if error.code == PG_CANCELED:
+        return f"its query was cancelled by statement_timeout ({timeout:g} s, QUEUE_METRICS_TIMEOUT) ({text})"
+    if error.code == PG_LOCK_TIMEOUT:
+        return f"its tables are locked (a migration?): the query gave up waiting ({text})"
+    if error.code in (PG_NO_TABLE, PG_NO_COLUMN):
+        return f"its tables are not of the shape it knows ({error.code}: {text}): a migration not yet run?"
+    if error.code == PG_NO_PRIVILEGE:
+        return f"the user may not read its tables ({error.code}: {text}): GRANT SELECT on them"
+    return f"its query failed ({error.code}: {text})"

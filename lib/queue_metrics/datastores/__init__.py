@@ -129,6 +129,30 @@ def _is_amqp_url(value: str) -> bool:
     return value.strip().lower().startswith(("amqp://", "amqps://"))
 
 
+def _postgres_locations(env: Mapping[str, str]) -> List[Location]:
+    if "QUEUE_METRICS_DATABASE_URLS" not in env and not any(_is_postgres_url(value) for value in env.values()):
+        return []  # an app without Postgres loads none of its code
+    from queue_metrics.datastores.postgres.locations import postgres_locations
+
+    return postgres_locations(env)
+
+
+def _postgres_passwords(url: str) -> Tuple[str, ...]:
+    from queue_metrics.datastores.postgres.locations import passwords_of
+
+    return passwords_of(url)
+
+
+def _describe_postgres_url(url: str) -> str:
+    from queue_metrics.datastores.postgres.locations import describe_postgres_url
+
+    return describe_postgres_url(url)
+
+
+def _is_postgres_url(value: str) -> bool:
+    return value.strip().lower().startswith(("postgres://", "postgresql://"))
+
+
 KINDS: Tuple[DatastoreKind, ...] = (
     DatastoreKind(
         "redis",
@@ -146,6 +170,14 @@ KINDS: Tuple[DatastoreKind, ...] = (
         _describe_amqp_url,
         _is_amqp_url,
     ),
+    DatastoreKind(
+        "postgres",
+        _postgres_locations,
+        "queue_metrics.datastores.postgres.reader:make_reader",
+        _postgres_passwords,
+        _describe_postgres_url,
+        _is_postgres_url,
+    ),
 )
 
 
@@ -161,7 +193,7 @@ def all_locations(env: Mapping[str, str]) -> Tuple[Location, ...]:
         if not any(kind.claims(value) for kind in KINDS):
             raise ConfigError(
                 f"QUEUE_METRICS_DATASTORES names {name}, which holds no URL of a datastore this collector "
-                f"reads (redis://, rediss://, amqp://, amqps://)"
+                f"reads (redis://, rediss://, amqp://, amqps://, postgres://)"
             )
     found = [location for kind in KINDS for location in kind.locations(env)]
     # The built-in default (a Redis on localhost) stands in only for an app that names no
