@@ -427,6 +427,11 @@ class PostgresError(QueueMetricsError):
         self.severity = severity
 
 
+class TableShapeError(QueueMetricsError):
+    """A queue system's table is there, but not of a shape the system knows (a column missing:
+    a migration not yet run); the message names what is missing."""
+
+
 class PostgresMalformed(QueueMetricsError):
     """What the server sent is not PostgreSQL's protocol as we read it."""
 

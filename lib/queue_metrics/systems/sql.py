@@ -45,10 +45,15 @@ class SqlSystem(Protocol):
 
     def query(self, columns: Columns) -> Optional[str]:
         """The tick's one SELECT, for the tables found (each with its columns: the system's
-        version shows in them); None when the system is not in this database."""
+        version shows in them); None when the system is not in this database; TableShapeError,
+        naming what is missing, when its tables are there but not of a shape it knows."""
 
     def describe(self, columns: Columns) -> List[str]:
         """What it detected (the version its columns show), for `doctor`: one line each."""
+
+
+def unit_of(figure: str) -> str:
+    return UNITS.get(figure, UNIT_JOBS)
 
 
 def number(text: Optional[str], what: str) -> Optional[float]:
@@ -81,7 +86,7 @@ def queue_samples(
         size, latency, figure_values = values[0], values[1], values[2:]
         figures = (
             tuple(
-                Figure(name, _whole(value), UNITS.get(name, UNIT_JOBS))
+                Figure(name, _whole(value), unit_of(name))
                 for name, value in zip(figure_names, figure_values)
                 if value is not None
             )

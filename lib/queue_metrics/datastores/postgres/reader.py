@@ -26,13 +26,14 @@ from queue_metrics.datastores.postgres.wire import PostgresConnection, Rows
 from queue_metrics.errors import (
     ErrorLog,
     PostgresError,
+    TableShapeError,
     WarningNotice,
     describe_postgres_error,
     describe_postgres_query_error,
 )
-from queue_metrics.sample import QueueSample, SystemSample, TickReport
+from queue_metrics.sample import Figure, QueueSample, SystemSample, TickReport
 from queue_metrics.systems import SYSTEMS
-from queue_metrics.systems.sql import Columns, SqlSystem, queue_samples
+from queue_metrics.systems.sql import Columns, SqlSystem, queue_samples, unit_of
 
 KIND = "postgres"
 # Ticks between two catalog queries of a database that holds no job table.
@@ -93,6 +94,9 @@ class PostgresReader:
         # Whether this database ever held a job table (until then, failures are one warning).
         self.held_jobs = False
         self._warned: Set[str] = set()
+        # Per system, the queues it has shown and its figures' names: a queue whose rows are all
+        # gone (drained, and Delayed Job deletes what it ran) is reported as 0, not forgotten.
+        self._seen: Dict[str, Dict[str, Tuple[str, ...]]] = {}
 
     # -- the Datastore protocol
 
@@ -129,10 +133,14 @@ class PostgresReader:
             if isinstance(result, PostgresError):
                 errors.add(f"{system.name}: {describe_postgres_query_error(result, self._settings.timeout)}")
                 continue
+            if isinstance(result, TableShapeError):
+                errors.add(f"{system.name}: {result}")
+                continue
             found, totals = queue_samples(system, result.columns, result.rows, errors)
             samples.extend(found)
+            samples.extend(self._drained(system, found))
             systems.extend(totals)
-        if not self._queries:
+        if not in_use:
             # No job table here: nothing to keep a connection open for.
             self.close()
             self._ticks_without_tables = 1
@@ -148,6 +156,18 @@ class PostgresReader:
             tuple(systems),
         )
 
+    def _drained(self, system: SqlSystem, found: List[QueueSample]) -> List[QueueSample]:
+        """The queues the system showed before and has no row of now: every figure 0."""
+        seen = self._seen.setdefault(system.name, {})
+        for sample in found:
+            seen[sample.queue] = tuple(figure.name for figure in sample.figures)
+        present = {sample.queue for sample in found}
+        return [
+            QueueSample(system.name, queue, 0, 0.0, tuple(Figure(name, 0, unit_of(name)) for name in figures))
+            for queue, figures in seen.items()
+            if queue not in present
+        ]
+
     def _read(self, deadline: float) -> Tuple[Dict[str, Any], int]:
         """The catalog and every known system's SELECT in one round trip; the SELECT of a system
         new (or changed) since in a second."""
@@ -160,9 +180,15 @@ class PostgresReader:
             raise catalog
         self.columns = _columns_of(catalog)
         results: Dict[str, Any] = dict(zip(sent, replies[1:]))
-        wanted = {system.name: system.query(self.columns) for system in self.systems}
+        wanted: Dict[str, Optional[str]] = {}
+        for system in self.systems:
+            try:
+                wanted[system.name] = system.query(self.columns)
+            except TableShapeError as error:
+                # There, but not readable: said at every tick, until a migration runs.
+                results[system.name] = TableShapeError(f"{error}: a migration not yet run?")
         self._queries = {name: sql for name, sql in wanted.items() if sql is not None}
-        for name in [name for name in results if name not in self._queries]:
+        for name in [name for name in results if name not in self._queries and name in wanted]:
             del results[name]  # its tables went away since the last tick
         again = {name: sql for name, sql in self._queries.items() if sent.get(name) != sql}
         if not again:
@@ -225,6 +251,7 @@ class PostgresReader:
         self.close()
         self._queries = {}
         self.columns = {}
+        self._seen.clear()
 
 
 def _columns_of(catalog: Rows) -> Dict[str, FrozenSet[str]]:

@@ -183,6 +183,8 @@ class PostgresConnection:
                     "database": database,
                     "application_name": "queue-metrics",
                     "client_encoding": "UTF8",
+                    # Rails writes `timestamp without time zone` columns in UTC: read them so.
+                    "TimeZone": "UTC",
                     # Every transaction of the session read-only, and no query longer than this.
                     "default_transaction_read_only": "on",
                     "statement_timeout": str(statement_timeout_ms),
