@@ -230,3 +230,20 @@ def test_two_databases_each_with_its_label(database):
     assert report.errors == ()
     assert sorted((s.queue, s.size) for s in report.samples) == [("mailers", 2), ("mailers", 3)]
     assert [section.label for section in report.datastores] == ["database", "heroku_postgresql_amber"]
+
+
+def test_doctor_says_what_it_found_in_each_database(database):
+    from queue_metrics.doctor import checkup_all
+
+    ruby(database, "schema")
+    enqueue(database, "mailers", 1)
+    empty = make_database("qmdj")
+    try:
+        env = {"QUEUE_METRICS_DATABASE_URLS": f"jobs={url(database)},app={url(empty)}"}
+        result = checkup_all(Settings.from_env(env))
+    finally:
+        drop_database(empty)
+    text = "\n".join(result.lines)
+    assert "Read in" in text and "delayed_job: 1 queue" in text
+    assert "Delayed Job: table delayed_jobs, max_run_time 14400 s" in text
+    assert "No job table of a system read here (delayed_job" in text

@@ -110,6 +110,10 @@ def checkup_other(settings: Settings, location: Location) -> Checkup:
             by_system[sample.backend] = by_system.get(sample.backend, 0) + 1
         found = ", ".join(f"{system}: {count} queue{'s' if count != 1 else ''}" for system, count in by_system.items())
         lines.append(f"Read in {report.duration * 1000:.0f} ms: {found or 'no queue'}")
+    # What the datastore found of each system (a Postgres database: its tables and their version).
+    findings = getattr(reader, "findings", None)
+    if findings is not None and report.redis_ok:
+        lines.extend(findings())
     # Queues whose latency cannot be estimated (a priority queue, no publish counter): a note each.
     notes = getattr(reader, "latency_notes", {})
     lines.extend(f"Note: queue {show_name(queue)} has no latency: {reason}" for queue, reason in sorted(notes.items()))

@@ -232,6 +232,14 @@ class PostgresReader:
             self._tls = context
         return self._tls
 
+    def findings(self) -> List[str]:
+        """What the last catalog query found, for `doctor`: each system's tables and version."""
+        lines = [line for system in self.systems for line in system.describe(self.columns)]
+        if not lines:
+            names = ", ".join(system.name for system in self.systems)
+            lines.append(f"No job table of a system read here ({names}) in this database (search_path)")
+        return lines
+
     @property
     def idle_due(self) -> float:
         return float("inf")
