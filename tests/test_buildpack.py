@@ -231,7 +231,7 @@ def test_no_redis_url_is_one_clear_line_and_nothing_started(system_python_build,
     line = dyno.wait_for(lambda line: bool(line), timeout=10, stream="stderr")
     assert line == (
         "queue-metrics: usage error: no datastore URL is set: set REDIS_URL (or a HEROKU_REDIS_<COLOR>_URL, "
-        "REDIS_PROVIDER, QUEUE_METRICS_REDIS_URL) to the Redis your queues use\n"
+        "REDIS_PROVIDER, QUEUE_METRICS_REDIS_URL), CLOUDAMQP_URL or DATABASE_URL to where your jobs live\n"
     )
     # The supervisor's own word on it, once: it does not restart the collector.
     assert "not restarting the collector until its configuration is fixed" in dyno.read_line(5, "stderr")

@@ -73,7 +73,8 @@ def config_lines(config: Dict[str, str], cnb: bool) -> Iterator[str]:
         if not found:
             yield (
                 "warning:No datastore URL config var is set (REDIS_URL, a HEROKU_REDIS_<COLOR>_URL, REDISCLOUD_URL, "
-                "...): the collector will not start until one is. Fix: heroku config:set REDIS_URL=..."
+                "CLOUDAMQP_URL, DATABASE_URL, ...): the collector will not start until one is. "
+                "Fix: heroku config:set REDIS_URL=..."
             )
     if config.get("QUEUE_METRICS_DISABLED", "").strip().lower() in TRUE_WORDS:
         yield (

@@ -93,7 +93,7 @@ class Settings(NamedTuple):
             # once (exit 2: the supervisor does not restart it until the config changes).
             raise ConfigError(
                 "no datastore URL is set: set REDIS_URL (or a HEROKU_REDIS_<COLOR>_URL, REDIS_PROVIDER, "
-                "QUEUE_METRICS_REDIS_URL) to the Redis your queues use"
+                "QUEUE_METRICS_REDIS_URL), CLOUDAMQP_URL or DATABASE_URL to where your jobs live"
             )
         first_redis = next((location for location in locations if location.kind == "redis"), None)
         redis_url, redis_url_var = DEFAULT_REDIS_URL, None
