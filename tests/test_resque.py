@@ -290,19 +290,23 @@ def test_a_queue_that_empties_and_refills_is_seen_arriving(redis_url, client):
 
 
 def test_identical_jobs_never_give_a_latency_above_the_truth(redis_url, client):
-    """Plain Resque payloads carry no id: the same job enqueued twice is the same bytes, and the
-    count of what arrived since the last tick is ambiguous (the figure stays a lower bound)."""
+    """Plain Resque payloads carry no id: the same job enqueued twice is the same bytes. A backlog
+    of twins, one enqueued and one taken between ticks, looks unchanged to a search for the last
+    newest job; two copies found make the count ambiguous, and the figure stays a lower bound
+    (here nothing) rather than grow from the first tick."""
     collector = make_collector(redis_url)
     twin = {"queue": "twins", "class": "Nap", "args": ["same", 0]}
-    first = enqueue(redis_url, [twin])[0]["at"]
-    for _ in range(4):
-        collector.tick()
+    waiting = [job["at"] for job in enqueue(redis_url, [twin, twin])]  # enqueue times, oldest first
+    collector.tick()
+    for _ in range(5):
         time.sleep(INTERVAL / 2)
-        enqueue(redis_url, [twin])
+        waiting += [job["at"] for job in enqueue(redis_url, [twin])]
         client.lpop("resque:queue:twins")  # a worker's LPOP: the oldest goes
+        waiting.pop(0)
         time.sleep(INTERVAL / 2)
         sample = by_queue(collector.tick())["twins"]
-        assert sample.latency is None or sample.latency <= time.time() - first + 0.5
+        assert sample.size == 2 and sample.latency_source == LATENCY_OBSERVED
+        assert sample.latency is None or sample.latency <= time.time() - waiting[0] + 0.5, (sample, waiting)
 
 
 def test_bad_input_one_line_per_queue_and_the_others_unchanged(redis_url, client):
@@ -347,3 +351,22 @@ def test_another_namespace_is_read_when_set(redis_url):
     sample = by_queue(report, "resque")["default"]
     assert (sample.size, report.errors) == (1, ())
     assert sample.latency == pytest.approx(time.time() - job["at"], abs=0.5)
+
+
+def test_a_redis_without_lpos_keeps_stamped_latency_and_says_why_the_rest_has_none(make_server):
+    """Redis before 6.0.6 has no LPOS (here: renamed away): ActiveJob queues keep their latency,
+    plain ones report none ("unobservable"), and no queue fills the log with errors."""
+    server = make_server(extra=["--rename-command", "LPOS", ""])
+    enqueue(server.url, [active_job("stamped", "a"), {"queue": "plain", "class": "Nap", "args": ["b", 0]}])
+    collector = make_collector(server.url)
+    for _ in range(3):
+        report = collector.tick()
+        time.sleep(0.2)
+    samples = by_queue(report, "resque")
+    assert report.errors == ()
+    assert (samples["stamped"].latency_source, samples["stamped"].latency > 0) == (LATENCY_FROM_STAMP, True)
+    assert (samples["plain"].size, samples["plain"].latency, samples["plain"].latency_source) == (
+        1,
+        None,
+        "unobservable",
+    )
