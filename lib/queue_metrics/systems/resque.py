@@ -16,6 +16,12 @@ at the head). A queue whose head was stamped at the last tick is read without it
 newest payload, needed only to observe): should its head lose the stamp, the tail is read in a
 follow-up round trip.
 
+Plain payloads carry no id: two jobs of the same class and arguments are the same bytes. When
+the search for the last newest job finds two copies, which one it was is unknown, and the list's
+figure falls back to a lower bound. One limit remains: a list whose only job is replaced by an
+identical one between two ticks (taken, then enqueued again) looks unchanged, and its figure
+counts from the first of them. ActiveJob jobs (a job_id each, and a stamp) are never affected.
+
 Another namespace (`Resque.redis.namespace = "resque:shop"`) is set with
 QUEUE_METRICS_RESQUE_NAMESPACE, not detected: finding one would take a keyspace walk of its
 own (`*:queues`, each SCAN pattern walks the keyspace separately) for every app whatever it runs,
