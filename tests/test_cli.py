@@ -58,7 +58,7 @@ def test_unreachable_redis_exits_1_with_one_line_and_no_secret(make_server):
 def test_bad_config_is_a_usage_error_exit_2():
     for env, words in (
         ({"QUEUE_METRICS_INTERVAL": "0"}, "QUEUE_METRICS_INTERVAL"),
-        ({"QUEUE_METRICS_BACKENDS": "resque"}, "unknown backend"),
+        ({"QUEUE_METRICS_BACKENDS": "kafka"}, "unknown backend"),
         ({"REDIS_URL": "redis://:Sup3rSecretPass@host:port/0"}, "REDIS_URL is not a valid"),
     ):
         result = queue_metrics("once", env=env)

@@ -31,6 +31,7 @@ READ_COMMANDS = {
     "hmget",
     "hlen",
     "hscan",
+    "strlen",
 }
 
 

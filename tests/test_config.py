@@ -73,7 +73,7 @@ def test_interval_fractions_and_timeout_below_interval():
         ({"QUEUE_METRICS_INTERVAL": "soon"}, "must be a number"),
         ({"QUEUE_METRICS_INTERVAL": "inf"}, "positive"),
         ({"QUEUE_METRICS_INTERVAL": "5", "QUEUE_METRICS_TIMEOUT": "5"}, "shorter than"),
-        ({"QUEUE_METRICS_BACKENDS": "sidekiq,resque"}, "unknown backend 'resque'"),
+        ({"QUEUE_METRICS_BACKENDS": "sidekiq,kafka"}, "unknown backend 'kafka'"),
         ({"QUEUE_METRICS_BACKENDS": ","}, "names no backend"),
         ({"QUEUE_METRICS_PREFIX": "my queue"}, "QUEUE_METRICS_PREFIX may hold only"),
         ({"QUEUE_METRICS_SOURCE": "web 1"}, "QUEUE_METRICS_SOURCE"),

@@ -243,8 +243,13 @@ def test_rq_hand_packed_hget_equals_the_general_packing():
 
 
 def test_hand_packed_lpos_is_what_pack_commands_writes():
-    from queue_metrics.systems.celery import _LPOS_HEAD, _LPOS_TAIL
+    from queue_metrics.systems.observed import ListObservers, ListWatch
 
     key, message = b"q\x06\x169", b'{"headers": {"id": "x"}}'
-    by_hand = b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (_LPOS_HEAD, len(key), key, len(message), message, _LPOS_TAIL)
-    assert by_hand == pack_commands([("LPOS", key, message, "RANK", 1, "MAXLEN", 10000)])
+    for newest_at_head, tail in ((True, ()), (False, ("COUNT", 2))):
+        observers = ListObservers(newest_at_head)
+        watch = observers._watches[key] = ListWatch()
+        watch.newest = message
+        rank = 1 if newest_at_head else -1
+        expected = pack_commands([("LPOS", key, message, "RANK", rank, *tail, "MAXLEN", 10000)])
+        assert observers.search(key).packed == expected

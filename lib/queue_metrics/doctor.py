@@ -33,6 +33,7 @@ READ_COMMANDS: Tuple[Tuple[object, ...], ...] = (
     ("SMEMBERS", PROBE_KEY),
     ("LLEN", PROBE_KEY),
     ("LINDEX", PROBE_KEY, -1),
+    ("STRLEN", PROBE_KEY),
     ("LPOS", PROBE_KEY, "m"),
     ("HGET", PROBE_KEY, "f"),
     ("HMGET", PROBE_KEY, "f"),
@@ -209,13 +210,27 @@ def checkup(
     # Unstamped Celery messages: `run` observes their latency from its second tick on (one tick
     # cannot), unless LPOS, which observing needs, is missing or denied. Queues whose latency is
     # unknown for another reason (a malformed message, a refused read) have their own problem.
-    unknown = [
+    # Resque's jobs without an enqueue stamp are observed the same way.
+    observed = [
         sample
         for sample in report.samples
         if sample.latency is None and sample.latency_source in (LATENCY_OBSERVED, LATENCY_UNOBSERVABLE)
     ]
+    unknown = [sample for sample in observed if sample.backend != "resque"]
     notes = []
     without_lpos = "this Redis has no LPOS" if "LPOS" in lacking else "this Redis user may not run LPOS"
+    resque_unknown = len(observed) - len(unknown)
+    if resque_unknown and ("LPOS" in lacking or "LPOS" in denied):
+        problems.append(
+            f"{resque_unknown} Resque queue(s) report no latency: their oldest jobs carry no enqueue time "
+            f"(ActiveJob's enqueued_at, judoscale-resque's timestamp), and {without_lpos}, so it cannot be observed"
+        )
+    elif resque_unknown:
+        notes.append(
+            f"{resque_unknown} Resque queue(s) show no latency in this one tick: their oldest jobs carry no "
+            f"enqueue time (ActiveJob's enqueued_at, judoscale-resque's timestamp), so `run` observes it over "
+            f"ticks, as for Celery messages without a stamp"
+        )
     if unknown and ("LPOS" in lacking or "LPOS" in denied):
         problems.append(
             f"{len(unknown)} Celery queue(s) report no latency: their messages carry no publish stamp, and "

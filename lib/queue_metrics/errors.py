@@ -140,12 +140,20 @@ def sidekiq_processes_note(pattern: str) -> str:
 
 
 def describe_unreadable_members(
-    backend: str, what: str, count: int, example: str, reply: ReplyError, patterns: Sequence[str], lost: str
+    backend: str,
+    what: str,
+    count: int,
+    example: str,
+    reply: ReplyError,
+    patterns: Sequence[str],
+    lost: str,
+    expected: str = "a hash",
 ) -> str:
-    """Hashes of a system's workers (Sidekiq's processes, rq's workers) that cannot be read: the
-    figures summed over them are unknown, and left out rather than counted short."""
+    """Keys of a system's workers (Sidekiq's processes, rq's workers: hashes; Resque's: strings)
+    that cannot be read: the figures summed over them are unknown, and left out rather than
+    counted short."""
     return (
-        f"{backend} {what}: {count} cannot be read ({example}: {describe_reply_error(reply, 'a hash', patterns)}), "
+        f"{backend} {what}: {count} cannot be read ({example}: {describe_reply_error(reply, expected, patterns)}), "
         f"so {lost} are unknown (left out of the report)"
     )
 
@@ -158,7 +166,10 @@ def is_unknown_command(reply: ReplyError) -> bool:
 
 # What each read command the server may lack costs (doctor); the others: the reads that use it.
 LACKING_COSTS = {
-    "LPOS": "the latency of Celery messages without a publish stamp cannot be observed (Redis before 6.0.6 has none)",
+    "LPOS": (
+        "the latency of Celery messages and Resque jobs without a stamp cannot be observed "
+        "(Redis before 6.0.6 has none)"
+    ),
     "SCAN": "queues that no registry lists can be missing (said below)",
 }
 

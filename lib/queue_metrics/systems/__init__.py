@@ -1,20 +1,24 @@
-"""The queue systems the collector reads: one row each. A fourth system is one module plus one
+"""The queue systems the collector reads: one row each. Another system is one module plus one
 row here (see README, "Adding a queue system")."""
 
 from __future__ import annotations
 
 from typing import Tuple
 
-from queue_metrics.systems import celery, delayed_job, rabbitmq, rq, sidekiq
+from queue_metrics.systems import celery, delayed_job, rabbitmq, resque, rq, sidekiq
 from queue_metrics.systems.contract import SystemSpec
 
 # A name may come twice, once per kind of datastore (`celery` on Redis and on RabbitMQ): each
 # datastore's reader reads the rows of its kind; the first row of a name parses its settings.
 SYSTEMS: Tuple[SystemSpec, ...] = (
+    # Redis
     sidekiq.SYSTEM,
     rq.SYSTEM,
     celery.SYSTEM,
+    resque.SYSTEM,
+    # RabbitMQ
     rabbitmq.CELERY_SYSTEM,
     rabbitmq.OTHER_SYSTEM,
+    # Postgres
     delayed_job.SYSTEM,
 )

@@ -51,7 +51,6 @@ from queue_metrics.sample import (
 )
 from queue_metrics.setting_values import escaped_text, name_list, whole_numbers
 from queue_metrics.systems.contract import (
-    EMPTY_BATCH,
     Batch,
     BatchTemplate,
     Found,
@@ -68,7 +67,7 @@ from queue_metrics.systems.contract import (
     parse_json_object,
     registry_members,
 )
-from queue_metrics.systems.observed import MAX_TRACKED, NOT_SEARCHED, SEARCH_DEPTH, ListWatch
+from queue_metrics.systems.observed import NOT_SEARCHED, ListObservers
 from queue_metrics.systems.timestamps import epoch_seconds, iso8601_seconds, latency
 
 NAME = "celery"
@@ -268,22 +267,11 @@ class Celery:
         self._base_prefix = encode_key(self._keyprefix)
         self._suffixes = [self._step_suffix(step) for step in (*self._steps, *self._probed)]
         self._first_template = self._make_first_template()
-        # Each list's history, for latency without a stamp (observed.py), and the lists whose
-        # history this tick kept: a list no tick reads with messages any more loses its history.
-        self._watches: Dict[bytes, ListWatch] = {}
-        self._observing = True
-        self._watched: Set[bytes] = set()
-        # What an empty list's history comes down to, "empty at that tick", kept per queue rather
-        # than per list: for each queue read at the last tick and at this one, a bit per list
-        # (its index in self._suffixes) set when the list was not seen empty (it held messages
-        # or could not be read); 0, a shared small int, when all were empty. With the time of
-        # each tick's first reading, a list that fills again is known to have been empty then,
-        # so its oldest message arrived within one interval before it is first seen (without
-        # this, a queue that a worker keeps empty between bursts would never report a latency).
-        self._not_empty_before: Dict[str, int] = {}
-        self._not_empty: Dict[str, int] = {}
-        self._before_at: Optional[float] = None
-        self._tick_at: Optional[float] = None
+        # Each list's history, for latency without a stamp (observed.py). What an empty list's
+        # history comes down to, "empty at that tick", is kept per queue rather than per list: a
+        # bit per list (its index in self._suffixes) set when the list was not seen empty (it
+        # held messages or could not be read).
+        self._observers = ListObservers(newest_at_head=True)
         self._heads = ParsedHeads()
         self._registry_found = SameRegistry()
         # What doctor reports: prefixes seen, lists with messages, stamped and unstamped heads.
@@ -356,11 +344,7 @@ class Celery:
 
     def queues(self, replies: list, errors: ErrorLog) -> Found:
         self._heads.start_tick()
-        if not self._watched.issuperset(self._watches):
-            self._watches = {key: watch for key, watch in self._watches.items() if key in self._watched}
-        self._watched = set()
-        self._not_empty_before, self._not_empty = self._not_empty, {}
-        self._before_at, self._tick_at = self._tick_at, None
+        self._observers.start_tick()
         # Kept to find the queues of held messages, only when there are some (see _routes).
         self._bindings = (self._sorted_binding_keys, replies)
         items = (
@@ -423,17 +407,6 @@ class Celery:
         commands += [("LINDEX", keys[0], OLDEST_INDEX), ("LINDEX", keys[0], NEWEST_INDEX)]
         return BatchTemplate(*commands)
 
-    def _search(self, key: bytes) -> Batch:
-        """LPOS of the list's newest message at the last tick, when there was one: how many
-        messages were pushed since (see observed.py)."""
-        newest = self._tracked(key)
-        if newest is None:
-            return EMPTY_BATCH
-        # LPOS <key> <message> RANK 1 MAXLEN <depth>, packed by hand: once a list and tick.
-        return Batch(
-            b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (_LPOS_HEAD, len(key), key, len(newest), newest, _LPOS_TAIL), 1
-        )
-
     def _list_reads(self, lists: Sequence[Tuple[bytes, bool]]) -> Tuple[Batch, List[bool]]:
         """For each (key, length known): [LLEN], oldest, newest, [LPOS of the last newest]; and
         for each list whether its LPOS was sent (decided once: another queue's replies may turn
@@ -441,7 +414,7 @@ class Celery:
         packed, replies, searched = [], 0, []
         for key, length_known in lists:
             part = self._heads_batch(key, length_known)
-            search = self._search(key)
+            search = self._observers.search(key)
             packed += [part.packed, search.packed]
             replies += part.replies + search.replies
             searched.append(bool(search.replies))
@@ -488,11 +461,10 @@ class Celery:
         steps = len(self._steps)
         first = self._first_template.batch(name)
         base_key = self._base_prefix + name + self._suffixes[0]  # the first step's list (step 0 in kombu)
-        search = self._search(base_key)
+        search = self._observers.search(base_key)
         # Most queues send no LPOS (empty or stamped lists): their first batch goes as it is.
         replies = yield Batch(first.packed + search.packed, first.replies + 1) if search.replies else first
-        if self._tick_at is None:
-            self._tick_at = replies.now  # every list this tick reads empty was empty at this time or later
+        self._observers.read_at(replies.now)
         values = replies.values
         sizes = values[:steps]
         exists = values[steps] if self._probed else 0
@@ -506,7 +478,7 @@ class Celery:
             values[at + 2] if search.replies else NOT_SEARCHED,
             replies.now,
         )
-        # The lists not seen empty (self._not_empty): an error reply, being truthy, counts as one.
+        # The lists not seen empty: an error reply, being truthy, counts as one.
         not_empty = sum(1 << index for index, reply in enumerate(sizes) if reply) if any(sizes) else 0
 
         wrong = [index for index, reply in enumerate(sizes) if isinstance(reply, ReplyError)]
@@ -549,7 +521,7 @@ class Celery:
                 pushed = next(more) if sent else NOT_SEARCHED
                 lists.append(_ListRead(key, index, length, oldest, newest, pushed, replies.now))
             self.steps_seen.update(self._step_of(queue, read.key) for read in lists[1:] if read.length)
-        self._not_empty[queue] = not_empty
+        self._observers.not_empty[queue] = not_empty
         failed = next((read for read in lists if read.error() is not None), None)
         if wrong or failed is not None:
             reply = failed.error() if failed is not None else None
@@ -567,14 +539,6 @@ class Celery:
             return self._with_held(queue, size, None)
         return self._with_held(queue, size, seconds, source)
 
-    def _tracked(self, key: bytes) -> Optional[bytes]:
-        """The message to look for with LPOS this tick, if any: the list's last newest message,
-        unless observing is off (a Redis without LPOS) or the message is too big to send back."""
-        watch = self._watches.get(key)
-        if not self._observing or watch is None or watch.newest is None or len(watch.newest) > MAX_TRACKED:
-            return None
-        return watch.newest
-
     def _step_of(self, queue: str, key: bytes) -> int:
         return int(decode_name(key)[len(self._keyprefix + queue + self.settings.sep) :] or 0)
 
@@ -587,46 +551,30 @@ class Celery:
         waits: List[float] = []
         observed = False
         unknown = False
+        observers = self._observers
         for read in lists:
-            watch = self._watches.get(read.key)
             if not read.length or read.oldest is None:
-                if read.length:  # emptied between its LLEN and its LINDEX: empty all the same
-                    self._not_empty[queue] &= ~(1 << read.bit)
-                if watch is not None:
-                    del self._watches[read.key]  # that it is empty now is in self._not_empty
+                # Emptied between its LLEN and its LINDEX: empty all the same.
+                observers.empty(queue, read.bit, read.key, emptied=bool(read.length))
                 continue
             wait = message_wait(read.oldest, read.now, self._heads)  # type: ignore[arg-type]
             if wait is not None:
                 # A stamp wins, and a stamped list needs no history (nor its LINDEX 0 and LPOS).
                 self.heads_stamped += 1
-                self._watches.pop(read.key, None)
+                observers.forget(read.key)
                 waits.append(wait)
                 continue
             self.heads_unstamped += 1
             observed = True
-            pushed = read.pushed
-            if isinstance(pushed, ReplyError):
-                if "unknown command" in pushed.text.lower():
-                    self._observing = False  # Redis < 6.0.6: no LPOS, so no observed latency
-                pushed = NOT_SEARCHED
-            if not self._observing:
-                unknown = True
-                continue
-            if watch is None:
-                # New, or empty at the last tick: then its messages all came after that tick.
-                before = self._not_empty_before.get(queue)
-                empty_before = before is not None and not before >> read.bit & 1
-                watch = self._watches[read.key] = ListWatch(self._before_at if empty_before else None)
-            self._watched.add(read.key)
-            seen = watch.observe(read.now, read.length, read.newest, pushed)  # type: ignore[arg-type]
-            if not watch.exact and seen == 0.0:
+            seen = observers.observe(queue, read.bit, read.key, read.length, read.newest, read.pushed, read.now)  # type: ignore[arg-type]
+            if seen is None:
                 unknown = True
                 continue
             waits.append(seen)
         if unknown:
             # Not known yet, but observed from the next tick on; without LPOS it never will be
             # (the table says which).
-            return None, LATENCY_OBSERVED if self._observing else LATENCY_UNOBSERVABLE
+            return None, LATENCY_OBSERVED if observers.observing else LATENCY_UNOBSERVABLE
         if not waits:
             return 0.0, None
         return max(waits), LATENCY_OBSERVED if observed else LATENCY_FROM_STAMP
@@ -720,15 +668,11 @@ class Celery:
         return lines
 
 
-_LPOS_HEAD = b"*7\r\n$4\r\nLPOS\r\n"
-_LPOS_TAIL = b"$4\r\nRANK\r\n$1\r\n1\r\n$6\r\nMAXLEN\r\n$%d\r\n%d\r\n" % (len(str(SEARCH_DEPTH)), SEARCH_DEPTH)
-
-
 class _ListRead(NamedTuple):
     """One list of a queue as read this tick."""
 
     key: bytes
-    bit: int  # its index in Celery._suffixes, its bit in Celery._not_empty
+    bit: int  # its index in Celery._suffixes, its bit in the queue's not-empty bits (ListObservers)
     length: object  # an int, or the ReplyError of its LLEN
     oldest: object
     newest: object

@@ -1,9 +1,11 @@
 """Latency observed from outside: how long the oldest message of a list has waited, without
 any publish time in the message (Celery's messages carry none).
 
-Each tick reads, per list, its length L, its newest message (LINDEX 0) and where the previous
-tick's newest message is now (LPOS <previous newest> RANK 1 MAXLEN 10000: how many messages were
-pushed since). Producers push at the head, workers pop at the tail, so:
+Each tick reads, per list, its length L, its newest message and where the previous tick's newest
+message is now (LPOS <previous newest> MAXLEN 10000: how many messages were pushed since). Celery's
+producers push at the head and workers pop at the tail (newest at LINDEX 0, LPOS RANK 1 counts
+from the head); Resque's push at the tail and pop at the head (newest at LINDEX -1, LPOS RANK -1
+searches from the tail, and the count is the distance from the tail). Either way:
 
 - pops since the last tick = L_before + pushes - L_now, summed into a running count P;
 - the newest message at tick k, M_k, leaves the list after exactly L_k pops from tick k on, and
@@ -26,13 +28,21 @@ at most MAX_TICKS ticks of three numbers; past that, old ticks are thinned out, 
 backlogs get a lower bound rather than a growing table. An empty list needs no watch: knowing
 that it was empty at a tick is enough (`ListWatch(since=that tick)` when it fills). It assumes
 no two messages of a list are the same bytes (kombu's carry a unique delivery tag and task id):
-LPOS would find the newer twin.
+LPOS would find the newer twin. Resque's plain payloads carry no unique id (the same job class
+and arguments enqueued twice are the same bytes), so its LPOS asks for two matches (COUNT 2):
+two found means the count is ambiguous, and the list falls back to a lower bound.
+
+`ListObservers` is the part the systems share: the watches of one system's lists across ticks,
+which lists were seen empty at the last tick, and the LPOS that feeds them.
 """
 
 from __future__ import annotations
 
 from array import array
-from typing import Optional
+from typing import Dict, Optional, Set
+
+from queue_metrics.errors import ReplyError
+from queue_metrics.systems.contract import EMPTY_BATCH, Batch
 
 # LPOS looks at most this many messages from the head for the previous newest message.
 SEARCH_DEPTH = 10_000
@@ -131,3 +141,122 @@ class ListWatch:
         self.times = array("d", (self.times[i] for i in keep))
         self.lengths = array("d", (self.lengths[i] for i in keep))
         self.pops_at = array("d", (self.pops_at[i] for i in keep))
+
+
+def _lpos_parts(rank: int, count: Optional[int]) -> "tuple[bytes, bytes]":
+    """What comes before the key and after the message in `LPOS <key> <message> RANK <rank>
+    [COUNT <count>] MAXLEN <depth>`, packed (RESP) once."""
+    tail = [b"RANK", b"%d" % rank] + ([b"COUNT", b"%d" % count] if count is not None else [])
+    tail += [b"MAXLEN", b"%d" % SEARCH_DEPTH]
+    head = b"*%d\r\n$4\r\nLPOS\r\n" % (3 + len(tail))
+    return head, b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in tail)
+
+
+class ListObservers:
+    """The watches of one system's lists, kept from tick to tick, and the LPOS that feeds them.
+
+    `newest_at_head`: producers push at the head (Celery: the newest at LINDEX 0, LPOS RANK 1
+    gives the count pushed since directly); else at the tail (Resque: the newest at LINDEX -1,
+    LPOS RANK -1 COUNT 2, and the count is the distance from the tail).
+
+    Per queue, a bit per list (a queue may have several: Celery's priority lists) set when the
+    list was not seen empty at a tick: `not_empty`, this tick's, filled by the system; with the
+    time of each tick's first reading, a list that fills again is known to have been empty at
+    the last tick, so its oldest message arrived within one interval before it is first seen
+    (without this, a queue that a worker keeps empty between bursts would never report a latency).
+    """
+
+    def __init__(self, newest_at_head: bool = True) -> None:
+        self._from_head = newest_at_head
+        self._lpos_head, self._lpos_tail = _lpos_parts(1, None) if newest_at_head else _lpos_parts(-1, 2)
+        self._watches: Dict[bytes, ListWatch] = {}
+        # The lists whose history this tick kept: a list no tick reads with messages any more
+        # loses its history.
+        self._watched: Set[bytes] = set()
+        # False once the server said it has no LPOS (Redis < 6.0.6): no observed latency.
+        self.observing = True
+        # For each queue read at the last tick and at this one, its bits (see above); 0, a
+        # shared small int, when all its lists were empty.
+        self.not_empty_before: Dict[str, int] = {}
+        self.not_empty: Dict[str, int] = {}
+        self._before_at: Optional[float] = None
+        self._tick_at: Optional[float] = None
+
+    def start_tick(self) -> None:
+        if not self._watched.issuperset(self._watches):
+            self._watches = {key: watch for key, watch in self._watches.items() if key in self._watched}
+        self._watched = set()
+        self.not_empty_before, self.not_empty = self.not_empty, {}
+        self._before_at, self._tick_at = self._tick_at, None
+
+    def read_at(self, now: float) -> None:
+        """A queue's first replies of this tick arrived at `now`: every list this tick reads
+        empty was empty at the first such time or later."""
+        if self._tick_at is None:
+            self._tick_at = now
+
+    def tracked(self, key: bytes) -> Optional[bytes]:
+        """The message to look for with LPOS this tick, if any: the list's last newest message,
+        unless observing is off (a Redis without LPOS) or the message is too big to send back."""
+        watch = self._watches.get(key)
+        if not self.observing or watch is None or watch.newest is None or len(watch.newest) > MAX_TRACKED:
+            return None
+        return watch.newest
+
+    def search(self, key: bytes) -> Batch:
+        """LPOS of the list's newest message at the last tick, when there was one: how many
+        messages were pushed since. Packed by hand: once a list and tick."""
+        newest = self.tracked(key)
+        if newest is None:
+            return EMPTY_BATCH
+        return Batch(
+            b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s" % (self._lpos_head, len(key), key, len(newest), newest, self._lpos_tail),
+            1,
+        )
+
+    def empty(self, queue: str, bit: int, key: bytes, emptied: bool = False) -> None:
+        """The list holds nothing now; `emptied`: its LLEN said otherwise (it emptied between
+        the reads), and it counts as seen empty all the same."""
+        if emptied and queue in self.not_empty:
+            self.not_empty[queue] &= ~(1 << bit)
+        self._watches.pop(key, None)  # that it is empty now is in `not_empty`
+
+    def forget(self, key: bytes) -> None:
+        """The list's oldest message carries its own time: it needs no history."""
+        self._watches.pop(key, None)
+
+    def observe(
+        self, queue: str, bit: int, key: bytes, length: int, newest: bytes, lpos: object, now: float
+    ) -> Optional[float]:
+        """How long the list's oldest message has waited, from its history and this tick's
+        reading (`lpos`: the reply to `search`'s LPOS, NOT_SEARCHED when none was sent); None
+        when that is not known yet (a lower bound still 0) or cannot be (no LPOS)."""
+        if isinstance(lpos, ReplyError):
+            if "unknown command" in lpos.text.lower():
+                self.observing = False  # Redis < 6.0.6: no LPOS, so no observed latency
+            lpos = NOT_SEARCHED
+        if not self.observing:
+            return None
+        watch = self._watches.get(key)
+        if watch is None:
+            # New, or empty at the last tick: then its messages all came after that tick.
+            before = self.not_empty_before.get(queue)
+            empty_before = before is not None and not before >> bit & 1
+            watch = self._watches[key] = ListWatch(self._before_at if empty_before else None)
+        self._watched.add(key)
+        seen = watch.observe(now, length, newest, self._pushed(lpos, length))
+        if not watch.exact and seen == 0.0:
+            return None
+        return seen
+
+    def _pushed(self, lpos: object, length: int) -> Optional[int]:
+        """Messages pushed since the last tick, from the LPOS reply (see ListWatch.observe)."""
+        if self._from_head or lpos is None or lpos == NOT_SEARCHED:
+            return lpos  # type: ignore[return-value]
+        if not isinstance(lpos, list):
+            return NOT_SEARCHED
+        if not lpos:
+            return None  # not found: popped, with all that was older
+        if len(lpos) > 1:
+            return NOT_SEARCHED  # twins: which one was the newest is unknown
+        return max(NOT_SEARCHED, length - 1 - lpos[0])

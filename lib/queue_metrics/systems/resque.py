@@ -1,0 +1,289 @@
+"""Resque (Ruby; node-resque writes the same keys): queues are lists named in the `queues` set.
+
+Every key sits under a namespace, `resque` by default (Ruby Resque goes through redis-namespace,
+default `:resque`; node-resque's `namespace` option, default "resque"): `resque:queues` is a SET
+of queue names (`Resque.push` does SADD + RPUSH), `resque:queue:<q>` the LIST of JSON payloads.
+Producers RPUSH and workers LPOP, so the oldest job is at index 0. Size is LLEN, as
+`Resque.size(queue)` and node-resque's `queue.length(q)` report it.
+
+Latency: Resque's own payload, `{"class":...,"args":[...]}`, carries no enqueue time. Two common
+ones ride in it: a `timestamp` (epoch seconds, float) that judoscale-resque adds to every job, and
+ActiveJob's `enqueued_at` (ISO 8601 UTC, 9 fraction digits since Rails 7.1, none before) in
+`args[0]` of its JobWrapper. The oldest job's stamp gives the latency exactly; a queue whose
+oldest job carries neither has its latency observed from the list's history, with the code
+Celery's unstamped lists use (observed.py: Resque's newest job is at the tail, where Celery's is
+at the head). A queue whose head was stamped at the last tick is read without its tail (the
+newest payload, needed only to observe): should its head lose the stamp, the tail is read in a
+follow-up round trip.
+
+Plain payloads carry no id: two jobs of the same class and arguments are the same bytes. When
+the search for the last newest job finds two copies, which one it was is unknown, and the list's
+figure falls back to a lower bound. One limit remains: a list whose only job is replaced by an
+identical one between two ticks (taken, then enqueued again) looks unchanged, and its figure
+counts from the first of them. ActiveJob jobs (a job_id each, and a stamp) are never affected.
+
+Another namespace (`Resque.redis.namespace = "resque:shop"`) is set with
+QUEUE_METRICS_RESQUE_NAMESPACE, not detected: finding one would take a keyspace walk of its
+own (`*:queues`, each SCAN pattern walks the keyspace separately) for every app whatever it runs,
+and make `once` and `doctor` wait for it, for a setting few apps change.
+
+System-wide: `failed`, the failure list's LLEN (`Resque::Failure.count` with the default Redis
+failure backend; node-resque's `queue.failedCount()`); `workers`, the members of the `workers`
+set (`Resque.workers`, node-resque's `queue.workers()`), and `working`, those whose
+`worker:<id>` key holds what they work on (`Resque.working`: a non-empty value; node-resque's
+`queue.allWorkingOn()` entries other than "started"), read as STRLEN (0 when missing).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Mapping, NamedTuple, Optional, Set, Tuple
+
+from queue_metrics.datastores.redis.resp import NameKey
+from queue_metrics.errors import (
+    ErrorLog,
+    PayloadError,
+    ReplyError,
+    describe_reply_error,
+    describe_unreadable_members,
+    show_name,
+)
+from queue_metrics.sample import (
+    LATENCY_FROM_STAMP,
+    LATENCY_OBSERVED,
+    LATENCY_UNOBSERVABLE,
+    Figure,
+    QueueSample,
+    SystemSample,
+)
+from queue_metrics.setting_values import name_list
+from queue_metrics.systems.contract import (
+    Batch,
+    BatchTemplate,
+    Found,
+    MemberReads,
+    ParsedHeads,
+    QueueReader,
+    SameRegistry,
+    SystemReader,
+    SystemSpec,
+    Workers,
+    batch,
+    decode_name,
+    encode_key,
+    evidence,
+    glob_escape,
+    joined,
+    list_head,
+    parse_json_object,
+    registry_members,
+)
+from queue_metrics.systems.observed import NOT_SEARCHED, ListObservers
+from queue_metrics.systems.timestamps import epoch_seconds, iso8601_seconds, latency
+
+NAME = "resque"
+DEFAULT_NAMESPACE = "resque"
+# Keys, each after "<namespace>:".
+QUEUES_KEY = "queues"  # SET of queue names
+QUEUE_KEY = "queue:"  # + queue name: LIST of JSON payloads, RPUSHed, LPOPed
+FAILED_KEY = "failed"  # LIST of failure records (Resque::Failure::Redis)
+WORKERS_KEY = "workers"  # SET of worker ids, `host:pid:queue1,queue2`
+WORKER_KEY = "worker:"  # + worker id: STRING, JSON of the job it works on; absent when idle
+OLDEST_INDEX = 0
+NEWEST_INDEX = -1
+# The stamps a payload may carry.
+TIMESTAMP_FIELD = "timestamp"  # judoscale-resque: Time.now.utc.to_f
+ENQUEUED_AT_FIELD = "enqueued_at"  # ActiveJob's job data, args[0]
+ACTIVE_JOB_WRAPPER = "ActiveJob::QueueAdapters::ResqueAdapter::JobWrapper"
+UNIT_WORKERS = "{worker}"
+# ACL key pattern of every key above, for a Redis user limited by key patterns.
+KEY_PATTERNS = ("{namespace}:*",)
+
+
+def job_enqueued_at(payload: bytes) -> Optional[float]:
+    """When a Resque job was enqueued (epoch seconds), from its payload: judoscale-resque's
+    `timestamp`, else ActiveJob's `args[0].enqueued_at`; None when it carries neither."""
+    job = parse_json_object(payload, "oldest job")
+    if job.get(TIMESTAMP_FIELD) is not None:
+        return epoch_seconds(job[TIMESTAMP_FIELD], TIMESTAMP_FIELD)
+    args = job.get("args")
+    data = args[0] if isinstance(args, list) and args else None
+    # ActiveJob's job data: the wrapper's only argument, named by its `job_class`.
+    if isinstance(data, dict) and (job.get("class") == ACTIVE_JOB_WRAPPER or "job_class" in data):
+        if data.get(ENQUEUED_AT_FIELD) is not None:
+            return iso8601_seconds(data[ENQUEUED_AT_FIELD], f"args[0].{ENQUEUED_AT_FIELD}")
+    return None
+
+
+class ResqueSettings(NamedTuple):
+    # What every key starts with, before a colon (redis-namespace's namespace).
+    namespace: str = DEFAULT_NAMESPACE
+    # Queues to read besides those in `<namespace>:queues`.
+    queues: Tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, values: Mapping[str, str]) -> "ResqueSettings":
+        return cls(
+            namespace=values.get("QUEUE_METRICS_RESQUE_NAMESPACE", "").strip() or DEFAULT_NAMESPACE,
+            queues=name_list(values.get("QUEUE_METRICS_RESQUE_QUEUES")),
+        )
+
+
+class Resque:
+    name = NAME
+    scan_pattern = None
+    workers = Workers("workers", "Resque worker")
+
+    def __init__(self, settings: Optional[ResqueSettings] = None, extras: bool = True) -> None:
+        self.settings = settings or ResqueSettings()
+        self.extras = extras
+        prefix = self.settings.namespace + ":"
+        self.key_patterns = tuple(
+            pattern.format(namespace=glob_escape(self.settings.namespace)) for pattern in KEY_PATTERNS
+        )
+        self._queues_key = prefix + QUEUES_KEY
+        self._queue_prefix = encode_key(prefix + QUEUE_KEY)
+        self._queue_pattern = (glob_escape(prefix + QUEUE_KEY) + "*",)
+        self._registry = batch(("SMEMBERS", encode_key(self._queues_key)))
+        queue_key = NameKey(self._queue_prefix)
+        # Size and oldest job; the newest too, to observe a queue whose oldest carries no stamp.
+        self._head_template = BatchTemplate(("LLEN", queue_key), ("LINDEX", queue_key, OLDEST_INDEX))
+        self._ends_template = BatchTemplate(
+            ("LLEN", queue_key), ("LINDEX", queue_key, OLDEST_INDEX), ("LINDEX", queue_key, NEWEST_INDEX)
+        )
+        self._newest_template = BatchTemplate(("LINDEX", queue_key, NEWEST_INDEX))
+        self._observers = ListObservers(newest_at_head=False)
+        # Queues whose oldest job carried a stamp at the last tick, and at this one.
+        self._stamped_before: Set[str] = set()
+        self._stamped: Set[str] = set()
+        self._heads = ParsedHeads()
+        self._registry_found = SameRegistry()
+        self._failed_key = prefix + FAILED_KEY
+        self._workers_key = prefix + WORKERS_KEY
+        worker_prefix = encode_key(prefix + WORKER_KEY)
+        self._system_batch = batch(("LLEN", encode_key(self._failed_key)), ("SMEMBERS", encode_key(self._workers_key)))
+        self._workers = MemberReads(lambda worker: batch(("STRLEN", worker_prefix + worker)))
+        # What doctor reports.
+        self.heads_stamped = 0
+        self.heads_unstamped = 0
+
+    def found_keys(self, keys: Iterable[str], complete: bool) -> None:
+        """Resque lists its queues in a set: nothing to discover."""
+
+    def without_walk(self) -> Optional[str]:
+        """It needs no keyspace walk: a server without SCAN costs it nothing."""
+        return None
+
+    def registry_batch(self) -> Batch:
+        return self._registry
+
+    def queues(self, replies: list, errors: ErrorLog) -> Found:
+        self._heads.start_tick()
+        self._observers.start_tick()
+        self._stamped_before, self._stamped = self._stamped, set()
+        members = registry_members(NAME, self._queues_key, replies[0], errors, self.key_patterns)
+
+        def make(own: ErrorLog) -> Found:
+            names = dict.fromkeys(self.settings.queues)
+            names.update(dict.fromkeys(decode_name(member) for member in members))
+            listed = f"the {self._queues_key!r} set names {len(members)} queue(s)" if members else None
+            return Found(sorted(names), evidence(listed, "QUEUE_METRICS_RESQUE_QUEUES", bool(self.settings.queues)))
+
+        return self._registry_found.found(members, make, errors)
+
+    def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
+        name = encode_key(queue)
+        key = self._queue_prefix + name
+        observers = self._observers
+        with_newest = queue not in self._stamped_before
+        if with_newest:
+            first, search = self._ends_template.batch(name), observers.search(key)
+            replies = yield Batch(first.packed + search.packed, first.replies + search.replies)
+        else:
+            replies = yield self._head_template.batch(name)
+        observers.read_at(replies.now)
+        values = replies.values
+        head = list_head(NAME, queue, values[:2], errors, self._queue_pattern)
+        if head.size is None:
+            return None
+        # Not seen empty: holding jobs, or unreadable (an error reply is truthy).
+        observers.not_empty[queue] = 1 if head.size else 0
+        if not head.readable:
+            return QueueSample(NAME, queue, head.size, None)
+        if head.oldest is None:
+            # Empty, or emptied since its LLEN: empty all the same.
+            observers.empty(queue, 0, key, emptied=bool(head.size))
+            return QueueSample(NAME, queue, head.size, 0.0)
+        try:
+            stamp = self._heads.parsed(head.oldest, job_enqueued_at)
+        except PayloadError as error:
+            errors.about_queue(NAME, queue, f"latency unknown: {error}")
+            return QueueSample(NAME, queue, head.size, None)
+        if stamp is not None:
+            self.heads_stamped += 1
+            self._stamped.add(queue)
+            observers.forget(key)  # a stamped list needs no history
+            return QueueSample(NAME, queue, head.size, latency(stamp, replies.now), latency_source=LATENCY_FROM_STAMP)
+        self.heads_unstamped += 1
+        if with_newest:
+            newest, lpos = values[2], values[3] if len(values) > 3 else NOT_SEARCHED
+        else:
+            replies = yield self._newest_template.batch(name)
+            newest, lpos = replies.values[0], NOT_SEARCHED
+        if isinstance(newest, ReplyError):
+            errors.about_queue(NAME, queue, f"latency unknown: {describe_reply_error(newest)}")
+            return QueueSample(NAME, queue, head.size, None)
+        seen = observers.observe(queue, 0, key, head.size, newest, lpos, replies.now)  # type: ignore[arg-type]
+        source = LATENCY_OBSERVED if observers.observing else LATENCY_UNOBSERVABLE
+        return QueueSample(NAME, queue, head.size, seen, latency_source=source)
+
+    def read_system(self, errors: ErrorLog) -> Optional[SystemReader]:
+        return self._read_system(errors) if self.extras else None
+
+    def _read_system(self, errors: ErrorLog) -> SystemReader:
+        first = self._system_batch
+        replies = yield joined((first, self._workers.known_batch))
+        failed, listed = replies.values[:2]
+        members = registry_members(NAME, self._workers_key, listed, errors)
+        workers = yield from self._workers.read(members, replies.values[first.replies :])
+        figures: List[Figure] = []
+        if isinstance(failed, ReplyError):
+            errors.about_reply(NAME, f"failed jobs {show_name(self._failed_key)}", failed)
+        else:
+            figures.append(Figure("failed", failed))
+        if isinstance(listed, ReplyError):
+            return SystemSample(NAME, tuple(figures))  # no worker is known: none is not 0
+        unreadable = [(worker, values[0]) for worker, values in workers if isinstance(values[0], ReplyError)]
+        if unreadable:
+            # A count without them would be short, and doctor would take 0 for none working.
+            worker, reply = unreadable[0]
+            errors.add(
+                describe_unreadable_members(
+                    NAME,
+                    "worker keys",
+                    len(unreadable),
+                    show_name(self.settings.namespace + ":" + WORKER_KEY + decode_name(worker)),
+                    reply,  # type: ignore[arg-type]
+                    self.key_patterns,
+                    "working workers",
+                    "a string",
+                )
+            )
+            figures.append(Figure("workers", len(workers), UNIT_WORKERS))
+            return SystemSample(NAME, tuple(figures))
+        working = sum(1 for _, values in workers if values[0])
+        figures += [Figure("workers", len(workers), UNIT_WORKERS), Figure("working", working, UNIT_WORKERS)]
+        return SystemSample(NAME, tuple(figures))
+
+    def describe(self) -> List[str]:
+        namespace = self.settings.namespace
+        where = " (QUEUE_METRICS_RESQUE_NAMESPACE)" if namespace != DEFAULT_NAMESPACE else ""
+        lines = [f"keys read under the namespace {namespace!r}{where}"]
+        if self.heads_stamped or self.heads_unstamped:
+            lines.append(
+                f"enqueue stamps (ActiveJob enqueued_at, judoscale timestamp): {self.heads_stamped} queue head(s) "
+                f"stamped, {self.heads_unstamped} without one (latency observed from the lists)"
+            )
+        return lines
+
+
+SYSTEM = SystemSpec(NAME, ResqueSettings.from_env, Resque)  # type: ignore[arg-type]
