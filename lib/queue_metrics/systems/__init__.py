@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from queue_metrics.systems import celery, rabbitmq, rq, sidekiq
+from queue_metrics.systems import bullmq, celery, rabbitmq, rq, sidekiq
 from queue_metrics.systems.contract import SystemSpec
 
 # A name may come twice, once per kind of datastore (`celery` on Redis and on RabbitMQ): each
@@ -16,4 +16,5 @@ SYSTEMS: Tuple[SystemSpec, ...] = (
     celery.SYSTEM,
     rabbitmq.CELERY_SYSTEM,
     rabbitmq.OTHER_SYSTEM,
+    bullmq.SYSTEM,
 )
