@@ -5,8 +5,10 @@ queues: each queue has a job counter, STRING `<prefix>:<queue>:id` (INCR at ever
 ids too, in BullMQ and Bull alike; never deleted but by `obliterate`), so the keyspace walk finds
 the queues by SCAN MATCH `<prefix>:*:id`, and a whole pass says which are gone. A queue that only
 ever had delayed jobs has its `id` too; Bull writes no `meta` hash but when paused, so `meta` could
-not find every queue. Bull allows `:` in queue names (BullMQ 5+ refuses it): the name is what lies
-between the prefix and `:id`.
+not find every queue. Bull allows `:` in queue names (BullMQ 5.81 and 6.7 refuse it): the name
+is what lies between the prefix and `:id`. Several prefixes (QUEUE_METRICS_BULLMQ_PREFIX) are
+walked with one pattern, `*:id`, keeping the keys under them, and their queues are shown as
+`<prefix>:<queue>`. Other prefixes are not guessed: a key `x:y:id` may be any app's.
 
 Size is what waits for a worker now:
 - LIST `wait`: producers LPUSH, workers RPOPLPUSH from the right, `lifo` jobs are RPUSHed; BullMQ
@@ -24,7 +26,13 @@ Latency: now minus the ready time of the oldest waiting job (`job_ready_ms`), ov
 ends (the oldest FIFO job is at the right end unless `lifo` jobs wait, as RQ's `at_front`: the
 figure is then the older of the two ends' jobs), the oldest of the first PRIORITIZED_READ
 prioritized jobs (by their insertion counter: exact up to that many), and the earliest due
-delayed job (its due time). A paused queue's latency keeps growing: `paused` says so.
+delayed job (its due time). Bull inserts priority jobs inside `wait` by rank: there too the
+figure is the older of the two ends' jobs. A paused queue's latency keeps growing: `paused` says so.
+
+A job's ready time is read once (HMGET, in the follow-up round trip); while it stays at an end of
+its list, each tick only checks that its `processedOn` is unchanged (one HGET in the first round
+trip): a job run again (a retry, a stalled job moved back) gets a new `processedOn` and is read
+anew. So a steady queue costs one round trip a tick.
 
 Figures per queue: `active`, `delayed` (not yet due), `failed`, `completed`, `prioritized`,
 `paused` (1/0).
