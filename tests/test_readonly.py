@@ -105,7 +105,7 @@ def test_a_user_denied_scan_gets_one_clear_line_and_once_and_doctor_still_finish
     )
     port = client.connection_pool.connection_kwargs["port"]
     url = f"redis://noscan:{READER_PASSWORD}@127.0.0.1:{port}/0"
-    once = queue_metrics("once", env={"REDIS_URL": url}, timeout=30)
+    once = queue_metrics("once", env={"REDIS_URL": url, "QUEUE_METRICS_BACKENDS": "sidekiq,rq,celery"}, timeout=30)
     assert once.returncode == 1, once.stderr  # it finishes, and its status says the reading had an error
     assert "sample#queue.sidekiq.default.size=" in once.stdout  # the rest is read as ever
     (line,) = [line for line in once.stderr.splitlines() if "SCAN" in line]

@@ -97,7 +97,10 @@ def gaps(times: List[float]) -> List[float]:
 def test_the_first_walk_of_run_is_paced_and_the_exchange_is_reported_once_found(big_keyspace):
     server, client, monitor = big_keyspace
     pass_seconds = 4.0
-    collector = make_collector(server.url, QUEUE_METRICS_DISCOVERY_INTERVAL=str(pass_seconds))
+    # Celery's walk alone (BullMQ walks too, for its own keys).
+    collector = make_collector(
+        server.url, QUEUE_METRICS_DISCOVERY_INTERVAL=str(pass_seconds), QUEUE_METRICS_BACKENDS="sidekiq,rq,celery"
+    )
     first = collector.tick()
     # The first tick reads the registries and takes one step at most: it is not a walk flat out.
     assert first.scan_round_trips <= 1 and len(monitor.settle()) <= 1
@@ -118,7 +121,9 @@ def test_the_first_walk_of_run_is_paced_and_the_exchange_is_reported_once_found(
 
 def test_once_walks_the_whole_keyspace_paced_and_says_how_long_it_takes(big_keyspace):
     server, client, monitor = big_keyspace
-    result = queue_metrics("once", env={"REDIS_URL": server.url}, timeout=60)
+    result = queue_metrics(
+        "once", env={"REDIS_URL": server.url, "QUEUE_METRICS_BACKENDS": "sidekiq,rq,celery"}, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "sample#queue.celery.orders.size=2" in result.stdout
     steps = monitor.settle()
@@ -305,14 +310,18 @@ def assert_says_no_scan(line: str) -> None:
 
 
 def test_a_server_without_scan_is_said_so_with_the_fix(no_scan):
-    once = queue_metrics("once", env={"REDIS_URL": no_scan.url}, timeout=30)
+    once = queue_metrics(
+        "once", env={"REDIS_URL": no_scan.url, "QUEUE_METRICS_BACKENDS": "sidekiq,rq,celery"}, timeout=30
+    )
     assert "sample#queue.celery.celery.size=1" in once.stdout, once.stderr
     assert "invoices" not in once.stdout
     (line,) = lines_of(once.stderr)
     assert line.startswith("queue-metrics: error: cannot look for queues in the keyspace (SCAN): ")
     assert_says_no_scan(line)
     # In `run`: at most one line a tick, each tick, while it lasts (the walk retries a pass later).
-    collector = make_collector(no_scan.url, QUEUE_METRICS_DISCOVERY_INTERVAL="0.2")
+    collector = make_collector(
+        no_scan.url, QUEUE_METRICS_DISCOVERY_INTERVAL="0.2", QUEUE_METRICS_BACKENDS="sidekiq,rq,celery"
+    )
     for _ in range(3):
         report = collector.tick()
         assert len(report.errors) <= 1 and report.redis_ok
@@ -320,24 +329,43 @@ def test_a_server_without_scan_is_said_so_with_the_fix(no_scan):
     (line,) = collector.tick().errors
     assert_says_no_scan(line)
     # The fix the line names: with it, nothing is lost, and nothing more is said.
-    fixed = queue_metrics("once", env={"REDIS_URL": no_scan.url, "QUEUE_METRICS_CELERY_QUEUES": "invoices"})
+    fixed = queue_metrics(
+        "once",
+        env={
+            "REDIS_URL": no_scan.url,
+            "QUEUE_METRICS_CELERY_QUEUES": "invoices",
+            "QUEUE_METRICS_BACKENDS": "sidekiq,rq,celery",
+        },
+    )
     assert "sample#queue.celery.invoices.size=2" in fixed.stdout, fixed.stderr
     assert fixed.returncode == 0 and fixed.stderr == ""
     collector = make_collector(
-        no_scan.url, QUEUE_METRICS_DISCOVERY_INTERVAL="0.2", QUEUE_METRICS_CELERY_QUEUES="invoices"
+        no_scan.url,
+        QUEUE_METRICS_DISCOVERY_INTERVAL="0.2",
+        QUEUE_METRICS_CELERY_QUEUES="invoices",
+        QUEUE_METRICS_BACKENDS="sidekiq,rq,celery",
     )
     for _ in range(3):
         report = collector.tick()
         assert report.errors == () and by_queue(report)["invoices"].size == 2
         collector.walk(time.monotonic() + 0.5)
     assert collector.walks == []  # no SCAN is sent again
-    doctor = queue_metrics("doctor", env={"REDIS_URL": no_scan.url, "QUEUE_METRICS_CELERY_QUEUES": "invoices"})
+    doctor = queue_metrics(
+        "doctor",
+        env={
+            "REDIS_URL": no_scan.url,
+            "QUEUE_METRICS_CELERY_QUEUES": "invoices",
+            "QUEUE_METRICS_BACKENDS": "sidekiq,rq,celery",
+        },
+    )
     assert doctor.returncode == 0, doctor.stdout
     assert "this Redis has no SCAN command: only the queues its registries list" in doctor.stdout
 
 
 def test_doctor_says_the_server_has_no_scan_and_blames_no_acl(no_scan):
-    doctor = queue_metrics("doctor", env={"REDIS_URL": no_scan.url}, timeout=30)
+    doctor = queue_metrics(
+        "doctor", env={"REDIS_URL": no_scan.url, "QUEUE_METRICS_BACKENDS": "sidekiq,rq,celery"}, timeout=30
+    )
     assert doctor.returncode == 1
     problems = [line for line in lines_of(doctor.stdout) if line.startswith("Problem: ")]
     (line,) = problems

@@ -204,6 +204,11 @@ def celery_queues_unseen_without_walk(default_exchange: str) -> str:
     )
 
 
+def bullmq_queues_unseen_without_walk() -> str:
+    """What a server without SCAN costs BullMQ and Bull (its `without_walk`), and the fix."""
+    return "BullMQ and Bull queues have no registry and cannot be found: name them in QUEUE_METRICS_BULLMQ_QUEUES"
+
+
 def describe_walk_refusal(reply: ReplyError, lost: Optional[str]) -> str:
     """One line for a keyspace walk step (SCAN) answered with an error; `lost`: what a server
     without SCAN costs the system, and the fix (its `without_walk`)."""
