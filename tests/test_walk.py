@@ -119,6 +119,25 @@ def test_the_first_walk_of_run_is_paced_and_the_exchange_is_reported_once_found(
     assert by_queue(collector.tick())["orders"].size == 2
 
 
+def test_two_walks_share_one_walks_budget(big_keyspace):
+    """Celery's and BullMQ's walks together ask Redis for no more steps a second than one did."""
+    server, client, monitor = big_keyspace
+    pass_seconds = 2.0
+    collector = make_collector(
+        server.url, QUEUE_METRICS_DISCOVERY_INTERVAL=str(pass_seconds), QUEUE_METRICS_BACKENDS="celery,bullmq"
+    )
+    assert [walk.system for walk in collector.walks] == ["celery", "bullmq"]
+    collector.tick()
+    monitor.settle()
+    started = time.monotonic()
+    while time.monotonic() - started < pass_seconds:
+        collector.walk(time.monotonic() + 0.2)
+    steps = monitor.settle()
+    one_walk = client.dbsize() // 1000 + 1  # a pass's steps, which one walk took in pass_seconds
+    assert one_walk * 0.7 <= len(steps) <= one_walk * 1.3, (len(steps), one_walk)
+    assert all(walk.pass_seconds == 2 * pass_seconds for walk in collector.walks)
+
+
 def test_once_walks_the_whole_keyspace_paced_and_says_how_long_it_takes(big_keyspace):
     server, client, monitor = big_keyspace
     result = queue_metrics(

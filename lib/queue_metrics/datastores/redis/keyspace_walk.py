@@ -11,6 +11,12 @@ up to about a thousand keys) and the rest follow between ticks at the same pace;
 `doctor`, which report what a whole pass finds, take a step every MIN_STEP_GAP, the most the
 steady walk ever asks of Redis.
 
+Several systems walk (Celery's exchanges, BullMQ's queues), each for its own pattern; they share
+one walk's budget (`share`): each pass takes `share` times as long, and each walk steps at most
+every `share` x MIN_STEP_GAP, so Redis spends on all of them together what one walk costs, and a
+new queue is found `share` times later. (One walk without MATCH, filtered here, would cost Redis
+as much as one with it but cost the dyno some ten times the CPU: every key is sent and parsed.)
+
 The walk keeps only a cursor and the matching keys of the current pass.
 """
 
@@ -32,11 +38,18 @@ class KeyspaceWalk:
     next step is (monotonic)."""
 
     def __init__(
-        self, pattern: str, pass_seconds: float, deliver: Callable[[List[str], bool], None], system: str
+        self,
+        pattern: str,
+        pass_seconds: float,
+        deliver: Callable[[List[str], bool], None],
+        system: str,
+        share: int = 1,
     ) -> None:
         self.pattern = pattern
         self.system = system  # the queue system it looks for queues of
-        self.pass_seconds = pass_seconds
+        # The walks of one Redis share one walk's budget (see the module's docstring).
+        self.pass_seconds = pass_seconds * share
+        self.min_gap = MIN_STEP_GAP * share
         self._deliver = deliver
         self.cursor = 0
         self._found: Set[str] = set()
@@ -80,8 +93,9 @@ class KeyspaceWalk:
 
     @property
     def step_gap(self) -> float:
-        """Seconds between steps: the pass spread evenly, never closer than MIN_STEP_GAP."""
-        return max(MIN_STEP_GAP, self.pass_seconds / self.steps_per_pass)
+        """Seconds between steps: the pass spread evenly, never closer than its share of
+        MIN_STEP_GAP."""
+        return max(self.min_gap, self.pass_seconds / self.steps_per_pass)
 
     def restart(self, now: float) -> None:
         """After a failed step: a new pass from the start, a whole pass later (and counted as

@@ -92,10 +92,16 @@ class RedisReader:
         self._announce = announce
         self.systems = make_systems(settings)
         self._pinned = settings.backends is not None
+        walking = [system for system in self.systems if system.scan_pattern]
         self.walks = [
-            KeyspaceWalk(system.scan_pattern, settings.discovery_interval, system.found_keys, system.name)
-            for system in self.systems
-            if system.scan_pattern
+            KeyspaceWalk(
+                system.scan_pattern,  # type: ignore[arg-type]
+                settings.discovery_interval,
+                system.found_keys,
+                system.name,
+                share=len(walking),
+            )
+            for system in walking
         ]
         self._ticks = 0
         self._round_trips = 0
