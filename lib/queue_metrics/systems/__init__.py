@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from queue_metrics.systems import celery, rabbitmq, rq, sidekiq
+from queue_metrics.systems import celery, dramatiq, rabbitmq, rq, sidekiq
 from queue_metrics.systems.contract import SystemSpec
 
 # A name may come twice, once per kind of datastore (`celery` on Redis and on RabbitMQ): each
@@ -14,6 +14,7 @@ SYSTEMS: Tuple[SystemSpec, ...] = (
     sidekiq.SYSTEM,
     rq.SYSTEM,
     celery.SYSTEM,
+    dramatiq.SYSTEM,
     rabbitmq.CELERY_SYSTEM,
     rabbitmq.OTHER_SYSTEM,
 )
