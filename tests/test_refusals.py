@@ -96,7 +96,10 @@ def test_a_user_limited_to_rq_keys_gets_a_line_for_each_system_it_cannot_read(ma
     celery_lines = [line for line in report.errors if line.startswith("celery")]
     assert celery_lines and all("~*_kombu.binding.* ~unacked ~celery*" in line for line in celery_lines)
     assert celery_lines[0].startswith('celery registry "_kombu.binding.celery": this Redis user may not read it')
-    assert len(report.errors) == 1 + len(celery_lines)
+    (dramatiq_line,) = [line for line in report.errors if line.startswith("dramatiq")]
+    assert dramatiq_line.startswith('dramatiq "dramatiq:__heartbeats__": this Redis user may not read it (NOPERM)')
+    assert "~dramatiq:* " in dramatiq_line
+    assert len(report.errors) == 2 + len(celery_lines)
     assert not [line for line in report.errors if "+@read" in line]
 
     once = queue_metrics("once", env={"REDIS_URL": url}, timeout=60)

@@ -204,7 +204,10 @@ class Dramatiq:
             self._registry = self._make_registry()
 
     def without_walk(self) -> Optional[str]:
-        if self.settings.queues:
+        """Without SCAN, only the named queues are read; said only once Dramatiq was seen (the
+        first walk step comes before the first tick's reads: on a Redis without SCAN and without
+        Dramatiq, nothing is said, and doctor tells of the missing SCAN)."""
+        if self.settings.queues or not (self._confirmed or any(self._names.values())):
             return None
         return dramatiq_queues_unseen_without_walk()
 
