@@ -88,6 +88,8 @@ TIMESTAMP_FIELD = "message_timestamp"  # epoch ms when the message was created
 # field matched is the message's own, not one inside its arguments.
 TIMESTAMP_AT_END = re.compile(rb'"message_timestamp":(\d{1,16})}\s*\Z')
 UNIT_MESSAGES = "{message}"
+FIGURES = ("unacked", "delayed", "dead")
+FIGURES_CACHED = 4096
 
 
 def message_created(payload: bytes) -> float:
@@ -116,6 +118,15 @@ def split_messages_key(key: str) -> Optional[Tuple[str, str]]:
     if not queue:
         return None
     return namespace, queue
+
+
+# HGET <ns>:<q>.msgs <id>, packed by hand: once a queue whose head changed, on the hot path.
+_HGET = b"*3\r\n$4\r\nHGET\r\n$%d\r\n%s.msgs\r\n$%d\r\n%s\r\n"
+
+
+def message_batch(list_key: bytes, message_id: bytes) -> Batch:
+    """HGET of a message in the `.msgs` hash of the queue whose list is `list_key`."""
+    return Batch(_HGET % (len(list_key) + len(MESSAGES_SUFFIX), list_key, len(message_id), message_id), 1)
 
 
 class DramatiqSettings(NamedTuple):
@@ -147,7 +158,7 @@ class Dramatiq:
         self._version = 0
         self._namespaces: List[str] = [self._namespace]
         self._registry = self._make_registry()
-        # Each shown queue name's list key, for queues of other namespaces (`<ns>:<q>` is its key).
+        # Each queue's list key, by its shown name (`<q>`, or `<ns>:<q>` in another namespace).
         self._keys: Dict[str, bytes] = {}
         self._own_prefix = encode_key(self._namespace + ":")
         list_key = NameKey(b"")
@@ -163,6 +174,8 @@ class Dramatiq:
         self._heads_before: Dict[str, Tuple[bytes, float]] = {}
         self._heads: Dict[str, Tuple[bytes, float]] = {}
         self._found = SameRegistry()
+        # The per-queue figures by their counts (unacked, delayed, dead).
+        self._figures_made: Dict[Tuple[int, int, int], Tuple[Figure, ...]] = {}
         self.namespaces_seen: Set[str] = set()
 
     @property
@@ -239,7 +252,7 @@ class Dramatiq:
     def _found_now(self, in_use: List[str]) -> Found:
         names: Dict[str, None] = dict.fromkeys(self.settings.queues)
         names.update(dict.fromkeys(sorted(self._names[self._namespace])))
-        self._keys = {}
+        self._keys = {name: self._own_prefix + encode_key(name) for name in names}
         for namespace in in_use:
             if namespace == self._namespace:
                 continue
@@ -256,51 +269,66 @@ class Dramatiq:
         return Found(sorted(names), evidence(listed, "QUEUE_METRICS_DRAMATIQ_QUEUES", bool(self.settings.queues)))
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
-        key = self._keys.get(queue)
-        if key is None:
-            key = self._own_prefix + encode_key(queue)
+        key = self._keys.get(queue) or self._own_prefix + encode_key(queue)
         replies = yield self._template.batch(key)
         values = replies.values
-        head = list_head(NAME, queue, values[:2], errors, self.key_patterns)
-        if head.size is None:
-            return None
-        figures = self._figures(queue, key, head.size, values[2:], errors) if self.extras else ()
-        if not head.readable:
+        size, message_id = values[0], values[1]
+        if isinstance(size, ReplyError) or isinstance(message_id, ReplyError):
+            head = list_head(NAME, queue, values[:2], errors, self.key_patterns)
+            if head.size is None:
+                return None
+            figures = self._figures(queue, key, head.size, values[2:], errors) if self.extras else ()
             return QueueSample(NAME, queue, head.size, None, figures)
-        message_id = head.oldest
+        figures = self._figures(queue, key, size, values[2:], errors) if self.extras else ()
         if message_id is None:
-            return QueueSample(NAME, queue, head.size, 0.0, figures)
+            return QueueSample(NAME, queue, size, 0.0, figures)
         known = self._heads_before.get(queue)
         if known is not None and known[0] == message_id:
             created = known[1]
-            now = replies.now
         else:
-            replies = yield batch(("HGET", key + MESSAGES_SUFFIX.encode(), message_id))
-            now = replies.now
+            replies = yield message_batch(key, message_id)
             try:
                 created = self._created(replies.values[0], message_id)
             except PayloadError as error:
                 errors.about_queue(NAME, queue, f"latency unknown: {error}")
-                return QueueSample(NAME, queue, head.size, None, figures)
+                return QueueSample(NAME, queue, size, None, figures)
         self._heads[queue] = (message_id, created)
-        return QueueSample(NAME, queue, head.size, latency(created, now), figures)
+        return QueueSample(NAME, queue, size, latency(created, replies.now), figures)
 
     @staticmethod
     def _created(reply: object, message_id: bytes) -> float:
-        shown = show_name(decode_name(message_id))
-        if isinstance(reply, ReplyError):
-            raise PayloadError(f"message {shown}: {describe_reply_error(reply, 'a hash')}")
-        if reply is None:
-            raise PayloadError(f"message {shown} is not in its queue's .msgs hash (deleted)")
-        try:
-            return message_created(reply)  # type: ignore[arg-type]
-        except PayloadError as error:
-            raise PayloadError(f"message {shown}: {error}") from None
+        if reply is not None and not isinstance(reply, ReplyError):
+            try:
+                return message_created(reply)  # type: ignore[arg-type]
+            except PayloadError as error:
+                problem = str(error)
+        elif reply is None:
+            problem = "is not in its queue's .msgs hash (deleted)"
+        else:
+            problem = describe_reply_error(reply, "a hash")  # type: ignore[arg-type]
+        raise PayloadError(f"message {show_name(decode_name(message_id))}: {problem}")
+
+    def _figures(self, queue: str, key: bytes, size: int, values: list, errors: ErrorLog) -> Tuple[Figure, ...]:
+        """unacked (HLEN .msgs - LLEN), delayed (HLEN .DQ.msgs), dead (ZCARD .XQ); most queues
+        share a few (all 0 above all), so each is made once."""
+        messages, delayed, dead = values
+        if type(messages) is int and type(delayed) is int and type(dead) is int:
+            # Read right after the list: a message sent between the two reads would count here;
+            # never below 0.
+            counts = (max(0, messages - size), delayed, dead)
+            figures = self._figures_made.get(counts)
+            if figures is None:
+                if len(self._figures_made) >= FIGURES_CACHED:
+                    self._figures_made.clear()
+                figures = self._figures_made[counts] = tuple(
+                    Figure(name, count, UNIT_MESSAGES) for name, count in zip(FIGURES, counts)
+                )
+            return figures
+        return self._figures_reported(queue, key, size, values, errors)
 
     @staticmethod
-    def _figures(queue: str, key: bytes, size: int, values: list, errors: ErrorLog) -> Tuple[Figure, ...]:
-        """unacked (HLEN .msgs - LLEN), delayed (HLEN .DQ.msgs), dead (ZCARD .XQ); a figure whose
-        key is not of its type is left out, with the reason."""
+    def _figures_reported(queue: str, key: bytes, size: int, values: list, errors: ErrorLog) -> Tuple[Figure, ...]:
+        """The figures when a key is not of its type: that figure is left out, with the reason."""
         messages, delayed, dead = values
         figures = []
         for name, template, reply, kind in (
@@ -313,8 +341,6 @@ class Dramatiq:
                 errors.about_queue(NAME, queue, f"{name} unknown: {where}: {describe_reply_error(reply, kind)}")
                 continue
             if name == "unacked":
-                # Read right after the list: a message sent between the two reads would count
-                # here; never below 0.
                 reply = max(0, reply - size)
             figures.append(Figure(name, reply, UNIT_MESSAGES))
         return tuple(figures)
