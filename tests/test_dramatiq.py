@@ -319,3 +319,12 @@ def test_once_and_doctor_show_dramatiq(redis_url, actors):
     lines = queue_metrics("once", env=env)
     assert "sample#queue.dramatiq.default.size=1 " in lines.stdout, lines.stdout
     assert "sample#queue.dramatiq.default.delayed=0" in lines.stdout, lines.stdout
+
+
+def test_without_extras_only_size_and_latency_are_read(redis_url, actors):
+    actors.nap.send(0.1)
+    actors.nap.send_with_options(args=(0,), delay=600_000)
+    report = collect(redis_url, QUEUE_METRICS_EXTRAS="false")
+    (sample,) = report.samples
+    assert (sample.size, sample.figures, report.errors) == (1, (), ())
+    assert sample.latency is not None
