@@ -253,6 +253,7 @@ class Dramatiq:
         names: Dict[str, None] = dict.fromkeys(self.settings.queues)
         names.update(dict.fromkeys(sorted(self._names[self._namespace])))
         self._keys = {name: self._own_prefix + encode_key(name) for name in names}
+        found = len(self._names[self._namespace])  # by the walk, the named ones left out
         for namespace in in_use:
             if namespace == self._namespace:
                 continue
@@ -260,8 +261,8 @@ class Dramatiq:
                 shown = f"{namespace}:{queue}"
                 names[shown] = None
                 self._keys[shown] = encode_key(shown)
+                found += 1
         self.namespaces_seen = set(in_use) | ({self._namespace} if self._names[self._namespace] else set())
-        found = len(names) - len(self.settings.queues)
         listed = None
         if in_use or self._names[self._namespace]:
             shown = ", ".join(repr(namespace) for namespace in sorted(self.namespaces_seen))
