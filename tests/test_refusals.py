@@ -98,7 +98,10 @@ def test_a_user_limited_to_rq_keys_gets_a_line_for_each_system_it_cannot_read(ma
     assert celery_lines[0].startswith('celery registry "_kombu.binding.celery": this Redis user may not read it')
     (resque_line,) = [line for line in report.errors if line.startswith("resque")]
     assert resque_line.startswith('resque registry "resque:queues": this Redis user may not read it (NOPERM)')
-    assert len(report.errors) == 2 + len(celery_lines)
+    (dramatiq_line,) = [line for line in report.errors if line.startswith("dramatiq")]
+    assert dramatiq_line.startswith('dramatiq "dramatiq:__heartbeats__": this Redis user may not read it (NOPERM)')
+    assert "~dramatiq:* " in dramatiq_line
+    assert len(report.errors) == 3 + len(celery_lines)
     assert not [line for line in report.errors if "+@read" in line]
 
     once = queue_metrics("once", env={"REDIS_URL": url}, timeout=60)

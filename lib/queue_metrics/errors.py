@@ -209,6 +209,12 @@ def bullmq_queues_unseen_without_walk() -> str:
     return "BullMQ and Bull queues have no registry and cannot be found: name them in QUEUE_METRICS_BULLMQ_QUEUES"
 
 
+def dramatiq_queues_unseen_without_walk() -> str:
+    """What a server without SCAN costs Dramatiq (its `without_walk`), and the fix: it lists its
+    queues nowhere in Redis."""
+    return "Dramatiq queues are found only by walking the keyspace: name them in QUEUE_METRICS_DRAMATIQ_QUEUES"
+
+
 def describe_walk_refusal(reply: ReplyError, lost: Optional[str]) -> str:
     """One line for a keyspace walk step (SCAN) answered with an error; `lost`: what a server
     without SCAN costs the system, and the fix (its `without_walk`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from queue_metrics.systems import bullmq, celery, delayed_job, rabbitmq, resque, rq, sidekiq
+from queue_metrics.systems import bullmq, celery, delayed_job, dramatiq, rabbitmq, resque, rq, sidekiq
 from queue_metrics.systems.contract import SystemSpec
 
 # A name may come twice, once per kind of datastore (`celery` on Redis and on RabbitMQ): each
@@ -17,6 +17,7 @@ SYSTEMS: Tuple[SystemSpec, ...] = (
     celery.SYSTEM,
     resque.SYSTEM,
     bullmq.SYSTEM,
+    dramatiq.SYSTEM,
     # RabbitMQ
     rabbitmq.CELERY_SYSTEM,
     rabbitmq.OTHER_SYSTEM,

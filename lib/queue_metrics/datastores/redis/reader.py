@@ -135,7 +135,8 @@ class RedisReader:
                 # A walk step that finds Redis hung or gone fails the tick: no second timeout.
                 scans = self._first_walk()
                 started = self._monotonic()  # the duration is the reads' (doctor times the walk)
-            errors.messages.extend(self._walk_errors.values())
+            # Walks refused alike (an ACL denying SCAN) say it once.
+            errors.messages.extend(dict.fromkeys(self._walk_errors.values()))
             self._walk_errors.clear()
             reads.start()
             self._client.stream(reads.next_batch, reads.deliver)
@@ -210,6 +211,8 @@ class RedisReader:
         """
         steps = 0
         for walk in list(self.walks):  # _step may drop a walk (a server without SCAN)
+            if steps and self._whole_first_walk:
+                self._sleep(MIN_STEP_GAP)  # the walks one after the other, at the one pace
             steps += 1
             if not self._step(walk):
                 continue
