@@ -22,7 +22,7 @@ from helpers.process import lines_of, queue_metrics, start
 from helpers.watch import Watcher, collector_line
 from queue_metrics.config import Settings
 from queue_metrics.datastores.redis.connection import connect
-from queue_metrics.datastores.redis.keyspace_walk import MIN_STEP_GAP
+from queue_metrics.datastores.redis.keyspace_walk import MIN_STEP_GAP, SHARED_FLOOR, KeyspaceWalk
 from queue_metrics.datastores.redis.reader import RedisReader
 from queue_metrics.datastores.redis.resp import pack_commands
 from queue_metrics.errors import RedisTimeout
@@ -119,8 +119,9 @@ def test_the_first_walk_of_run_is_paced_and_the_exchange_is_reported_once_found(
     assert by_queue(collector.tick())["orders"].size == 2
 
 
-def test_two_walks_share_one_walks_budget(big_keyspace):
-    """Celery's and BullMQ's walks together ask Redis for no more steps a second than one did."""
+def test_walks_share_one_walks_budget_on_a_big_keyspace(big_keyspace):
+    """Celery's and BullMQ's walks together look at no more keys a second than one walk, once
+    that is more than SHARED_FLOOR (here: a walk of 200,000 keys in 2 s is 100,000 keys a second)."""
     server, client, monitor = big_keyspace
     pass_seconds = 2.0
     collector = make_collector(
@@ -134,8 +135,17 @@ def test_two_walks_share_one_walks_budget(big_keyspace):
         collector.walk(time.monotonic() + 0.2)
     steps = monitor.settle()
     one_walk = client.dbsize() // 1000 + 1  # a pass's steps, which one walk took in pass_seconds
+    assert client.dbsize() / pass_seconds > SHARED_FLOOR
     assert one_walk * 0.7 <= len(steps) <= one_walk * 1.3, (len(steps), one_walk)
     assert all(walk.pass_seconds == 2 * pass_seconds for walk in collector.walks)
+    # On a small keyspace nothing is slowed down: each walk keeps the interval.
+    assert KeyspaceWalk("*", 15.0, lambda keys, done: None, "celery", share=3).pass_seconds == 15.0
+    small = KeyspaceWalk("*", 15.0, lambda keys, done: None, "celery", share=3)
+    small.keyspace = 100_000
+    assert small.pass_seconds == 15.0
+    big = KeyspaceWalk("*", 15.0, lambda keys, done: None, "celery", share=3)
+    big.keyspace = 1_000_000
+    assert big.pass_seconds == 45.0
 
 
 def test_once_walks_the_whole_keyspace_paced_and_says_how_long_it_takes(big_keyspace):
