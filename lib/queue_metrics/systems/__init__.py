@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from queue_metrics.systems import bullmq, celery, delayed_job, dramatiq, rabbitmq, resque, rq, sidekiq
+from queue_metrics.systems import (
+    bullmq,
+    celery,
+    delayed_job,
+    django_tasks,
+    dramatiq,
+    procrastinate,
+    rabbitmq,
+    resque,
+    rq,
+    sidekiq,
+)
 from queue_metrics.systems.contract import SystemSpec
 
 # A name may come twice, once per kind of datastore (`celery` on Redis and on RabbitMQ): each
@@ -23,4 +34,6 @@ SYSTEMS: Tuple[SystemSpec, ...] = (
     rabbitmq.OTHER_SYSTEM,
     # Postgres
     delayed_job.SYSTEM,
+    procrastinate.SYSTEM,
+    django_tasks.SYSTEM,
 )
