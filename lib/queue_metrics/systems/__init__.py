@@ -16,6 +16,7 @@ from queue_metrics.systems import (
     resque,
     rq,
     sidekiq,
+    solid_queue,
 )
 from queue_metrics.systems.contract import SystemSpec
 
@@ -33,6 +34,7 @@ SYSTEMS: Tuple[SystemSpec, ...] = (
     rabbitmq.CELERY_SYSTEM,
     rabbitmq.OTHER_SYSTEM,
     # Postgres
+    solid_queue.SYSTEM,
     delayed_job.SYSTEM,
     procrastinate.SYSTEM,
     django_tasks.SYSTEM,
