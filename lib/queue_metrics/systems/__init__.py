@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from queue_metrics.systems import celery, delayed_job, rabbitmq, rq, sidekiq
+from queue_metrics.systems import celery, delayed_job, good_job, rabbitmq, rq, sidekiq
 from queue_metrics.systems.contract import SystemSpec
 
 # A name may come twice, once per kind of datastore (`celery` on Redis and on RabbitMQ): each
@@ -17,4 +17,5 @@ SYSTEMS: Tuple[SystemSpec, ...] = (
     rabbitmq.CELERY_SYSTEM,
     rabbitmq.OTHER_SYSTEM,
     delayed_job.SYSTEM,
+    good_job.SYSTEM,
 )
