@@ -25,12 +25,12 @@ def nodes(node: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
 
 
 def scans(sql: str, database: str) -> List[str]:
-    """Each scan of a table in the plan: 'Seq Scan good_jobs', 'Index Scan good_jobs
-    index_good_jobs_on_queue_name_and_scheduled_at'..."""
+    """Each scan of a table or index in the plan: 'Seq Scan good_jobs', 'Index Scan good_jobs
+    index_good_jobs_on_scheduled_at', 'Bitmap Index Scan que_poll_idx'..."""
     found = []
     for node in nodes(plan(sql, database)["Plan"]):
-        if "Relation Name" in node:
-            found.append(" ".join(filter(None, (node["Node Type"], node["Relation Name"], node.get("Index Name")))))
+        if "Relation Name" in node or "Index Name" in node:
+            found.append(" ".join(filter(None, (node["Node Type"], node.get("Relation Name"), node.get("Index Name")))))
     return found
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from queue_metrics.systems import celery, delayed_job, good_job, rabbitmq, rq, sidekiq
+from queue_metrics.systems import celery, delayed_job, good_job, que, rabbitmq, rq, sidekiq
 from queue_metrics.systems.contract import SystemSpec
 
 # A name may come twice, once per kind of datastore (`celery` on Redis and on RabbitMQ): each
@@ -18,4 +18,5 @@ SYSTEMS: Tuple[SystemSpec, ...] = (
     rabbitmq.OTHER_SYSTEM,
     delayed_job.SYSTEM,
     good_job.SYSTEM,
+    que.SYSTEM,
 )
