@@ -6,6 +6,7 @@ and holds jobs the way Que's locker does: a session advisory lock on the job's i
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Dict, Iterator, List, Optional
 
@@ -225,6 +226,71 @@ def test_que_1_and_2_locked_jobs_run_the_rest_wait_from_run_at(database, locker,
     locker.connection.execute(f"SELECT pg_advisory_unlock({mailers[0]})")
     psql(f"DELETE FROM que_jobs WHERE id = {mailers[0]}", database=database)
     assert by_queue(reading(database).tick())["mailers"] == (4, {"scheduled": 1, "running": 1, "failed": 0})
+
+
+def work(database: str, queue: str, pace: float, stop: threading.Event) -> None:
+    """One worker as Que's runs a job (lib/que/locker.rb lock_jobs, lib/que/job_methods.rb): the
+    next job in (priority, run_at, id) order, locked with pg_try_advisory_lock(id) in its session,
+    run (`pace` seconds), destroyed (SQL[:destroy_job]), unlocked (pg_advisory_unlock)."""
+    with psycopg.connect(url(database), autocommit=True) as connection:
+        while not stop.is_set():
+            row = connection.execute(
+                "SELECT id FROM que_jobs WHERE queue = %s AND finished_at IS NULL AND expired_at IS NULL "
+                "AND run_at <= now() ORDER BY priority, run_at, id LIMIT 1",
+                (queue,),
+            ).fetchone()
+            if row is None:
+                return
+            locked = connection.execute(
+                "WITH jobs AS MATERIALIZED (SELECT * FROM que_jobs WHERE id = %s) "
+                "SELECT id FROM jobs WHERE pg_try_advisory_lock(id)",
+                (row[0],),
+            ).fetchone()
+            assert locked is not None
+            time.sleep(pace)
+            connection.execute("DELETE FROM que_jobs WHERE id = %s", (row[0],))
+            connection.execute("SELECT pg_advisory_unlock(%s)", (row[0],))
+
+
+def test_a_worker_drains_a_backlog_and_latency_follows_the_oldest_waiting_run_at(database):
+    psql(SCHEMA_7, database=database)
+    for age in range(12):
+        enqueue(database, 7, "mailers", 1, age=60 - age)  # one a second: run_at 60 s to 49 s ago
+    stamps = [float(t) for t in psql(
+        "SELECT extract(epoch FROM run_at) FROM que_jobs ORDER BY run_at", database=database
+    ).split()]  # fmt: skip
+    collector = reading(database)
+    assert by_queue(collector.tick())["mailers"] == (12, {"scheduled": 0, "running": 0, "failed": 0})
+    stop = threading.Event()
+    worker = threading.Thread(target=work, args=(database, "mailers", 0.3, stop))
+    worker.start()
+    seen_running, previous = False, 12
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            started = time.time()
+            report = collector.tick()
+            ended = time.time()
+            assert report.errors == ()
+            size, figures = by_queue(report)["mailers"]
+            running = figures["running"]
+            seen_running = seen_running or running == 1
+            # One worker: at most one job held; what is left only goes down.
+            assert running <= 1 and size + running <= previous
+            previous = size + running
+            if size:
+                # Jobs run in run_at order: those waiting are the last `size`, the oldest of them
+                # became ready at stamps[12 - size].
+                oldest = stamps[12 - size]
+                assert started - oldest - 0.05 <= latency_of(report, "mailers") <= ended - oldest + 0.05
+            if size == 0 and running == 0:
+                break
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        worker.join()
+    assert seen_running and previous == 0
+    assert by_queue(collector.tick())["mailers"] == (0, {"scheduled": 0, "running": 0, "failed": 0})
 
 
 def test_a_lock_on_the_same_key_in_another_database_or_on_another_key_is_not_a_running_job(database, locker):
