@@ -11,7 +11,9 @@ from queue_metrics.systems import (
     delayed_job,
     django_tasks,
     dramatiq,
+    good_job,
     procrastinate,
+    que,
     rabbitmq,
     resque,
     rq,
@@ -35,7 +37,9 @@ SYSTEMS: Tuple[SystemSpec, ...] = (
     rabbitmq.OTHER_SYSTEM,
     # Postgres
     solid_queue.SYSTEM,
+    good_job.SYSTEM,
     delayed_job.SYSTEM,
+    que.SYSTEM,
     procrastinate.SYSTEM,
     django_tasks.SYSTEM,
 )
