@@ -7,8 +7,6 @@ ActiveRecord), and its rows are written as its enqueue, worker and dispatcher co
 
 from __future__ import annotations
 
-import json
-import statistics
 import time
 from datetime import timedelta
 from typing import Dict, Iterator, List
@@ -17,6 +15,7 @@ import pytest
 
 from helpers import solid_queue as sq
 from helpers.postgres import drop_database, make_database, psql, url
+from helpers.sql_plans import median_ms, scans
 from queue_metrics.collector import Collector
 from queue_metrics.config import Settings
 from queue_metrics.outputs.format import json_document, librato_lines, metric_queue_part
@@ -270,12 +269,6 @@ FINISHED = 1_000_000
 READY_ROWS = 10_000
 
 
-def plan_nodes(plan: dict) -> Iterator[dict]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from plan_nodes(child)
-
-
 def test_the_query_is_served_by_solid_queues_indexes_at_a_million_finished_jobs(database):
     # Bulk rows as the gem leaves them: finished jobs keep their row (preserve_finished_jobs) and
     # lose every execution; waiting jobs have a ready execution; a few scheduled, claimed,
@@ -317,21 +310,14 @@ def test_the_query_is_served_by_solid_queues_indexes_at_a_million_finished_jobs(
     )
     query = SolidQueue(None, True).query(NEEDED)
     assert query is not None
-    (plan,) = json.loads(psql(f"EXPLAIN (FORMAT JSON) {query}", database=database))
-    nodes = list(plan_nodes(plan["Plan"]))
-    scans_of_jobs = [node for node in nodes if node.get("Relation Name") == JOBS]
-    print("\n" + psql(f"EXPLAIN {query}", database=database))
-    assert scans_of_jobs and all(node["Node Type"] != "Seq Scan" for node in scans_of_jobs)
-    assert all(node.get("Index Name") == "solid_queue_jobs_pkey" for node in scans_of_jobs)
+    scans_of_jobs = [scan for scan in scans(query, database) if scan[1] == JOBS]
+    assert scans_of_jobs and all(kind != "Seq Scan" for kind, _, _ in scans_of_jobs)
+    assert all(index == "solid_queue_jobs_pkey" for _, _, index in scans_of_jobs)
     for extras in (True, False):
         timed = SolidQueue(None, extras).query(NEEDED)
-        timings = []
-        for _ in range(5):
-            (analyzed,) = json.loads(psql(f"EXPLAIN (ANALYZE, FORMAT JSON) {timed}", database=database))
-            timings.append(analyzed["Execution Time"])
         print(
             f"solid_queue query (extras {'on' if extras else 'off'}) at {FINISHED} finished jobs and "
-            f"{READY_ROWS} ready: median of 5 EXPLAIN ANALYZE {statistics.median(timings):.2f} ms"
+            f"{READY_ROWS} ready: median of 5 EXPLAIN ANALYZE {median_ms(timed, database):.2f} ms"
         )
     report = reading(database).tick()
     assert report.errors == ()

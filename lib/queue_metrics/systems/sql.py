@@ -13,7 +13,7 @@ as the figure; a figure that is NULL is left out. A row whose `queue` is NULL ho
 figures. With extras off (QUEUE_METRICS_EXTRAS=false) only size and latency are reported.
 
 Rules every SELECT keeps: one statement whatever the number of queues; served by the system's own
-indexes (no sequential scan of the jobs table: tests/test_postgres_plans.py); no `FOR UPDATE`, no
+indexes (no sequential scan of the jobs table: each system's test file: helpers/sql_plans.py); no `FOR UPDATE`, no
 advisory lock, no function with side effects. The session is read-only and bounded by
 `statement_timeout` whatever the SELECT says (`datastores/postgres/wire.py`).
 """

@@ -185,6 +185,9 @@ class PostgresConnection:
                     "client_encoding": "UTF8",
                     # Rails writes `timestamp without time zone` columns in UTC: read them so.
                     "TimeZone": "UTC",
+                    # A query the planner costs high would be JIT-compiled at every tick (tens of
+                    # milliseconds of the database's CPU, more than the query itself).
+                    "jit": "off",
                     # Every transaction of the session read-only, and no query longer than this.
                     "default_transaction_read_only": "on",
                     "statement_timeout": str(statement_timeout_ms),
