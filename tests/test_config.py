@@ -177,3 +177,10 @@ def test_a_missing_ca_file_stops_every_command_with_exit_2(tmp_path, command, ma
     (line,) = lines_of(result.stderr)
     assert line == f"queue-metrics: usage error: QUEUE_METRICS_TLS_CA_FILE: no such file {missing!r}"
     assert result.stdout == ""
+
+
+def test_every_system_name_is_a_reserved_label():
+    from queue_metrics.datastores import RESERVED_LABELS
+    from queue_metrics.systems import SYSTEMS
+
+    assert {spec.name for spec in SYSTEMS} | {"collector"} == set(RESERVED_LABELS)

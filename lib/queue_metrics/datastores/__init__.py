@@ -24,6 +24,25 @@ from queue_metrics.errors import ConfigError
 from queue_metrics.sample import TickReport
 
 DEFAULT_SOURCE = "the default"
+# Labels that would read as a queue system's or the collector's name in a metric's name
+# (`queue.<label>.<system>...` beside `queue.<system>...`): every name in `systems.SYSTEMS`
+# (tests/test_config.py checks), and `collector`.
+RESERVED_LABELS = (
+    "sidekiq",
+    "rq",
+    "celery",
+    "resque",
+    "bullmq",
+    "dramatiq",
+    "rabbitmq",
+    "solid_queue",
+    "good_job",
+    "delayed_job",
+    "que",
+    "procrastinate",
+    "django_tasks",
+    "collector",
+)
 
 
 class Location(NamedTuple):

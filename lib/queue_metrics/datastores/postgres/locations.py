@@ -21,7 +21,7 @@ import re
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from queue_metrics.datastores import Location
+from queue_metrics.datastores import RESERVED_LABELS, Location
 from queue_metrics.errors import ConfigError
 
 KIND = "postgres"
@@ -35,7 +35,6 @@ PLAIN_LABEL = "database"
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # A label goes into metric names and tags (as for Redis).
 LABEL_CHARS = re.compile(r"[a-z0-9_-]{1,40}\Z")
-RESERVED_LABELS = ("sidekiq", "rq", "celery", "collector", "rabbitmq")
 
 
 class Address(NamedTuple):

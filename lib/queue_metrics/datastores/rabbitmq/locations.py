@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import quote, unquote, urlsplit
 
-from queue_metrics.datastores import Location
+from queue_metrics.datastores import RESERVED_LABELS, Location
 from queue_metrics.errors import ConfigError
 
 KIND = "rabbitmq"
@@ -35,7 +35,6 @@ AMQP_SCHEMES = ("amqp://", "amqps://")
 AMQP_PORTS = {"amqp": 5672, "amqps": 5671}
 DEFAULT_VHOST = "/"
 # A label that reads as a system's name (`rabbitmq`) keeps the variable's `_url`.
-RESERVED_LABELS = ("sidekiq", "rq", "celery", "collector", "rabbitmq")
 
 
 class ApiAddress(NamedTuple):

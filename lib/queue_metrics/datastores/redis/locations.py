@@ -20,7 +20,7 @@ import re
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from queue_metrics.datastores import DEFAULT_SOURCE, Location
+from queue_metrics.datastores import DEFAULT_SOURCE, RESERVED_LABELS, Location
 from queue_metrics.datastores.redis.url import check_redis_url
 from queue_metrics.errors import ConfigError, RedisURLError
 
@@ -41,8 +41,6 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 SHARED_VARS = ("CELERY_BROKER_URL", "BROKER_URL")
 # A label goes into metric names and tags: lower-case letters, digits, _ and -.
 LABEL_CHARS = re.compile(r"[a-z0-9_-]{1,40}\Z")
-# Labels that would read as a system's or the collector's names (`queue.sidekiq...`).
-RESERVED_LABELS = ("sidekiq", "rq", "celery", "collector")
 # What a variable's name looks like: REDIS_PROVIDER's value is printed only when it is one.
 VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,100}\Z")
 
