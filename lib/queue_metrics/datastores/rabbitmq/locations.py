@@ -34,7 +34,6 @@ SEARCH_ORDER = ("CLOUDAMQP_URL", "RABBITMQ_URL", "AMQP_URL", "CELERY_BROKER_URL"
 AMQP_SCHEMES = ("amqp://", "amqps://")
 AMQP_PORTS = {"amqp": 5672, "amqps": 5671}
 DEFAULT_VHOST = "/"
-# A label that reads as a system's name (`rabbitmq`) keeps the variable's `_url`.
 
 
 class ApiAddress(NamedTuple):
