@@ -15,7 +15,7 @@ Several systems walk (Celery's exchanges, BullMQ's and Dramatiq's queues), each 
 pattern, and together they keep to one walk's budget (`share` walks): on a keyspace so big that
 they would look at more than SHARED_FLOOR keys a second between them, each pass takes longer, so
 that all of them cost Redis what one walk does (about 0.9 ms per thousand keys; a new queue is
-then found later); below that (some 300,000 keys for three walks at the default 15 s) nothing
+then found later); below that (100,000 keys for three walks at the default 15 s) nothing
 changes, as their cost is under 2% of a Redis core. Each walk steps at most every `share` x
 MIN_STEP_GAP. (One walk without MATCH, filtered here, would cost Redis as much as one with it but
 the dyno some ten times the CPU: every key is sent and parsed.)
