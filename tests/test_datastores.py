@@ -782,11 +782,13 @@ def test_doctor_passes_an_app_whose_cache_redis_holds_no_queues(make_server):
     nowhere = queue_metrics("doctor", env=env)
     assert nowhere.returncode == 1
     assert [line for line in nowhere.stdout.splitlines() if line.startswith("Problem: ")] == [
-        "Problem: no Sidekiq, RQ or Celery queues found: is this the Redis your jobs use? (the app's variables "
-        "are read: REDIS_URL, HEROKU_REDIS_<COLOR>_URL, REDIS_PROVIDER, ...; QUEUE_METRICS_REDIS_URL names one)"
+        "Problem: no queue of a system this reads found (Sidekiq, RQ, Celery, Resque, BullMQ, Dramatiq on Redis; "
+        "Celery on RabbitMQ; Solid Queue, GoodJob, Delayed Job, Que, procrastinate, Django tasks on Postgres): is "
+        "this where your jobs live? (the app's variables are read: REDIS_URL, HEROKU_REDIS_<COLOR>_URL, "
+        "REDIS_PROVIDER, CLOUDAMQP_URL, DATABASE_URL, ...; QUEUE_METRICS_DATASTORES names them)"
     ]
     redis.Redis.from_url(jobs.url).sadd("queues", "default")  # a Sidekiq app, its queue empty
     doctor = queue_metrics("doctor", env=env)
     assert doctor.returncode == 0, doctor.stdout
     assert "== Datastore redis ==" in doctor.stdout and "== Datastore heroku_redis_pink ==" in doctor.stdout
-    assert "Holds no Sidekiq, RQ or Celery queues (an app's cache?)" in doctor.stdout
+    assert "Holds no queue of a system this reads (an app's cache?)" in doctor.stdout

@@ -246,4 +246,4 @@ def test_doctor_says_what_it_found_in_each_database(database):
     text = "\n".join(result.lines)
     assert "Read in" in text and "delayed_job: 1 queue" in text
     assert "Delayed Job: table delayed_jobs, max_run_time 14400 s" in text
-    assert "No job table of a system read here (delayed_job" in text
+    assert "No job table of a system read here (solid_queue, good_job, delayed_job" in text

@@ -51,8 +51,10 @@ READ_COMMANDS: Tuple[Tuple[object, ...], ...] = (
 
 
 NO_QUEUES_ANYWHERE = (
-    "no Sidekiq, RQ or Celery queues found: is this the Redis your jobs use? (the app's variables are "
-    "read: REDIS_URL, HEROKU_REDIS_<COLOR>_URL, REDIS_PROVIDER, ...; QUEUE_METRICS_REDIS_URL names one)"
+    "no queue of a system this reads found (Sidekiq, RQ, Celery, Resque, BullMQ, Dramatiq on Redis; Celery "
+    "on RabbitMQ; Solid Queue, GoodJob, Delayed Job, Que, procrastinate, Django tasks on Postgres): is this "
+    "where your jobs live? (the app's variables are read: REDIS_URL, HEROKU_REDIS_<COLOR>_URL, "
+    "REDIS_PROVIDER, CLOUDAMQP_URL, DATABASE_URL, ...; QUEUE_METRICS_DATASTORES names them)"
 )
 
 
@@ -80,6 +82,8 @@ def checkup_all(settings: Settings, announce: Callable[[str], None] = lambda not
             result = checkup_other(settings, location)
             lines.extend(result.lines)
             healthy = healthy and result.healthy
+            if result.holds_queues:
+                holding.append(location.label)
             continue
         own = settings._replace(
             redis_url=location.url, redis_url_var=None if location.source == DEFAULT_SOURCE else location.source
@@ -122,7 +126,7 @@ def checkup_other(settings: Settings, location: Location) -> Checkup:
     notes = getattr(reader, "latency_notes", {})
     lines.extend(f"Note: queue {show_name(queue)} has no latency: {reason}" for queue, reason in sorted(notes.items()))
     lines.extend(f"Problem: {error}" for error in report.errors)
-    return Checkup(lines, report.redis_ok and not report.errors)
+    return Checkup(lines, report.redis_ok and not report.errors, bool(report.backends) or not report.redis_ok)
 
 
 def checkup(
@@ -209,7 +213,7 @@ def checkup(
         else:
             # Beside another datastore that holds queues, a Redis without any is the app's cache:
             # the collector reads its registries and prints nothing of it.
-            lines.append("Holds no Sidekiq, RQ or Celery queues (an app's cache?): nothing of it is printed")
+            lines.append("Holds no queue of a system this reads (an app's cache?): nothing of it is printed")
     # Unstamped Celery messages: `run` observes their latency from its second tick on (one tick
     # cannot), unless LPOS, which observing needs, is missing or denied. Queues whose latency is
     # unknown for another reason (a malformed message, a refused read) have their own problem.
