@@ -34,7 +34,9 @@ format_option = click.option(
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name=PROGRAM)
 def main() -> None:
-    """Queue size and latency of Sidekiq, RQ and Celery, read from Redis, printed as log metrics.
+    """Queue size and latency of job queues (Sidekiq, RQ, Celery, Resque, BullMQ, Dramatiq, Solid Queue,
+    GoodJob, Delayed Job, Que, procrastinate, Django tasks), read from Redis, RabbitMQ or Postgres,
+    printed as log metrics.
 
     Settings come from QUEUE_METRICS_* environment variables; every Redis the app has is read
     (REDIS_URL, HEROKU_REDIS_<COLOR>_URL, REDIS_PROVIDER, ...), or those QUEUE_METRICS_REDIS_URL(S)
