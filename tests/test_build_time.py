@@ -179,3 +179,21 @@ def test_the_check_finds_a_library_the_run_image_lacks(bundle, tmp_path):
     problems = check_bundle(broken, "heroku-24")
     assert problems and all(libpython.name in problem for problem in problems)
     assert "not in the heroku-24 run image and not bundled" in problems[0] or "not found" in problems[0]
+
+
+def test_the_installed_package_holds_every_module(tmp_path):
+    """`pip install` of this repository (the plain command, anywhere) gets every module of
+    lib/queue_metrics, each datastore kind's included."""
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
+    subprocess.run([*pip, "-w", str(tmp_path), str(root)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("queue_metrics-*.whl")
+    shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
+    source = {
+        str(path.relative_to(root / "lib"))
+        for path in (root / "lib" / "queue_metrics").rglob("*.py")
+        if "__pycache__" not in path.parts
+    }
+    assert source <= shipped, sorted(source - shipped)
