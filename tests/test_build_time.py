@@ -187,8 +187,13 @@ def test_the_installed_package_holds_every_module(tmp_path):
     import zipfile
 
     root = Path(__file__).resolve().parents[1]
+    # Built from a copy: a `build/` directory left in the checkout would hand setuptools old files.
+    source_tree = tmp_path / "source"
+    shutil.copytree(root / "lib", source_tree / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source_tree / name)
     pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
-    subprocess.run([*pip, "-w", str(tmp_path), str(root)], check=True, capture_output=True)
+    subprocess.run([*pip, "-w", str(tmp_path), str(source_tree)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("queue_metrics-*.whl")
     shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.endswith(".py")}
     source = {
