@@ -80,7 +80,7 @@ def test_without_the_api_sizes_and_consumers_come_from_passive_declares(vhost):
         assert queue_figures(report, "celery", "orders") == {"consumers": 1}
         assert queue_figures(report, "celery", "celery") == {"consumers": 0}
         assert system_figures(report, "celery")["consumers"].value == 1
-        assert all(sample.latency is None for sample in report.samples)
+        assert all(sample.latency is None and sample.latency_source == "unavailable" for sample in report.samples)
     assert listed["orders"]["messages_ready"] < 12  # the worker holds some: ready only
     # One warning, on the first tick: what is missing and why.
     (notice,) = notices

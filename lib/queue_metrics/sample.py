@@ -28,6 +28,9 @@ LATENCY_FROM_STAMP = "stamp"
 LATENCY_OBSERVED = "observed"
 LATENCY_ESTIMATED = "estimated"
 LATENCY_UNOBSERVABLE = "unobservable"
+# No latency as the datastore is read now: a RabbitMQ without its management API (passive declares
+# tell sizes and consumers only).
+LATENCY_UNAVAILABLE = "unavailable"
 
 
 class Figure(NamedTuple):

@@ -33,6 +33,7 @@ from queue_metrics.sample import (
     COUNTER,
     LATENCY_ESTIMATED,
     LATENCY_OBSERVED,
+    LATENCY_UNAVAILABLE,
     LATENCY_UNOBSERVABLE,
     UNIT_SECONDS,
     DatastoreSection,
@@ -356,6 +357,7 @@ def _section_table(
 # no history yet.
 NOT_ESTIMATED_YET = "it is estimated from the broker's counters over ticks: `queue-metrics run` reports it"
 NOT_OBSERVED_YET = "it is observed over ticks (the messages carry no publish time): `queue-metrics run` reports it"
+NOT_AVAILABLE = "read by passive declare (the broker has no management API), which tells sizes and consumers only"
 NOT_OBSERVABLE = (
     "the messages carry no publish time and this Redis has no LPOS to observe it with (before 6.0.6, or "
     "renamed away): `queue_metrics.celery.install(app)` stamps them"
@@ -409,4 +411,6 @@ def _unknown_reason(sample: QueueSample, errors: Tuple[str, ...], label: str = "
         return NOT_ESTIMATED_YET
     if sample.latency_source == LATENCY_UNOBSERVABLE:
         return NOT_OBSERVABLE
+    if sample.latency_source == LATENCY_UNAVAILABLE:
+        return NOT_AVAILABLE
     return "no reason was reported"

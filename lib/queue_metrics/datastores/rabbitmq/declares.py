@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 from queue_metrics.datastores.rabbitmq.amqp import AmqpConnection, Declared
 from queue_metrics.datastores.rabbitmq.locations import AMQP_PORTS, describe_amqp_url, vhost_of
 from queue_metrics.errors import AmqpClosed, describe_amqp_error, describe_declare_refusal, show_name
-from queue_metrics.sample import Figure, QueueSample, SystemSample, TickReport
+from queue_metrics.sample import LATENCY_UNAVAILABLE, Figure, QueueSample, SystemSample, TickReport
 from queue_metrics.systems.rabbitmq import CELERY, CELERY_DEFAULT_QUEUE
 
 UNIT_CONSUMERS = "{consumer}"
@@ -100,7 +100,8 @@ class DeclareReader:
                 errors.append(describe_declare_refusal(result.queue, result.code, result.text, self.user))
                 continue
             figures = (Figure("consumers", result.consumers, UNIT_CONSUMERS),) if self._extras else ()
-            samples.append(QueueSample(CELERY, result.queue, result.messages, None, figures))
+            latency, source = (0.0, None) if result.messages == 0 else (None, LATENCY_UNAVAILABLE)
+            samples.append(QueueSample(CELERY, result.queue, result.messages, latency, figures, source))
             consumers += result.consumers
         systems = (SystemSample(CELERY, (Figure("consumers", consumers, UNIT_CONSUMERS),)),) if self._extras else ()
         return TickReport(
