@@ -27,7 +27,7 @@ from queue_metrics.datastores.rabbitmq.declares import declared_queues
 from queue_metrics.datastores.rabbitmq.reader import API_RETRY_TICKS, RabbitReader
 from queue_metrics.errors import WarningNotice
 from queue_metrics.sample import TickReport
-from test_rabbitmq import PASSWORD, celery_app, kombu_size, publish, sizes, stats_show
+from test_rabbitmq import PASSWORD, celery_app, kombu_size, publish, publishes_show, sizes, stats_show
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -152,6 +152,7 @@ def test_ticks_change_none_of_the_brokers_counters(vhost):
     url = amqp_url(vhost)
     publish(celery_app(url), "celery", 5)
     stats_show(vhost, {"celery": 5})
+    publishes_show(vhost, {"celery": 5})
 
     def counters() -> tuple:
         row = queues(vhost)["celery"]

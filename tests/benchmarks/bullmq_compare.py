@@ -1,4 +1,4 @@
-"""Usage: /work/main/.venv/bin/python tests/benchmarks/bullmq_compare.py [--queues 1000] [--ticks 30]
+"""Usage: .venv/bin/python tests/benchmarks/bullmq_compare.py [--queues 1000] [--ticks 30]
 
 Our BullMQ tick at 1,000 queues beside the anchor's way: BullMQ's `getJobCounts()` called per
 queue (judoscale-bullmq, the built-in Prometheus export), i.e. one round trip per queue of its

@@ -46,16 +46,24 @@ from queue_metrics.systems import SYSTEMS
 from queue_metrics.systems.rabbitmq import CELERY, KIND, BrokerSystem, is_celery_queue
 
 PAGE_SIZE = 500
+# Only the sample lists of the two counters' details (not their averages and rates): at 1,000
+# queues the JSON to parse is what a tick's CPU goes on (BENCHMARKS.md).
 COLUMNS = (
-    "name,type,arguments,exclusive,auto_delete,messages_ready,messages_unacknowledged,consumers,message_stats.publish,"
-    "messages_ready_details,message_stats.publish_details"
+    "name,arguments,exclusive,auto_delete,messages_ready,messages_unacknowledged,consumers,message_stats.publish,"
+    "messages_ready_details.samples,message_stats.publish_details.samples"
 )
-# The counters' own sample times (`latency.py`): samples every SAMPLE_STEP whole seconds over the
-# last tick (at least one step, at most SAMPLE_AGE_MAX), so the latency is dated by the broker's
-# refreshes, not by our request. The broker refreshes every 5 s by default: a finer step adds
-# bytes, not precision.
+# The counters' own sample times (`latency.py`), every SAMPLE_STEP whole seconds, so the latency is
+# dated by the broker's refreshes, not by our request (the broker refreshes every 5 s by default:
+# a finer step adds bytes, not precision). The ready count is needed at the reading's point only:
+# two steps back (the publish counter's newest point is often one step behind the ready
+# count's). The publish counter's samples make the history: over the whole last tick (at most
+# SAMPLE_AGE_MAX) while the vhost has at most FINE_HISTORY_QUEUES queues, so the estimate has the
+# step's resolution; beyond that two steps, as the ready count's, and the estimate has the tick's
+# resolution: at 1,000 queues the samples over a 30 s tick would double the tick's CPU.
 SAMPLE_STEP = 5
 SAMPLE_AGE_MAX = 120
+SHORT_AGE = 2 * SAMPLE_STEP
+FINE_HISTORY_QUEUES = 250
 # Celery's plumbing, left out by the server: control (`<host>.celery.pidbox`, reply queues
 # `<id>.reply.celery.pidbox`), events (`celeryev.<uuid>`), server-named queues (`amq.gen-...`),
 # and kombu's native delayed delivery levels for quorum queues (`celery_delayed_0`...`_27`).
@@ -67,10 +75,11 @@ QUEUES_QUERY = (
 )
 
 
-def samples_query(interval: float) -> str:
-    """`lengths_age`/`msg_rates_age` covering one tick, in whole seconds (the API ignores others)."""
-    age = min(SAMPLE_AGE_MAX, max(SAMPLE_STEP, math.ceil(interval / SAMPLE_STEP) * SAMPLE_STEP))
-    return f"lengths_age={age}&lengths_incr={SAMPLE_STEP}&msg_rates_age={age}&msg_rates_incr={SAMPLE_STEP}"
+def samples_query(interval: float, fine: bool = True) -> str:
+    """The sample lists to ask for, in whole seconds (the API ignores others): the ready count's
+    over two steps; the publish counter's over one tick when `fine`, else two steps too."""
+    age = min(SAMPLE_AGE_MAX, max(SHORT_AGE, math.ceil(interval / SAMPLE_STEP) * SAMPLE_STEP)) if fine else SHORT_AGE
+    return f"lengths_age={SHORT_AGE}&lengths_incr={SAMPLE_STEP}&msg_rates_age={age}&msg_rates_incr={SAMPLE_STEP}"
 
 
 BINDINGS_QUERY = "columns=source,destination,destination_type,routing_key"
@@ -81,6 +90,7 @@ MAX_ANSWER_BYTES = 32 << 20
 # Ticks read by passive declares before the management API is asked again.
 API_RETRY_TICKS = 10
 UNIT_MESSAGES = "{message}"
+FIGURES_CACHED = 4096
 UNIT_CONSUMERS = "{consumer}"
 
 
@@ -148,7 +158,7 @@ class RabbitReader:
         self._latencies = Latencies()
         # Why a queue has no latency (a priority queue, no publish counter...), for doctor.
         self.latency_notes: Dict[str, str] = {}
-        self._query = f"{QUEUES_QUERY}&{samples_query(settings.interval)}"
+        self._figures: Dict[Tuple[Optional[int], Optional[int]], Tuple[Figure, ...]] = {}
         self.requests = 0
 
     # -- the Datastore protocol
@@ -246,8 +256,11 @@ class RabbitReader:
         """Every queue the name filter keeps, page by page."""
         rows: List[Dict[str, Any]] = []
         page = 1
+        # The publish samples over the tick for a vhost of few queues (as the last listing had).
+        fine = len(self.observations) <= FINE_HISTORY_QUEUES
+        query = f"{QUEUES_QUERY}&{samples_query(self._settings.interval, fine)}"
         while True:
-            document = self._get(f"{self.api.queues_path()}?page={page}&{self._query}", deadline)
+            document = self._get(f"{self.api.queues_path()}?page={page}&{query}", deadline)
             if not isinstance(document, dict) or not isinstance(document.get("items"), list):
                 raise ApiMalformed("a queue listing without its items")
             rows.extend(item for item in document["items"] if isinstance(item, dict))
@@ -324,14 +337,7 @@ class RabbitReader:
             latency, source = self._latency(name, row)
             figures: Tuple[Figure, ...] = ()
             if system.extras:
-                figures = tuple(
-                    Figure(figure, value, unit)
-                    for figure, value, unit in (
-                        ("unacked", unacked, UNIT_MESSAGES),
-                        ("consumers", consumers, UNIT_CONSUMERS),
-                    )
-                    if value is not None
-                )
+                figures = self._figures.get((unacked, consumers)) or self._make_figures(unacked, consumers)
             samples.append(QueueSample(system.name, name, ready, latency, figures, source))
         systems = []
         for name, (unacked_total, consumers_total) in totals.items():
@@ -346,6 +352,18 @@ class RabbitReader:
         self._latencies.end_tick()
         in_use = tuple(name for name in self.systems if name in totals)
         return samples, systems, in_use
+
+    def _make_figures(self, unacked: Optional[int], consumers: Optional[int]) -> Tuple[Figure, ...]:
+        """A queue's figures; most queues share a few pairs, so each is made once."""
+        figures = tuple(
+            Figure(figure, value, unit)
+            for figure, value, unit in (("unacked", unacked, UNIT_MESSAGES), ("consumers", consumers, UNIT_CONSUMERS))
+            if value is not None
+        )
+        if len(self._figures) >= FIGURES_CACHED:
+            self._figures.clear()
+        self._figures[(unacked, consumers)] = figures
+        return figures
 
     def _latency(self, queue: str, row: Dict[str, Any]) -> Tuple[Optional[float], Optional[str]]:
         """The oldest ready message's wait, estimated from the queue's counters over ticks
