@@ -231,3 +231,31 @@ def test_the_collector_names_and_reads_a_postgres_datastore_beside_redis(databas
     report = Collector(Settings.from_env(env)).tick()
     assert [section.label for section in report.datastores] == ["redis", "database"]
     assert report.errors == ()
+
+
+# -- a kept session the server closed between ticks
+
+
+def test_a_session_the_server_closed_between_ticks_costs_no_tick(database):
+    """The session is kept between ticks; a server (idle_session_timeout, a restart, PgBouncer's
+    idle timeouts, pg_terminate_backend) may end it meanwhile. The tick finds it closed when it
+    reads, and reads on a new session: no error line, no tick lost."""
+    psql(
+        "CREATE TABLE delayed_jobs (id bigserial, queue varchar, run_at timestamp, locked_at timestamp, "
+        "failed_at timestamp); INSERT INTO delayed_jobs (queue, run_at) VALUES ('default', now())",
+        database=database,
+    )
+    psql(f"ALTER DATABASE {database} SET idle_session_timeout = '300ms'")
+    settings = Settings.from_env({"QUEUE_METRICS_DATABASE_URLS": url(database)})
+    reader = PostgresReader(settings, settings.locations()[0])
+    first = reader.tick()
+    assert first.errors == () and [sample.size for sample in first.samples] == [1]
+    deadline = time.monotonic() + 10
+    while our_sessions(database) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert our_sessions(database) == 0  # the server ended it
+    for _ in range(2):
+        report = reader.tick()
+        assert report.errors == () and report.redis_ok
+        assert [(sample.queue, sample.size) for sample in report.samples] == [("default", 1)]
+    reader.close()

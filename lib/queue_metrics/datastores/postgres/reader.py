@@ -171,10 +171,25 @@ class PostgresReader:
     def _read(self, deadline: float) -> Tuple[Dict[str, Any], int]:
         """The catalog and every known system's SELECT in one round trip; the SELECT of a system
         new (or changed) since in a second."""
+        reused = self._connection is not None
         connection = self._connection or self._connect(deadline)
         connection.set_timeout(deadline - self._monotonic())
         sent = dict(self._queries)
-        replies = connection.queries([self._catalog, *sent.values()])
+        retried = 0
+        try:
+            replies = connection.queries([self._catalog, *sent.values()])
+        except (ConnectionError, PostgresError):
+            # A kept session the server ended between ticks (idle_session_timeout, a restart,
+            # pg_terminate_backend, a pooler's idle timeout) says so only at this read (a FATAL,
+            # or the socket closed): read once more, on a new session. `queries` raises only a
+            # FATAL or PANIC PostgresError; a timeout is not retried.
+            if not reused:
+                raise
+            self.close()
+            connection = self._connect(deadline)
+            connection.set_timeout(deadline - self._monotonic())
+            replies = connection.queries([self._catalog, *sent.values()])
+            retried = 1
         catalog = replies[0]
         if isinstance(catalog, PostgresError):
             raise catalog
@@ -192,10 +207,10 @@ class PostgresReader:
             del results[name]  # its tables went away since the last tick
         again = {name: sql for name, sql in self._queries.items() if sent.get(name) != sql}
         if not again:
-            return results, 1
+            return results, 1 + retried
         connection.set_timeout(deadline - self._monotonic())
         results.update(zip(again, connection.queries(list(again.values()))))
-        return results, 2
+        return results, 2 + retried
 
     def _connect(self, deadline: float) -> PostgresConnection:
         address = self.address
