@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 from queue_metrics.config import Settings
 from queue_metrics.datastores import Location
 from queue_metrics.datastores.postgres.locations import Address, address_of, describe_postgres_url
-from queue_metrics.datastores.postgres.wire import PostgresConnection, Rows
+from queue_metrics.datastores.postgres.wire import UNSUPPORTED_STARTUP, PostgresConnection, Rows
 from queue_metrics.errors import (
     ErrorLog,
     PostgresError,
@@ -87,6 +87,8 @@ class PostgresReader:
         self._catalog = catalog_query(list(dict.fromkeys(tables)))
         self._connection: Optional[PostgresConnection] = None
         self._tls: Any = None
+        # Behind a pooler that refuses startup parameters (wire.py: a pooled session).
+        self._pooled = False
         # Each present system's SELECT as the last catalog answer made it.
         self._queries: Dict[str, str] = {}
         self.columns: Columns = {}
@@ -216,19 +218,28 @@ class PostgresReader:
         address = self.address
         tls = self._tls_context() if address.tls_asked else None
         timeout_ms = max(1, int(self._settings.timeout * 1000))
-        self._connection = PostgresConnection(
-            address.host,
-            address.port,
-            address.user,
-            address.password,
-            address.database,
-            max(0.001, deadline - self._monotonic()),
-            timeout_ms,
-            min(timeout_ms, LOCK_TIMEOUT_MS),
-            tls,
-            address.tls_required,
-        )
-        return self._connection
+        for pooled in (self._pooled, True):
+            try:
+                self._connection = PostgresConnection(
+                    address.host,
+                    address.port,
+                    address.user,
+                    address.password,
+                    address.database,
+                    max(0.001, deadline - self._monotonic()),
+                    timeout_ms,
+                    min(timeout_ms, LOCK_TIMEOUT_MS),
+                    tls,
+                    address.tls_required,
+                    pooled,
+                )
+                return self._connection
+            except PostgresError as error:
+                # A pooler (PgBouncer) refused our startup parameters: its session then.
+                if pooled or not (error.code == "08P01" and UNSUPPORTED_STARTUP in error.text):
+                    raise
+                self._pooled = True
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _tls_context(self) -> Any:
         if self._tls is None:
