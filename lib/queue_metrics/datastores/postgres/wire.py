@@ -15,9 +15,9 @@ take a lock (`FOR UPDATE`, advisory locks) or write.
 Through a pooler (PgBouncer refuses startup parameters but the few it tracks: "unsupported
 startup parameter", 08P01; the caller connects again with `pooled`), the session starts with
 those few, and each query is sent with its limits set in its own transaction: `SET LOCAL` of the
-timeouts and `jit`, `SET TRANSACTION READ ONLY`, then the SELECT, in one Query message, which
-the server runs as one implicit transaction. Nothing outlives it on the server connection the
-pooler hands to the app's transactions next.
+timeouts, `jit` and TimeZone (a pooler may not pass it on), `SET TRANSACTION READ ONLY`, then
+the SELECT, in one Query message, which the server runs as one implicit transaction. Nothing
+outlives it on the server connection the pooler hands to the app's transactions next.
 
 One round trip for all queries: each is its own `Query` message and all of them go in one write;
 the server answers them in order, each up to its `ReadyForQuery`. An error (a missing column,
@@ -171,7 +171,7 @@ class PostgresConnection:
         self._buffer = b""
         self._prefix = (
             f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}; SET LOCAL lock_timeout = "
-            f"{int(lock_timeout_ms)}; SET LOCAL jit = off; SET TRANSACTION READ ONLY; "
+            f"{int(lock_timeout_ms)}; SET LOCAL jit = off; SET LOCAL TimeZone = 'UTC'; SET TRANSACTION READ ONLY; "
             if pooled
             else ""
         )
