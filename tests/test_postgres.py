@@ -10,7 +10,7 @@ from typing import Dict, Iterator, List
 
 import pytest
 
-from helpers.postgres import drop_database, make_database, our_sessions, private_cluster, psql, url
+from helpers.postgres import drop_database, make_database, our_sessions, pooler, private_cluster, psql, url
 from helpers.servers import free_port
 from queue_metrics.collector import Collector
 from queue_metrics.config import Settings
@@ -231,3 +231,72 @@ def test_the_collector_names_and_reads_a_postgres_datastore_beside_redis(databas
     report = Collector(Settings.from_env(env)).tick()
     assert [section.label for section in report.datastores] == ["redis", "database"]
     assert report.errors == ()
+
+
+# -- a kept session the server closed between ticks
+
+
+def test_a_session_the_server_closed_between_ticks_costs_no_tick(database):
+    """The session is kept between ticks; a server (idle_session_timeout, a restart, PgBouncer's
+    idle timeouts, pg_terminate_backend) may end it meanwhile. The tick finds it closed when it
+    reads, and reads on a new session: no error line, no tick lost."""
+    psql(
+        "CREATE TABLE delayed_jobs (id bigserial, queue varchar, run_at timestamp, locked_at timestamp, "
+        "failed_at timestamp); INSERT INTO delayed_jobs (queue, run_at) VALUES ('default', now())",
+        database=database,
+    )
+    psql(f"ALTER DATABASE {database} SET idle_session_timeout = '300ms'")
+    settings = Settings.from_env({"QUEUE_METRICS_DATABASE_URLS": url(database)})
+    reader = PostgresReader(settings, settings.locations()[0])
+    first = reader.tick()
+    assert first.errors == () and [sample.size for sample in first.samples] == [1]
+    deadline = time.monotonic() + 10
+    while our_sessions(database) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert our_sessions(database) == 0  # the server ended it
+    for _ in range(2):
+        report = reader.tick()
+        assert report.errors == () and report.redis_ok
+        assert [(sample.queue, sample.size) for sample in report.samples] == [("default", 1)]
+    reader.close()
+
+
+# -- a pooled URL (PgBouncer)
+
+
+def test_a_pooled_url_is_read_with_its_limits_set_per_transaction(database):
+    """PgBouncer refuses startup parameters other than the few it tracks (`unsupported startup
+    parameter`): through it the limits are set inside each query's own transaction (SET LOCAL,
+    SET TRANSACTION READ ONLY), so they neither fail the login nor stay on the server connection
+    that the app's own transactions share."""
+    psql(
+        "CREATE TABLE delayed_jobs (id bigserial, queue varchar, run_at timestamp, locked_at timestamp, "
+        "failed_at timestamp); INSERT INTO delayed_jobs (queue, run_at) VALUES ('default', now())",
+        database=database,
+    )
+    with contextlib.contextmanager(pooler)() as bouncer:
+        settings = Settings.from_env({"QUEUE_METRICS_DATABASE_URLS": url(database, port=bouncer.port)})
+        reader = PostgresReader(settings, settings.locations()[0])
+        for _ in range(2):
+            report = reader.tick()
+            assert report.errors == () and report.redis_ok
+            assert [(sample.queue, sample.size) for sample in report.samples] == [("default", 1)]
+        connection = reader._connection
+        assert connection is not None
+        (limits,) = connection.queries(
+            [
+                "SELECT current_setting('transaction_read_only'), current_setting('statement_timeout'), "
+                "current_setting('TimeZone')"
+            ]
+        )
+        assert isinstance(limits, Rows) and limits.rows == [("on", "5s", "UTC")]
+        (write,) = connection.queries(["CREATE TABLE written (a int)"])
+        assert isinstance(write, PostgresError) and write.code == "25006"  # read-only transaction
+        reader.close()
+        # The one server connection, as the app's next transaction finds it: none of ours.
+        app = psql(
+            "SHOW statement_timeout; SHOW transaction_read_only; SHOW lock_timeout",
+            database=database,
+            port=bouncer.port,
+        )
+        assert app.split() == ["0", "off", "0"]

@@ -21,7 +21,7 @@ from helpers.workers import HELPERS, system_figures, wait_for
 from queue_metrics.errors import PayloadError
 from queue_metrics.sample import LATENCY_FROM_STAMP, LATENCY_OBSERVED
 from queue_metrics.systems.observed import NOT_SEARCHED, ListObservers
-from queue_metrics.systems.resque import ResqueSettings, job_enqueued_at
+from queue_metrics.systems.resque import ACTIVE_JOB_WRAPPER, ResqueSettings, job_enqueued_at
 
 DRIVER = os.path.join(HELPERS, "resque_driver.js")
 PAYLOADS = os.path.join(os.path.dirname(__file__), "payloads")
@@ -113,7 +113,8 @@ def test_active_job_enqueued_at_with_nine_fraction_digits_and_none():
     payload = captured("resque_active_job.json")
     stamp = json.loads(payload)["args"][0]["enqueued_at"]
     assert stamp.endswith("Z") and len(stamp.split(".")[1]) == 10  # Rails 7.1+: iso8601(9)
-    assert job_enqueued_at(payload) == pytest.approx(datetime.fromisoformat(stamp[:26] + "+00:00").timestamp())
+    expected = datetime.fromisoformat(stamp[:26] + "+00:00").timestamp()
+    assert job_enqueued_at(payload) == pytest.approx(expected, abs=1e-6)  # rel's default is 30 min here
     # Rails before 7.1 wrote whole seconds.
     older = json.loads(payload)
     older["args"][0]["enqueued_at"] = "2026-12-07T03:13:10Z"
@@ -121,6 +122,27 @@ def test_active_job_enqueued_at_with_nine_fraction_digits_and_none():
         job_enqueued_at(json.dumps(older).encode()) == datetime.fromisoformat("2026-12-07T03:13:10+00:00").timestamp()
     )
     assert job_enqueued_at(captured("resque_plain_job.json")) is None
+
+
+def test_active_job_scheduled_with_a_wait_is_ready_from_its_scheduled_at():
+    """ActiveJob serializes a job when it is scheduled (`set(wait:)`, and every `retry_on` retry):
+    `enqueued_at` is then, and the job reaches its Resque queue (resque-scheduler pushes the same
+    payload) only at `scheduled_at`. Captured from ActiveJob 7.1.6's own `serialize` after
+    `set(wait: 600)`, as its ResqueAdapter#enqueue_at hands it to Resque."""
+    payload = captured("resque_active_job_scheduled.json")
+    data = json.loads(payload)["args"][0]
+    scheduled = datetime.fromisoformat(data["scheduled_at"][:26] + "+00:00").timestamp()
+    enqueued = datetime.fromisoformat(data["enqueued_at"][:26] + "+00:00").timestamp()
+    assert scheduled - enqueued == pytest.approx(600, abs=1)
+    assert job_enqueued_at(payload) == pytest.approx(scheduled, abs=0.001)
+    # A scheduled_at before enqueued_at (a wait_until in the past) leaves enqueued_at.
+    data["scheduled_at"] = "2026-12-07T03:00:00Z"
+    assert job_enqueued_at(json.dumps({"class": ACTIVE_JOB_WRAPPER, "args": [data]}).encode()) == pytest.approx(
+        enqueued, abs=0.001
+    )
+    data["scheduled_at"] = "later"
+    with pytest.raises(PayloadError, match=r"^args\[0\].scheduled_at is not an ISO 8601 time: 'later'$"):
+        job_enqueued_at(json.dumps({"class": ACTIVE_JOB_WRAPPER, "args": [data]}).encode())
 
 
 def test_judoscale_timestamp_wins_and_bad_stamps_say_why():

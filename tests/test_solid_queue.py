@@ -325,3 +325,14 @@ def test_the_query_is_served_by_solid_queues_indexes_at_a_million_finished_jobs(
     # And one per expired blocked key, whose semaphore is gone: one key per queue.
     assert sum(sizes.values()) == READY_ROWS + 20
     assert by_queue(report)["queue_3"][1]["paused"] == 1
+
+
+def test_an_app_clock_ahead_of_the_databases_never_gives_a_negative_latency(database):
+    """Rails writes `created_at` from the app's clock, the query subtracts it from the database's
+    `now()`: a dyno whose clock runs ahead writes ready times in the database's future. The job
+    has waited no time: latency 0, never below (as timestamps.latency says for Redis systems)."""
+    sq.enqueue(database, "default", 2, at=sq.now() + timedelta(seconds=3))
+    report = reading(database).tick()
+    assert report.errors == ()
+    assert by_queue(report)["default"][0] == 2
+    assert latencies(report)["default"] == 0.0

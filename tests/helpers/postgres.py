@@ -159,3 +159,45 @@ def private_cluster(**options: object) -> Iterator[PrivateCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+class Pooler:
+    """PgBouncer in transaction mode in front of the machine's server, as a pooled URL puts it
+    (Heroku's connection pooling, the pgbouncer buildpack): its default settings, which refuse
+    startup parameters other than the few it tracks; one server connection, which every client
+    shares, transaction by transaction."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.directory = tempfile.mkdtemp(prefix="qm-pgbouncer-")
+        with open(os.path.join(self.directory, "users.txt"), "w") as users:
+            users.write(f'"{ADMIN}" ""\n')
+        with open(os.path.join(self.directory, "pgbouncer.ini"), "w") as ini:
+            ini.write(
+                f"[databases]\n* = host={MACHINE} port={MACHINE_PORT}\n"
+                f"[pgbouncer]\nlisten_addr = {MACHINE}\nlisten_port = {self.port}\nauth_type = trust\n"
+                f"auth_file = {self.directory}/users.txt\npool_mode = transaction\ndefault_pool_size = 1\n"
+                f"logfile = {self.directory}/log\nunix_socket_dir =\n"
+            )
+        shutil.chown(self.directory, ADMIN, ADMIN)
+        for name in ("users.txt", "pgbouncer.ini"):
+            shutil.chown(os.path.join(self.directory, name), ADMIN, ADMIN)
+        self._process = subprocess.Popen(
+            ["pgbouncer", "-u", ADMIN, os.path.join(self.directory, "pgbouncer.ini")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def pooler() -> Iterator[Pooler]:
+    bouncer = Pooler()
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()

@@ -9,7 +9,9 @@ Producers RPUSH and workers LPOP, so the oldest job is at index 0. Size is LLEN,
 Latency: Resque's own payload, `{"class":...,"args":[...]}`, carries no enqueue time. Two common
 ones ride in it: a `timestamp` (epoch seconds, float) that judoscale-resque adds to every job, and
 ActiveJob's `enqueued_at` (ISO 8601 UTC, 9 fraction digits since Rails 7.1, none before) in
-`args[0]` of its JobWrapper. The oldest job's stamp gives the latency exactly; a queue whose
+`args[0]` of its JobWrapper (with `scheduled_at`, Rails 7.1+, the later of the two: a job
+scheduled with a wait, or retried, is serialized when scheduled and pushed to its queue by
+resque-scheduler when due). The oldest job's stamp gives the latency exactly; a queue whose
 oldest job carries neither has its latency observed from the list's history, with the code
 Celery's unstamped lists use (observed.py: Resque's newest job is at the tail, where Celery's is
 at the head). A queue whose head was stamped at the last tick is read without its tail (the
@@ -93,6 +95,7 @@ NEWEST_INDEX = -1
 # The stamps a payload may carry.
 TIMESTAMP_FIELD = "timestamp"  # judoscale-resque: Time.now.utc.to_f
 ENQUEUED_AT_FIELD = "enqueued_at"  # ActiveJob's job data, args[0]
+SCHEDULED_AT_FIELD = "scheduled_at"  # idem, Rails 7.1+: when a scheduled job is due (else null)
 ACTIVE_JOB_WRAPPER = "ActiveJob::QueueAdapters::ResqueAdapter::JobWrapper"
 UNIT_WORKERS = "{worker}"
 # ACL key pattern of every key above, for a Redis user limited by key patterns.
@@ -101,7 +104,8 @@ KEY_PATTERNS = ("{namespace}:*",)
 
 def job_enqueued_at(payload: bytes) -> Optional[float]:
     """When a Resque job was enqueued (epoch seconds), from its payload: judoscale-resque's
-    `timestamp`, else ActiveJob's `args[0].enqueued_at`; None when it carries neither."""
+    `timestamp`, else ActiveJob's `args[0].enqueued_at` (its `scheduled_at` when later: a job
+    scheduled or retried with a wait); None when it carries neither."""
     job = parse_json_object(payload, "oldest job")
     if job.get(TIMESTAMP_FIELD) is not None:
         return epoch_seconds(job[TIMESTAMP_FIELD], TIMESTAMP_FIELD)
@@ -110,7 +114,12 @@ def job_enqueued_at(payload: bytes) -> Optional[float]:
     # ActiveJob's job data: the wrapper's only argument, named by its `job_class`.
     if isinstance(data, dict) and (job.get("class") == ACTIVE_JOB_WRAPPER or "job_class" in data):
         if data.get(ENQUEUED_AT_FIELD) is not None:
-            return iso8601_seconds(data[ENQUEUED_AT_FIELD], f"args[0].{ENQUEUED_AT_FIELD}")
+            enqueued = iso8601_seconds(data[ENQUEUED_AT_FIELD], f"args[0].{ENQUEUED_AT_FIELD}")
+            if data.get(SCHEDULED_AT_FIELD) is None:
+                return enqueued
+            # A job scheduled (`set(wait:)`, a retry) is serialized then, and reaches its queue
+            # (resque-scheduler pushes the same payload) at `scheduled_at`: ready from then.
+            return max(enqueued, iso8601_seconds(data[SCHEDULED_AT_FIELD], f"args[0].{SCHEDULED_AT_FIELD}"))
     return None
 
 

@@ -96,7 +96,13 @@ def queue_samples(
         if queue is None:
             system_figures.extend(figures)
             continue
-        samples.append(QueueSample(system.name, queue, int(size or 0), latency if size else 0.0, figures))
+        if not size:
+            latency = 0.0
+        elif latency is not None and latency < 0:
+            # A ready time written by an app whose clock runs ahead of the database's (Rails'
+            # `created_at`, Django's `enqueued_at`): waited no time, never less.
+            latency = 0.0
+        samples.append(QueueSample(system.name, queue, int(size or 0), latency, figures))
     systems = [SystemSample(system.name, tuple(system_figures))] if system_figures else []
     return samples, systems
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 from queue_metrics.config import Settings
 from queue_metrics.datastores import Location
 from queue_metrics.datastores.postgres.locations import Address, address_of, describe_postgres_url
-from queue_metrics.datastores.postgres.wire import PostgresConnection, Rows
+from queue_metrics.datastores.postgres.wire import UNSUPPORTED_STARTUP, PostgresConnection, Rows
 from queue_metrics.errors import (
     ErrorLog,
     PostgresError,
@@ -87,6 +87,8 @@ class PostgresReader:
         self._catalog = catalog_query(list(dict.fromkeys(tables)))
         self._connection: Optional[PostgresConnection] = None
         self._tls: Any = None
+        # Behind a pooler that refuses startup parameters (wire.py: a pooled session).
+        self._pooled = False
         # Each present system's SELECT as the last catalog answer made it.
         self._queries: Dict[str, str] = {}
         self.columns: Columns = {}
@@ -171,10 +173,25 @@ class PostgresReader:
     def _read(self, deadline: float) -> Tuple[Dict[str, Any], int]:
         """The catalog and every known system's SELECT in one round trip; the SELECT of a system
         new (or changed) since in a second."""
+        reused = self._connection is not None
         connection = self._connection or self._connect(deadline)
         connection.set_timeout(deadline - self._monotonic())
         sent = dict(self._queries)
-        replies = connection.queries([self._catalog, *sent.values()])
+        retried = 0
+        try:
+            replies = connection.queries([self._catalog, *sent.values()])
+        except (ConnectionError, PostgresError):
+            # A kept session the server ended between ticks (idle_session_timeout, a restart,
+            # pg_terminate_backend, a pooler's idle timeout) says so only at this read (a FATAL,
+            # or the socket closed): read once more, on a new session. `queries` raises only a
+            # FATAL or PANIC PostgresError; a timeout is not retried.
+            if not reused:
+                raise
+            self.close()
+            connection = self._connect(deadline)
+            connection.set_timeout(deadline - self._monotonic())
+            replies = connection.queries([self._catalog, *sent.values()])
+            retried = 1
         catalog = replies[0]
         if isinstance(catalog, PostgresError):
             raise catalog
@@ -192,28 +209,37 @@ class PostgresReader:
             del results[name]  # its tables went away since the last tick
         again = {name: sql for name, sql in self._queries.items() if sent.get(name) != sql}
         if not again:
-            return results, 1
+            return results, 1 + retried
         connection.set_timeout(deadline - self._monotonic())
         results.update(zip(again, connection.queries(list(again.values()))))
-        return results, 2
+        return results, 2 + retried
 
     def _connect(self, deadline: float) -> PostgresConnection:
         address = self.address
         tls = self._tls_context() if address.tls_asked else None
         timeout_ms = max(1, int(self._settings.timeout * 1000))
-        self._connection = PostgresConnection(
-            address.host,
-            address.port,
-            address.user,
-            address.password,
-            address.database,
-            max(0.001, deadline - self._monotonic()),
-            timeout_ms,
-            min(timeout_ms, LOCK_TIMEOUT_MS),
-            tls,
-            address.tls_required,
-        )
-        return self._connection
+        for pooled in (self._pooled, True):
+            try:
+                self._connection = PostgresConnection(
+                    address.host,
+                    address.port,
+                    address.user,
+                    address.password,
+                    address.database,
+                    max(0.001, deadline - self._monotonic()),
+                    timeout_ms,
+                    min(timeout_ms, LOCK_TIMEOUT_MS),
+                    tls,
+                    address.tls_required,
+                    pooled,
+                )
+                return self._connection
+            except PostgresError as error:
+                # A pooler (PgBouncer) refused our startup parameters: its session then.
+                if pooled or not (error.code == "08P01" and UNSUPPORTED_STARTUP in error.text):
+                    raise
+                self._pooled = True
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _tls_context(self) -> Any:
         if self._tls is None:

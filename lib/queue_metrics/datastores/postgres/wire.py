@@ -12,6 +12,13 @@ Read-only by construction: the session starts with `default_transaction_read_onl
 single SELECT in its own implicit transaction, and nothing here can open a transaction block,
 take a lock (`FOR UPDATE`, advisory locks) or write.
 
+Through a pooler (PgBouncer refuses startup parameters but the few it tracks: "unsupported
+startup parameter", 08P01; the caller connects again with `pooled`), the session starts with
+those few, and each query is sent with its limits set in its own transaction: `SET LOCAL` of the
+timeouts, `jit` and TimeZone (a pooler may not pass it on), `SET TRANSACTION READ ONLY`, then
+the SELECT, in one Query message, which the server runs as one implicit transaction. Nothing
+outlives it on the server connection the pooler hands to the app's transactions next.
+
 One round trip for all queries: each is its own `Query` message and all of them go in one write;
 the server answers them in order, each up to its `ReadyForQuery`. An error (a missing column,
 the timeout) ends that query only: the others are answered as ever.
@@ -46,6 +53,11 @@ AUTH_SASL = 10
 AUTH_SASL_CONTINUE = 11
 AUTH_SASL_FINAL = 12
 SCRAM = "SCRAM-SHA-256"
+# How PgBouncer refuses a startup parameter it does not track (SQLSTATE 08P01).
+UNSUPPORTED_STARTUP = "unsupported startup parameter"
+# The startup parameters a pooler tracks (PgBouncer's track_extra_parameters default and its
+# fixed ones): the only ones of ours a pooled session starts with.
+POOLED_STARTUP = ("user", "database", "application_name", "client_encoding", "TimeZone")
 
 Row = Tuple[Optional[str], ...]
 
@@ -151,10 +163,18 @@ class PostgresConnection:
         lock_timeout_ms: int,
         tls: Any = None,
         tls_required: bool = True,
+        pooled: bool = False,
     ) -> None:
         """`tls`: an ssl.SSLContext to ask for TLS with (None: never); `tls_required`: fail
-        when the server has no TLS (sslmode=require), else go on in the clear (prefer)."""
+        when the server has no TLS (sslmode=require), else go on in the clear (prefer);
+        `pooled`: a pooler's session, the limits set in each query's transaction (see above)."""
         self._buffer = b""
+        self._prefix = (
+            f"SET LOCAL statement_timeout = {int(statement_timeout_ms)}; SET LOCAL lock_timeout = "
+            f"{int(lock_timeout_ms)}; SET LOCAL jit = off; SET LOCAL TimeZone = 'UTC'; SET TRANSACTION READ ONLY; "
+            if pooled
+            else ""
+        )
         self.tls = False
         raw = socket.create_connection((host, port), timeout=timeout)
         self._socket: Any = raw
@@ -176,25 +196,24 @@ class PostgresConnection:
             raise
 
     def _start(self, user: str, password: str, database: str, statement_timeout_ms: int, lock_timeout_ms: int) -> None:
-        self._send(
-            startup_message(
-                {
-                    "user": user,
-                    "database": database,
-                    "application_name": "queue-metrics",
-                    "client_encoding": "UTF8",
-                    # Rails writes `timestamp without time zone` columns in UTC: read them so.
-                    "TimeZone": "UTC",
-                    # A query the planner costs high would be JIT-compiled at every tick (tens of
-                    # milliseconds of the database's CPU, more than the query itself).
-                    "jit": "off",
-                    # Every transaction of the session read-only, and no query longer than this.
-                    "default_transaction_read_only": "on",
-                    "statement_timeout": str(statement_timeout_ms),
-                    "lock_timeout": str(lock_timeout_ms),
-                }
-            )
-        )
+        parameters = {
+            "user": user,
+            "database": database,
+            "application_name": "queue-metrics",
+            "client_encoding": "UTF8",
+            # Rails writes `timestamp without time zone` columns in UTC: read them so.
+            "TimeZone": "UTC",
+            # A query the planner costs high would be JIT-compiled at every tick (tens of
+            # milliseconds of the database's CPU, more than the query itself).
+            "jit": "off",
+            # Every transaction of the session read-only, and no query longer than this.
+            "default_transaction_read_only": "on",
+            "statement_timeout": str(statement_timeout_ms),
+            "lock_timeout": str(lock_timeout_ms),
+        }
+        if self._prefix:
+            parameters = {name: value for name, value in parameters.items() if name in POOLED_STARTUP}
+        self._send(startup_message(parameters))
         scram: Optional[Scram] = None
         while True:
             kind, body = self._message()
@@ -227,7 +246,7 @@ class PostgresConnection:
 
     def queries(self, sqls: Sequence[str]) -> List[QueryResult]:
         """Each query's rows (or its error), all sent in one write: one round trip."""
-        self._send(b"".join(query_message(sql) for sql in sqls))
+        self._send(b"".join(query_message(self._prefix + sql) for sql in sqls))
         results: List[QueryResult] = []
         columns: Tuple[str, ...] = ()
         rows: List[Row] = []
