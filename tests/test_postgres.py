@@ -300,3 +300,21 @@ def test_a_pooled_url_is_read_with_its_limits_set_per_transaction(database):
             port=bouncer.port,
         )
         assert app.split() == ["0", "off", "0"]
+
+
+def test_the_untranslated_severity_wins():
+    from queue_metrics.datastores.postgres.wire import as_error
+
+    # An ErrorResponse from a server whose lc_messages is German: `S` translated, `V` not.
+    body = b"SSCHWERWIEGEND\0VFATAL\0C53300\0Mzu viele Verbindungen\0\0"
+    error = as_error(body)
+    assert (error.severity, error.code, error.text) == ("FATAL", "53300", "zu viele Verbindungen")
+    assert as_error(b"SERROR\0C42P01\0Mno table\0\0").severity == "ERROR"  # before 9.6: no `V`
+
+
+def test_doctor_says_nothing_of_tables_it_could_not_look_for():
+    nowhere = f"postgres://u:{PASSWORD}@127.0.0.1:{free_port()}/d"
+    settings = Settings.from_env({"QUEUE_METRICS_DATABASE_URLS": nowhere, "QUEUE_METRICS_TIMEOUT": "1"})
+    reader = PostgresReader(settings, settings.locations()[0])
+    reader.tick()
+    assert reader.findings() == []

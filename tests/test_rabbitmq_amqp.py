@@ -323,3 +323,33 @@ def test_a_reader_with_the_api_never_loads_the_amqp_client(vhost):
     )
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+def test_an_api_that_is_slow_when_asked_again_leaves_the_declares_going(vhost):
+    url = amqp_url(vhost)
+    publish(celery_app(url), "celery", 2)
+    port = free_port()
+    settings = Settings.from_env(
+        {
+            "CLOUDAMQP_URL": url,
+            "QUEUE_METRICS_RABBITMQ_API_URL": f"http://127.0.0.1:{port}/api/",
+            "QUEUE_METRICS_TIMEOUT": "1",
+        }
+    )
+    reader = RabbitReader(settings, _location(vhost))
+    assert sizes(reader.tick()) == {"celery/celery": 2} and reader.fallback is not None
+    connection = reader.fallback._connection
+    # Something now listens where the API should be, and never answers.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(8)
+    try:
+        for _ in range(API_RETRY_TICKS + 1):
+            report = reader.tick()
+            assert sizes(report) == {"celery/celery": 2} and report.errors == (), report.errors
+            # The same AMQP connection all along: asking the API again did not drop it.
+            assert reader.fallback._connection is connection is not None
+    finally:
+        listener.close()
+        reader.close()

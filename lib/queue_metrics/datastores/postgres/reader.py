@@ -95,6 +95,8 @@ class PostgresReader:
         self._ticks_without_tables = 0
         # Whether this database ever held a job table (until then, failures are one warning).
         self.held_jobs = False
+        # Whether a catalog query has ever been answered (until then, `findings` says nothing).
+        self.read_once = False
         self._warned: Set[str] = set()
         # Per system, the queues it has shown and its figures' names: a queue whose rows are all
         # gone (drained, and Delayed Job deletes what it ran) is reported as 0, not forgotten.
@@ -196,6 +198,7 @@ class PostgresReader:
         if isinstance(catalog, PostgresError):
             raise catalog
         self.columns = _columns_of(catalog)
+        self.read_once = True
         results: Dict[str, Any] = dict(zip(sent, replies[1:]))
         wanted: Dict[str, Optional[str]] = {}
         for system in self.systems:
@@ -261,7 +264,7 @@ class PostgresReader:
     def findings(self) -> List[str]:
         """What the last catalog query found, for `doctor`: each system's tables and version."""
         lines = [line for system in self.systems for line in system.describe(self.columns)]
-        if not lines:
+        if not lines and self.read_once:
             names = ", ".join(system.name for system in self.systems)
             lines.append(f"No job table of a system read here ({names}) in this database (search_path)")
         return lines

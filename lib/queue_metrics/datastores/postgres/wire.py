@@ -101,7 +101,9 @@ def error_fields(body: bytes) -> Dict[str, str]:
 
 def as_error(body: bytes) -> PostgresError:
     fields = error_fields(body)
-    return PostgresError(fields.get("C", ""), fields.get("M", "no message"), fields.get("S", "ERROR"))
+    # `V` is the severity never translated (PostgreSQL 9.6+): `S` follows lc_messages.
+    severity = fields.get("V") or fields.get("S", "ERROR")
+    return PostgresError(fields.get("C", ""), fields.get("M", "no message"), severity)
 
 
 def md5_password(user: str, password: str, salt: bytes) -> bytes:

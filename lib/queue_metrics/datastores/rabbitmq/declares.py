@@ -119,9 +119,10 @@ class DeclareReader:
             connection.set_timeout(deadline - self._monotonic())
             try:
                 return connection.declare(self.queues)
-            except (ConnectionResetError, BrokenPipeError, AmqpClosed):
-                # AmqpClosed on a kept connection: the server closed it between ticks (320
-                # CONNECTION_FORCED by an operator or a restart), and says so at our next read.
+            except (OSError, AmqpClosed):
+                # On a kept connection: the server closed it between ticks (AmqpClosed 320
+                # CONNECTION_FORCED by an operator or a restart, said at our next read; a reset;
+                # a TLS session ended without its close_notify, SSLEOFError).
                 self.close()
                 if reused and attempt == 1:
                     continue

@@ -177,8 +177,10 @@ class RabbitReader:
             kept = [row for row in rows if _kept(row)]
             self._place(kept, deadline, errors)
         except Exception as error:  # noqa: BLE001 (every failure is one line; the loop goes on)
-            self.close()
-            if _no_api_there(error, self.requests) and CELERY in self.systems:
+            self._close_api()
+            if self.fallback is not None or (_no_api_there(error, self.requests) and CELERY in self.systems):
+                # Reading by passive declares already: the API asked again and still not there
+                # (refused, or now slow), so the declares go on, on their kept connection.
                 return self._fall_back(error)
             api = self.api
             message = describe_rabbitmq_error(error, api.describe(), api.user, api.vhost, self._settings.timeout)
@@ -237,11 +239,14 @@ class RabbitReader:
         return self.api.describe()
 
     def close(self) -> None:
+        self._close_api()
+        if self.fallback is not None:
+            self.fallback.close()
+
+    def _close_api(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
-        if self.fallback is not None:
-            self.fallback.close()
 
     def reset(self) -> None:
         self.close()
