@@ -579,7 +579,7 @@ BAD_URL = f"redis://:{PASSWORD}@127.0.0.1:notaport/0"
         ({"QUEUE_METRICS_REDIS_URLS": f"sidekiq=redis://:{PASSWORD}@127.0.0.1:1/0"}, "'sidekiq' cannot be a label"),
         ({"QUEUE_METRICS_DATASTORES": "HEROKU_REDIS_GOLD_URL"}, "HEROKU_REDIS_GOLD_URL, which is not set"),
         (
-            {"QUEUE_METRICS_DATASTORES": "DATABASE_URL", "DATABASE_URL": f"postgres://app:{PASSWORD}@db:5432/app"},
+            {"QUEUE_METRICS_DATASTORES": "DATABASE_URL", "DATABASE_URL": f"mysql://app:{PASSWORD}@db:3306/app"},
             "QUEUE_METRICS_DATASTORES names DATABASE_URL, which holds no URL",
         ),
         (
@@ -605,20 +605,22 @@ def test_bad_datastore_settings_are_usage_errors_naming_the_variable_and_never_i
         assert PASSWORD not in line and "127.0.0.1" not in line, line
 
 
-def test_a_database_url_is_ignored_and_an_amqp_broker_is_a_rabbitmq_datastore(make_server):
+def test_a_database_without_job_tables_prints_nothing_and_an_amqp_broker_is_a_rabbitmq_datastore(make_server):
     server = make_server()
     sidekiq(server.url, {"enqueue": {"default": 1}})
     env = {
         "REDIS_URL": server.url,
-        "DATABASE_URL": f"postgres://app:{PASSWORD}@127.0.0.1:5432/app",
+        # The machine's PostgreSQL (trust): the app's own database, with no job table in it.
+        "DATABASE_URL": f"postgres://postgres:{PASSWORD}@127.0.0.1:5432/postgres",
         "CELERY_BROKER_URL": f"amqp://guest:{PASSWORD}@127.0.0.1:5672//",
         "BROKER_URL": f"amqps://guest:{PASSWORD}@127.0.0.1:5671//",  # the same broker, vhost and user
         # The machine's RabbitMQ, which refuses that password.
         "QUEUE_METRICS_RABBITMQ_API_URL": "http://127.0.0.1:15672/api/",
     }
-    redis_location, broker = Settings.from_env(env).locations()
+    redis_location, broker, database = Settings.from_env(env).locations()
     assert (redis_location.label, redis_location.url) == ("redis", server.url)
     assert (broker.kind, broker.label, broker.source) == ("rabbitmq", "celery_broker", "CELERY_BROKER_URL")
+    assert (database.kind, database.label, database.source) == ("postgres", "database", "DATABASE_URL")
     result = queue_metrics("once", env=env)
     assert result.returncode == 1, result.stderr  # a datastore could not be read
     assert "sample#queue.sidekiq.default.size=1 " in result.stdout

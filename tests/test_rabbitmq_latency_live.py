@@ -73,6 +73,8 @@ class Records:
         self.lock = threading.Lock()
         self.published = []
         self.delivered = []
+        # When each burst of the plan started.
+        self.bursts = []
 
     def truth(self, at):
         """The true wait of the oldest ready message at `at` (0 when none was ready)."""
@@ -89,6 +91,7 @@ def publisher(url, queue, records, plan, stop):
         start = time.time()
         for offset, count in plan:
             time.sleep(max(0.0, start + offset - time.time()))
+            records.bursts.append(time.time())
             for number in range(count):
                 with records.lock:
                     records.published.append(time.time())
@@ -167,18 +170,27 @@ def test_estimates_stay_within_the_bounds_while_draining_a_backlog_and_while_pub
         truth = records.truth(sampled_at)
         errors.append((round(sampled_at - requested, 2), ready, estimate.seconds, round(truth, 2), estimate.exact))
     print("\n(sampled_at - request, ready, estimate, truth, exact):", *errors, sep="\n")
-    for sampled_at, _, estimate, _ in checked:
+    too_young = []
+    for index, (sampled_at, _, estimate, _) in enumerate(checked):
         truth = records.truth(sampled_at)
         # The loop saw the queue empty before any publish: every estimate is exact.
         assert estimate.exact
         # The counters describe the queue as it stood some time t within REFRESH_LAG before the
         # reading's time d: the figure is never below the truth at d by more than the step plus
         # that lag, and never above the wait at d of the message oldest at some such t (what a
-        # fast drain has since taken is not seen yet) by more than the same.
-        assert estimate.seconds >= truth - (STEP + REFRESH_LAG), errors
+        # fast drain has since taken is not seen yet) by more than the same. One exception, the
+        # one latency.py documents: a burst larger than the backlog, counted by the channels'
+        # publish counter before the queue's ready count shows it, makes one reading take a
+        # message of the burst for the oldest (too young); the next reading corrects it.
+        if estimate.seconds < truth - (STEP + REFRESH_LAG):
+            too_young.append(index)
+            after_burst = any(0.0 <= sampled_at - burst <= REFRESH_LAG for burst in records.bursts)
+            assert after_burst, errors
         window = [sampled_at - REFRESH_LAG * step / 100 for step in range(101)]
         oldest_then = max(records.truth(at) + (sampled_at - at) for at in window)
         assert estimate.seconds <= oldest_then + STEP + REFRESH_LAG, errors
+    # Never two readings in a row, and never the last one.
+    assert all(index + 1 not in too_young for index in too_young) and len(checked) - 1 not in too_young, errors
     # The run had a backlog to drain (waits of several seconds) and ended following the producer.
     assert max(truth for _, _, _, truth, _ in errors) > 10.0, errors
     print("largest error:", max(abs(estimate - truth) for _, _, estimate, truth, _ in errors))
