@@ -233,6 +233,16 @@ class _KnownJob(NamedTuple):
 _NOTHING_KNOWN: Tuple[Batch, Tuple[_KnownJob, ...]] = (EMPTY_BATCH, ())
 
 
+class _RunningJob(NamedTuple):
+    """A queue's oldest active job: its id, the packed HGET of its `processedOn` (sent with the
+    next tick's first batch), that field as read, and its value (ms)."""
+
+    job_id: bytes
+    check: Batch
+    raw: bytes
+    started_ms: float
+
+
 class BullMQSettings(NamedTuple):
     # Key prefixes (BullMQ's and Bull's `prefix` option); several: queue names carry theirs.
     prefixes: Tuple[str, ...] = (DEFAULT_PREFIX,)
@@ -316,7 +326,9 @@ class BullMQ:
         self._known: Dict[str, Tuple[Batch, Tuple[_KnownJob, ...]]] = {}
         # Per queue with a job running, the oldest active job's id and the packed HGET of its
         # `processedOn`, sent with the next tick's first batch.
-        self._active: Dict[str, Tuple[bytes, Batch]] = {}
+        self._active: Dict[str, _RunningJob] = {}
+        # `running` and `due` figures by their values: most queues share a few.
+        self._counts_made: Dict[Tuple[int, int], Tuple[Figure, ...]] = {}
 
     # ---- discovery
 
@@ -376,7 +388,7 @@ class BullMQ:
         if known:
             sent = Batch(sent.packed + checks.packed, sent.replies + checks.replies)
         if active_known is not None:
-            sent = Batch(sent.packed + active_known[1].packed, sent.replies + 1)
+            sent = Batch(sent.packed + active_known.check.packed, sent.replies + 1)
         replies = yield sent
         values = replies.values
         if ReplyError in map(type, values[:AT_EXTRAS]):
@@ -418,7 +430,7 @@ class BullMQ:
         running_job = values[AT_OLDEST_ACTIVE] if self.extras else None
         started: object = None
         if isinstance(running_job, bytes):
-            if active_known is not None and active_known[0] == running_job:
+            if active_known is not None and active_known.job_id == running_job:
                 started = values[-1]
             else:
                 commands.append(("HGET", job_prefix + running_job, CHECK_FIELD))
@@ -473,23 +485,32 @@ class BullMQ:
     ) -> Tuple[Figure, ...]:
         """`running`, `running_age`, `due`, `due_age` (see the module's docstring); an age that
         cannot be known is left out with the reason."""
-        figures: List[Figure] = []
-        if not isinstance(active, ReplyError):  # else said with `active`
-            figures.append(Figure("running", active))  # type: ignore[arg-type]
+        counts = (active, due)
+        figures = self._counts_made.get(counts)  # type: ignore[arg-type]
+        if figures is None:
+            # `running` is left out when `active` could not be read (said with `active`).
+            made = [] if isinstance(active, ReplyError) else [Figure("running", active)]  # type: ignore[arg-type]
+            figures = (*made, Figure("due", due))
+            if not isinstance(active, ReplyError):
+                if len(self._counts_made) >= FIGURES_CACHED:
+                    self._counts_made.clear()
+                self._counts_made[counts] = figures  # type: ignore[index]
         if isinstance(running_job, bytes):
             age = self._running_age(queue, job_prefix, running_job, started, now, errors)
             if age is not None:
-                figures.append(Figure("running_age", age, UNIT_SECONDS))
-        else:
+                figures += (Figure("running_age", age, UNIT_SECONDS),)
+        elif self._active:
             self._active.pop(queue, None)
-        figures.append(Figure("due", due))
         if due and due_first is not None:
-            figures.append(Figure("due_age", latency(due_first / 1000.0, now), UNIT_SECONDS))
-        return tuple(figures)
+            figures += (Figure("due_age", latency(due_first / 1000.0, now), UNIT_SECONDS),)
+        return figures
 
     def _running_age(
         self, queue: str, job_prefix: bytes, job_id: bytes, started: object, now: float, errors: ErrorLog
     ) -> Optional[float]:
+        known = self._active.get(queue)
+        if known is not None and known.job_id == job_id and known.raw == started:
+            return latency(known.started_ms / 1000.0, now)  # the same job, still running
         job = decode_name(job_id)
         try:
             if isinstance(started, ReplyError):
@@ -503,9 +524,12 @@ class BullMQ:
             errors.about_queue(NAME, queue, f"running_age unknown: {error}")
             self._active.pop(queue, None)
             return None
-        known = self._active.get(queue)
-        if known is None or known[0] != job_id:
-            self._active[queue] = (job_id, batch(("HGET", job_prefix + job_id, CHECK_FIELD)))
+        check = (
+            known.check
+            if known is not None and known.job_id == job_id
+            else batch(("HGET", job_prefix + job_id, CHECK_FIELD))
+        )
+        self._active[queue] = _RunningJob(job_id, check, started, started_ms)  # type: ignore[arg-type]
         return latency(started_ms / 1000.0, now)
 
     def _make_figures(self, queue: str, shape: tuple, errors: ErrorLog) -> Tuple[Figure, ...]:
