@@ -11,24 +11,18 @@ import os
 import subprocess
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 import pytest
 
+import queue_metrics.systems.resque as resque_system
 from helpers.collect import by_queue, collect, make_collector
 from helpers.process import queue_metrics
 from helpers.workers import HELPERS, queue_figures, system_figures, wait_for
 from queue_metrics.errors import PayloadError
 from queue_metrics.sample import LATENCY_FROM_STAMP, LATENCY_OBSERVED
 from queue_metrics.systems.observed import NOT_SEARCHED, ListObservers
-from queue_metrics.systems.resque import (
-    ResqueSettings,
-    job_enqueued_at,
-    run_at_seconds,
-    takes,
-    worker_queues,
-    working_on,
-)
+from queue_metrics.systems.resque import ResqueSettings, job_enqueued_at
 
 DRIVER = os.path.join(HELPERS, "resque_driver.js")
 PAYLOADS = os.path.join(os.path.dirname(__file__), "payloads")
@@ -383,6 +377,7 @@ def test_a_redis_without_lpos_keeps_stamped_latency_and_says_why_the_rest_has_no
 
 
 def test_worker_ids_queues_and_globs_as_resque_reads_them():
+    worker_queues, takes = resque_system.worker_queues, resque_system.takes
     assert worker_queues("web.1:4242:mailers,default") == ("mailers", "default")
     assert worker_queues("host:4242:*") == ("*",)
     assert worker_queues("host:12-0:a:b") == ("a:b",)  # split at the first two colons only
@@ -392,7 +387,8 @@ def test_worker_ids_queues_and_globs_as_resque_reads_them():
 
 
 def test_run_at_as_ruby_resque_and_node_resque_write_it():
-    assert run_at_seconds("2026-12-07T03:46:55Z") == datetime(2026, 12, 7, 3, 46, 55, tzinfo=timezone.utc).timestamp()
+    run_at_seconds, working_on = resque_system.run_at_seconds, resque_system.working_on
+    assert run_at_seconds("2026-12-07T03:46:55Z") == datetime.fromisoformat("2026-12-07T03:46:55+00:00").timestamp()
     # node-resque: new Date().toString(), in the worker's own time zone.
     assert run_at_seconds("Mon Dec 07 2026 03:46:55 GMT+0000 (Coordinated Universal Time)") == run_at_seconds(
         "2026-12-07T03:46:55Z"
