@@ -370,3 +370,102 @@ def test_a_read_only_user_reads_every_figure_and_changes_no_key(driver, redis_ur
     # 2 + 1 prioritized + the flow's child, and the due delayed job.
     assert by_queue(report)["mail"].size == library_waiting(driver.call("counts", queue="mail")) + 1 == 5
     assert before == {key: (client.type(key), client.dump(key)) for key in client.scan_iter(count=1000)}
+
+
+# ---- stuck jobs and due jobs (issue 27)
+
+
+def _oldest_active(driver, queue: str) -> dict:
+    """The running job that started first, as the library records it."""
+    jobs = driver.call("active", queue=queue)
+    assert jobs, "no job running"
+    return min(jobs, key=lambda job: job["processedOn"])
+
+
+def test_running_age_grows_and_matches_the_workers_own_start(driver, redis_url):
+    driver.call("add", queue="slow", data={"ms": 8000})
+    driver.call("add", queue="slow", data={"ms": 8000})
+    driver.call("worker", queue="slow", concurrency=2)
+    wait_for(lambda: len(driver.call("active", queue="slow")) == 2, "two jobs to run", 20)
+    collector = make_collector(redis_url)
+    ages = []
+    for _ in range(3):
+        report = collector.tick()
+        now = time.time()
+        figures = queue_figures(report, "bullmq", "slow")
+        started = _oldest_active(driver, "slow")["processedOn"] / 1000
+        assert figures["running"] == figures["active"] == 2
+        assert figures["running_age"] == pytest.approx(now - started, abs=1.0)
+        ages.append(figures["running_age"])
+        assert report.errors == ()
+        time.sleep(0.6)
+    assert ages[0] < ages[1] < ages[2]
+    # A steady tick reads the same job's start in its first round trip.
+    assert collector.tick().round_trips == 1
+
+
+def test_nothing_running_and_nothing_due_omit_the_ages(driver, redis_url):
+    driver.call("add", queue="calm", opts={"delay": 600_000})
+    figures = queue_figures(collect(redis_url), "bullmq", "calm")
+    assert (figures["running"], figures["due"]) == (0, 0)
+    assert "running_age" not in figures and "due_age" not in figures
+
+
+def test_due_jobs_with_no_worker_then_a_worker_promotes_them(driver, redis_url):
+    jobs = driver.call("add", queue="later", opts={"delay": 300}, count=3)
+    driver.call("add", queue="later", opts={"delay": 600_000})
+    due_at = (jobs[0]["timestamp"] + 300) / 1000
+    wait_for(lambda: time.time() > jobs[-1]["timestamp"] / 1000 + 0.8, "the delayed jobs to be due", 10)
+    collector = make_collector(redis_url)
+    ages = []
+    for _ in range(2):
+        report = collector.tick()
+        now = time.time()
+        figures = queue_figures(report, "bullmq", "later")
+        if driver.lib == "bullmq":
+            assert driver.call("counts", queue="later")["due"] == 3
+        # Counted in size too (no worker has promoted them): `due` says which part of it.
+        assert figures["due"] == by_queue(report)["later"].size == 3
+        assert figures["due_age"] == pytest.approx(now - due_at, abs=0.5)
+        ages.append(figures["due_age"])
+        time.sleep(0.5)
+    assert ages[1] > ages[0]
+    driver.call("worker", queue="later")
+    wait_for(lambda: queue_figures(collector.tick(), "bullmq", "later")["due"] == 0, "the worker to promote them", 20)
+    figures = queue_figures(collector.tick(), "bullmq", "later")
+    assert "due_age" not in figures and figures["delayed"] == 1
+
+
+@pytest.mark.parametrize("lib", ["bullmq"])
+def test_an_active_job_whose_hash_is_gone_omits_running_age_only(driver, redis_url, client):
+    driver.call("add", queue="lost", data={"ms": 8000})
+    driver.call("add", queue="fine", data={"ms": 8000})
+    driver.call("worker", queue="lost")
+    driver.call("worker", queue="fine")
+    wait_for(lambda: driver.call("active", queue="lost") and driver.call("active", queue="fine"), "jobs to run", 20)
+    collector = make_collector(redis_url)
+    collector.tick()  # the next tick checks the known job's start in its first round trip
+    job = _oldest_active(driver, "lost")
+    client.delete(f"bull:lost:{job['id']}")
+    report = collector.tick()
+    lost = queue_figures(report, "bullmq", "lost")
+    assert lost["running"] == 1 and "running_age" not in lost
+    assert "running_age" in queue_figures(report, "bullmq", "fine")
+    (line,) = report.errors
+    assert "lost" in line and "running_age unknown" in line and "processedOn" in line
+    # A start that is not a number: said, omitted, never a wrong age.
+    client.hset(f"bull:lost:{job['id']}", "processedOn", "soon")
+    report = collector.tick()
+    assert "running_age" not in queue_figures(report, "bullmq", "lost")
+    assert any("not a number" in line for line in report.errors)
+
+
+@pytest.mark.parametrize("lib", ["bullmq"])
+def test_extras_off_reports_none_of_the_incident_figures(driver, redis_url):
+    driver.call("add", queue="plain", data={"ms": 4000})
+    driver.call("add", queue="plain", opts={"delay": 1})
+    driver.call("worker", queue="plain")
+    wait_for(lambda: driver.call("active", queue="plain"), "a job to run", 20)
+    report = collect(redis_url, QUEUE_METRICS_EXTRAS="false")
+    figures = queue_figures(report, "bullmq", "plain")
+    assert not {"running", "running_age", "due", "due_age"} & set(figures)

@@ -51,8 +51,12 @@ def reading(database: str, **env: str) -> Collector:
 
 
 def by_queue(report: TickReport) -> Dict[str, tuple]:
+    """Sizes and figures; `running_age` (it moves) is checked by its own test."""
     return {
-        sample.queue: (sample.size, {figure.name: figure.value for figure in sample.figures})
+        sample.queue: (
+            sample.size,
+            {figure.name: figure.value for figure in sample.figures if figure.name != "running_age"},
+        )
         for sample in report.samples
         if sample.backend == "delayed_job"
     }
@@ -125,6 +129,38 @@ def test_a_real_worker_drains_a_backlog_and_the_drained_queue_stays_at_zero(data
     assert by_queue(report)["mailers"] == (0, {"scheduled": 0, "running": 0, "failed": 0})
     assert psql("SELECT count(*) FROM delayed_jobs", database=database) == "0"  # the gem deleted them
     assert by_queue(collector.tick())["mailers"] == (0, {"scheduled": 0, "running": 0, "failed": 0})
+
+
+def test_running_age_grows_from_the_workers_own_lock_time(database):
+    ruby(database, "schema")
+    enqueue(database, "slow", 1, nap=60)
+    enqueue(database, "calm", 1, run_in=3600)
+    with worker_process(["ruby", DRIVER, "work", "slow"], {"DATABASE_URL": url(database)}):
+        wait_for(
+            lambda: psql("SELECT count(*) FROM delayed_jobs WHERE locked_at IS NOT NULL", database=database) == "1",
+            "the worker to lock the job",
+        )
+        # When the gem's worker reserved it, as it recorded it (UTC, `timestamp without time zone`).
+        locked = float(
+            psql(
+                "SELECT extract(epoch FROM locked_at AT TIME ZONE 'UTC') FROM delayed_jobs WHERE locked_at IS NOT NULL",
+                database=database,
+            )
+        )
+        collector = reading(database)
+        ages = []
+        for _ in range(3):
+            report = collector.tick()
+            now = time.time()
+            (slow,) = [sample for sample in report.samples if sample.queue == "slow"]
+            figures = {figure.name: figure.value for figure in slow.figures}
+            assert figures["running"] == 1
+            assert figures["running_age"] == pytest.approx(now - locked, abs=1.0)
+            ages.append(figures["running_age"])
+            (calm,) = [sample for sample in report.samples if sample.queue == "calm"]
+            assert "running_age" not in {figure.name for figure in calm.figures}
+            time.sleep(0.4)
+        assert ages[0] < ages[1] < ages[2]
 
 
 def test_a_job_locked_longer_than_max_run_time_is_ready_again_as_the_gem_says(database):

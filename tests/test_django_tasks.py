@@ -70,11 +70,43 @@ def reading(database: str, **env: str) -> Collector:
 
 
 def by_queue(report: TickReport) -> Dict[str, tuple]:
+    """Sizes and figures; `running_age` (it moves) is checked by its own test."""
     return {
-        sample.queue: (sample.size, {figure.name: figure.value for figure in sample.figures})
+        sample.queue: (
+            sample.size,
+            {figure.name: figure.value for figure in sample.figures if figure.name != "running_age"},
+        )
         for sample in report.samples
         if sample.backend == "django_tasks"
     }
+
+
+def test_running_age_grows_from_the_started_at_a_real_db_worker_writes(database):
+    enqueue(database, "mailers", 1, nap=30)
+    enqueue(database, "reports", 1, run_in=3600)
+    command = [ADMIN, "db_worker", "--queue-name", "mailers", "--interval", "0.1", "--no-startup-delay"]
+    with worker_process(command, env_of(database)):
+        deadline = time.monotonic() + 60
+        while psql(f"SELECT status FROM {TABLE} WHERE queue_name = 'mailers'", database=database) != "RUNNING":
+            assert time.monotonic() < deadline, "the worker to start the task"
+            time.sleep(0.1)
+        # When the worker started it, as django-tasks recorded it.
+        started = float(
+            psql(f"SELECT extract(epoch FROM started_at) FROM {TABLE} WHERE queue_name = 'mailers'", database=database)
+        )
+        collector = reading(database, QUEUE_METRICS_DJANGO_TASKS_TABLE_SCAN="true")
+        ages = []
+        for _ in range(3):
+            report = collector.tick()
+            now = time.time()
+            found = {s.queue: {f.name: f.value for f in s.figures} for s in report.samples}
+            assert found["mailers"]["running"] == 1 and "running_age" not in found["reports"]
+            assert found["mailers"]["running_age"] == pytest.approx(now - started, abs=1.0)
+            ages.append(found["mailers"]["running_age"])
+            time.sleep(0.4)
+        assert ages[0] < ages[1] < ages[2]
+        # Without the table scan no RUNNING row is read: neither running nor its age.
+        assert "running_age" not in {f.name for s in reading(database).tick().samples for f in s.figures}
 
 
 def test_sizes_are_the_librarys_own_ready_count_and_latency_its_ready_time(database):

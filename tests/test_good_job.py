@@ -226,11 +226,20 @@ def reading(database: str, **env: str) -> Collector:
 
 
 def by_queue(report: TickReport) -> Dict[str, tuple]:
+    """Sizes and figures; `running_age` (it moves) is checked by its own test."""
     return {
-        sample.queue: (sample.size, {figure.name: figure.value for figure in sample.figures})
+        sample.queue: (
+            sample.size,
+            {figure.name: figure.value for figure in sample.figures if figure.name != "running_age"},
+        )
         for sample in report.samples
         if sample.backend == "good_job"
     }
+
+
+def running_age(report: TickReport, queue: str) -> Optional[float]:
+    (sample,) = [s for s in report.samples if (s.backend, s.queue) == ("good_job", queue)]
+    return next((figure.value for figure in sample.figures if figure.name == "running_age"), None)
 
 
 def latency_of(report: TickReport, queue: str) -> float:
@@ -276,6 +285,30 @@ def test_good_job_4_sizes_follow_its_own_scopes_and_latency_the_oldest_ready_tim
     assert 30 <= latency_of(report, "mailers") <= 30 + elapsed
     assert 7 <= latency_of(report, "default") <= 7 + elapsed
     assert latency_of(report, "reports") == 0.0
+
+
+def test_running_age_is_the_earliest_start_of_a_running_or_claimed_job(database):
+    psql(GOOD_JOB_4, database=database)
+    enqueue_4(database, "mailers", 1, age=60)
+    enqueue_4(database, "mailers", 1, age=50)
+    enqueue_4(database, "idle", 1, run_in=3600)
+    # One performing since about 20 s ago, one claimed (skip-locked) 30 s ago and not yet performing.
+    psql(f"UPDATE good_jobs SET {PERFORM_4.replace(UTC_NOW, ago(20))} WHERE created_at < {ago(55)}", database=database)
+    psql(
+        f"UPDATE good_jobs SET {CLAIM_4.replace(UTC_NOW, ago(30))} "
+        f"WHERE created_at >= {ago(55)} AND queue_name = 'mailers'",
+        database=database,
+    )
+    collector = reading(database)
+    ages = []
+    for _ in range(2):
+        report = collector.tick()
+        assert report.errors == () and by_queue(report)["mailers"][1]["running"] == 2
+        assert running_age(report, "mailers") == pytest.approx(30, abs=1.0)
+        assert running_age(report, "idle") is None
+        ages.append(running_age(report, "mailers"))
+        time.sleep(0.3)
+    assert ages[1] > ages[0]
 
 
 def test_good_job_3_0_rows_without_scheduled_at_are_ready_from_created_at(database):

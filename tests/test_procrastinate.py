@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import procrastinate
 import psycopg
@@ -72,11 +72,20 @@ def reading(database: str, **env: str) -> Collector:
 
 
 def by_queue(report: TickReport) -> Dict[str, tuple]:
+    """Sizes and figures; `running_age` (it moves) is checked by its own test."""
     return {
-        sample.queue: (sample.size, {figure.name: figure.value for figure in sample.figures})
+        sample.queue: (
+            sample.size,
+            {figure.name: figure.value for figure in sample.figures if figure.name != "running_age"},
+        )
         for sample in report.samples
         if sample.backend == "procrastinate"
     }
+
+
+def running_age(report: TickReport, queue: str) -> Optional[float]:
+    (sample,) = [s for s in report.samples if (s.backend, s.queue) == ("procrastinate", queue)]
+    return next((figure.value for figure in sample.figures if figure.name == "running_age"), None)
 
 
 def status_of(database: str, where: str) -> str:
@@ -193,6 +202,32 @@ def test_a_real_worker_drains_a_backlog_and_the_drained_queue_stays_at_zero(app,
     assert seen_running
     assert by_queue(report)["mail"] == (0, {"scheduled": 0, "blocked": 0, "running": 0})
     assert psql("SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'", database=database) == "12"
+
+
+def test_running_age_grows_from_the_started_event_a_real_worker_writes(app, database):
+    defer(app.nap, 1, queue="slow")
+    defer(app.nap, 1, queue="idle", schedule_in={"hours": 1})
+    psql("UPDATE procrastinate_jobs SET args = '{\"seconds\": 30}'", database=database)
+    with worker_process(
+        [os.path.join(BIN, "procrastinate"), f"--app={APP}", "worker", "--queues", "slow", "--concurrency", "1"],
+        env_of(database),
+    ):
+        wait_for(lambda: status_of(database, "queue_name = 'slow'") == "doing", "the worker to take the job")
+        # When the worker took it, as procrastinate recorded it (the status trigger's event).
+        started = float(
+            psql("SELECT extract(epoch FROM at) FROM procrastinate_events WHERE type = 'started'", database=database)
+        )
+        collector = reading(database)
+        ages = []
+        for _ in range(3):
+            report = collector.tick()
+            now = time.time()
+            assert by_queue(report)["slow"][1]["running"] == 1
+            assert running_age(report, "slow") == pytest.approx(now - started, abs=1.0)
+            assert running_age(report, "idle") is None
+            ages.append(running_age(report, "slow"))
+            time.sleep(0.4)
+        assert ages[0] < ages[1] < ages[2]
 
 
 def test_read_only_as_a_role_with_select_only_and_nothing_changes(app, database):

@@ -337,6 +337,71 @@ def test_que_0_schema_3_and_a_table_without_queue(database, locker):
     assert report.errors == () and by_queue(report) == {"default": (4, {"scheduled": 1, "running": 1})}
 
 
+# Migration 4's que_lockers (lib/que/migrations/4/up.sql; unchanged since), its CHECK constraints
+# and index left out; and a locker's row as lib/que/locker.rb writes it at start (SQL[:register_locker]:
+# its connection's pg_backend_pid(), worker count and priorities, Ruby pid, hostname, listening, queues).
+LOCKERS_4 = """
+CREATE UNLOGGED TABLE que_lockers (
+  pid integer NOT NULL CONSTRAINT que_lockers_pkey PRIMARY KEY, worker_count integer NOT NULL,
+  worker_priorities integer[] NOT NULL, ruby_pid integer NOT NULL, ruby_hostname text NOT NULL,
+  queues text[] NOT NULL, listening boolean NOT NULL);
+"""
+
+
+def register_locker(database: str, pid: int, queues: List[str]) -> None:
+    listed = ", ".join(quoted(queue) for queue in queues)
+    psql(
+        "INSERT INTO que_lockers (pid, worker_count, worker_priorities, ruby_pid, ruby_hostname, listening, queues) "
+        f"VALUES ({pid}, 6, '{{10,30,50,NULL,NULL,NULL}}', 4242, 'web.1', true, ARRAY[{listed}]::text[])",
+        database=database,
+    )
+
+
+def test_consumers_are_the_live_lockers_that_take_the_queue(database, locker):
+    psql(SCHEMA_7 + LOCKERS_4, database=database)
+    for queue in ("mailers", "reports", "nobody", "it's"):
+        enqueue(database, 7, queue, 1)
+    collector = reading(database)
+    report = collector.tick()
+    assert report.errors == ()
+    assert {queue: figures["consumers"] for queue, (_, figures) in by_queue(report).items()} == dict.fromkeys(
+        ("mailers", "reports", "nobody", "it's"), 0
+    )
+    (live,) = locker.connection.execute("SELECT pg_backend_pid()").fetchone()
+    register_locker(database, live, ["mailers", "it's"])
+    # A process that died without deleting its row (its session is gone): not a consumer.
+    register_locker(database, 2_000_000_000, ["reports"])
+    report = collector.tick()
+    assert report.errors == ()
+    assert {queue: figures["consumers"] for queue, (_, figures) in by_queue(report).items()} == {
+        "mailers": 1,
+        "it's": 1,
+        "reports": 0,
+        "nobody": 0,
+    }
+    assert all("running_age" not in figures for _, figures in by_queue(report).values())
+    # A role that may not read que_lockers: no consumers, nothing else lost.
+    psql(
+        f"DROP ROLE IF EXISTS qm_que_lockers; CREATE ROLE qm_que_lockers LOGIN PASSWORD '{PASSWORD}'; "
+        f"GRANT CONNECT ON DATABASE {database} TO qm_que_lockers; GRANT SELECT ON que_jobs TO qm_que_lockers;",
+        database=database,
+    )
+    try:
+        limited = Collector(
+            Settings.from_env({"QUEUE_METRICS_DATABASE_URLS": url(database, "qm_que_lockers", PASSWORD)})
+        )
+        report = limited.tick()
+        assert report.errors == () and by_queue(report)["mailers"] == (1, {"scheduled": 0, "running": 0, "failed": 0})
+        for datastore in limited.datastores:
+            datastore.close()
+    finally:
+        psql(
+            f"REVOKE ALL ON DATABASE {database} FROM qm_que_lockers; REVOKE ALL ON que_jobs FROM qm_que_lockers; "
+            "DROP ROLE qm_que_lockers",
+            database=database,
+        )
+
+
 def test_describe_names_each_schema(database):
     described = []
     for schema in (SCHEMA_4, SCHEMA_5, SCHEMA_7):

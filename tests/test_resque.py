@@ -15,9 +15,10 @@ from datetime import datetime
 
 import pytest
 
+import queue_metrics.systems.resque as resque_system
 from helpers.collect import by_queue, collect, make_collector
 from helpers.process import queue_metrics
-from helpers.workers import HELPERS, system_figures, wait_for
+from helpers.workers import HELPERS, queue_figures, system_figures, wait_for
 from queue_metrics.errors import PayloadError
 from queue_metrics.sample import LATENCY_FROM_STAMP, LATENCY_OBSERVED
 from queue_metrics.systems.observed import NOT_SEARCHED, ListObservers
@@ -392,3 +393,106 @@ def test_a_redis_without_lpos_keeps_stamped_latency_and_says_why_the_rest_has_no
         None,
         "unobservable",
     )
+
+
+# ---- stuck jobs and queues nobody listens to (issue 27)
+
+
+def test_worker_ids_queues_and_globs_as_resque_reads_them():
+    worker_queues, takes = resque_system.worker_queues, resque_system.takes
+    assert worker_queues("web.1:4242:mailers,default") == ("mailers", "default")
+    assert worker_queues("host:4242:*") == ("*",)
+    assert worker_queues("host:12-0:a:b") == ("a:b",)  # split at the first two colons only
+    assert worker_queues("host:4242") is None and worker_queues("host:4242:") is None
+    assert takes(("*",), "anything") and takes(("mail*",), "mailers") and takes(("a", "b"), "b")
+    assert not takes(("mail*",), "default") and not takes(("mailers",), "mail")
+
+
+def test_run_at_as_ruby_resque_and_node_resque_write_it():
+    run_at_seconds, working_on = resque_system.run_at_seconds, resque_system.working_on
+    assert run_at_seconds("2026-12-07T03:46:55Z") == datetime.fromisoformat("2026-12-07T03:46:55+00:00").timestamp()
+    # node-resque: new Date().toString(), in the worker's own time zone.
+    assert run_at_seconds("Mon Dec 07 2026 03:46:55 GMT+0000 (Coordinated Universal Time)") == run_at_seconds(
+        "2026-12-07T03:46:55Z"
+    )
+    assert run_at_seconds("Mon Dec 07 2026 04:46:55 GMT+0100 (Central European Standard Time)") == run_at_seconds(
+        "2026-12-07T03:46:55Z"
+    )
+    for bad in ("soon", 12, None, "Mon Feb 31 2026 03:46:55 GMT+0000"):
+        with pytest.raises(PayloadError):
+            run_at_seconds(bad)
+    assert working_on(b'{"queue": "q", "run_at": "later", "payload": {}}').problem is not None
+    for bad in (b"garbage{", b'{"run_at": "2026-12-07T03:46:55Z"}', b"[1]"):
+        with pytest.raises(PayloadError):
+            working_on(bad)
+
+
+def test_consumers_and_running_age_with_real_workers(redis_url):
+    enqueue(
+        redis_url,
+        [
+            {"queue": "mailers", "class": "Nap", "args": ["m", 0]},
+            {"queue": "slow", "class": "Nap", "args": ["a", 9000]},
+            {"queue": "slow", "class": "Nap", "args": ["b", 9000]},
+        ],
+    )
+    # Workers for other queues only: `mailers` has a job and no consumer.
+    with node_workers(redis_url, [["slow"], ["other", "slow"]]):
+        wait_for(lambda: len(stats(redis_url)["started"]) == 2, "both slow jobs to run")
+        collector = make_collector(redis_url)
+        ages = []
+        for _ in range(3):
+            report = collector.tick()
+            now = time.time()
+            started = min(job["at"] for job in stats(redis_url)["started"].values())
+            slow = queue_figures(report, "resque", "slow")
+            assert (slow["consumers"], slow["running"]) == (2, 2)
+            # node-resque's run_at has whole seconds: the worker's own start, as node-resque reads it.
+            assert slow["running_age"] == pytest.approx(now - started, abs=1.0)
+            ages.append(slow["running_age"])
+            mailers = queue_figures(report, "resque", "mailers")
+            assert (mailers["consumers"], mailers["running"]) == (0, 0) and "running_age" not in mailers
+            assert by_queue(report)["mailers"].size == 1
+            assert report.errors == ()
+            time.sleep(0.6)
+        assert ages[0] < ages[2]
+    # A worker for every queue: `mailers` gets its consumer, and its job runs.
+    with node_workers(redis_url, [["*"]]):
+        wait_for(lambda: stats(redis_url, ["mailers"])["lengths"]["mailers"] == 0, "the mailers job to run")
+        report = collect(redis_url)
+        assert queue_figures(report, "resque", "mailers")["consumers"] >= 1
+
+
+def test_a_worker_payload_that_is_bad_omits_its_queues_running_only(redis_url, client):
+    enqueue(redis_url, [{"queue": "fine", "class": "Nap", "args": ["f", 9000]}])
+    with node_workers(redis_url, [["fine"]]):
+        wait_for(lambda: len(stats(redis_url)["started"]) == 1, "the job to run")
+        client.sadd("resque:queues", "broken", "late")
+        client.sadd("resque:workers", "ghost:1:broken", "ghost:2:late", "ghost:3")
+        client.set("resque:worker:ghost:1:broken", b"garbage{")
+        client.set("resque:worker:ghost:2:late", json.dumps({"queue": "late", "run_at": "soon", "payload": {}}))
+        collector = make_collector(redis_url)
+        for _ in range(2):
+            report = collector.tick()
+            broken, late, fine = (queue_figures(report, "resque", name) for name in ("broken", "late", "fine"))
+            assert "running" not in broken and "running_age" not in broken
+            assert late["running"] == 1 and "running_age" not in late
+            assert fine["running"] == 1 and "running_age" in fine
+            # The worker id without queues: consumers is unknown everywhere, never counted short.
+            assert not any("consumers" in figures for figures in (broken, late, fine))
+            assert sorted(report.errors) == [
+                'resque queue "late": running_age unknown: worker "ghost:2:late": run_at is not an ISO 8601 time: '
+                "'soon'",
+                'resque: "resque:worker:ghost:1:broken": worker payload is not JSON (8 bytes): running left out '
+                "of the queues it takes (broken)",
+                'resque: worker "ghost:3" (in "resque:workers") names no queues (<host>:<pid>:<queues>): '
+                "consumers left out of every queue",
+            ], report.errors
+
+
+def test_extras_off_leaves_the_incident_figures_out(redis_url):
+    enqueue(redis_url, [{"queue": "quiet", "class": "Nap", "args": ["q", 4000]}])
+    with node_workers(redis_url, [["quiet"]]):
+        wait_for(lambda: len(stats(redis_url)["started"]) == 1, "the job to run")
+        figures = queue_figures(collect(redis_url, QUEUE_METRICS_EXTRAS="false"), "resque", "quiet")
+    assert figures == {}

@@ -20,7 +20,8 @@ from queue_metrics.collector import Collector
 from queue_metrics.config import Settings
 from queue_metrics.outputs.format import json_document, librato_lines, metric_queue_part
 from queue_metrics.sample import TickReport
-from queue_metrics.systems.solid_queue import JOBS, NEEDED, SolidQueue
+from queue_metrics.systems.solid_queue import CLAIMED, JOBS, NEEDED, PROCESSES, PROCESSES_NEEDED, SolidQueue
+from queue_metrics.systems.sql import READABLE
 
 PASSWORD = "pw-Secr3t-sq7"
 ODD = 'it\'s a "queue" ünï {}'
@@ -48,12 +49,24 @@ def reading(database: str, **env: str) -> Collector:
     return Collector(Settings.from_env({"QUEUE_METRICS_DATABASE_URLS": url(database), **env}))
 
 
+# Figures checked by their own tests below (ages move; `consumers` needs workers' rows).
+INCIDENT_FIGURES = ("due", "due_age", "running_age", "consumers")
+
+
 def by_queue(report: TickReport) -> Dict[str, tuple]:
     return {
-        sample.queue: (sample.size, {figure.name: figure.value for figure in sample.figures})
+        sample.queue: (
+            sample.size,
+            {figure.name: figure.value for figure in sample.figures if figure.name not in INCIDENT_FIGURES},
+        )
         for sample in report.samples
         if sample.backend == "solid_queue"
     }
+
+
+def incident_figures(report: TickReport, queue: str) -> Dict[str, float]:
+    (sample,) = [sample for sample in report.samples if (sample.backend, sample.queue) == ("solid_queue", queue)]
+    return {figure.name: figure.value for figure in sample.figures if figure.name in INCIDENT_FIGURES}
 
 
 def latencies(report: TickReport) -> Dict[str, float]:
@@ -226,6 +239,8 @@ def test_read_only_as_a_role_with_select_only_and_nothing_changes(database):
         for _ in range(200):
             report = collector.tick()
             assert report.errors == () and by_queue(report)["mailers"][0] == 5
+            # solid_queue_processes not granted: no `consumers`, and nothing else lost.
+            assert "consumers" not in incident_figures(report, "mailers")
         for datastore in collector.datastores:
             datastore.close()
         time.sleep(0.6)  # the statistics collector's flush
@@ -261,6 +276,79 @@ def test_a_null_or_odd_value_is_never_a_wrong_number(database):
     # Two ready, no known ready time: size 2, latency unknown (min() skips NULLs), not a number.
     assert report.errors == () and by_queue(report)["mailers"][0] == 2
     assert latencies(report)["mailers"] is None
+
+
+# --- Stuck jobs, due jobs no dispatcher moves, queues no worker takes (issue 27) ---------------
+
+
+def test_due_jobs_with_no_dispatcher_then_the_dispatcher_moves_them(database):
+    run_at = sq.now() + timedelta(seconds=1)
+    sq.enqueue(database, "later", 3, run_at=run_at)
+    collector = reading(database)
+    assert incident_figures(collector.tick(), "later") == {"due": 0, "consumers": 0}
+    while time.time() < run_at.timestamp() + 0.3:
+        time.sleep(0.1)
+    ages = []
+    for _ in range(2):
+        report = collector.tick()
+        now = time.time()
+        found = incident_figures(report, "later")
+        # Counted in size as well: `due` says which part of it no dispatcher has moved.
+        assert found["due"] == by_queue(report)["later"][0] == 3
+        assert found["due_age"] == pytest.approx(now - run_at.timestamp(), abs=0.5)
+        ages.append(found["due_age"])
+        time.sleep(0.3)
+    assert ages[1] > ages[0]
+    sq.dispatch_due(database)
+    report = collector.tick()
+    assert incident_figures(report, "later") == {"due": 0, "consumers": 0} and by_queue(report)["later"][0] == 3
+
+
+def test_running_age_is_the_oldest_claim(database):
+    worker = sq.register_worker(database, queues="busy")
+    sq.enqueue(database, "busy", 3)
+    before = time.time()
+    sq.claim(database, "busy", 1, worker)
+    after = time.time()
+    time.sleep(0.5)
+    sq.claim(database, "busy", 1, worker)
+    collector = reading(database)
+    ages = []
+    for _ in range(2):
+        report = collector.tick()
+        now = time.time()
+        found = incident_figures(report, "busy")
+        assert now - after - SLACK <= found["running_age"] <= now - before + SLACK
+        assert by_queue(report)["busy"] == (1, figures(running=2))
+        ages.append(found["running_age"])
+        time.sleep(0.3)
+    assert ages[1] > ages[0]
+    sq.finish(database, psql("SELECT job_id FROM solid_queue_claimed_executions", database=database).split())
+    assert "running_age" not in incident_figures(reading(database).tick(), "busy")
+
+
+def test_consumers_are_the_live_workers_whose_queues_take_the_queue(database):
+    for queue in ("mailers", "default", "reports_daily", "nobody"):
+        sq.enqueue(database, queue, 1)
+    sq.register_worker(database, queues="mailers,default")
+    sq.register_worker(database, queues="reports*")
+    sq.register_worker(database, queues="*", heartbeat=sq.now() - timedelta(minutes=6))  # dead
+    collector = reading(database)
+    report = collector.tick()
+    assert report.errors == ()
+    consumers = {
+        queue: incident_figures(report, queue)["consumers"]
+        for queue in ("mailers", "default", "reports_daily", "nobody")
+    }
+    assert consumers == {"mailers": 1, "default": 1, "reports_daily": 1, "nobody": 0}
+    sq.register_worker(database, queues="*")
+    assert incident_figures(collector.tick(), "nobody")["consumers"] == 1
+    # A live worker whose queues cannot be read: unknown everywhere, never counted short.
+    sq.register_worker(database, metadata="{not json")
+    report = collector.tick()
+    assert report.errors == ()
+    assert all("consumers" not in incident_figures(report, queue) for queue in consumers)
+    assert by_queue(report)["mailers"] == (1, figures())
 
 
 # --- Cost: the query at 1,000,000 finished jobs and 10,000 waiting ------------------------------
@@ -308,13 +396,15 @@ def test_the_query_is_served_by_solid_queues_indexes_at_a_million_finished_jobs(
         """,
         database=database,
     )
-    query = SolidQueue(None, True).query(NEEDED)
-    assert query is not None
+    # Every column read, the workers' table too (issue 27's running_age and consumers).
+    columns = {**NEEDED, CLAIMED: NEEDED[CLAIMED] | {"created_at"}, PROCESSES: PROCESSES_NEEDED | {READABLE}}
+    query = SolidQueue(None, True).query(columns)
+    assert query is not None and "solid_queue_processes" in query
     scans_of_jobs = [scan for scan in scans(query, database) if scan[1] == JOBS]
     assert scans_of_jobs and all(kind != "Seq Scan" for kind, _, _ in scans_of_jobs)
     assert all(index == "solid_queue_jobs_pkey" for _, _, index in scans_of_jobs)
     for extras in (True, False):
-        timed = SolidQueue(None, extras).query(NEEDED)
+        timed = SolidQueue(None, extras).query(columns)
         print(
             f"solid_queue query (extras {'on' if extras else 'off'}) at {FINISHED} finished jobs and "
             f"{READY_ROWS} ready: median of 5 EXPLAIN ANALYZE {median_ms(timed, database):.2f} ms"

@@ -92,6 +92,11 @@ const commands = {
     const jobs = await target.getJobs(types, 0, -1);
     return jobs.filter(Boolean).map(described);
   },
+  // The jobs running, with the start time the library recorded (`processedOn`, ms).
+  async active({ queue: name }) {
+    const jobs = await queue(name).getJobs(["active"], 0, -1);
+    return jobs.filter(Boolean).map((job) => ({ ...described(job), processedOn: job.processedOn }));
+  },
   async worker({ queue: name, concurrency = 1 }) {
     if (isBull) {
       queue(name).process(concurrency, process_);

@@ -7,7 +7,8 @@
 //            at a steady rate, printing one JSON line {"id", "queue", "at", "active_job"} per job
 //   work     {"queues": [[names of worker 1], ...], "timeout_ms"}: real Workers (in this one
 //            process, each with its own name) until killed; prints "ready" once all are started
-//   stats    {"queues"} -> node-resque's own figures: {"lengths", "workers", "working", "failed"}
+//   stats    {"queues"} -> node-resque's own figures: {"lengths", "workers", "working", "failed"},
+//            and "started": {worker: {"queue", "at"}}, each job's start as node-resque parses it
 // Jobs: "Nap" (args [id, ms]) sleeps; "Boom" throws; the ActiveJob wrapper class sleeps
 // `arguments[1]` ms. ActiveJob-shaped payloads are what Rails 7.1+ enqueues through its Resque
 // adapter: the wrapper class, one argument, the job data with `enqueued_at` in ISO 8601 UTC with
@@ -127,10 +128,17 @@ async function main() {
   } else if (command === "stats") {
     const lengths = {};
     for (const name of input.queues || []) lengths[name] = await queue.length(name);
+    const working = await queue.allWorkingOn();
+    // When each working worker started its job, as node-resque reads it (cleanOldWorkers).
+    const started = {};
+    for (const [name, data] of Object.entries(working)) {
+      if (data && data.run_at) started[name] = { queue: data.queue, at: Date.parse(data.run_at) / 1000 };
+    }
     const result = {
       lengths,
       workers: await queue.workers(),
-      working: await queue.allWorkingOn(),
+      working,
+      started,
       failed: await queue.failedCount(),
     };
     process.stdout.write(JSON.stringify(result) + "\n");

@@ -202,10 +202,12 @@ def _execution(table: str, job: str, queue: str, priority: int, when: datetime, 
     return f"INSERT INTO {table} ({columns}) VALUES ({values});"
 
 
-def register_worker(database: str) -> str:
+def register_worker(database: str, queues: str = "*", heartbeat: Optional[datetime] = None, metadata: str = "") -> str:
     """A worker's row (lib/solid_queue/processes/registrable.rb #register; process.rb .register:
     kind, name, pid, hostname, metadata, last_heartbeat_at = Time.current); its id. `name` came
-    in 0.6 (84cb6e4, "Add new column `name` to processes"): 0.2.1's table has none."""
+    in 0.6 (84cb6e4, "Add new column `name` to processes"): 0.2.1's table has none. `queues` as
+    lib/solid_queue/worker.rb #metadata writes them (joined by commas); `heartbeat`: its last one
+    (an old one is a dead worker's row); `metadata`: written as is instead."""
     when = now()
     has_name = psql(
         "SELECT count(*) FROM information_schema.columns WHERE table_name = 'solid_queue_processes' "
@@ -214,10 +216,11 @@ def register_worker(database: str) -> str:
     )
     row = {
         "kind": "Worker",
-        "last_heartbeat_at": when,
+        "last_heartbeat_at": heartbeat or when,
         "pid": os.getpid(),
         "hostname": "test",
-        "metadata": json.dumps({"polling_interval": 0.1, "queues": "*", "thread_pool_size": 3}),
+        "metadata": metadata
+        or json.dumps({"polling_interval": 0.1, "queues": queues, "thread_pool_size": 3}, separators=(",", ":")),
         "created_at": when,
     }
     if has_name == "1":

@@ -35,7 +35,18 @@ trip): a job run again (a retry, a stalled job moved back) gets a new `processed
 anew. So a steady queue costs one round trip a tick.
 
 Figures per queue: `active`, `delayed` (not yet due), `failed`, `completed`, `prioritized`,
-`paused` (1/0).
+`paused` (1/0); with extras, the figures every system names alike (issue 27):
+- `running` (= `active`) and `running_age`: seconds since the longest-running active job started,
+  from its `processedOn` (ms, the worker's clock, written when the job moves to `active`).
+  Workers LPUSH a job to `active` when they take it (RPOPLPUSH from `wait`, LPUSH from
+  `prioritized`) and LREM it when done, so the job at the right end (LINDEX -1) started first. Its
+  id and `processedOn` are read once; while it stays there, each tick reads its `processedOn`
+  again in the first round trip (a stalled job taken again gets a new one).
+- `due` and `due_age`: the due delayed jobs, already counted in `size` (above: no worker has
+  promoted them yet), and seconds since the earliest fell due. A healthy app shows `due` near 0;
+  a `due_age` that grows says no worker runs to promote them. From the ZCOUNT that size needs.
+`consumers` is not reported: BullMQ's workers are Redis client names (`CLIENT LIST`, an admin
+command), not keys.
 """
 
 from __future__ import annotations
@@ -53,7 +64,7 @@ from queue_metrics.errors import (
     describe_reply_error,
     show_name,
 )
-from queue_metrics.sample import UNIT_RATIO, Figure, QueueSample
+from queue_metrics.sample import UNIT_RATIO, UNIT_SECONDS, Figure, QueueSample
 from queue_metrics.setting_values import name_list
 from queue_metrics.systems.contract import (
     EMPTY_BATCH,
@@ -222,6 +233,16 @@ class _KnownJob(NamedTuple):
 _NOTHING_KNOWN: Tuple[Batch, Tuple[_KnownJob, ...]] = (EMPTY_BATCH, ())
 
 
+class _RunningJob(NamedTuple):
+    """A queue's oldest active job: its id, the packed HGET of its `processedOn` (sent with the
+    next tick's first batch), that field as read, and its value (ms)."""
+
+    job_id: bytes
+    check: Batch
+    raw: bytes
+    started_ms: float
+
+
 class BullMQSettings(NamedTuple):
     # Key prefixes (BullMQ's and Bull's `prefix` option); several: queue names carry theirs.
     prefixes: Tuple[str, ...] = (DEFAULT_PREFIX,)
@@ -249,6 +270,8 @@ SIZE_READS = (
     (AT_META_PAUSED, 1, META_PAUSED_KEY, "a string"),
 )
 FIGURES_CACHED = 4096
+# Extras: the oldest active job (workers LPUSH at start), at the end of the extras' reads.
+AT_OLDEST_ACTIVE = AT_EXTRAS + 3
 EXTRA_FIGURES = (("active", "a list"), ("failed", "a sorted set"), ("completed", "a sorted set"))
 
 
@@ -286,7 +309,12 @@ class BullMQ:
             ("EXISTS", key(META_PAUSED_KEY)),
         ]
         if extras:
-            commands += [("LLEN", key(ACTIVE_KEY)), ("ZCARD", key(FAILED_KEY)), ("ZCARD", key(COMPLETED_KEY))]
+            commands += [
+                ("LLEN", key(ACTIVE_KEY)),
+                ("ZCARD", key(FAILED_KEY)),
+                ("ZCARD", key(COMPLETED_KEY)),
+                ("LINDEX", key(ACTIVE_KEY), -1),
+            ]
         self._template = BatchTemplate(*commands)
         # Figures by their values: most queues share a few.
         self._figures: Dict[Tuple[int, ...], Tuple[Figure, ...]] = {}
@@ -296,6 +324,11 @@ class BullMQ:
         self.paused_seen = 0
         # Per queue, the last tick's candidate jobs and the packed check of each.
         self._known: Dict[str, Tuple[Batch, Tuple[_KnownJob, ...]]] = {}
+        # Per queue with a job running, the oldest active job's id and the packed HGET of its
+        # `processedOn`, sent with the next tick's first batch.
+        self._active: Dict[str, _RunningJob] = {}
+        # `running` and `due` figures by their values: most queues share a few.
+        self._counts_made: Dict[Tuple[int, int], Tuple[Figure, ...]] = {}
 
     # ---- discovery
 
@@ -327,6 +360,7 @@ class BullMQ:
         if complete:
             names = set(self._names)
             self._known = {queue: known for queue, known in self._known.items() if queue in names}
+            self._active = {queue: known for queue, known in self._active.items() if queue in names}
 
     def without_walk(self) -> Optional[str]:
         if self.settings.queues:
@@ -349,7 +383,13 @@ class BullMQ:
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
         first = self._template.batch(encode_key(queue))
         checks, known = self._known.get(queue, _NOTHING_KNOWN)
-        replies = yield Batch(first.packed + checks.packed, first.replies + checks.replies) if known else first
+        active_known = self._active.get(queue) if self.extras else None
+        sent = first
+        if known:
+            sent = Batch(sent.packed + checks.packed, sent.replies + checks.replies)
+        if active_known is not None:
+            sent = Batch(sent.packed + active_known.check.packed, sent.replies + 1)
+        replies = yield sent
         values = replies.values
         if ReplyError in map(type, values[:AT_EXTRAS]):
             self._size_unknown(queue, values, errors)
@@ -372,7 +412,7 @@ class BullMQ:
         # since, so the same ready time.
         still: Dict[bytes, _KnownJob] = {}
         if known:
-            for job, check in zip(known, values[first.replies :]):
+            for job, check in zip(known, values[first.replies : first.replies + checks.replies]):
                 if check == job.processed_on and job.job_id in job_ids:
                     still[job.job_id] = job
         due_first: Optional[float] = None
@@ -386,6 +426,15 @@ class BullMQ:
         if due_first is not None:
             commands.append(("ZCOUNT", job_prefix + DELAYED_KEY[1:].encode(), "-inf", due_bound(replies.now)))
         commands += [("HMGET", job_prefix + job_id, *JOB_FIELDS) for job_id in unknown]
+        # The oldest active job, and its `processedOn` when the last tick read the same job.
+        running_job = values[AT_OLDEST_ACTIVE] if self.extras else None
+        started: object = None
+        if isinstance(running_job, bytes):
+            if active_known is not None and active_known.job_id == running_job:
+                started = values[-1]
+            else:
+                commands.append(("HGET", job_prefix + running_job, CHECK_FIELD))
+                active_known = None
         due = 0
         ready: List[float] = []
         now = replies.now
@@ -394,6 +443,9 @@ class BullMQ:
             follow = yield batch(*commands)
             answers = follow.values
             now = follow.now
+            if isinstance(running_job, bytes) and active_known is None:
+                started = answers[-1]
+                answers = answers[:-1]
             if due_first is not None:
                 counted = answers[0]
                 answers = answers[1:]
@@ -413,7 +465,72 @@ class BullMQ:
         figures = self._figures.get(shape)  # type: ignore[arg-type]
         if figures is None:
             figures = self._make_figures(queue, shape, errors)
+        if self.extras:
+            figures += self._issue_figures(
+                queue, job_prefix, values[AT_EXTRAS], running_job, started, due, due_first, now, errors
+            )
         return QueueSample(NAME, queue, waiting + prioritized + due, seconds, figures)
+
+    def _issue_figures(
+        self,
+        queue: str,
+        job_prefix: bytes,
+        active: object,
+        running_job: object,
+        started: object,
+        due: int,
+        due_first: Optional[float],
+        now: float,
+        errors: ErrorLog,
+    ) -> Tuple[Figure, ...]:
+        """`running`, `running_age`, `due`, `due_age` (see the module's docstring); an age that
+        cannot be known is left out with the reason."""
+        counts = (active, due)
+        figures = self._counts_made.get(counts)  # type: ignore[arg-type]
+        if figures is None:
+            # `running` is left out when `active` could not be read (said with `active`).
+            made = [] if isinstance(active, ReplyError) else [Figure("running", active)]  # type: ignore[arg-type]
+            figures = (*made, Figure("due", due))
+            if not isinstance(active, ReplyError):
+                if len(self._counts_made) >= FIGURES_CACHED:
+                    self._counts_made.clear()
+                self._counts_made[counts] = figures  # type: ignore[index]
+        if isinstance(running_job, bytes):
+            age = self._running_age(queue, job_prefix, running_job, started, now, errors)
+            if age is not None:
+                figures += (Figure("running_age", age, UNIT_SECONDS),)
+        elif self._active:
+            self._active.pop(queue, None)
+        if due and due_first is not None:
+            figures += (Figure("due_age", latency(due_first / 1000.0, now), UNIT_SECONDS),)
+        return figures
+
+    def _running_age(
+        self, queue: str, job_prefix: bytes, job_id: bytes, started: object, now: float, errors: ErrorLog
+    ) -> Optional[float]:
+        known = self._active.get(queue)
+        if known is not None and known.job_id == job_id and known.raw == started:
+            return latency(known.started_ms / 1000.0, now)  # the same job, still running
+        job = decode_name(job_id)
+        try:
+            if isinstance(started, ReplyError):
+                raise PayloadError(f"job {show_name(job)}: {describe_reply_error(started, 'a hash')}")
+            started_ms = _number(started, "processedOn", job)
+            if started_ms is None:
+                raise PayloadError(f"active job {show_name(job)} has no processedOn (its hash expired or was deleted)")
+            if started_ms < EARLIEST_PLAUSIBLE * 1000:
+                raise PayloadError(f"job {show_name(job)} has a processedOn before the year 2000: {started_ms:.0f}")
+        except PayloadError as error:
+            errors.about_queue(NAME, queue, f"running_age unknown: {error}")
+            self._active.pop(queue, None)
+            return None
+        check = (
+            known.check
+            if known is not None and known.job_id == job_id
+            else batch(("HGET", job_prefix + job_id, CHECK_FIELD))
+        )
+        self._active[queue] = _RunningJob(job_id, check, started, started_ms)  # type: ignore[arg-type]
+        return latency(started_ms / 1000.0, now)
 
     def _make_figures(self, queue: str, shape: tuple, errors: ErrorLog) -> Tuple[Figure, ...]:
         figures = [Figure("delayed", shape[0]), Figure("prioritized", shape[1]), Figure("paused", shape[2], UNIT_RATIO)]

@@ -16,7 +16,11 @@ says, and not running.
 
 Per queue (`queue`, NULL read as `default`, which is what a worker without `--queue` takes along
 with the rest): `size`, `latency`, `scheduled` (not yet due), `running` (locked within
-max_run_time), `failed` (kept failed rows). One SELECT over the table, whose size is what waits.
+max_run_time), `running_age` (seconds since the earliest of those was locked: `locked_at`, which
+the worker sets when it reserves the job, just before running it; omitted when none runs),
+`failed` (kept failed rows). One SELECT over the table, whose size is what waits. Delayed Job
+keeps no record of its workers (`locked_by` names a worker only while it runs a job), so no
+`consumers`; and no `due`: a due job is in `size` already, there is no scheduler to stop.
 """
 
 from __future__ import annotations
@@ -78,6 +82,8 @@ class DelayedJob:
             f"extract(epoch FROM now() - min(run_at) FILTER (WHERE {ready})) AS latency, "
             f"count(*) FILTER (WHERE failed_at IS NULL AND locked_at IS NULL AND run_at > now()) AS scheduled, "
             f"count(*) FILTER (WHERE failed_at IS NULL AND locked_at >= {stale}) AS running, "
+            f"extract(epoch FROM now() - min(locked_at) FILTER (WHERE failed_at IS NULL AND locked_at >= {stale}))"
+            "::float8 AS running_age, "
             f"count(*) FILTER (WHERE failed_at IS NOT NULL) AS failed "
             f"FROM {TABLE} GROUP BY 1"
         )

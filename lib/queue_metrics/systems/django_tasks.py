@@ -26,7 +26,10 @@ say nothing about either.
 
 Figures per queue: `scheduled` (READY, run_after in the future). `running` and `failed` need the
 whole table (no index serves RUNNING or FAILED): only with
-QUEUE_METRICS_DJANGO_TASKS_TABLE_SCAN=true (the cost is in BENCHMARKS.md).
+QUEUE_METRICS_DJANGO_TASKS_TABLE_SCAN=true (the cost is in BENCHMARKS.md), and with them
+`running_age`: seconds since the earliest RUNNING task's `started_at` (omitted when none runs).
+The table records no workers (`db_worker` keeps no row of its own): no `consumers`; a due task is
+in `size` already: no `due`.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ DEFAULT_BACKEND = "default"
 # (Django then writes naive times in that zone): anything from the day before is the sentinel.
 SENTINEL_FROM = "9998-12-31 00:00:00+00"
 READY, RUNNING, FAILED = "READY", "RUNNING", "FAILED"
+# Set by the worker when it starts the task (DBTaskResult.claim: status RUNNING, started_at now).
+STARTED_AT = "started_at"
 TABLE_SCAN_SETTING = "QUEUE_METRICS_DJANGO_TASKS_TABLE_SCAN"
 
 
@@ -90,6 +95,11 @@ class DjangoTasks:
             columns_sql.append(f"count(*) FILTER (WHERE status = '{READY}' AND NOT {due}) AS scheduled")
         if self.extras and self.settings.table_scan:
             columns_sql.append(f"count(*) FILTER (WHERE status = '{RUNNING}') AS running")
+            if STARTED_AT in found:
+                columns_sql.append(
+                    f"extract(epoch FROM now() - min({STARTED_AT}) FILTER (WHERE status = '{RUNNING}'))::float8 "
+                    "AS running_age"
+                )
             columns_sql.append(f"count(*) FILTER (WHERE status = '{FAILED}') AS failed")
             where = f"status IN ('{READY}', '{RUNNING}', '{FAILED}')"
         else:

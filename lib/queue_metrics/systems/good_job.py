@@ -31,6 +31,12 @@ base_execution.rb, 3.99.1):
   `size` and `latency`, as GoodJob's `queued` counts them: they wait, and `paused` says why.
   A queue paused while empty is reported too. Pauses by job class or label are not shown.
 
+- running_age (with extras): seconds since the earliest running job started: its `performed_at`
+  (set at the start of perform), or `locked_at` for one claimed and not yet performing (3.99+);
+  omitted when none runs. A job whose process died counts until GoodJob takes it again.
+GoodJob 4's `good_job_processes` rows hold each process's `state` (jsonb: its schedulers' queue
+strings, in GoodJob's own queue syntax with `-` exclusions, `+` ordering and `:threads`): not
+parsed here, so no `consumers` yet. A due job is in `size` already: no `due`.
 A NULL `queue_name` (possible before GoodJob set `default` at enqueue) is reported as `default`.
 One SELECT: per-queue aggregates of the unfinished rows, of the discarded rows, and of the pauses,
 put together with UNION ALL and grouped again per queue.
@@ -83,6 +89,8 @@ class GoodJob:
         ready_at = "coalesce(scheduled_at, created_at)"
         # Claimed by a process before it started (4.x skip-locked and hybrid lock strategies).
         unclaimed = "performed_at IS NULL" + (" AND locked_by_id IS NULL" if "locked_by_id" in found else "")
+        # When a running job started: performed_at, or its claim (locked_at) before it performs.
+        started = "coalesce(performed_at, locked_at)" if "locked_at" in found else "performed_at"
         ready = f"{unclaimed} AND {ready_at} <= now()"
         if not self.extras:
             return (
@@ -99,20 +107,24 @@ class GoodJob:
             f"SELECT {queue} AS queue, count(*) FILTER (WHERE {ready}) AS size, "
             f"extract(epoch FROM now() - min({ready_at}) FILTER (WHERE {ready}))::float8 AS latency, "
             f"count(*) FILTER (WHERE {unclaimed} AND {ready_at} > now()) AS scheduled, "
-            f"count(*) FILTER (WHERE NOT ({unclaimed})) AS running, 0 AS failed, {unpaused} AS paused "
+            f"count(*) FILTER (WHERE NOT ({unclaimed})) AS running, "
+            f"extract(epoch FROM now() - min({started}) FILTER (WHERE NOT ({unclaimed})))::float8 AS running_age, "
+            f"0 AS failed, {unpaused} AS paused "
             f"FROM {TABLE} WHERE finished_at IS NULL GROUP BY 1",
-            f"SELECT {queue}, 0, NULL::float8, 0, 0, count(*), {unpaused} "
+            f"SELECT {queue}, 0, NULL::float8, 0, 0, NULL::float8, count(*), {unpaused} "
             f"FROM {TABLE} WHERE finished_at IS NOT NULL AND error IS NOT NULL{last_try} GROUP BY 1",
         ]
         if pauses:
             parts.append(
-                f"SELECT DISTINCT jsonb_array_elements_text(value->'queues'), 0, NULL::float8, 0, 0, 0, 1 "
+                "SELECT DISTINCT jsonb_array_elements_text(value->'queues'), 0, NULL::float8, 0, 0, NULL::float8, "
+                f"0, 1 "
                 f"FROM {SETTINGS} WHERE key = '{PAUSES_KEY}' AND jsonb_typeof(value->'queues') = 'array'"
             )
         union = " UNION ALL ".join(f"({part})" for part in parts)
         return (
             "SELECT queue, sum(size) AS size, max(latency) AS latency, "
-            "sum(scheduled) AS scheduled, sum(running) AS running, sum(failed) AS failed, max(paused) AS paused "
+            "sum(scheduled) AS scheduled, sum(running) AS running, max(running_age) AS running_age, "
+            "sum(failed) AS failed, max(paused) AS paused "
             f"FROM ({union}) AS per_table GROUP BY queue"
         )
 

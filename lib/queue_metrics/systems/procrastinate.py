@@ -25,7 +25,12 @@ Latency = now() minus the oldest of these per queue: the least `scheduled_at` of
 and the event of the lowest-id ready job without one (its id order is its defer order), looked up
 through the events' `job_id` index: one lookup per queue.
 
-Figures per queue: `scheduled` (todo, not yet due), `blocked`, `running` (doing). `failed` needs
+Figures per queue: `scheduled` (todo, not yet due), `blocked`, `running` (doing), `running_age`
+(seconds since the earliest running job started: the `at` of its latest `started` event, which the
+status trigger writes when a worker takes it; one lookup per running job through the events'
+`job_id` index; omitted when none runs). procrastinate's workers table (3.x:
+`procrastinate_workers`, id and heartbeat) does not say which queues a worker takes: no
+`consumers`; and a due job is in `size` already (no scheduler moves it): no `due`. `failed` needs
 the whole table (no index serves `status = 'failed'`): only with
 QUEUE_METRICS_PROCRASTINATE_TABLE_SCAN=true (its cost is in BENCHMARKS.md).
 """
@@ -48,6 +53,8 @@ EVENTS_NEEDED = frozenset({"job_id", "type", "at"})
 PRIORITY = "priority"
 # The events that put a job (back) in `todo` (schema.sql, the status triggers).
 READY_EVENTS = ("deferred", "deferred_for_retry", "retried")
+# The event of a job taken by a worker (todo -> doing, the status trigger).
+STARTED_EVENT = "started"
 TABLE_SCAN_SETTING = "QUEUE_METRICS_PROCRASTINATE_TABLE_SCAN"
 
 
@@ -64,6 +71,12 @@ def ready_time_of(job: str) -> str:
     """The SQL of the time the job of id `job` last went to `todo` (NULL for none)."""
     types = ", ".join(f"'{name}'" for name in READY_EVENTS)
     return f"(SELECT max(e.at) FROM {EVENTS} e WHERE e.job_id = {job} AND e.type IN ({types}))"
+
+
+def started_at_of(job: str) -> str:
+    """The SQL of a subquery giving `at`, when the job of id `job` last went to `doing` (its
+    `started` event), one row (NULL for none)."""
+    return f"(SELECT max(e.at) AS at FROM {EVENTS} e WHERE e.job_id = {job} AND e.type = '{STARTED_EVENT}')"
 
 
 class Procrastinate:
@@ -124,7 +137,8 @@ class Procrastinate:
             )
         parts = [f"todo AS ({todo})", f"waiting AS ({waiting})"]
         parts.append(
-            f"running AS (SELECT queue_name AS queue, count(*) AS n FROM {JOBS} WHERE status = 'doing' GROUP BY 1)"
+            f"running AS (SELECT j.queue_name AS queue, count(*) AS n, min(s.at) AS since FROM {JOBS} j "
+            f"LEFT JOIN LATERAL {started_at_of('j.id')} AS s ON true WHERE j.status = 'doing' GROUP BY 1)"
         )
         joins = "FROM waiting w FULL JOIN running r ON r.queue = w.queue"
         queue = "coalesce(w.queue, r.queue)"
@@ -140,7 +154,7 @@ class Procrastinate:
             f"WITH {', '.join(parts)} "
             f"SELECT {queue} AS queue, coalesce(w.size, 0) AS size, {latency} AS latency, "
             f"coalesce(w.scheduled, 0) AS scheduled, coalesce(w.blocked, 0) AS blocked, "
-            f"coalesce(r.n, 0) AS running{failed} {joins}"
+            f"coalesce(r.n, 0) AS running, extract(epoch FROM now() - r.since)::float8 AS running_age{failed} {joins}"
         )
 
     def describe(self, columns: Columns) -> List[str]:

@@ -29,6 +29,13 @@ an error, whose retry time has come, included: Que's `que_determine_job_state` c
 expired (Que 1 and 2). Jobs with another `job_schema_version` (Que 1 rows under Que 2 workers)
 are counted: they wait all the same. Expired rows have no index: counting them reads the table
 (BENCHMARKS.md); QUEUE_METRICS_EXTRAS=false leaves that out.
+`consumers` (Que 1 and 2, with extras): the lockers whose `queues` name the queue. Each running
+Que process's locker writes its row in the UNLOGGED table `que_lockers` (migration 4: `pid`, the
+locker's backend pid, and `queues text[]`, exact names) and deletes it when it stops; a row of a
+process that died is deleted by the next locker's start, so only rows whose `pid` is a session of
+the server (`pg_stat_activity`, whose pids any role may see) are counted. Read only when the role
+may SELECT `que_lockers`. Que records no start time for a job (the advisory lock has none), so
+there is no `running_age`; and no scheduler moves due jobs (a due job is in `size`): no `due`.
 """
 
 from __future__ import annotations
@@ -37,13 +44,20 @@ from typing import List, Mapping, Optional
 
 from queue_metrics.errors import TableShapeError
 from queue_metrics.systems.contract import SystemSpec
-from queue_metrics.systems.sql import Columns
+from queue_metrics.systems.sql import READABLE, Columns
 
 NAME = "que"
 TABLE = "que_jobs"
 # Que 0.x's default queue is '' (migration 3); migration 4 renames it `default`: reported so.
 NO_QUEUE = "default"
 NEEDED = frozenset({"run_at"})
+LOCKERS = "que_lockers"
+LOCKERS_NEEDED = frozenset({"pid", "queues"})
+# Per queue (the outer query's `queue`): the lockers of live sessions that take it.
+CONSUMERS = (
+    f"(SELECT count(*) FROM {LOCKERS} l WHERE queue = ANY(l.queues) "
+    "AND l.pid IN (SELECT pid FROM pg_catalog.pg_stat_activity))"
+)
 # The held advisory locks of this database, each as the bigint key it was taken with.
 LOCKED_IDS = (
     "SELECT DISTINCT (classid::bigint << 32) | objid::bigint AS locked_id FROM pg_catalog.pg_locks "
@@ -77,7 +91,7 @@ class Que:
     """A `systems.sql.SqlSystem`."""
 
     name = NAME
-    tables = (TABLE,)
+    tables = (TABLE, LOCKERS)
 
     def __init__(self, settings: object, extras: bool) -> None:
         self.extras = extras
@@ -120,9 +134,11 @@ class Que:
         if not modern:
             # Que 0.x keeps no failed job: no failed figure.
             return pending_part
+        lockers = LOCKERS_NEEDED | {READABLE} <= columns.get(LOCKERS, frozenset())
         return (
             "SELECT queue, sum(size) AS size, max(latency) AS latency, sum(scheduled) AS scheduled, "
-            f"sum(running) AS running, sum(failed) AS failed FROM (({pending_part}) UNION ALL "
+            f"sum(running) AS running, sum(failed) AS failed, {CONSUMERS if lockers else 'NULL::bigint'} AS consumers "
+            f"FROM (({pending_part}) UNION ALL "
             f"(SELECT {queue}, 0, NULL::float8, 0, 0, count(*) FROM {TABLE} WHERE expired_at IS NOT NULL GROUP BY 1)) "
             "AS per_state GROUP BY queue"
         )

@@ -34,6 +34,22 @@ wait; its latency keeps growing), with `paused` = 1 for who wants to leave it ou
 Figures: `scheduled` (not yet due), `running` (claimed), `failed`, `blocked` (the blocked
 executions not counted in size), `paused` (1/0). One SELECT: a UNION ALL of per-table
 aggregates, grouped again per queue; a queue seen only in `pauses` is reported too.
+
+With extras, the figures every system names alike (issue 27):
+- `running_age`: seconds since the oldest claimed execution was claimed (its `created_at`: the
+  worker's claim, just before it runs the job); omitted when none runs.
+- `due` and `due_age`: the scheduled executions already due that no dispatcher has moved yet,
+  and seconds since the earliest fell due. They are counted in `size` too (a running dispatcher
+  makes them ready within a second): a `due_age` above a few seconds says no dispatcher runs.
+- `consumers`: the live workers whose queues take the queue. A worker's row in
+  `solid_queue_processes` (kind `Worker`, heartbeat within SolidQueue.process_alive_threshold,
+  5 minutes by default: older ones are what the supervisor prunes as dead) carries in `metadata`
+  (JSON) `"queues":"a,b"` (Worker#metadata: its queues joined by commas); `*` is every queue and
+  `prefix*` the queues starting with the prefix (QueueSelector). The list is read with a regular
+  expression, so a malformed `metadata` cannot fail the SELECT: when a live worker's queues
+  cannot be read (no `queues`, or an escaped character), `consumers` is left out of every queue
+  rather than counted short. Read only when the role may SELECT `solid_queue_processes`
+  (`GRANT SELECT ON solid_queue_processes`): else no `consumers`.
 """
 
 from __future__ import annotations
@@ -42,7 +58,7 @@ from typing import List, Mapping, Optional
 
 from queue_metrics.errors import TableShapeError
 from queue_metrics.systems.contract import SystemSpec
-from queue_metrics.systems.sql import Columns
+from queue_metrics.systems.sql import READABLE, Columns
 
 NAME = "solid_queue"
 JOBS = "solid_queue_jobs"
@@ -53,6 +69,7 @@ FAILED = "solid_queue_failed_executions"
 BLOCKED = "solid_queue_blocked_executions"
 SEMAPHORES = "solid_queue_semaphores"
 PAUSES = "solid_queue_pauses"
+PROCESSES = "solid_queue_processes"
 
 # The columns read, per table (queue_schema.rb, 1.5.0; since 0.2).
 NEEDED = {
@@ -65,7 +82,16 @@ NEEDED = {
     FAILED: frozenset({"job_id"}),
     PAUSES: frozenset({"queue_name"}),
 }
-FIGURES = ("scheduled", "running", "failed", "blocked", "paused")
+FIGURES = ("scheduled", "running", "failed", "blocked", "paused", "due")
+# Per branch, the times the ages are made from (NULL where a branch has none).
+TIMES = ("due_since", "running_since")
+# Workers' rows (processes table: the same columns since 0.2), for `consumers`.
+PROCESSES_NEEDED = frozenset({"kind", "last_heartbeat_at", "metadata"})
+# SolidQueue.process_alive_threshold's default: a heartbeat older than this is a dead process.
+ALIVE_THRESHOLD = "5 minutes"
+# A worker's queues in its metadata (JSON.generate: no spaces); NULL when absent. A value with a
+# backslash (an escaped character) is not decoded here: it makes the figure unknown.
+QUEUES_IN_METADATA = r"""substring(metadata from '"queues":"((?:[^"\\]|\\.)*)"')"""
 
 
 def settings_from_env(values: Mapping[str, str]) -> None:
@@ -76,9 +102,9 @@ def settings_from_env(values: Mapping[str, str]) -> None:
 
 def _row(queue: str, size: str, since: str, **figures: str) -> str:
     """One branch of the UNION ALL: its columns in the order of the outer SELECT."""
-    values = [figures.get(name, "0") for name in FIGURES]
+    values = [figures.get(name, "0") for name in FIGURES] + [figures.get(name, "NULL::timestamp") for name in TIMES]
     return f"SELECT {queue} AS queue_name, {size} AS size, {since} AS since, " + ", ".join(
-        f"{value} AS {name}" for name, value in zip(FIGURES, values)
+        f"{value} AS {name}" for name, value in zip(FIGURES + TIMES, values)
     )
 
 
@@ -89,7 +115,7 @@ RELEASABLE = "b.expires_at < now() AND (s.key IS NULL OR s.value > 0 OR s.expire
 RELEASABLE_SINCE = "greatest(b.expires_at, CASE WHEN s.value > 0 THEN NULL ELSE s.expires_at END)"
 
 
-def branches(extras: bool) -> List[str]:
+def branches(extras: bool, claimed_since: bool = True) -> List[str]:
     """The per-table aggregates, each grouped by queue."""
     due = "scheduled_at <= now()"
     parts = [
@@ -99,6 +125,8 @@ def branches(extras: bool) -> List[str]:
             f"count(*) FILTER (WHERE {due})",
             f"min(scheduled_at) FILTER (WHERE {due})",
             scheduled=f"count(*) FILTER (WHERE NOT {due})",
+            due=f"count(*) FILTER (WHERE {due})",
+            due_since=f"min(scheduled_at) FILTER (WHERE {due})",
         )
         + f" FROM {SCHEDULED} GROUP BY queue_name",
         _row(
@@ -110,20 +138,38 @@ def branches(extras: bool) -> List[str]:
         + f" FROM {BLOCKED} b LEFT JOIN {SEMAPHORES} s ON s.key = b.concurrency_key GROUP BY b.queue_name",
     ]
     if extras:
-        for table, figure in ((CLAIMED, "running"), (FAILED, "failed")):
+        claimed = {"running": "count(*)"}
+        if claimed_since:
+            claimed["running_since"] = "min(e.created_at)"
+        for table, figures in ((CLAIMED, claimed), (FAILED, {"failed": "count(*)"})):
             parts.append(
-                _row("j.queue_name", "0", "NULL::timestamp", **{figure: "count(*)"})
+                _row("j.queue_name", "0", "NULL::timestamp", **figures)
                 + f" FROM {table} e JOIN {JOBS} j ON j.id = e.job_id GROUP BY j.queue_name"
             )
         parts.append(_row("queue_name", "0", "NULL::timestamp", paused="1") + f" FROM {PAUSES}")
     return parts
 
 
+# The live workers and the list of queues each takes.
+WORKERS = (
+    f"SELECT {QUEUES_IN_METADATA} AS queues FROM {PROCESSES} "
+    f"WHERE kind = 'Worker' AND last_heartbeat_at > now() - interval '{ALIVE_THRESHOLD}'"
+)
+# Per queue (the outer query's `queue_name`): the workers that take it; NULL when a live
+# worker's queues cannot be read.
+CONSUMERS = (
+    "CASE WHEN EXISTS (SELECT 1 FROM workers WHERE queues IS NULL OR strpos(queues, chr(92)) > 0) THEN NULL "
+    "ELSE (SELECT count(*) FROM workers w WHERE EXISTS (SELECT 1 FROM unnest(string_to_array(w.queues, ',')) "
+    "AS taken(name) WHERE taken.name = '*' OR taken.name = queue_name OR (right(taken.name, 1) = '*' "
+    "AND starts_with(queue_name, left(taken.name, -1))))) END"
+)
+
+
 class SolidQueue:
     """A `systems.sql.SqlSystem`."""
 
     name = NAME
-    tables = tuple(NEEDED)
+    tables = (*NEEDED, PROCESSES)
 
     def __init__(self, settings: None, extras: bool) -> None:
         self.extras = extras
@@ -144,11 +190,18 @@ class SolidQueue:
         missing = self._missing(columns)
         if missing is not None:
             raise TableShapeError(missing)
-        figures = ", ".join(f"sum({name}) AS {name}" for name in FIGURES[:-1]) + ", max(paused) AS paused"
+        figures = ", ".join(f"sum({name}) AS {name}" for name in FIGURES if name != "paused")
+        ages = ", ".join(
+            f"extract(epoch FROM now() - min({name}_since))::float8 AS {name}_age" for name in ("due", "running")
+        )
+        workers = PROCESSES_NEEDED | {READABLE} <= columns.get(PROCESSES, frozenset()) and self.extras
+        claimed_since = "created_at" in columns.get(CLAIMED, frozenset())
+        union = " UNION ALL ".join(branches(self.extras, claimed_since))
         return (
-            "SELECT queue_name AS queue, sum(size) AS size, "
+            (f"WITH workers AS ({WORKERS}) " if workers else "") + "SELECT queue_name AS queue, sum(size) AS size, "
             "extract(epoch FROM now() - min(since)) AS latency, "
-            f"{figures} FROM ({' UNION ALL '.join(branches(self.extras))}) AS per_table GROUP BY queue_name"
+            f"{figures}, max(paused) AS paused, {ages}, {CONSUMERS if workers else 'NULL::bigint'} AS consumers "
+            f"FROM ({union}) AS per_table GROUP BY queue_name"
         )
 
     def describe(self, columns: Columns) -> List[str]:

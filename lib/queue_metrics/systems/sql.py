@@ -30,6 +30,9 @@ UNITS = {"paused": "1", "running_age": "s", "due_age": "s"}
 UNIT_JOBS = "{job}"
 
 Columns = Mapping[str, FrozenSet[str]]
+# Among a table's columns when the session may SELECT it (no column has this name: a leading
+# space); for the tables a system reads only when it may (the workers' tables, for `consumers`).
+READABLE = " readable"
 
 
 class SqlSystem(Protocol):

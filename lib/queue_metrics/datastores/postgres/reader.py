@@ -33,7 +33,7 @@ from queue_metrics.errors import (
 )
 from queue_metrics.sample import Figure, QueueSample, SystemSample, TickReport
 from queue_metrics.systems import SYSTEMS
-from queue_metrics.systems.sql import Columns, SqlSystem, queue_samples, unit_of
+from queue_metrics.systems.sql import READABLE, Columns, SqlSystem, queue_samples, unit_of
 
 KIND = "postgres"
 # Ticks between two catalog queries of a database that holds no job table.
@@ -44,12 +44,16 @@ LOCK_TIMEOUT_MS = 1000
 
 
 def catalog_query(tables: List[str]) -> str:
-    """Which of `tables` exist, with their columns: one row per column."""
-    names = ", ".join("'" + table.replace("'", "''") + "'" for table in tables)
+    """Which of `tables` exist, with their columns: one row per column; and a row whose column is
+    `sql.READABLE` for each table the session may SELECT (a system reads a table it can do
+    without, such as the workers' for `consumers`, only then: its role may not have it)."""
+    names = "unnest(ARRAY[" + ", ".join("'" + table.replace("'", "''") + "'" for table in tables) + "]::text[])"
     return (
-        "SELECT t.name, a.attname FROM unnest(ARRAY[" + names + "]::text[]) AS t(name) "
+        f"SELECT t.name, a.attname FROM {names} AS t(name) "
         "JOIN pg_catalog.pg_attribute a ON a.attrelid = to_regclass(t.name) "
-        "WHERE a.attnum > 0 AND NOT a.attisdropped"
+        "WHERE a.attnum > 0 AND NOT a.attisdropped "
+        f"UNION ALL SELECT t.name, '{READABLE}' FROM {names} AS t(name) "
+        "WHERE to_regclass(t.name) IS NOT NULL AND has_table_privilege(to_regclass(t.name), 'SELECT')"
     )
 
 
