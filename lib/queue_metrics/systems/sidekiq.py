@@ -422,12 +422,11 @@ class Sidekiq:
                         return None
                     running[queue] = running.get(queue, 0) + 1
                     if run_at is None:
-                        if queue not in ageless:
-                            reason = f"running_age unknown: a work entry has no {RUN_AT_FIELD!r}"
-                            errors.about_queue(NAME, queue, reason)
                         ageless.add(queue)
                     elif run_at < since.get(queue, math.inf):
                         since[queue] = run_at
+        for queue in sorted(ageless):
+            errors.about_queue(NAME, queue, f"running_age unknown: a work entry has no {RUN_AT_FIELD!r}")
         return running, since, ageless
 
     def _due(self, values: list, sizes: list, now: float, errors: ErrorLog) -> Optional[Dict[str, Tuple[int, float]]]:
