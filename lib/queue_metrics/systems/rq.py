@@ -252,7 +252,7 @@ class RQ:
         self._listed_before: Sequence[str] = ()
         self._listed_this_tick = True
         self._findings = SystemFindings()
-        self._with_consumers: Dict[Tuple[Tuple[Figure, ...], int], Tuple[Figure, ...]] = {}
+        self._with_consumers: Dict[int, Tuple[Figure, ...]] = {}
         # Queues that had jobs in a registry last tick: their registries are counted at once.
         self._with_registries: Set[str] = set()
         # Registry figures by their sizes: most queues share a few (all zero, above all).
@@ -388,13 +388,15 @@ class RQ:
         consumers: Optional[Dict[str, int]] = self._findings.value  # type: ignore[assignment]
         count = None if consumers is None else consumers.get(queue, 0)
         if activity is IDLE and count is not None:
-            # Most queues: nothing in any registry; their figures differ by consumers only.
-            key = (figures, count)
-            made = self._with_consumers.get(key)
+            # Most queues: nothing in any registry (NO_REGISTRIES); their figures differ by
+            # consumers only.
+            made = self._with_consumers.get(count)
             if made is None:
                 if len(self._with_consumers) >= FIGURES_CACHED:
                     self._with_consumers.clear()
-                made = self._with_consumers[key] = figures + IDLE_FIGURES + activity_figures(0.0, consumers=count)
+                made = self._with_consumers[count] = (
+                    NO_REGISTRIES + IDLE_FIGURES + activity_figures(0.0, consumers=count)
+                )
             return made
         own = activity.figures() if activity is not None else ()
         return figures + own + activity_figures(0.0, consumers=count)
