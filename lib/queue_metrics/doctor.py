@@ -257,8 +257,10 @@ def checkup(
             f"`queue_metrics.celery.install(app)` where the Celery app is created gives it to the millisecond "
             f"from the first tick"
         )
-    problems.extend(_idle(collector, report))
-    problems.extend(unlistened_queues(report))
+    idle = _idle(collector, report)
+    problems.extend(idle.values())
+    # A system with no worker running at all is said once above, not for each of its queues.
+    problems.extend(line for line in unlistened_queues(report) if not any(line.startswith(f"{name}:") for name in idle))
     lines.append("")
     lines.extend(table_lines(report))
     problems.extend(report.errors)
@@ -281,9 +283,10 @@ def unlistened_queues(report: TickReport) -> List[str]:
     ]
 
 
-def _idle(collector: RedisReader, report: TickReport) -> List[str]:
-    """Systems whose queues hold jobs while the system's own record counts no worker running."""
-    problems = []
+def _idle(collector: RedisReader, report: TickReport) -> Dict[str, str]:
+    """Systems whose queues hold jobs while the system's own record counts no worker running,
+    with the line that says so."""
+    problems = {}
     for system in collector.systems:
         workers = system.workers
         if workers is None:
@@ -298,7 +301,7 @@ def _idle(collector: RedisReader, report: TickReport) -> List[str]:
         waiting = sum(sample.size for sample in report.samples if sample.backend == system.name)
         if counts == [0] and waiting:
             jobs = "1 job is" if waiting == 1 else f"{waiting} jobs are"
-            problems.append(
+            problems[system.name] = (
                 f"{system.name}: {jobs} waiting and no {workers.noun} is running (is the worker dyno scaled to 0?)"
             )
     return problems
