@@ -408,6 +408,11 @@ class SystemFindings:
             self.value = None
         self._started = False
 
+    @property
+    def pending(self) -> bool:
+        """The system's read has not ended: a queue's read that needs its findings must `wait`."""
+        return self._pending
+
     def wait(self) -> Generator[Batch, Replies, None]:
         while self._pending:
             yield EMPTY_BATCH

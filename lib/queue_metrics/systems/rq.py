@@ -355,10 +355,10 @@ class RQ:
             follow_up.append(
                 batch(("ZCOUNT", self._scheduled_key.before + name + self._scheduled_key.after, "-inf", repr(now)))
             )
-        elif activity is not None:
+        elif activity is not None and activity is not IDLE:
             follow_up.extend(activity.follow_up())
         if follow_up:
-            replies = yield joined(follow_up)
+            replies = yield follow_up[0] if len(follow_up) == 1 else joined(follow_up)
             rest = replies.values[len(job_ids) :]
             if count_now:
                 sizes = rest[: len(REGISTRY_KEYS)]
@@ -368,7 +368,7 @@ class RQ:
                 started = activity.follow_up(due=False)
                 if started:
                     activity.take((yield joined(started)).values)
-            elif activity is not None:
+            elif activity is not None and activity is not IDLE:
                 activity.take(rest)
         seconds: Optional[float] = None
         if readable and not job_ids:
@@ -378,7 +378,8 @@ class RQ:
             seconds = None if oldest is None else latency(oldest, now)
         if not self.extras:
             return QueueSample(NAME, queue, head.size, seconds, figures)
-        yield from self._findings.wait()
+        if self._findings.pending:
+            yield from self._findings.wait()
         return QueueSample(NAME, queue, head.size, seconds, self._with_activity(queue, figures, activity))
 
     def _with_activity(

@@ -151,6 +151,9 @@ def job_queue(payload: bytes) -> str:
     return queue
 
 
+NOT_DUE = (0, None)
+
+
 class Activity(NamedTuple):
     """What a tick's system read found per queue; a field is None when it is unknown."""
 
@@ -256,7 +259,7 @@ class Sidekiq:
         self._works = ParsedHeads()
         self._due_jobs = ParsedHeads()
         self._findings = SystemFindings()
-        self._figures: Dict[Tuple[int, int, int], Tuple[Figure, ...]] = {}
+        self._figures: Dict[int, Tuple[Figure, ...]] = {}
 
     def found_keys(self, keys: Iterable[str], complete: bool) -> None:
         """Sidekiq lists its queues in a set: nothing to discover."""
@@ -294,7 +297,8 @@ class Sidekiq:
             )
         if not self.extras:
             return QueueSample(NAME, queue, head.size, seconds)
-        yield from self._findings.wait()
+        if self._findings.pending:
+            yield from self._findings.wait()
         return QueueSample(NAME, queue, head.size, seconds, self._queue_figures(queue))
 
     def _queue_figures(self, queue: str) -> Tuple[Figure, ...]:
@@ -303,16 +307,15 @@ class Sidekiq:
         if found is None:
             return ()
         running = None if found.running is None else found.running.get(queue, 0)
-        due, due_since = (None, None) if found.due is None else found.due.get(queue, (0, None))
+        due, due_since = (None, None) if found.due is None else found.due.get(queue, NOT_DUE)
         consumers = None if found.consumers is None else found.consumers.get(queue, 0)
-        if not running and not due and running is not None and due is not None and consumers is not None:
+        if running == 0 and due == 0 and consumers is not None:
             # Most queues: nothing runs, nothing is due; their figures differ by consumers only.
-            key = (running, due, consumers)
-            figures = self._figures.get(key)
+            figures = self._figures.get(consumers)
             if figures is None:
                 if len(self._figures) >= FIGURES_CACHED:
                     self._figures.clear()
-                figures = self._figures[key] = activity_figures(found.now, running, None, due, None, consumers)
+                figures = self._figures[consumers] = activity_figures(found.now, 0, None, 0, None, consumers)
             return figures
         since = None if running is None or queue in found.ageless else found.running_since.get(queue)
         return activity_figures(found.now, running, since, due, due_since, consumers)
