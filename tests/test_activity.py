@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from datetime import timedelta
@@ -94,22 +95,34 @@ def test_sidekiq_queue_nobody_listens_to_is_said_then_a_process_takes_it(redis_u
         report = collector.tick()
         assert queue_figures(report, "sidekiq", "mailers")["consumers"] == 0
         assert unlistened_queues(report) == ['sidekiq: queue "mailers" has 12 jobs and no worker listens to it']
-        with sidekiq_process(redis_url, "mailers"):
+        with sidekiq_process(redis_url, "mailers") as process:
             wait_for(lambda: sidekiq(redis_url, {})["stats"]["processes"] == 2, "the second heartbeat", 30)
             # The new process's hash is read in a follow-up; the queue's read waits for it.
             report = collector.tick()
             assert report.round_trips == 2
             assert queue_figures(report, "sidekiq", "mailers")["consumers"] == 1
             assert not [line for line in unlistened_queues(report) if "mailers" in line]
+            # Quieted (TSTP: it takes no more jobs), it no longer listens; still a live process.
+            process.send_signal(signal.SIGTSTP)
+            wait_for(
+                lambda: queue_figures(collector.tick(), "sidekiq", "mailers")["consumers"] == 0,
+                "the quiet heartbeat",
+                30,
+            )
 
 
 def test_rq_running_age_grows_and_matches_the_jobs_started_at(redis_url, client):
     queue = Queue("default", connection=client)
+    queue.enqueue("rq_jobs.quick")
+    collector = make_collector(redis_url)
+    assert queue_figures(collector.tick(), "rq", "default")["running"] == 0  # no registry holds a job
     with rq_worker(redis_url, "default"):
         job = queue.enqueue("rq_jobs.nap", 60)
         wait_for(lambda: job.refresh() or job.started_at is not None, "the job to start", 30)
         started_at = job.started_at.timestamp()
-        collector = make_collector(redis_url)
+        # The registries appeared since the last tick: counted, then the job's start, in one tick.
+        report = collector.tick()
+        assert report.round_trips == 3 and queue_figures(report, "rq", "default")["running"] == 1
         ages = []
         for _ in range(3):
             report, ours = figures_of(collector, "rq", "default")
