@@ -15,6 +15,8 @@ from queue_metrics.systems.celery import HELD_SCAN_COUNT
 
 READ_COMMANDS = {
     "smembers",
+    "hgetall",
+    "zrangebyscore",
     "llen",
     "lindex",
     "lrange",
@@ -211,9 +213,9 @@ def test_extras_off_reads_and_reports_size_and_latency_only(redis_url, client):
     assert report.round_trips == 2 and report.errors == ()
     assert [system.backend for system in report.systems] == ["sidekiq", "rq", "celery"]
     assert {(s.backend, s.queue): len(s.figures) for s in report.samples} == {
-        ("sidekiq", "default"): 0,
-        ("sidekiq", "mailers"): 0,
-        ("rq", "default"): 6,
+        ("sidekiq", "default"): 3,  # running, due, consumers
+        ("sidekiq", "mailers"): 3,
+        ("rq", "default"): 9,  # the six registries, running, due, consumers
         ("celery", "celery"): 1,
     }
     assert EXTRA_READS <= set(command_counts(client))

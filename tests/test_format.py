@@ -509,6 +509,7 @@ def test_the_same_queue_on_two_redis_in_l2met_json_and_table(make_server):
     ]
     for label in ("a", "b"):
         block = lines[lines.index(f"== {label} ==") :]
-        assert block[1].split() == ["SYSTEM", "QUEUE", "SIZE", "LATENCY"]
+        # No Sidekiq process runs: nothing running, nothing due, nobody listening.
+        assert block[1].split() == ["SYSTEM", "QUEUE", "SIZE", "LATENCY", "RUNNING", "DUE", "CONSUMERS"]
         assert block[2].split()[:3] == ["sidekiq", "default", "2"]
         assert block[3].startswith("sidekiq: scheduled 0, retry 0, dead 0")

@@ -21,6 +21,7 @@ from queue_metrics.errors import (
     describe_lacking_commands,
     describe_reply_error,
     is_unknown_command,
+    no_consumer,
     permission_denied,
     show_name,
 )
@@ -38,11 +39,13 @@ READ_COMMANDS: Tuple[Tuple[object, ...], ...] = (
     ("LPOS", PROBE_KEY, "m"),
     ("HGET", PROBE_KEY, "f"),
     ("HMGET", PROBE_KEY, "f"),
+    ("HGETALL", PROBE_KEY),
     ("HLEN", PROBE_KEY),
     ("HSCAN", PROBE_KEY, 0, "COUNT", 1),
     ("ZCARD", PROBE_KEY),
     ("ZRANGE", PROBE_KEY, 0, 0, "WITHSCORES"),
     ("ZCOUNT", PROBE_KEY, "-inf", 0),
+    ("ZRANGEBYSCORE", PROBE_KEY, "-inf", 0, "LIMIT", 0, 1),
     ("GET", PROBE_KEY),
     ("EXISTS", PROBE_KEY),
     ("SCAN", 0, "MATCH", PROBE_KEY, "COUNT", 1),
@@ -125,8 +128,10 @@ def checkup_other(settings: Settings, location: Location) -> Checkup:
     # Queues whose latency cannot be estimated (a priority queue, no publish counter): a note each.
     notes = getattr(reader, "latency_notes", {})
     lines.extend(f"Note: queue {show_name(queue)} has no latency: {reason}" for queue, reason in sorted(notes.items()))
-    lines.extend(f"Problem: {error}" for error in report.errors)
-    return Checkup(lines, report.redis_ok and not report.errors, bool(report.backends) or not report.redis_ok)
+    unlistened = unlistened_queues(report)
+    lines.extend(f"Problem: {problem}" for problem in [*unlistened, *report.errors])
+    healthy = report.redis_ok and not report.errors and not unlistened
+    return Checkup(lines, healthy, bool(report.backends) or not report.redis_ok)
 
 
 def checkup(
@@ -252,7 +257,10 @@ def checkup(
             f"`queue_metrics.celery.install(app)` where the Celery app is created gives it to the millisecond "
             f"from the first tick"
         )
-    problems.extend(_idle(collector, report))
+    idle = _idle(collector, report)
+    problems.extend(idle.values())
+    # A system with no worker running at all is said once above, not for each of its queues.
+    problems.extend(line for line in unlistened_queues(report) if not any(line.startswith(f"{name}:") for name in idle))
     lines.append("")
     lines.extend(table_lines(report))
     problems.extend(report.errors)
@@ -265,9 +273,20 @@ def checkup(
     return Checkup(lines, not problems and report.redis_ok, holds_queues)
 
 
-def _idle(collector: RedisReader, report: TickReport) -> List[str]:
-    """Systems whose queues hold jobs while the system's own record counts no worker running."""
-    problems = []
+def unlistened_queues(report: TickReport) -> List[str]:
+    """Queues that hold jobs while no running worker is configured to take them: those of any
+    system that reports `consumers` (a worker started with the wrong queues, a new queue name)."""
+    return [
+        no_consumer(sample.backend, sample.queue, sample.size)
+        for sample in report.samples
+        if sample.size > 0 and any(figure.name == "consumers" and figure.value == 0 for figure in sample.figures)
+    ]
+
+
+def _idle(collector: RedisReader, report: TickReport) -> Dict[str, str]:
+    """Systems whose queues hold jobs while the system's own record counts no worker running,
+    with the line that says so."""
+    problems = {}
     for system in collector.systems:
         workers = system.workers
         if workers is None:
@@ -282,7 +301,7 @@ def _idle(collector: RedisReader, report: TickReport) -> List[str]:
         waiting = sum(sample.size for sample in report.samples if sample.backend == system.name)
         if counts == [0] and waiting:
             jobs = "1 job is" if waiting == 1 else f"{waiting} jobs are"
-            problems.append(
+            problems[system.name] = (
                 f"{system.name}: {jobs} waiting and no {workers.noun} is running (is the worker dyno scaled to 0?)"
             )
     return problems

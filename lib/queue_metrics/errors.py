@@ -139,6 +139,21 @@ def sidekiq_processes_note(pattern: str) -> str:
     )
 
 
+def sidekiq_due_unread(shown_set: str, total: int, limit: int, oldest_age: float) -> str:
+    """More due jobs wait in a Sidekiq set than a tick reads: where each goes is unknown."""
+    return (
+        f"sidekiq {shown_set}: {total} jobs are due and not in their queue, more than the {limit} read a tick, "
+        f"so due and due_age per queue are unknown; the earliest fell due {oldest_age:.0f} s ago "
+        f"(is any Sidekiq process running, and its scheduler?)"
+    )
+
+
+def no_consumer(backend: str, queue: str, size: int) -> str:
+    """A queue holds jobs and no running worker is configured to take it (`consumers` is 0)."""
+    jobs = "1 job" if size == 1 else f"{size} jobs"
+    return f"{backend}: queue {show_name(queue)} has {jobs} and no worker listens to it"
+
+
 def describe_unreadable_members(
     backend: str,
     what: str,

@@ -12,16 +12,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Set, Tuple
 
 from queue_metrics.config import ConfigError, Settings, check_tls_ca_file
 from queue_metrics.datastores import passwords
 from queue_metrics.datastores.redis.url import passwords_of
-from queue_metrics.errors import WarningNotice
+from queue_metrics.errors import WarningNotice, no_consumer
 from queue_metrics.loop import StopRequested, StopSignals, run_forever
 from queue_metrics.outputs import Outputs, OutputSettings
 from queue_metrics.outputs.format import json_line, librato_line_stream, table_lines
-from queue_metrics.sample import TickReport
+from queue_metrics.sample import TickReport, sections
 
 USAGE_ERROR = 2
 NOTHING_READ = 1
@@ -122,6 +122,36 @@ def render(report: TickReport, settings: Settings, now: float, dropped: Optional
     return librato_line_stream(report, settings.prefix, settings.source, dropped=dropped)
 
 
+class UnlistenedWarnings:
+    """Queues that hold jobs while no worker listens to them (`consumers` 0), each said once as a
+    warning: again only after it changed (a worker came, or the queue emptied) and came back. A
+    datastore that could not be read this tick keeps what was said of it."""
+
+    def __init__(self) -> None:
+        self._said: Set[Tuple[str, str, str]] = set()
+
+    def new(self, report: TickReport) -> List[str]:
+        said: Set[Tuple[str, str, str]] = set()
+        lines = []
+        for section, samples, _ in sections(report):
+            label = section.label if section is not None else ""
+            if section is not None and not section.ok:
+                said.update(key for key in self._said if key[0] == label)
+                continue
+            for sample in samples:
+                if sample.size <= 0 or not any(
+                    figure.name == "consumers" and figure.value == 0 for figure in sample.figures
+                ):
+                    continue
+                key = (label, sample.backend, sample.queue)
+                said.add(key)
+                if key not in self._said:
+                    line = no_consumer(sample.backend, sample.queue, sample.size)
+                    lines.append(f"{label}: {line}" if len(report.datastores) > 1 else line)
+        self._said = said
+        return lines
+
+
 class Ticker:
     """Builds the client lazily (nothing at import time) and turns ticks into output."""
 
@@ -134,6 +164,8 @@ class Ticker:
         self.settings = settings
         self.output = Output([*passwords(settings.locations()), *output_settings.secrets()])
         self.outputs = Outputs(output_settings, settings.prefix, settings.source, self.output.err)
+        # `run` says once each queue that holds jobs no worker listens to (doctor says it too).
+        self.unlistened: Optional[UnlistenedWarnings] = None
         # `once` walks the keyspace whole before it reports, `run` one step in its first tick and
         # the rest between ticks; either says so on stderr when the walk takes a while.
         self.collector = Collector(
@@ -162,6 +194,8 @@ class Ticker:
             # a password that a server's error reply or an exception may have quoted.
             report = report._replace(errors=tuple(self.output.hide_secrets(error) for error in report.errors))
         self.output.err(report.errors)
+        if self.unlistened is not None:
+            self.output.err(self.unlistened.new(report), level="warning")
         now = time.time()
         # What the network outputs dropped since the last tick; None when only the logs are on.
         dropped = self.outputs.take_dropped()
@@ -176,6 +210,7 @@ def run_loop(settings: Settings, output_settings: OutputSettings) -> None:
     stop.install()
     try:
         ticker = Ticker(settings, output_settings)
+        ticker.unlistened = UnlistenedWarnings()
         ticker.output.err(
             [
                 f"reading {describe_locations(ticker.collector)} every {settings.interval:g} s "

@@ -6,8 +6,9 @@ the same 1 ms proxy as run.py: first each alone (round trips and bytes as the pr
 then both in turn, tick for tick ("paired"), so that a busy machine slows both alike.
 
 Each scenario's Redis also holds what the extras read: 4 Sidekiq processes with their heartbeat
-hashes, 50 jobs in each Sidekiq set, 4 rq workers and 20 jobs in each of a queue's registries, 50
-messages held by Celery workers.
+and work hashes (3 jobs running each), 50 jobs in each Sidekiq set (5 of the scheduled and retry
+sets due), 4 rq workers and 20 jobs in each of a queue's registries (the started ones running,
+with their job hashes), 50 messages held by Celery workers.
 
 To compare with a version without extras, run this file from that version's tree (it uses that
 tree's run.py and lib/; QUEUE_METRICS_EXTRAS is then ignored):
@@ -51,8 +52,18 @@ def add_extras_data(client, backends) -> None:
     now = time.time()
     pipe = client.pipeline(transaction=False)
     if "sidekiq" in backends:
+        # The scheduled and retry sets as in a healthy app: 50 jobs each, 45 due later, 5 due a
+        # second ago (the processes' poller moves them within seconds).
         for name in ("schedule", "retry", "dead"):
-            pipe.zadd(name, {json.dumps({"jid": uuid.uuid4().hex, "class": "HardWorker"}): now for _ in range(50)})
+            pipe.zadd(
+                name,
+                {
+                    json.dumps({"jid": uuid.uuid4().hex, "class": "HardWorker", "queue": f"q{index % 10}"}): (
+                        now if name == "dead" else now - 1 if index < 5 else now + 3600
+                    )
+                    for index in range(50)
+                },
+            )
         for index in range(4):
             identity = f"web.{index}:1:{uuid.uuid4().hex[:12]}"
             info = {
@@ -66,6 +77,11 @@ def add_extras_data(client, backends) -> None:
                 "identity": identity,
             }
             pipe.sadd("processes", identity)
+            # Its 3 busy threads' jobs (Sidekiq <= 6's work hash; 7+ names it `<identity>:work`).
+            job = json.dumps({"class": "HardWorker", "queue": "default", "args": [1], "jid": uuid.uuid4().hex})
+            for thread in range(3):
+                work = {"queue": "default", "payload": job, "run_at": int(now) - thread}
+                pipe.hset(f"{identity}:workers", f"tid{thread}", json.dumps(work))
             pipe.hset(
                 identity,
                 mapping={
@@ -82,11 +98,26 @@ def add_extras_data(client, backends) -> None:
     if "rq" in backends:
         for index in range(4):
             pipe.sadd("rq:workers", f"rq:worker:w{index}")
-            pipe.hset(f"rq:worker:w{index}", mapping={"state": "busy" if index % 2 else "idle", "pid": index})
+            pipe.hset(
+                f"rq:worker:w{index}",
+                mapping={"state": "busy" if index % 2 else "idle", "pid": index, "queues": "default,low"},
+            )
         first = client.smembers("rq:queues")
         queue = sorted(first)[0].decode()[len("rq:queue:") :] if first else "default"
         for registry in ("wip", "failed", "finished", "deferred", "scheduled", "canceled"):
-            pipe.zadd(f"rq:{registry}:{queue}", {uuid.uuid4().hex: now for _ in range(20)})
+            # Running executions (`<job>:<execution>`) are due for a heartbeat later; scheduled
+            # jobs are due later.
+            later = registry in ("wip", "scheduled")
+            members = {
+                f"{uuid.uuid4().hex}:{uuid.uuid4().hex}" if registry == "wip" else uuid.uuid4().hex: now + 600
+                if later
+                else now
+                for _ in range(20)
+            }
+            pipe.zadd(f"rq:{registry}:{queue}", members)
+            for member in members if registry == "wip" else ():
+                started = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(now - 5))
+                pipe.hset(f"rq:job:{member.split(':')[0]}", mapping={"started_at": started, "origin": queue})
     if "celery" in backends:
         message = {
             "body": "W1tdLCB7fSwgeyJjYWxsYmFja3MiOiBudWxsfV0=" * 10,

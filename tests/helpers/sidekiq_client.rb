@@ -7,7 +7,8 @@
 #                                           other keys, such as "retry", go into the job)
 # then prints Sidekiq's own view of every queue as JSON on stdout:
 #   {"now": <epoch s>, "queues": {"default": {"size": 3, "latency": 1.2}, ...},
-#    "stats": {"retry": 1, "processes": 1, "busy": 1, ...}}
+#    "stats": {"retry": 1, "processes": 1, "busy": 1, ...},
+#    "work": [{"queue": "default", "run_at": <epoch s>}], "due": {"default": 2}, "due_at": <epoch s>}
 # "stats" is what Sidekiq::Stats and Sidekiq::ProcessSet report; ProcessSet.new(false) does not
 # prune the processes whose heartbeat expired, it only skips them.
 require "json"
@@ -47,4 +48,16 @@ queues = {}
 Sidekiq::Queue.all.each do |queue|
   queues[queue.name] = { "size" => queue.size, "latency" => queue.latency }
 end
-puts JSON.generate("now" => Time.now.to_f, "version" => Sidekiq::VERSION, "queues" => queues, "stats" => stats)
+# The jobs the processes' threads run (Sidekiq::Workers: queue, run_at), and the due jobs of the
+# scheduled and retry sets per queue (what a poller would move now: score <= now).
+work = []
+Sidekiq::Workers.new.each { |_process, _thread, job| work << { "queue" => job["queue"], "run_at" => job["run_at"] } }
+due_at = Time.now.to_f
+due = Hash.new(0)
+[Sidekiq::ScheduledSet.new, Sidekiq::RetrySet.new].each do |set|
+  set.each { |entry| due[entry.queue] += 1 if entry.score <= due_at }
+end
+puts JSON.generate(
+  "now" => Time.now.to_f, "version" => Sidekiq::VERSION, "queues" => queues, "stats" => stats,
+  "work" => work, "due" => due, "due_at" => due_at
+)

@@ -11,6 +11,10 @@ options = { url: ENV.fetch("REDIS_URL") }
 namespace = ENV.fetch("SIDEKIQ_NAMESPACE", "")
 options[:namespace] = namespace unless namespace.empty?
 Sidekiq.configure_server { |config| config.redis = options }
+# SIDEKIQ_POLL_INTERVAL: the scheduled and retry sets' poller runs about every that many seconds,
+# from the start (by default it first waits 10 to 15 s).
+poll = ENV.fetch("SIDEKIQ_POLL_INTERVAL", "")
+Sidekiq.options[:poll_interval_average] = Float(poll) unless poll.empty?
 Sidekiq.configure_client { |config| config.redis = options }
 
 class SleepyJob

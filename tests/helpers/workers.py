@@ -99,7 +99,9 @@ def add_workers(client, name: str = "1") -> None:
     }
     client.hset(identity, mapping={"info": json.dumps(info), "busy": 2, "beat": time.time(), "quiet": "false"})
     client.sadd("rq:workers", f"rq:worker:{name}")
-    client.hset(f"rq:worker:{name}", mapping={"state": "busy", "birth": "2026-11-23T00:00:00.000000Z"})
+    client.hset(
+        f"rq:worker:{name}", mapping={"state": "busy", "birth": "2026-11-23T00:00:00.000000Z", "queues": "default"}
+    )
     client.hset("unacked", f"tag-{name}", json.dumps([{"body": "", "properties": {}}, "", "celery"]))
 
 

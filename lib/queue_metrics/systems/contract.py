@@ -46,7 +46,7 @@ from queue_metrics.errors import (
     describe_reply_error,
     show_name,
 )
-from queue_metrics.sample import QueueSample, SystemSample
+from queue_metrics.sample import UNIT_SECONDS, Figure, QueueSample, SystemSample
 
 Command = Tuple[object, ...]
 
@@ -372,3 +372,77 @@ class Interval:
         if last is None:
             return None
         return total - last if total >= last else total
+
+
+class SystemFindings:
+    """What a system's read finds about each queue (Sidekiq's processes' queues and the jobs they
+    run), handed to the queues' reads of the same tick.
+
+    The collector hands replies to the system's read before its queues' reads, but when the
+    system's read needs a follow-up (a process new this tick), a queue's reply may come first. Such
+    a queue read then `wait`s: it yields empty batches, which send nothing and are handed back
+    right after the system's follow-up. A tick without new members waits for nothing.
+    """
+
+    __slots__ = ("_pending", "_started", "value")
+
+    def __init__(self) -> None:
+        self._pending = False
+        self._started = False
+        # What the system's read found this tick; None: nothing (extras off, an error, not read).
+        self.value: Optional[object] = None
+
+    def start(self) -> None:
+        """The system's read begins (it calls `finish` when it ends, in a `finally`)."""
+        self._pending = True
+        self._started = True
+        self.value = None
+
+    def finish(self) -> None:
+        self._pending = False
+
+    def new_tick(self) -> None:
+        """Called with the registries' replies (`queues`): a tick whose system read was not made
+        (the system was not in use at the last tick) has no findings, never the last ones."""
+        if not self._started:
+            self.value = None
+        self._started = False
+
+    @property
+    def pending(self) -> bool:
+        """The system's read has not ended: a queue's read that needs its findings must `wait`."""
+        return self._pending
+
+    def wait(self) -> Generator[Batch, Replies, None]:
+        while self._pending:
+            yield EMPTY_BATCH
+
+
+# The figures of issue 27's incidents: jobs running and for how long the longest has run, jobs
+# due that no poller moved into the queue and since when, workers configured to take the queue.
+UNIT_CONSUMERS = "{consumer}"
+
+
+def activity_figures(
+    now: float,
+    running: Optional[int] = None,
+    running_since: Optional[float] = None,
+    due: Optional[int] = None,
+    due_since: Optional[float] = None,
+    consumers: Optional[int] = None,
+) -> Tuple[Figure, ...]:
+    """`running`, `running_age`, `due`, `due_age`, `consumers`, those that are known (not None);
+    the ages from the epoch seconds the longest-running job started and the earliest due job fell
+    due (None: none runs, none is due)."""
+    figures = []
+    if running is not None:
+        figures.append(Figure("running", running))
+    if running_since is not None:
+        figures.append(Figure("running_age", max(0.0, now - running_since), UNIT_SECONDS))
+    if due is not None:
+        figures.append(Figure("due", due))
+    if due_since is not None:
+        figures.append(Figure("due_age", max(0.0, now - due_since), UNIT_SECONDS))
+    if consumers is not None:
+        figures.append(Figure("consumers", consumers, UNIT_CONSUMERS))
+    return tuple(figures)

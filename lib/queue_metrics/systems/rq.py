@@ -24,11 +24,21 @@ all six, and only when one appears are they counted, in the follow-up round trip
 hash reads usually need anyway); system-wide, the workers of `Worker.all()` (members
 of `rq:workers` whose hash still exists: rq drops the others from the set as it lists them, we
 only skip them) and those whose `state` is `busy`.
+
+Per queue, for the incidents size and latency miss: `running` and `running_age`, the executions
+of its started registry whose heartbeat deadline (the score) has not passed, and how long the
+longest-running has run, from its job hash's `started_at`; `due` and `due_age`, the jobs of its
+scheduled registry whose time (the score) has passed, which only a worker started with
+`--with-scheduler` moves into the queue; `consumers`, the live workers whose `queues` name it.
+The registries are read with their ZCARDs (the earliest scheduled job's score, the first
+RUNNING_READ_LIMIT started executions), the `started_at`s and the due count ride with the job
+hashes' round trip. A queue seen for the first time has its registries counted at once.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from queue_metrics.datastores.redis.resp import NameKey
@@ -53,9 +63,11 @@ from queue_metrics.systems.contract import (
     ParsedHeads,
     QueueReader,
     SameRegistry,
+    SystemFindings,
     SystemReader,
     SystemSpec,
     Workers,
+    activity_figures,
     batch,
     decode_name,
     encode_key,
@@ -90,8 +102,16 @@ REGISTRY_KEYS = (
     ("canceled", "{prefix}:canceled:{name}"),
 )
 FIGURES_CACHED = 4096
+# The started registry's members: `<job id>:<execution id>` (rq 2+) or `<job id>`, scored by the
+# heartbeat deadline (epoch seconds; inf without a timeout): one past it was abandoned. At most
+# this many are read a tick (more: running per queue is unknown, and a line says so).
+RUNNING_READ_LIMIT = 100
+STARTED_AT_FIELD = "started_at"  # in the job hash, as enqueued_at; set when a worker starts it
+# The scheduled registry: job ids scored by when each is due (epoch seconds).
+STARTED_INDEX, SCHEDULED_INDEX = 0, 4  # in REGISTRY_KEYS
 WORKERS_KEY = "{prefix}:workers"  # SET of worker keys, rq:worker:<name>; each a HASH
 WORKER_STATE_FIELD = "state"
+WORKER_QUEUES_FIELD = "queues"  # the names of the queues it takes, comma-separated
 BUSY_STATE = b"busy"
 # ACL key pattern of every key above, for a Redis user limited by key patterns.
 KEY_PATTERNS = ("{prefix}:*",)
@@ -120,6 +140,32 @@ def enqueued_at_batch(job_ids: Sequence[bytes], job_key_prefix: bytes = b"rq:job
         for job_id in job_ids
     )
     return Batch(packed, len(job_ids))
+
+
+def job_fields_batch(job_ids: Sequence[bytes], job_key_prefix: bytes, field: str) -> Batch:
+    """HGET <prefix>:job:<id> <field> of each job, in one batch."""
+    return batch(*[("HGET", job_key_prefix + job_id, field) for job_id in job_ids])
+
+
+def execution_job_id(member: bytes) -> bytes:
+    """The job id of a started registry's member: `<job id>:<execution id>` since rq 2."""
+    job_id, colon, _ = member.rpartition(b":")
+    return job_id if colon else member
+
+
+def running_executions(entries: list, now: float) -> List[bytes]:
+    """The job ids of a started registry's members (ZRANGE WITHSCORES) not yet past their
+    heartbeat deadline."""
+    return [execution_job_id(member) for member, score in zip(entries[::2], entries[1::2]) if float(score) > now]
+
+
+def first_due(entries: list, now: float) -> Optional[float]:
+    """When the earliest job of a scheduled registry (ZRANGE 0 0 WITHSCORES) fell due; None when
+    it is not due yet, or there is none."""
+    if not entries:
+        return None
+    at = float(entries[1])
+    return at if at <= now else None
 
 
 def _enqueued_at_of_some_job(value: bytes) -> float:
@@ -190,9 +236,23 @@ class RQ:
         head = (("LLEN", queue_key), ("LINDEX", queue_key, HEAD_INDEX), ("LINDEX", queue_key, TAIL_INDEX))
         self._head_replies = len(head)
         self._head_template = BatchTemplate(*head)
-        self._counted_template = BatchTemplate(*head, *[("ZCARD", key) for key in registries])
+        # The registries' sizes, the first started executions, the earliest scheduled job.
+        counts = (
+            *[("ZCARD", key) for key in registries],
+            ("ZRANGE", registries[STARTED_INDEX], 0, RUNNING_READ_LIMIT - 1, "WITHSCORES"),
+            ("ZRANGE", registries[SCHEDULED_INDEX], 0, 0, "WITHSCORES"),
+        )
+        self._counted_template = BatchTemplate(*head, *counts)
         self._exists_template = BatchTemplate(*head, ("EXISTS", *registries))
-        self._sizes_template = BatchTemplate(*[("ZCARD", key) for key in registries])
+        self._sizes_template = BatchTemplate(*counts)
+        self._scheduled_key = registries[SCHEDULED_INDEX]
+        # The queues the registry listed at the last two ticks (sorted), and whether this tick's
+        # were taken yet: a queue not listed at the last tick has its registries counted at once.
+        self._listed_last: Sequence[str] = ()
+        self._listed_before: Sequence[str] = ()
+        self._listed_this_tick = True
+        self._findings = SystemFindings()
+        self._with_consumers: Dict[int, Tuple[Figure, ...]] = {}
         # Queues that had jobs in a registry last tick: their registries are counted at once.
         self._with_registries: Set[str] = set()
         # Registry figures by their sizes: most queues share a few (all zero, above all).
@@ -200,7 +260,9 @@ class RQ:
         self._heads = ParsedHeads()
         self._registry_found = SameRegistry()
         self._workers_batch = batch(("SMEMBERS", self._workers_key))
-        self._workers = MemberReads(lambda key: batch(("EXISTS", key), ("HGET", key, WORKER_STATE_FIELD)))
+        self._workers = MemberReads(
+            lambda key: batch(("EXISTS", key), ("HGET", key, WORKER_STATE_FIELD), ("HGET", key, WORKER_QUEUES_FIELD))
+        )
 
     def found_keys(self, keys: Iterable[str], complete: bool) -> None:
         """RQ lists its queues in a set: nothing to discover."""
@@ -233,7 +295,16 @@ class RQ:
             listed = f"the {queues_key!r} set names {len(members)} queue(s)" if members else None
             return Found(sorted(names), evidence(listed, "QUEUE_METRICS_RQ_QUEUES", bool(self.settings.queues)))
 
-        return self._registry_found.found(members, make, errors)
+        found = self._registry_found.found(members, make, errors)
+        self._findings.new_tick()
+        self._listed_before, self._listed_last = self._listed_last, found.queues
+        self._listed_this_tick = True
+        return found
+
+    def _listed_at_last_tick(self, queue: str) -> bool:
+        listed = self._listed_before if self._listed_this_tick else self._listed_last
+        index = bisect_left(listed, queue)
+        return index < len(listed) and listed[index] == queue
 
     def _queue_batch(self, name: bytes, counted: bool) -> Batch:
         """LLEN + both ends' LINDEX and, with the extras, the queue's registries: their ZCARDs
@@ -244,10 +315,10 @@ class RQ:
         return (self._counted_template if counted else self._exists_template).batch(name)
 
     def read_queue(self, queue: str, errors: ErrorLog) -> QueueReader:
-        counted = queue in self._with_registries
+        counted = self.extras and (queue in self._with_registries or not self._listed_at_last_tick(queue))
         name = encode_key(queue)
         replies = yield self._queue_batch(name, counted)
-        values = replies.values
+        values, now = replies.values, replies.now
         head = list_head(NAME, queue, values[:2], errors, self._queue_key_pattern)
         if head.size is None:
             return None
@@ -258,9 +329,11 @@ class RQ:
             readable = False
         extra = values[self._head_replies :]
         figures: Tuple[Figure, ...] = ()
+        activity: Optional[_Activity] = None
         count_now = False  # a registry appeared since the last tick: ZCARDs in the follow-up
         if counted:
-            figures = self._registry_figures(queue, extra, errors)
+            figures = self._registry_figures(queue, extra[: len(REGISTRY_KEYS)], errors)
+            activity = _Activity(self, queue, figures, extra[len(REGISTRY_KEYS) :], now, errors)
         elif self.extras:
             exists = extra[0]
             if isinstance(exists, ReplyError):
@@ -269,24 +342,65 @@ class RQ:
                 count_now = True
             else:
                 figures = NO_REGISTRIES
+                activity = IDLE
         # The jobs at both ends; one when they are the same (a single job), or when the list
         # emptied between the two reads.
         job_ids: Tuple[bytes, ...] = ()
         if readable and head.oldest is not None:
             both_ends = tail is not None and tail != head.oldest
             job_ids = (head.oldest, tail) if both_ends else (head.oldest,)  # type: ignore[assignment]
+        follow_up = [enqueued_at_batch(job_ids, self._job_key_prefix)] if job_ids else []
         if count_now:
-            replies = yield joined((enqueued_at_batch(job_ids, self._job_key_prefix), self._sizes_template.batch(name)))
-            figures = self._registry_figures(queue, replies.values[-len(REGISTRY_KEYS) :], errors)
-        elif job_ids:
-            replies = yield enqueued_at_batch(job_ids, self._job_key_prefix)
-        if not readable:
-            return QueueSample(NAME, queue, head.size, None, figures)
-        if not job_ids:
-            return QueueSample(NAME, queue, head.size, 0.0, figures)
-        oldest = self._oldest_enqueued_at(queue, job_ids, replies.values, errors)
-        seconds = None if oldest is None else latency(oldest, replies.now)
-        return QueueSample(NAME, queue, head.size, seconds, figures)
+            follow_up.append(self._sizes_template.batch(name))
+            follow_up.append(
+                batch(("ZCOUNT", self._scheduled_key.before + name + self._scheduled_key.after, "-inf", repr(now)))
+            )
+        elif activity is not None and activity is not IDLE:
+            follow_up.extend(activity.follow_up())
+        if follow_up:
+            replies = yield follow_up[0] if len(follow_up) == 1 else joined(follow_up)
+            rest = replies.values[len(job_ids) :]
+            if count_now:
+                sizes = rest[: len(REGISTRY_KEYS)]
+                figures = self._registry_figures(queue, sizes, errors)
+                reads = rest[len(REGISTRY_KEYS) : len(REGISTRY_KEYS) + 2]
+                activity = _Activity(self, queue, figures, reads, now, errors, due_count=rest[-1])
+                started = activity.follow_up(due=False)
+                if started:
+                    activity.take((yield joined(started)).values)
+            elif activity is not None and activity is not IDLE:
+                activity.take(rest)
+        seconds: Optional[float] = None
+        if readable and not job_ids:
+            seconds = 0.0
+        elif readable:
+            oldest = self._oldest_enqueued_at(queue, job_ids, replies.values, errors)
+            seconds = None if oldest is None else latency(oldest, now)
+        if not self.extras:
+            return QueueSample(NAME, queue, head.size, seconds, figures)
+        if self._findings.pending:
+            yield from self._findings.wait()
+        return QueueSample(NAME, queue, head.size, seconds, self._with_activity(queue, figures, activity))
+
+    def _with_activity(
+        self, queue: str, figures: Tuple[Figure, ...], activity: Optional["_Activity"]
+    ) -> Tuple[Figure, ...]:
+        """The registries' figures, then `running`, `running_age`, `due`, `due_age`, `consumers`."""
+        consumers: Optional[Dict[str, int]] = self._findings.value  # type: ignore[assignment]
+        count = None if consumers is None else consumers.get(queue, 0)
+        if activity is IDLE and count is not None:
+            # Most queues: nothing in any registry (NO_REGISTRIES); their figures differ by
+            # consumers only.
+            made = self._with_consumers.get(count)
+            if made is None:
+                if len(self._with_consumers) >= FIGURES_CACHED:
+                    self._with_consumers.clear()
+                made = self._with_consumers[count] = (
+                    NO_REGISTRIES + IDLE_FIGURES + activity_figures(0.0, consumers=count)
+                )
+            return made
+        own = activity.figures() if activity is not None else ()
+        return figures + own + activity_figures(0.0, consumers=count)
 
     def _oldest_enqueued_at(
         self, queue: str, job_ids: Tuple[bytes, ...], values: list, errors: ErrorLog
@@ -335,6 +449,14 @@ class RQ:
         return self._read_system(errors) if self.extras else None
 
     def _read_system(self, errors: ErrorLog) -> SystemReader:
+        self._listed_this_tick = False
+        self._findings.start()
+        try:
+            return (yield from self._read_workers(errors))
+        finally:
+            self._findings.finish()
+
+    def _read_workers(self, errors: ErrorLog) -> SystemReader:
         first = self._workers_batch
         replies = yield joined((first, self._workers.known_batch))
         listed = replies.values[0]
@@ -343,9 +465,9 @@ class RQ:
         if isinstance(listed, ReplyError):
             return None  # no worker is known: none is not 0
         unreadable = [
-            (key, exists if isinstance(exists, ReplyError) else state)
-            for key, (exists, state) in workers
-            if isinstance(exists, ReplyError) or isinstance(state, ReplyError)
+            (key, next(reply for reply in replies if isinstance(reply, ReplyError)))
+            for key, replies in workers
+            if any(isinstance(reply, ReplyError) for reply in replies)
         ]
         if unreadable:
             # A count without them would be short, and doctor would take 0 workers for none running.
@@ -363,10 +485,21 @@ class RQ:
             )
             return None
         alive = busy = 0
-        for _, (exists, state) in workers:
+        consumers: Optional[Dict[str, int]] = {}
+        for key, (exists, state, queues) in workers:
             if exists:
                 alive += 1
                 busy += state == BUSY_STATE
+                if queues is None:
+                    if consumers is not None:
+                        errors.add(
+                            f"{NAME} worker {show_name(decode_name(key))} has no queues: consumers per queue unknown"
+                        )
+                    consumers = None
+                elif consumers is not None:
+                    for queue in dict.fromkeys(decode_name(queues).split(",")):  # type: ignore[arg-type]
+                        consumers[queue] = consumers.get(queue, 0) + 1
+        self._findings.value = consumers
         return SystemSample(NAME, (Figure("workers", alive, "{worker}"), Figure("busy", busy, "{worker}")))
 
     def describe(self) -> List[str]:
@@ -395,5 +528,96 @@ def registry_figures(queue: str, sizes: list, errors: ErrorLog, prefix: str = DE
 
 
 NO_REGISTRIES = tuple(Figure(name, 0) for name, _ in REGISTRY_KEYS)
+IDLE_FIGURES = activity_figures(0.0, running=0, due=0)
+
+
+class _Activity:
+    """A queue's running and due jobs during one read: from its registries' replies, then (in the
+    follow-up) the running jobs' `started_at` and the count of the due jobs."""
+
+    __slots__ = ("_rq", "_queue", "_errors", "_now", "running", "_job_ids", "_since", "due", "_due_since")
+
+    def __init__(
+        self,
+        rq: Optional["RQ"],
+        queue: str,
+        registry_figures: Tuple[Figure, ...],
+        reads: Sequence[object],
+        now: float,
+        errors: ErrorLog,
+        due_count: object = None,
+    ) -> None:
+        self._rq, self._queue, self._errors, self._now = rq, queue, errors, now
+        self.running: Optional[int] = None
+        self._job_ids: List[bytes] = []
+        self._since: Optional[float] = None
+        self.due: Optional[int] = None
+        self._due_since: Optional[float] = None
+        if rq is None:  # IDLE: nothing in any registry
+            self.running, self.due = 0, 0
+            return
+        started, scheduled = reads
+        sizes = {figure.name: figure.value for figure in registry_figures}
+        if isinstance(started, ReplyError) or "started" not in sizes:
+            pass  # said with the registry's size
+        elif sizes["started"] > RUNNING_READ_LIMIT:
+            errors.about_queue(
+                NAME, queue, f"running unknown: more than {RUNNING_READ_LIMIT} executions in the started registry"
+            )
+        else:
+            self._job_ids = running_executions(started, now)  # type: ignore[arg-type]
+            self.running = len(self._job_ids)
+        if not isinstance(scheduled, ReplyError) and "scheduled" in sizes:
+            self._due_since = first_due(scheduled, now)  # type: ignore[arg-type]
+            if self._due_since is None:
+                self.due = 0
+            elif due_count is not None:
+                self._take_due(due_count)
+
+    def follow_up(self, due: bool = True) -> List[Batch]:
+        """The reads it needs next: the due count (when one is due), the running jobs' starts."""
+        batches = []
+        if due and self._due_since is not None and self.due is None:
+            key = self._rq._scheduled_key  # type: ignore[union-attr]
+            bound = repr(self._now)
+            batches.append(batch(("ZCOUNT", key.before + encode_key(self._queue) + key.after, "-inf", bound)))
+        if self._job_ids:
+            batches.append(job_fields_batch(self._job_ids, self._rq._job_key_prefix, STARTED_AT_FIELD))  # type: ignore[union-attr]
+        return batches
+
+    def take(self, values: Sequence[object]) -> None:
+        """The replies to `follow_up`'s batches."""
+        if self._due_since is not None and self.due is None:
+            self._take_due(values[0])
+            values = values[1:]
+        if not self._job_ids:
+            return
+        earliest = None
+        for job_id, value in zip(self._job_ids, values):
+            try:
+                if isinstance(value, ReplyError):
+                    raise PayloadError(describe_reply_error(value, "a hash"))
+                if not value:
+                    raise PayloadError("has no started_at (its hash expired or was deleted)")
+                started = iso8601_seconds(bytes(value).decode("ascii", "replace"), STARTED_AT_FIELD)  # type: ignore[call-overload]
+            except PayloadError as error:
+                reason = f"job {show_name(decode_name(job_id))}: {error}"
+                self._errors.about_queue(NAME, self._queue, f"running_age unknown: {reason}")
+                return
+            earliest = started if earliest is None else min(earliest, started)
+        self._since = earliest
+
+    def _take_due(self, reply: object) -> None:
+        if isinstance(reply, ReplyError):
+            self._errors.about_queue(NAME, self._queue, f"due unknown: {describe_reply_error(reply, 'a sorted set')}")
+            self._due_since = None
+        else:
+            self.due = reply  # type: ignore[assignment]
+
+    def figures(self) -> Tuple[Figure, ...]:
+        return activity_figures(self._now, self.running, self._since, self.due, self._due_since)
+
+
+IDLE = _Activity(None, "", (), (), 0.0, ErrorLog())
 
 SYSTEM = SystemSpec(NAME, RQSettings.from_env, RQ)  # type: ignore[arg-type]
