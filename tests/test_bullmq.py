@@ -469,3 +469,28 @@ def test_extras_off_reports_none_of_the_incident_figures(driver, redis_url):
     report = collect(redis_url, QUEUE_METRICS_EXTRAS="false")
     figures = queue_figures(report, "bullmq", "plain")
     assert not {"running", "running_age", "due", "due_age"} & set(figures)
+
+
+def test_a_steady_queue_that_gains_rarer_keys_shows_them_at_the_next_tick(driver, redis_url):
+    """A queue of plain jobs is read lean (one EXISTS for its absent `paused`, `prioritized`,
+    `delayed`, `meta-paused`); what the library adds to those keys shows at the very next tick."""
+    driver.call("add", queue="mail", count=2)
+    reader = make_collector(redis_url, QUEUE_METRICS_BACKENDS="bullmq")
+    for _ in range(2):
+        report = reader.tick()
+        assert by_queue(report)["mail"].size == 2
+    driver.call("add", queue="mail", opts={"priority": 3}, count=2)
+    driver.call("add", queue="mail", opts={"delay": 600_000})
+    report = reader.tick()
+    counts = driver.call("counts", queue="mail")
+    assert by_queue(report)["mail"].size == library_waiting(counts) == 4
+    figures = queue_figures(report, "bullmq", "mail")
+    # Bull 4 ranks priority jobs inside `wait` (no `prioritized` set): the library's own count.
+    prioritized = counts["counts"].get("prioritized", 0)
+    assert prioritized == (0 if driver.lib == "bull" else 2)
+    assert (figures["prioritized"], figures["delayed"], figures["paused"]) == (prioritized, 1, 0)
+    assert report.round_trips <= 3
+    driver.call("pause", queue="mail")
+    report = reader.tick()
+    assert queue_figures(report, "bullmq", "mail")["paused"] == 1
+    assert by_queue(report)["mail"].size == library_waiting(driver.call("counts", queue="mail"))
