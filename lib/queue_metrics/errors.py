@@ -533,6 +533,26 @@ def describe_rabbitmq_error(error: BaseException, where: str, user: str, vhost: 
     return f"{subject}: {str(error).strip()[:200] or type(error).__name__}"
 
 
+def describe_connection_failure(error: BaseException, subject: str, timeout: float, tls_fix: str, protocol: str) -> str:
+    """One line for a connection to `subject` that failed below its protocol: TLS, a timeout, DNS,
+    a refusal, a lost connection (for the AMQP and Postgres clients)."""
+    chain = _chain(error)
+    tls_failure = _tls_failure(chain, subject, tls_fix, protocol)
+    if tls_failure is not None:
+        return tls_failure
+    if _first(chain, socket.timeout) is not None:
+        return f"{subject} did not answer within {timeout:g} s (timeout)"
+    if _first(chain, socket.gaierror) is not None:
+        return f"cannot resolve the host of {subject} (DNS lookup failed)"
+    if _first(chain, ConnectionRefusedError) is not None:
+        return f"cannot connect to {subject}: connection refused"
+    os_error = _first(chain, OSError)
+    if isinstance(os_error, OSError):
+        reason = os_error.strerror or str(os_error)[:200] or type(os_error).__name__
+        return f"lost the connection to {subject}: {reason}"
+    return f"{subject}: {str(error).strip()[:200] or type(error).__name__}"
+
+
 def describe_amqp_error(error: BaseException, where: str, user: str, vhost: str, timeout: float) -> str:
     """One line for a tick of the AMQP fallback (passive declares) that failed as a whole: where,
     what, and what to do; no password (`where` is the AMQP URL without credentials)."""
@@ -550,23 +570,13 @@ def describe_amqp_error(error: BaseException, where: str, user: str, vhost: str,
         return f"{subject} closed the connection ({error.code}: {text})"
     if isinstance(error, AmqpMalformed):
         return f"{subject} sent what an AMQP 0-9-1 server does not send ({error}): is that its URL?"
-    chain = _chain(error)
-    tls_failure = _tls_failure(
-        chain, subject, "set QUEUE_METRICS_TLS_CA_FILE to the server's CA, or QUEUE_METRICS_TLS_VERIFY=false", "amqps"
+    return describe_connection_failure(
+        error,
+        subject,
+        timeout,
+        "set QUEUE_METRICS_TLS_CA_FILE to the server's CA, or QUEUE_METRICS_TLS_VERIFY=false",
+        "amqps",
     )
-    if tls_failure is not None:
-        return tls_failure
-    if _first(chain, socket.timeout) is not None:
-        return f"{subject} did not answer within {timeout:g} s (timeout)"
-    if _first(chain, socket.gaierror) is not None:
-        return f"cannot resolve the host of {subject} (DNS lookup failed)"
-    if _first(chain, ConnectionRefusedError) is not None:
-        return f"cannot connect to {subject}: connection refused"
-    os_error = _first(chain, OSError)
-    if isinstance(os_error, OSError):
-        reason = os_error.strerror or str(os_error)[:200] or type(os_error).__name__
-        return f"lost the connection to {subject}: {reason}"
-    return f"{subject}: {str(error).strip()[:200] or type(error).__name__}"
 
 
 def describe_declare_refusal(queue: str, code: int, text: str, user: str) -> str:
@@ -615,23 +625,9 @@ def describe_postgres_error(error: BaseException, where: str, user: str, timeout
         return f"{subject}: {text} ({error.code or error.severity})"
     if isinstance(error, PostgresMalformed):
         return f"{subject} sent what PostgreSQL does not send ({error}): is that its URL?"
-    chain = _chain(error)
-    tls_failure = _tls_failure(
-        chain, subject, "set QUEUE_METRICS_TLS_CA_FILE to the server's CA, or use sslmode=require", "TLS"
+    return describe_connection_failure(
+        error, subject, timeout, "set QUEUE_METRICS_TLS_CA_FILE to the server's CA, or use sslmode=require", "TLS"
     )
-    if tls_failure is not None:
-        return tls_failure
-    if _first(chain, socket.timeout) is not None:
-        return f"{subject} did not answer within {timeout:g} s (timeout)"
-    if _first(chain, socket.gaierror) is not None:
-        return f"cannot resolve the host of {subject} (DNS lookup failed)"
-    if _first(chain, ConnectionRefusedError) is not None:
-        return f"cannot connect to {subject}: connection refused"
-    os_error = _first(chain, OSError)
-    if isinstance(os_error, OSError):
-        reason = os_error.strerror or str(os_error)[:200] or type(os_error).__name__
-        return f"lost the connection to {subject}: {reason}"
-    return f"{subject}: {str(error).strip()[:200] or type(error).__name__}"
 
 
 def describe_postgres_query_error(error: PostgresError, timeout: float) -> str:
