@@ -423,7 +423,18 @@ def test_doctor_reads_a_rabbitmq_datastore(vhost):
     publish(celery_app(url), "celery", 1)
     stats_show(vhost, {"celery": 1})
     result = checkup_all(Settings.from_env({"CLOUDAMQP_URL": url, "QUEUE_METRICS_RABBITMQ_API_URL": API}))
-    assert result.healthy and result.lines[1].endswith("celery: 1 queue"), result.lines
+    assert result.lines[1].endswith("celery: 1 queue"), result.lines
+    # A job waits and no worker consumes the queue: what doctor is for.
+    assert not result.healthy
+    assert result.lines[-1] == 'Problem: celery: queue "celery" has 1 job and no worker listens to it'
+    with kombu.Connection(url) as connection:
+        # A consumer (the broker's own count: no task is taken, prefetch 0 and no ack needed).
+        channel = connection.channel()
+        channel.basic_qos(0, 1, False)
+        channel.basic_consume("celery", callback=lambda message: None)
+        wait_for(lambda: queues(vhost)["celery"].get("consumers") == 1, "the consumer in the API's statistics")
+        listened = checkup_all(Settings.from_env({"CLOUDAMQP_URL": url, "QUEUE_METRICS_RABBITMQ_API_URL": API}))
+    assert listened.healthy, listened.lines
     refused = checkup_all(
         Settings.from_env(
             {"CLOUDAMQP_URL": amqp_url(vhost, "guest", PASSWORD), **{"QUEUE_METRICS_RABBITMQ_API_URL": API}}

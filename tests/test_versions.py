@@ -40,7 +40,9 @@ def check_rq(report, at: float, theirs: dict) -> None:
         assert sample.size == queue["count"] == len(queue["enqueued_at"]), name
         expected = at - min(queue["enqueued_at"]) if queue["enqueued_at"] else 0.0
         assert sample.latency == pytest.approx(expected, abs=0.5), name
-        assert queue_figures(report, "rq", name) == queue["registries"], name
+        # The registries' sizes (issue 27's running, due and consumers are checked elsewhere).
+        figures = queue_figures(report, "rq", name)
+        assert {figure: figures[figure] for figure in queue["registries"]} == queue["registries"], name
     assert system_figures(report, "rq")["workers"].value == theirs["workers"]
     assert report.errors == ()
 
