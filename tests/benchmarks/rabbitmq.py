@@ -305,7 +305,7 @@ def cpu_breakdown(vhost: str, count: int) -> Dict[str, float]:
     pages = []
     for page in range(1, math.ceil(count / QUEUES_PER_REQUEST) + 1):
         answer = connection.get(
-            f"{reader.api.queues_path()}?page={page}&{reader._query}", headers, time.monotonic() + 10, 1 << 25
+            f"{reader.api.queues_path()}?page={page}&{reader.listing_query()}", headers, time.monotonic() + 10, 1 << 25
         )
         pages.append(answer.body)
     connection.close()

@@ -30,6 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run  # noqa: E402
+
+# JavaScript's Date#toString in UTC, as node-resque writes a worker's `run_at`.
+JS_DATE = "%a %b %d %Y %H:%M:%S GMT+0000 (Coordinated Universal Time)"
 from run import ALTERNATIVE_BUDGET, DELAY_MS, Proxy, RedisServer, fmt, ours, redis, time_ticks  # noqa: E402
 
 WRAPPER = "ActiveJob::QueueAdapters::ResqueAdapter::JobWrapper"
@@ -82,7 +85,8 @@ def populate(client, queues: int, depth: int, stamped: bool) -> list:
         if index < WORKING:
             job = {
                 "queue": names[index],
-                "run_at": "Mon Dec 07 2026",
+                # As node-resque writes it (Date#toString), a second before.
+                "run_at": time.strftime(JS_DATE, time.gmtime(at - 1)),
                 "payload": json.loads(payload(names[index], 0, stamped, at)),
             }
             pipe.set(f"resque:worker:{worker}", compact({**job, "worker": worker}))

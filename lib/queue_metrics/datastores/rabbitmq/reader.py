@@ -261,9 +261,7 @@ class RabbitReader:
         """Every queue the name filter keeps, page by page."""
         rows: List[Dict[str, Any]] = []
         page = 1
-        # The publish samples over the tick for a vhost of few queues (as the last listing had).
-        fine = len(self.observations) <= FINE_HISTORY_QUEUES
-        query = f"{QUEUES_QUERY}&{samples_query(self._settings.interval, fine)}"
+        query = self.listing_query()
         while True:
             document = self._get(f"{self.api.queues_path()}?page={page}&{query}", deadline)
             if not isinstance(document, dict) or not isinstance(document.get("items"), list):
@@ -273,6 +271,12 @@ class RabbitReader:
             if not isinstance(pages, int) or page >= pages:
                 return rows
             page += 1
+
+    def listing_query(self) -> str:
+        """The queue listing's query string (without `page=`): the publish samples over the tick
+        for a vhost of few queues (as the last listing had)."""
+        fine = len(self.observations) <= FINE_HISTORY_QUEUES
+        return f"{QUEUES_QUERY}&{samples_query(self._settings.interval, fine)}"
 
     def _place(self, rows: List[Dict[str, Any]], deadline: float, errors: List[str]) -> None:
         """Each queue's system: from the bindings when a queue is new (or, while some queue is not
