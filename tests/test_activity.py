@@ -269,3 +269,15 @@ def test_run_says_a_queue_nobody_listens_to_once_until_it_changes():
     ]
     line = 'rq: queue "mailers" has {} and no worker listens to it'
     assert said == [[line.format("12 jobs")], [], [], [line.format("2 jobs")], [], [line.format("3 jobs")]]
+
+
+def test_run_says_a_few_unlistened_queues_by_name_and_counts_the_rest():
+    """Workers scaled to zero leave every queue unlistened: five lines, not one per queue."""
+    unlistened = activity_figures(0.0, consumers=0)
+    samples = tuple(QueueSample("rq", f"q{index:02d}", 1, 0.0, unlistened) for index in range(12))
+    report = TickReport(samples, (), ("rq",), 0.0, True)
+    warnings = UnlistenedWarnings()
+    said = warnings.new(report)
+    assert said[:4] == [f'rq: queue "q{index:02d}" has 1 job and no worker listens to it' for index in range(4)]
+    assert said[4] == "and 8 more queues have jobs and no worker listens to them (queue-metrics doctor lists them)"
+    assert warnings.new(report) == []  # said once

@@ -154,6 +154,11 @@ def no_consumer(backend: str, queue: str, size: int) -> str:
     return f"{backend}: queue {show_name(queue)} has {jobs} and no worker listens to it"
 
 
+def no_consumer_more(count: int) -> str:
+    """The rest of a tick's queues with jobs and no worker, counted (doctor lists every one)."""
+    return f"and {count} more queues have jobs and no worker listens to them (queue-metrics doctor lists them)"
+
+
 def describe_unreadable_members(
     backend: str,
     what: str,

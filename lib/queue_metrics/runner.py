@@ -17,7 +17,7 @@ from typing import Iterable, List, Optional, Sequence, Set, Tuple
 from queue_metrics.config import ConfigError, Settings, check_tls_ca_file
 from queue_metrics.datastores import passwords
 from queue_metrics.datastores.redis.url import passwords_of
-from queue_metrics.errors import WarningNotice, no_consumer
+from queue_metrics.errors import WarningNotice, no_consumer, no_consumer_more
 from queue_metrics.loop import StopRequested, StopSignals, run_forever
 from queue_metrics.outputs import Outputs, OutputSettings
 from queue_metrics.outputs.format import json_line, librato_line_stream, table_lines
@@ -122,6 +122,10 @@ def render(report: TickReport, settings: Settings, now: float, dropped: Optional
     return librato_line_stream(report, settings.prefix, settings.source, dropped=dropped)
 
 
+# Warnings of queues no worker listens to, at most, in one tick (the last one counts the rest).
+MAX_UNLISTENED_LINES = 5
+
+
 class UnlistenedWarnings:
     """Queues that hold jobs while no worker listens to them (`consumers` 0), each said once as a
     warning: again only after it changed (a worker came, or the queue emptied) and came back. A
@@ -149,6 +153,10 @@ class UnlistenedWarnings:
                     line = no_consumer(sample.backend, sample.queue, sample.size)
                     lines.append(f"{label}: {line}" if len(report.datastores) > 1 else line)
         self._said = said
+        if len(lines) > MAX_UNLISTENED_LINES:
+            # Workers scaled to zero leave every queue unlistened: a few lines, then the count.
+            more = len(lines) - MAX_UNLISTENED_LINES + 1
+            lines = [*lines[: MAX_UNLISTENED_LINES - 1], no_consumer_more(more)]
         return lines
 
 
