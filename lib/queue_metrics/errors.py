@@ -514,33 +514,26 @@ def describe_rabbitmq_error(error: BaseException, where: str, user: str, vhost: 
         return f"{subject} answered HTTP {error.status}: {error.reason}"
     if isinstance(error, ApiMalformed):
         return f"{subject} sent what the management API does not send ({error}): is that its URL?"
-    chain = _chain(error)
-    tls_failure = _tls_failure(
-        chain, subject, "set QUEUE_METRICS_TLS_CA_FILE to the server's CA, or QUEUE_METRICS_TLS_VERIFY=false", "https"
+    fix = "set QUEUE_METRICS_TLS_CA_FILE to the server's CA, or QUEUE_METRICS_TLS_VERIFY=false"
+    refused = (
+        " (a self-hosted broker: enable the plugin, rabbitmq-plugins enable rabbitmq_management, and set "
+        "QUEUE_METRICS_RABBITMQ_API_URL)"
     )
-    if tls_failure is not None:
-        return tls_failure
-    if _first(chain, socket.timeout) is not None:
-        return f"{subject} did not answer within {timeout:g} s (timeout)"
-    if _first(chain, socket.gaierror) is not None:
-        return f"cannot resolve the host of {subject} (DNS lookup failed)"
-    if _first(chain, ConnectionRefusedError) is not None:
-        return (
-            f"cannot connect to {subject}: connection refused (a self-hosted broker: enable the plugin, "
-            f"rabbitmq-plugins enable rabbitmq_management, and set QUEUE_METRICS_RABBITMQ_API_URL)"
-        )
-    if isinstance(error, ValueError):  # MalformedAnswer, BodyTooLarge
-        return f"{subject} sent an answer that cannot be read: {str(error)[:200]}"
-    os_error = _first(chain, OSError)
-    if isinstance(os_error, OSError):
-        reason = os_error.strerror or str(os_error)[:200] or type(os_error).__name__
-        return f"lost the connection to {subject}: {reason}"
-    return f"{subject}: {str(error).strip()[:200] or type(error).__name__}"
+    return describe_connection_failure(error, subject, timeout, fix, "https", refused, http=True)
 
 
-def describe_connection_failure(error: BaseException, subject: str, timeout: float, tls_fix: str, protocol: str) -> str:
+def describe_connection_failure(
+    error: BaseException,
+    subject: str,
+    timeout: float,
+    tls_fix: str,
+    protocol: str,
+    refused_hint: str = "",
+    http: bool = False,
+) -> str:
     """One line for a connection to `subject` that failed below its protocol: TLS, a timeout, DNS,
-    a refusal, a lost connection (for the AMQP and Postgres clients)."""
+    a refusal (`refused_hint` added), a lost connection (for the RabbitMQ API, AMQP and Postgres
+    clients); `http`: the HTTP client's unreadable answers (ValueError) said as such."""
     chain = _chain(error)
     tls_failure = _tls_failure(chain, subject, tls_fix, protocol)
     if tls_failure is not None:
@@ -550,7 +543,9 @@ def describe_connection_failure(error: BaseException, subject: str, timeout: flo
     if _first(chain, socket.gaierror) is not None:
         return f"cannot resolve the host of {subject} (DNS lookup failed)"
     if _first(chain, ConnectionRefusedError) is not None:
-        return f"cannot connect to {subject}: connection refused"
+        return f"cannot connect to {subject}: connection refused{refused_hint}"
+    if http and isinstance(error, ValueError):  # MalformedAnswer, BodyTooLarge
+        return f"{subject} sent an answer that cannot be read: {str(error)[:200]}"
     os_error = _first(chain, OSError)
     if isinstance(os_error, OSError):
         reason = os_error.strerror or str(os_error)[:200] or type(os_error).__name__
