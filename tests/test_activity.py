@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import timedelta
 
+import pytest
 from rq import Queue
 
 from helpers.collect import by_queue, make_collector, sidekiq
@@ -234,6 +235,18 @@ def test_sidekiq_bad_entries_lose_only_their_figures(redis_url, client):
     assert report.errors == (
         "sidekiq process \"web:2:def\": process info has no list of names 'queues': consumers per queue unknown",
     )
+
+
+def test_rq_job_being_started_counts_as_running_for_zero_seconds(redis_url, client):
+    """rq registers the execution a few ms before it writes the job's `started_at` (empty until
+    then; seen with a real worker): that job is starting, not bad input."""
+    job = Queue("default", connection=client).enqueue("rq_jobs.quick")
+    assert client.hget(f"rq:job:{job.id}", "started_at") == b""
+    client.zadd("rq:wip:default", {f"{job.id}:exec1": time.time() + 600})
+    report = make_collector(redis_url).tick()
+    ours = queue_figures(report, "rq", "default")
+    assert report.errors == ()
+    assert ours["running"] == 1 and ours["running_age"] == pytest.approx(0.0, abs=0.5)
 
 
 def test_rq_bad_entries_lose_only_their_figures(redis_url, client):

@@ -597,8 +597,13 @@ class _Activity:
             try:
                 if isinstance(value, ReplyError):
                     raise PayloadError(describe_reply_error(value, "a hash"))
-                if not value:
+                if value is None:
                     raise PayloadError("has no started_at (its hash expired or was deleted)")
+                if not value:
+                    # rq adds the execution to the started registry a few ms before it writes the
+                    # job's `started_at` (an empty string until then): the job is starting now.
+                    earliest = self._now if earliest is None else min(earliest, self._now)
+                    continue
                 started = iso8601_seconds(bytes(value).decode("ascii", "replace"), STARTED_AT_FIELD)  # type: ignore[call-overload]
             except PayloadError as error:
                 reason = f"job {show_name(decode_name(job_id))}: {error}"
