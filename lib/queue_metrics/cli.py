@@ -15,6 +15,7 @@ from queue_metrics.datastores.redis.url import describe_redis_url
 from queue_metrics.runner import (
     NOTHING_READ,
     PROGRAM,
+    USAGE_ERROR,
     Output,
     Ticker,
     load_output_settings,
@@ -132,3 +133,36 @@ def demo(ticks: int, interval: float) -> None:
     except DemoError as error:
         output.err([str(error)])
         raise SystemExit(NOTHING_READ) from None
+
+
+@main.command()
+@click.option(
+    "--for", "target", type=click.Choice(["prometheus", "datadog", "grafana"]), required=True, help="Which tool."
+)
+@click.option("--latency", type=float, default=30.0, show_default=True, help="Seconds the oldest job may wait.")
+@click.option("--latency-for", default="5m", show_default=True, help="For how long, before the alert.")
+@click.option("--absent", default="5m", show_default=True, help="No tick for this long: the collector stopped.")
+@click.option("--running-age", type=float, default=600.0, show_default=True, help="Seconds a job may run.")
+@click.option("--due-age", type=float, default=60.0, show_default=True, help="Seconds a due job may wait to enter.")
+@click.option("--due-for", default="1m", show_default=True, help="For how long, before the alert.")
+@click.option("--no-consumer-for", default="2m", show_default=True, help="Jobs and no consumer for this long.")
+@click.option("--errors-for", default="5m", show_default=True, help="Collector errors at every tick for this long.")
+@click.option("--down-for", default="2m", show_default=True, help="Datastores unreadable for this long.")
+@click.option("--failed-window", default="15m", show_default=True, help="Window of the dead/failed growth.")
+@click.option("--failed-growth", type=float, default=0.0, show_default=True, help="Jobs more in the window.")
+def alerts(target: str, **options: object) -> None:
+    """Print alert rules (Prometheus, Datadog) or a Grafana dashboard on our metric names.
+
+    The metric prefix is QUEUE_METRICS_PREFIX's.
+    """
+    from queue_metrics.alerts import Thresholds, render
+    from queue_metrics.errors import ConfigError
+
+    prefix = load_settings().prefix
+    output = Output()
+    try:
+        text = render(target, Thresholds(**options), prefix)  # type: ignore[arg-type]
+    except ConfigError as error:
+        output.err([str(error)], level="usage error")
+        raise SystemExit(USAGE_ERROR) from None
+    output.out(text.splitlines())
