@@ -122,9 +122,14 @@ def minutes(duration: str) -> int:
     return max(1, math.ceil(parse_duration("a duration", duration) / 60))
 
 
+def plain(value: float) -> float:
+    """30.0 -> 30, 0.5 -> 0.5: a threshold as people write it, in JSON too."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def number(value: float) -> str:
-    """30.0 -> `30`, 0.5 -> `0.5`: a threshold as both tools read it."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    """A threshold inside a query: `30`, `0.5`."""
+    return repr(plain(value))
 
 
 # Where an alert is: its system, queue (absent for a system-wide series) and datastore. Go's
@@ -413,7 +418,7 @@ def datadog_monitors(thresholds: Thresholds, prefix: str) -> List[Dict[str, obje
     monitors: List[Dict[str, object]] = []
     for rule in rules(thresholds, prefix):
         for query in rule.datadog:
-            options: Dict[str, object] = {"thresholds": {"critical": query.critical}, "include_tags": True}
+            options: Dict[str, object] = {"thresholds": {"critical": plain(query.critical)}, "include_tags": True}
             if query.no_data:
                 options["notify_no_data"] = True
                 options["no_data_timeframe"] = max(DATADOG_MIN_NO_DATA_MINUTES, minutes(thresholds.absent))
@@ -501,7 +506,7 @@ def grafana_dashboard(thresholds: Thresholds, prefix: str) -> Dict[str, object]:
     for index, panel in enumerate(panels(thresholds, prefix)):
         steps: List[Dict[str, object]] = [{"color": "green", "value": None}]
         if panel.threshold is not None:
-            steps.append({"color": "red", "value": panel.threshold})
+            steps.append({"color": "red", "value": plain(panel.threshold)})
         per_row = GRID_COLUMNS // PANEL_WIDTH
         items.append(
             {
