@@ -137,19 +137,51 @@ def demo(ticks: int, interval: float) -> None:
 
 @main.command()
 @click.option(
-    "--for", "target", type=click.Choice(["prometheus", "datadog", "grafana"]), required=True, help="Which tool."
+    "--for",
+    "target",
+    type=click.Choice(["prometheus", "datadog", "grafana"]),
+    required=True,
+    help="Prometheus alerting rules (YAML), Datadog monitors (JSON) or a Grafana dashboard (JSON).",
 )
-@click.option("--latency", type=float, default=30.0, show_default=True, help="Seconds the oldest job may wait.")
-@click.option("--latency-for", default="5m", show_default=True, help="For how long, before the alert.")
-@click.option("--absent", default="5m", show_default=True, help="No tick for this long: the collector stopped.")
-@click.option("--running-age", type=float, default=600.0, show_default=True, help="Seconds a job may run.")
-@click.option("--due-age", type=float, default=60.0, show_default=True, help="Seconds a due job may wait to enter.")
-@click.option("--due-for", default="1m", show_default=True, help="For how long, before the alert.")
-@click.option("--no-consumer-for", default="2m", show_default=True, help="Jobs and no consumer for this long.")
-@click.option("--errors-for", default="5m", show_default=True, help="Collector errors at every tick for this long.")
-@click.option("--down-for", default="2m", show_default=True, help="Datastores unreadable for this long.")
-@click.option("--failed-window", default="15m", show_default=True, help="Window of the dead/failed growth.")
-@click.option("--failed-growth", type=float, default=0.0, show_default=True, help="Jobs more in the window.")
+@click.option(
+    "--latency",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Alert when the oldest job has waited longer (seconds).",
+)
+@click.option("--latency-for", default="5m", show_default=True, help="... for this long (e.g. 30s, 5m, 1h).")
+@click.option(
+    "--absent",
+    default="5m",
+    show_default=True,
+    help="Alert when no tick came for this long (the collector stopped or hangs).",
+)
+@click.option(
+    "--running-age", type=float, default=600.0, show_default=True, help="Alert when a job has run longer (seconds)."
+)
+@click.option(
+    "--due-age",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Alert when a due job has not entered its queue for longer (seconds).",
+)
+@click.option("--due-for", default="1m", show_default=True, help="... for this long (e.g. 30s, 5m, 1h).")
+@click.option(
+    "--no-consumer-for",
+    default="2m",
+    show_default=True,
+    help="Alert when a queue has jobs and no consumer for this long.",
+)
+@click.option("--errors-for", default="5m", show_default=True, help="Alert when every tick had errors for this long.")
+@click.option(
+    "--down-for", default="2m", show_default=True, help="Alert when the datastores could not be read for this long."
+)
+@click.option(
+    "--failed-window", default="15m", show_default=True, help="Alert when dead or failed jobs grew within this window."
+)
+@click.option("--failed-growth", type=float, default=0.0, show_default=True, help="... by more than this many jobs.")
 def alerts(target: str, **options: object) -> None:
     """Print alert rules (Prometheus, Datadog) or a Grafana dashboard on our metric names.
 
