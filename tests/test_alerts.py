@@ -302,7 +302,7 @@ def expand(template: str, labels: Dict[str, str], value: float) -> str:
     return re.sub(r"\{\{ \$labels\.([a-z]+) \}\}", lambda match: labels.get(match[1], ""), text)
 
 
-def unit_test(rules_path: str, scenario: Scenario, prefix: str, thresholds: Thresholds) -> dict:
+def unit_test(scenario: Scenario, prefix: str, thresholds: Thresholds) -> dict:
     (rule,) = [rule for rule in rules(thresholds, prefix) if rule.name == scenario.rule]
     expected = []
     for alert in scenario.alerts:
@@ -336,7 +336,7 @@ def test_promtool_unit_tests_each_rule_fires_and_stays_quiet(tmp_path, prefix):
     p = prometheus_prefix(prefix)
     cases = scenarios(p)
     assert {case.rule for case in cases} == {rule.name for rule in rules(Thresholds(), prefix)}
-    tests = [unit_test("rules.yml", case, prefix, Thresholds()) for case in cases]
+    tests = [unit_test(case, prefix, Thresholds()) for case in cases]
     result = run_unit_tests(tmp_path, alerts_text("prometheus", prefix=prefix), tests)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
@@ -345,7 +345,7 @@ def test_promtool_unit_tests_each_rule_fires_and_stays_quiet(tmp_path, prefix):
 def test_promtool_fails_a_wrong_expectation(tmp_path):
     """The harness can fail: the latency alert expected too early (while pending) is refused."""
     case = scenarios("queue")[0]._replace(fires_at="3m")
-    result = run_unit_tests(tmp_path, alerts_text("prometheus"), [unit_test("rules.yml", case, "queue", Thresholds())])
+    result = run_unit_tests(tmp_path, alerts_text("prometheus"), [unit_test(case, "queue", Thresholds())])
     assert result.returncode == 1 and "QueueLatencyHigh" in result.stdout + result.stderr
 
 
@@ -362,11 +362,11 @@ def test_custom_thresholds_change_when_rules_fire(tmp_path):
         (Expected({}, 120),),
         "4m",  # 240 - 180 = 60
     )
-    tests = [unit_test("rules.yml", case, "queue", custom) for case in (fires, hung)]
+    tests = [unit_test(case, "queue", custom) for case in (fires, hung)]
     result = run_unit_tests(tmp_path, alerts_text("prometheus", *CUSTOM), tests)
     assert result.returncode == 0, result.stdout + result.stderr
     quiet = Scenario("QueueLatencyHigh", series, "10m", (), "9m")
-    result = run_unit_tests(tmp_path, alerts_text("prometheus"), [unit_test("rules.yml", quiet, "queue", Thresholds())])
+    result = run_unit_tests(tmp_path, alerts_text("prometheus"), [unit_test(quiet, "queue", Thresholds())])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
