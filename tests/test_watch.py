@@ -347,8 +347,9 @@ class Tmux:
     def __init__(self, env: dict) -> None:
         self.socket = f"qm-watch-{uuid.uuid4().hex[:10]}"
         self.env = env
-        self.run("new-session", "-d", "-x", "80", "-y", "24", "-s", "watch", "sh")
-        self.run("set-option", "-g", "status", "off")  # all 24 rows are the pane's
+        # No status line: all 24 rows are the pane's.
+        self.run("new-session", "-d", "-x", "80", "-y", "24", "-s", "watch", "sh", ";", "set-option", "status", "off")
+        assert self.flag("pane_width") + "x" + self.flag("pane_height") == "80x24"
 
     def run(self, *arguments: str) -> str:
         return subprocess.run(
@@ -368,7 +369,7 @@ class Tmux:
         self.run("send-keys", "-t", "watch", *keys)
 
     def capture(self) -> List[str]:
-        return self.run("capture-pane", "-p", "-t", "watch").split("\n")
+        return self.run("capture-pane", "-p", "-t", "watch").splitlines()
 
     def flag(self, name: str) -> str:
         return self.run("display-message", "-p", "-t", "watch", f"#{{{name}}}").strip()
@@ -380,12 +381,11 @@ class Tmux:
 @pytest.fixture
 def tmux(redis_url) -> Iterator[Tmux]:
     assert shutil.which("tmux"), "tmux is needed (Debian package tmux)"
-    env = command_env(
-        REDIS_URL=redis_url, PYTHONPATH=LIB, PS1=Tmux.PROMPT, LANG="C.UTF-8", HOME=os.environ.get("HOME", "/tmp")
-    )
-    server = Tmux(env)
+    server = Tmux(command_env(REDIS_URL=redis_url, PYTHONPATH=LIB, LANG="C.UTF-8"))
     try:
-        wait_for(lambda: any(Tmux.PROMPT.strip() in line for line in server.capture()), "the shell's prompt")
+        # sh takes no prompt from the environment: set one we know, on a cleared screen.
+        server.type(f"PS1='{Tmux.PROMPT}'; clear")
+        wait_for(lambda: server.capture()[0] == Tmux.PROMPT.rstrip(), "the shell's prompt")
         yield server
     finally:
         server.kill()
@@ -433,13 +433,18 @@ def test_watch_in_tmux_follows_a_worker_draining_the_backlog_and_q_leaves_a_clea
     assert "▁ ↓" in next(line for line in last if " default " in line)
 
     tmux.keys("q")
-    wait_for(lambda: tmux.flag("alternate_on") == "0", "the view to leave the alternate screen")
+    # The screen as it was before the view: the command line, then the shell's next prompt.
+    wait_for(lambda: shown(tmux) == [f"{Tmux.PROMPT}{WATCH}", Tmux.PROMPT.rstrip()], "the shell's prompt again")
+    assert tmux.flag("alternate_on") == "0"
     tmux.type("echo status=$?")
     wait_for(lambda: any(line.startswith("status=") for line in tmux.capture()), "the status line")
-    shell = [line for line in tmux.capture() if line.strip()]
-    assert shell == [f"{Tmux.PROMPT}{WATCH}", f"{Tmux.PROMPT}echo status=$?", "status=0", Tmux.PROMPT.rstrip()]
+    assert shown(tmux) == [f"{Tmux.PROMPT}{WATCH}", f"{Tmux.PROMPT}echo status=$?", "status=0", Tmux.PROMPT.rstrip()]
     assert tmux.flag("cursor_flag") == "1"
     assert termios_is_cooked(tmux)
+
+
+def shown(tmux: Tmux) -> List[str]:
+    return [line for line in tmux.capture() if line.strip()]
 
 
 def termios_is_cooked(tmux: Tmux) -> bool:
@@ -455,7 +460,8 @@ def test_ctrl_c_ends_the_view_with_status_0_and_a_clean_terminal(tmux, client):
     tmux.type(WATCH)
     wait_for(lambda: row_size(tmux.capture(), "default") == 1, "the view", 60)
     tmux.keys("C-c")
-    wait_for(lambda: tmux.flag("alternate_on") == "0", "the view to leave the alternate screen")
+    wait_for(lambda: shown(tmux) == [f"{Tmux.PROMPT}{WATCH}", Tmux.PROMPT.rstrip()], "the shell's prompt again")
+    assert tmux.flag("alternate_on") == "0"
     tmux.type("echo status=$?")
     wait_for(lambda: any(line.startswith("status=") for line in tmux.capture()), "the status line")
     assert "status=0" in tmux.capture()
