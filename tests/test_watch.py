@@ -4,10 +4,12 @@ worker drains a backlog; on a pipe, plain lines."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import termios
@@ -314,19 +316,21 @@ def test_the_terminal_is_restored_when_the_view_fails():
     """On a real pty: an exception inside the view still leaves cbreak, the alternate screen and
     the hidden cursor."""
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # rows, columns
     try:
         with open(slave, "w", closefd=False) as out, open(slave, "r", closefd=False) as inp:
             before = termios.tcgetattr(slave)
             with pytest.raises(RuntimeError):
                 with Terminal(inp, out) as terminal:
                     during = termios.tcgetattr(slave)
-                    assert terminal.size() == (80, 24) or terminal.size()[0] > 0
+                    size = terminal.size()
                     raise RuntimeError("a defect")
             after = termios.tcgetattr(slave)
         written = os.read(master, 4096).decode()
     finally:
         os.close(master)
         os.close(slave)
+    assert size == (100, 30)  # read from the tty itself
     assert during[3] & termios.ICANON == 0 and during[3] & termios.ECHO == 0
     assert after == before
     assert written.startswith(ALTERNATE_SCREEN_ON + CURSOR_HIDE)
@@ -443,6 +447,10 @@ def test_watch_in_tmux_follows_a_worker_draining_the_backlog_and_q_leaves_a_clea
     assert termios_is_cooked(tmux)
 
 
+def column_titles(tmux: Tmux) -> str:
+    return next(line for line in tmux.capture() if line.lstrip().startswith("SYSTEM")).rstrip()
+
+
 def shown(tmux: Tmux) -> List[str]:
     return [line for line in tmux.capture() if line.strip()]
 
@@ -459,6 +467,11 @@ def test_ctrl_c_ends_the_view_with_status_0_and_a_clean_terminal(tmux, client):
     Queue("default", connection=client).enqueue("rq_jobs.quick")
     tmux.type(WATCH)
     wait_for(lambda: row_size(tmux.capture(), "default") == 1, "the view", 60)
+    narrow = column_titles(tmux)
+    # A wider terminal: the next frame is laid out for it (a longer sparkline).
+    tmux.run("resize-window", "-t", "watch", "-x", "120", "-y", "30")
+    wait_for(lambda: cells(column_titles(tmux)) > cells(narrow), "the frame laid out for 120 columns")
+    assert len(tmux.capture()) == 30
     tmux.keys("C-c")
     wait_for(lambda: shown(tmux) == [f"{Tmux.PROMPT}{WATCH}", Tmux.PROMPT.rstrip()], "the shell's prompt again")
     assert tmux.flag("alternate_on") == "0"
