@@ -74,6 +74,52 @@ def run(output_format: Optional[str], interval: Optional[float]) -> None:
 
 
 @main.command()
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=2.0,
+    show_default=True,
+    help="Seconds between readings (a live view: 2 s, as watch(1); QUEUE_METRICS_INTERVAL is not used).",
+)
+@click.option(
+    "--latency",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds of latency over which a queue's row is highlighted.",
+)
+@click.option("--ticks", type=click.IntRange(min=1), default=None, help="Stop after this many readings.")
+@click.option("--ascii", "ascii_only", is_flag=True, help="ASCII only (default: when stdout's encoding is not UTF-8).")
+def watch(interval: float, latency: float, ticks: Optional[int], ascii_only: bool) -> None:
+    """A live view of every queue: size, latency, trend; `q` or Ctrl-C quits.
+
+    On a terminal the screen is redrawn in place every interval, the queues that need a look
+    first; otherwise a plain line per queue per reading.
+    """
+    from queue_metrics.outputs import OutputSettings
+    from queue_metrics.runner import describe_locations
+    from queue_metrics.watch import Options, run_watch
+
+    settings = load_settings(interval=interval)
+    # The view sends nothing on: StatsD or OTLP from a second process would count the counters twice.
+    ticker = Ticker(settings, OutputSettings(logs=False))
+    encoding = (sys.stdout.encoding or "").lower().replace("-", "").replace("_", "")
+    # NO_COLOR (no-color.org) and a dumb terminal: attention rows in reverse video, not red.
+    color = "NO_COLOR" not in os.environ and os.environ.get("TERM", "dumb") != "dumb"
+    run_watch(
+        ticker,
+        sys.stdin,
+        sys.stdout,
+        describe_locations(ticker.collector),
+        settings.interval,
+        ticks,
+        Options(latency=latency, ascii=ascii_only or encoding != "utf8"),
+        color,
+        terminal=sys.stdout.isatty(),
+    )
+
+
+@main.command()
 def doctor() -> None:
     """Check the connection, permissions, detected systems and queues; say what to fix.
 
