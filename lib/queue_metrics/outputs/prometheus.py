@@ -444,8 +444,8 @@ class PrometheusServer:
                 except OSError:
                     pass
             else:
-                connection = self._connections.get(sock)  # type: ignore[arg-type]
-                if connection is not None:
+                connection = key.data
+                if connection is not None and connection.sock in self._connections:
                     self._serve_one(connection)
         now = self._clock()
         for connection in [c for c in self._connections.values() if c.deadline <= now]:
@@ -478,7 +478,7 @@ class PrometheusServer:
             now = self._clock()
             connection = _Connection(sock, now)
             self._connections[sock] = connection
-            self._selector.register(sock, selectors.EVENT_READ, None)
+            self._selector.register(sock, selectors.EVENT_READ, connection)
 
     def _evict(self) -> bool:
         """Close the connection that has waited longest for a request; False if all are sending."""
@@ -531,7 +531,8 @@ class PrometheusServer:
             if wants_openmetrics(request.accept):
                 self.openmetrics_asked = True
                 if bodies.openmetrics is not None:
-                    self._respond(connection, 200, bodies.openmetrics, keep_alive, head_only, "", OPENMETRICS_CONTENT_TYPE)
+                    om = OPENMETRICS_CONTENT_TYPE
+                    self._respond(connection, 200, bodies.openmetrics, keep_alive, head_only, "", om)
                     return
             # Until a tick has rendered OpenMetrics, the text format: a valid answer to any Accept.
             self._respond(connection, 200, bodies.text, keep_alive, head_only, "", TEXT_CONTENT_TYPE)
@@ -555,7 +556,7 @@ class PrometheusServer:
         connection.deadline = self._clock() + WRITE_TIMEOUT
         head = response_head(status, content_type, len(body), keep_alive, extra)
         connection.chunks = [memoryview(head)] if head_only else [memoryview(head), memoryview(body)]
-        self._selector.modify(connection.sock, selectors.EVENT_WRITE, None)
+        self._selector.modify(connection.sock, selectors.EVENT_WRITE, connection)
         self._write(connection)
 
     def _write(self, connection: _Connection) -> None:
@@ -576,7 +577,7 @@ class PrometheusServer:
         now = self._clock()
         connection.writing = False
         connection.idle_since = now
-        self._selector.modify(connection.sock, selectors.EVENT_READ, None)
+        self._selector.modify(connection.sock, selectors.EVENT_READ, connection)
         if connection.inbuf:  # a pipelined request already here
             connection.deadline = now + REQUEST_TIMEOUT
             self._answer_buffered(connection)
