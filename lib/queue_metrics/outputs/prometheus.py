@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import zlib
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
 from queue_metrics.errors import ConfigError
 from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, TickReport, sections
@@ -68,13 +68,14 @@ class PrometheusSettings(NamedTuple):
 
 class Family(NamedTuple):
     """One metric family: `name` without `_total` (a counter's samples add it), `unit` is
-    SECONDS or "", `samples` its sample lines (the same in both formats)."""
+    SECONDS or "", `samples` its sample lines, UTF-8, each ending in a line feed (the same in both
+    formats)."""
 
     name: str
     kind: str
     unit: str
     help: str
-    samples: Sequence[str]
+    samples: Union[bytes, bytearray]
 
 
 def metric_prefix(prefix: str) -> str:
@@ -147,21 +148,30 @@ def figure_spec(base: str, name: str, unit: str, kind: str, system: Optional[str
 
 
 class _FamilyBuilder:
-    """Families in first-seen order, each with its sample lines in order."""
+    """Families in first-seen order, each with its sample lines in order.
+
+    Each family's lines go into one growing buffer as they are made: a thousand queues' seven
+    thousand lines are never as many string objects at once, which would leave the memory
+    allocator's arenas of a web dyno's process larger after every tick (measured: 0.8 MB).
+    """
 
     def __init__(self) -> None:
         self.specs: List[FigureSpec] = []
-        self.samples: Dict[str, List[str]] = {}
+        self.samples: Dict[str, bytearray] = {}
 
     def add(self, spec: FigureSpec, labels: str, value: str) -> None:
         found = self.samples.get(spec.name)
         if found is None:
-            found = self.samples[spec.name] = []
+            found = self.samples[spec.name] = bytearray()
             self.specs.append(spec)
         name = f"{spec.name}_total" if spec.kind == COUNTER_TYPE else spec.name
-        found.append(f"{name}{{{labels}}} {value}" if labels else f"{name} {value}")
+        line = f"{name}{{{labels}}} {value}\n" if labels else f"{name} {value}\n"
+        # A queue name read from bytes that are not UTF-8 holds surrogates: each becomes `?`, as
+        # the exposition must be UTF-8 (Prometheus refuses the whole scrape otherwise).
+        found += line.encode("utf-8", "replace")
 
     def families(self) -> List[Family]:
+        # The buffers themselves, not copies.
         return [Family(*spec, self.samples[spec.name]) for spec in self.specs]
 
 
@@ -238,19 +248,21 @@ def _escape_help(text: str, openmetrics: bool) -> str:
     return text.replace('"', '\\"') if openmetrics else text
 
 
-def family_text(family: Family, openmetrics: bool = False) -> str:
-    """One family's `# HELP` and `# TYPE` (and OpenMetrics' `# UNIT`), then all its samples."""
+def family_head(family: Family, openmetrics: bool = False) -> bytes:
+    """One family's `# HELP` and `# TYPE` (and OpenMetrics' `# UNIT`) lines."""
     # Text format declares a counter by its samples' name; OpenMetrics by the family's.
     declared = f"{family.name}_total" if family.kind == COUNTER_TYPE and not openmetrics else family.name
     head = f"# HELP {declared} {_escape_help(family.help, openmetrics)}\n# TYPE {declared} {family.kind}\n"
     if openmetrics and family.unit:
         head += f"# UNIT {declared} {family.unit}\n"
-    return head + "\n".join(family.samples) + "\n"
+    return head.encode("utf-8")
 
 
 def exposition(families: Sequence[Family], openmetrics: bool = False) -> str:
-    """The families as Prometheus text format 0.0.4 or, with `openmetrics`, OpenMetrics 1.0."""
-    return "".join(family_text(family, openmetrics) for family in families) + (EOF if openmetrics else "")
+    """The families as Prometheus text format 0.0.4 or, with `openmetrics`, OpenMetrics 1.0: each
+    family's metadata, then all its samples together."""
+    body = b"".join(family_head(family, openmetrics) + family.samples for family in families)
+    return body.decode("utf-8") + (EOF if openmetrics else "")
 
 
 EOF = "# EOF\n"
@@ -262,9 +274,10 @@ GZIP_WBITS = 31  # zlib's gzip container
 def gzipped_exposition(families: Sequence[Family], openmetrics: bool = False) -> bytes:
     """The exposition, gzipped a family at a time: the whole text is never one string."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
-    # A queue name read from bytes that are not UTF-8 holds surrogates: each becomes `?`, as
-    # the exposition must be UTF-8 (Prometheus refuses the whole scrape otherwise).
-    parts = [compressor.compress(family_text(family, openmetrics).encode("utf-8", "replace")) for family in families]
+    parts = []
+    for family in families:
+        parts.append(compressor.compress(family_head(family, openmetrics)))
+        parts.append(compressor.compress(family.samples))
     if openmetrics:
         parts.append(compressor.compress(EOF.encode()))
     parts.append(compressor.flush())
