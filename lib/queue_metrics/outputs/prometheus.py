@@ -618,15 +618,16 @@ class PrometheusServer:
 
     def _write(self, connection: _Connection) -> None:
         while connection.chunks:
-            chunk = connection.chunks[0]
+            # Head and body in one call (gathered by the kernel, never copied): a head sent alone
+            # would wait for the client's delayed ACK before the body goes (40 ms on Linux).
             try:
-                sent = connection.sock.send(chunk)
+                sent = connection.sock.sendmsg(connection.chunks)
             except (BlockingIOError, InterruptedError):
                 return
-            if sent < len(chunk):
-                connection.chunks[0] = chunk[sent:]
-                return
-            connection.chunks.pop(0)
+            while connection.chunks and len(connection.chunks[0]) <= sent:
+                sent -= len(connection.chunks.pop(0))
+            if connection.chunks and sent:
+                connection.chunks[0] = connection.chunks[0][sent:]
         # The whole response is sent.
         if not connection.keep_alive:
             self._drop(connection)
