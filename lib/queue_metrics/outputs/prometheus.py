@@ -517,6 +517,8 @@ class PrometheusServer:
                 return
             except OSError as error:  # out of file descriptors, a reset before accept
                 self._report(error)
+                # The listener stays ready while descriptors lack: not a busy loop meanwhile.
+                time.sleep(0.1)
                 return
             sock.setblocking(False)
             if len(self._connections) >= MAX_CONNECTIONS and not self._evict():
