@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from helpers.process import lines_of, queue_metrics, start
 from helpers.producers import fill_three_systems, latency_within
-from helpers.prometheus import prometheus_server, query, targets, wait_for_query
+from helpers.prometheus import prometheus_server, query, target_metadata, targets, wait_for_query
 from helpers.servers import free_port
 from helpers.watch import Watcher, collector_line
 from queue_metrics.errors import ConfigError
@@ -679,13 +679,24 @@ def test_a_real_prometheus_scrapes_our_figures(redis_url, tmp_path):
             assert all(r["metric"]["datastore"] == "redis" and r["metric"]["job"] == "queue-metrics" for r in result)
             (target,) = targets(base)
             assert target["health"] == "up" and target["lastError"] == ""
-            # Prometheus asks for OpenMetrics first: the counters arrived as counters, with `_total`.
+            # The counters arrived as counters, their samples named with `_total`.
             wait_for_query(base, "queue_sidekiq_processed_total", lambda found: len(found) == 1)
             wait_for_query(base, "queue_collector_up == 1", lambda found: len(found) == 1)
             (latency,) = query(base, f"queue_latency_seconds{{queue={json.dumps(odd, ensure_ascii=False)}}}")
             assert float(latency["value"][1]) >= 0
-            metadata = json.load(urllib.request.urlopen(f"{base}/api/v1/metadata?metric=queue_sidekiq_processed_total"))
-            assert metadata["status"] == "success"
+            # Prometheus asks for OpenMetrics: once a tick has made it, its scrapes read our units and
+            # the counter family declared without `_total`.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                latency_meta = target_metadata(base, "queue_latency_seconds")
+                counter_meta = target_metadata(base, "queue_sidekiq_processed")
+                if latency_meta and latency_meta[0]["unit"] == "seconds" and counter_meta:
+                    break
+                time.sleep(0.5)
+            assert latency_meta[0]["unit"] == "seconds" and latency_meta[0]["type"] == "gauge", latency_meta
+            assert counter_meta[0]["type"] == "counter", counter_meta
+            (target,) = targets(base)
+            assert target["health"] == "up" and target["lastError"] == ""
     finally:
         stop(process)
 

@@ -112,6 +112,13 @@ def targets(base: str) -> List[dict]:
         return json.load(answer)["data"]["activeTargets"]
 
 
+def target_metadata(base: str, metric: str) -> List[dict]:
+    """What the scrapes told of a metric family: type, help, unit (units come with OpenMetrics only)."""
+    url = f"{base}/api/v1/targets/metadata?{urllib.parse.urlencode({'metric': metric})}"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return json.load(answer)["data"]
+
+
 def wait_for_query(base: str, promql: str, predicate, timeout: float = 30.0) -> List[dict]:
     """Query until `predicate(result)` holds; the last result in the failure's message."""
     deadline = time.monotonic() + timeout
