@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -793,3 +794,17 @@ def test_hostile_clients_never_stop_the_loop_nor_a_scrape(redis_url):
         for sock in held:
             sock.close()
         stop(process)
+
+
+def test_only_a_chosen_prometheus_output_is_imported():
+    """The loop lives in a customer's web dyno: with the log lines alone, none of this is loaded."""
+    code = (
+        "import sys\n"
+        "from queue_metrics.outputs import OutputSettings, Outputs\n"
+        "settings = OutputSettings.from_env({'QUEUE_METRICS_OUTPUTS': sys.argv[1]}, 30.0)\n"
+        "outputs = Outputs(settings._replace(prometheus=None), 'queue', None, print)\n"
+        "print('queue_metrics.outputs.prometheus' in sys.modules)\n"
+    )
+    for chosen, imported in (("logs", "False"), ("logs,statsd", "False"), ("logs,prometheus", "True")):
+        result = subprocess.run([sys.executable, "-c", code, chosen], capture_output=True, text=True, timeout=30)
+        assert (result.stdout.strip(), result.stderr) == (imported, ""), chosen
