@@ -13,7 +13,8 @@ A figure in seconds gets `_seconds`; a counter `_total`. Our counters are "happe
 tick"; here they are summed into a total since the process started, as Prometheus counters are.
 
 A scrape never waits for a tick and a tick never waits for a scrape: each tick renders the body
-(bytes) and swaps one reference; the server thread only sends bytes it is handed.
+(gzipped bytes) and swaps one reference; the server thread only sends bytes it is handed (and
+inflates them, once a tick, for a client that takes no gzip).
 """
 
 from __future__ import annotations
