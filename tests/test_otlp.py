@@ -489,8 +489,8 @@ def test_config_shows_outputs_without_secrets():
 def test_bad_output_settings_are_usage_errors():
     for env, message in (
         (
-            {"QUEUE_METRICS_OUTPUTS": "logs,prometheus"},
-            "QUEUE_METRICS_OUTPUTS: unknown output 'prometheus' (choose from logs, statsd, otlp)",
+            {"QUEUE_METRICS_OUTPUTS": "logs,graphite"},
+            "QUEUE_METRICS_OUTPUTS: unknown output 'graphite' (choose from logs, statsd, otlp, prometheus)",
         ),
         ({"QUEUE_METRICS_OUTPUTS": ","}, "QUEUE_METRICS_OUTPUTS names no output"),
         (
