@@ -51,7 +51,13 @@ def once(output_format: Optional[str]) -> None:
     if output_format is None and "QUEUE_METRICS_FORMAT" not in os.environ and sys.stdout.isatty():
         output_format = "table"
     settings = load_settings(output_format)
-    ticker = Ticker(settings, load_output_settings(settings), whole_first_walk=True)
+    output_settings = load_output_settings(settings)
+    if output_settings.prometheus:
+        # An endpoint needs a process that stays (`run`): `once` prints the log lines instead
+        # when no other output is chosen.
+        senders = output_settings.statsd or output_settings.otlp
+        output_settings = output_settings._replace(prometheus=None, logs=output_settings.logs or not senders)
+    ticker = Ticker(settings, output_settings, whole_first_walk=True)
     report = ticker.tick()
     ticker.emit(report)
     ticker.outputs.wait()

@@ -216,8 +216,14 @@ def run_loop(settings: Settings, output_settings: OutputSettings) -> None:
     """Print the metrics now and then every interval, until SIGTERM or SIGINT."""
     stop = StopSignals()
     stop.install()
+    ticker: Optional[Ticker] = None
     try:
-        ticker = Ticker(settings, output_settings)
+        try:
+            ticker = Ticker(settings, output_settings)
+        except ConfigError as error:
+            # The Prometheus endpoint's port is taken (or its host unknown): one line, exit 2.
+            Output().err([f"{error}"], level="usage error")
+            raise SystemExit(USAGE_ERROR) from None
         ticker.unlistened = UnlistenedWarnings()
         ticker.output.err(
             [
@@ -234,6 +240,8 @@ def run_loop(settings: Settings, output_settings: OutputSettings) -> None:
         # Whoever read our output is gone; nothing left to report to.
         _silence_stdout()
     finally:
+        if ticker is not None:
+            ticker.outputs.close()
         stop.restore()
 
 

@@ -59,3 +59,17 @@ def whole_numbers(values: Mapping[str, str], name: str, lowest: int, highest: in
     if not numbers or numbers[0] < lowest or numbers[-1] > highest:
         raise ConfigError(f"{name} needs whole numbers from {lowest} to {highest}, got {text!r}")
     return tuple(numbers)
+
+
+def host_port(text: str, name: str, example: str) -> Tuple[str, int]:
+    """`host:port` or `[ipv6]:port`; ConfigError naming the variable `name` otherwise."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if not bracket:
+            port_text = ""
+    else:
+        host, _, port_text = text.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"{name} must be host:port (e.g. {example}), got {text!r}")
+    return host, int(port_text)

@@ -1,143 +1,124 @@
-"""A private, real Prometheus (Debian's `prometheus`, 2.42) for the tests: its own port and
-storage directory, scraping the given targets every second and evaluating the given rule files
-every second, sending its alerts to an Alertmanager when one is given."""
+"""A private, real Prometheus (Debian's `prometheus`) for a test: scrapes given targets every
+second, loads given rule files, may send its alerts to an Alertmanager; queried over its HTTP API."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Iterator, List, Optional, Sequence
 
 from helpers.servers import free_port
 
-PROMETHEUS = shutil.which("prometheus")
-# Short enough that a test sees a change within a few seconds; Prometheus accepts 1s.
 SCRAPE_INTERVAL = "1s"
-EVALUATION_INTERVAL = "1s"
-# A loaded 2-core CI machine: Prometheus replays its (empty) WAL and loads the UI first.
-READY_TIMEOUT_S = 60.0
+READY_TIMEOUT = 30.0
 
 
-def prometheus_config(scrape_targets: Sequence[str], rule_files: Sequence[str], alertmanager: Optional[str]) -> str:
-    """prometheus.yml as JSON (YAML's subset): one job `queue-metrics` scraping every target."""
+def prometheus_config(
+    scrape_targets: Sequence[str], rule_files: Sequence[str] = (), alertmanager: Optional[str] = None
+) -> str:
+    """The YAML (JSON is YAML): one job, `queue-metrics`, scraping `host:port` targets at /metrics."""
     config: dict = {
-        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": EVALUATION_INTERVAL},
-        "rule_files": [os.path.abspath(path) for path in rule_files],
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "scrape_configs": [
             {
                 "job_name": "queue-metrics",
+                "scrape_interval": SCRAPE_INTERVAL,
                 "scrape_timeout": SCRAPE_INTERVAL,
                 "static_configs": [{"targets": list(scrape_targets)}],
             }
         ],
+        "rule_files": [os.path.abspath(path) for path in rule_files],
     }
     if alertmanager:
-        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [host_port(alertmanager)]}]}]}
+        target = urllib.parse.urlsplit(alertmanager).netloc if "://" in alertmanager else alertmanager
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [target]}]}]}
     return json.dumps(config, indent=2)
-
-
-def host_port(address: str) -> str:
-    """`127.0.0.1:9093` from `127.0.0.1:9093` or `http://127.0.0.1:9093/`."""
-    if "//" in address:
-        return urllib.parse.urlsplit(address).netloc
-    return address
-
-
-def wait_ready(url: str, process: subprocess.Popen, log_path: str, timeout: float) -> None:
-    """Until GET {url}/-/ready answers 200; a process that died says why (its log)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited {process.returncode}: {tail(log_path)}")
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except (OSError, urllib.error.URLError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{process.args[0]} not ready after {timeout} s: {tail(log_path)}")
-        time.sleep(0.1)
-
-
-def tail(path: str, size: int = 3000) -> str:
-    with open(path, "rb") as handle:
-        return handle.read().decode(errors="replace")[-size:]
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @contextlib.contextmanager
 def prometheus_server(
-    tmpdir, scrape_targets: Sequence[str], rule_files: Sequence[str] = (), alertmanager: Optional[str] = None
+    tmpdir,
+    scrape_targets: Sequence[str],
+    rule_files: Sequence[str] = (),
+    alertmanager: Optional[str] = None,
 ) -> Iterator[str]:
-    """Yields the base URL (`http://127.0.0.1:<port>`) of a running Prometheus; stops it and
-    removes its storage after. `alertmanager`: its `host:port` or base URL."""
-    if PROMETHEUS is None:
-        raise RuntimeError("prometheus is not installed: run tests/run, which installs it")
-    directory = tempfile.mkdtemp(prefix="qm-prometheus-", dir=str(tmpdir))
-    config_path = os.path.join(directory, "prometheus.yml")
-    with open(config_path, "w") as handle:
+    """Start Prometheus with its data under `tmpdir`; yield its base URL (`http://127.0.0.1:<port>`).
+    `alertmanager` is its `host:port` or URL. Stopped (and waited for) on exit."""
+    directory = os.path.join(str(tmpdir), "prometheus")
+    os.makedirs(directory, exist_ok=True)
+    config_file = os.path.join(directory, "prometheus.yml")
+    with open(config_file, "w") as handle:
         handle.write(prometheus_config(scrape_targets, rule_files, alertmanager))
     port = free_port()
-    log_path = os.path.join(directory, "prometheus.log")
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                PROMETHEUS,
-                f"--config.file={config_path}",
-                f"--storage.tsdb.path={os.path.join(directory, 'data')}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                # Firing alerts are sent again this often (default 1m): a test needs no more.
-                "--rules.alert.resend-delay=1s",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    log = open(os.path.join(directory, "prometheus.log"), "wb")
+    process = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={os.path.join(directory, 'data')}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, log_path, READY_TIMEOUT_S)
-        yield url
+        _wait_ready(base, process, log.name)
+        yield base
     finally:
-        stop(process)
-        if process.returncode not in (0, -15):
-            print(tail(log_path))
-        shutil.rmtree(directory, ignore_errors=True)
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
 
 
-def api(url: str, path: str, **params: str) -> dict:
-    """GET {url}/api/v1/{path}: the `data` of a successful answer."""
-    query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    with urllib.request.urlopen(f"{url}/api/v1/{path}{query}", timeout=10) as answer:
-        body = json.load(answer)
-    assert body["status"] == "success", body
-    return body["data"]
+def _wait_ready(base: str, process: subprocess.Popen, log_path: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            with open(log_path, "rb") as handle:
+                raise AssertionError(f"prometheus exited: {handle.read()[-2000:]!r}")
+        try:
+            with urllib.request.urlopen(f"{base}/-/ready", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("prometheus was not ready in time")
 
 
-def instant(url: str, expr: str) -> List[dict]:
-    """An instant query's vector: [{"metric": {...}, "value": [time, "text"]}, ...]."""
-    data = api(url, "query", query=expr)
-    assert data["resultType"] == "vector", data
-    return data["result"]
+def query(base: str, promql: str) -> List[dict]:
+    """An instant query's result vector: [{"metric": {...}, "value": [time, "text"]}, ...]."""
+    url = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        document = json.load(answer)
+    assert document["status"] == "success", document
+    return document["data"]["result"]
 
 
-def targets_up(url: str) -> bool:
-    """Every active target scraped successfully at least once."""
-    active = api(url, "targets")["activeTargets"]
-    return bool(active) and all(target["health"] == "up" for target in active)
+def targets(base: str) -> List[dict]:
+    """The active scrape targets with their health and last error."""
+    with urllib.request.urlopen(f"{base}/api/v1/targets", timeout=5) as answer:
+        return json.load(answer)["data"]["activeTargets"]
+
+
+def wait_for_query(base: str, promql: str, predicate, timeout: float = 30.0) -> List[dict]:
+    """Query until `predicate(result)` holds; the last result in the failure's message."""
+    deadline = time.monotonic() + timeout
+    result: List[dict] = []
+    while time.monotonic() < deadline:
+        result = query(base, promql)
+        if predicate(result):
+            return result
+        time.sleep(0.25)
+    raise AssertionError(f"{promql}: no matching result within {timeout} s; last: {result}; targets: {targets(base)}")

@@ -1,4 +1,5 @@
-"""Where each tick's figures go: the log lines (stdout), StatsD/DogStatsD, OTLP. Several at once.
+"""Where each tick's figures go: the log lines (stdout), StatsD/DogStatsD, OTLP, a Prometheus
+endpoint. Several at once.
 
 `Outputs` is built once and fed every report after the log lines. Its senders never hold up the
 loop; what they could not send is dropped, counted, and reported in the next tick's
@@ -17,18 +18,21 @@ if TYPE_CHECKING:
     # Each network output is imported only when it is chosen: a dyno that prints log lines only
     # loads neither (OTLP alone brings threads, gzip and an HTTP client).
     from queue_metrics.outputs.otlp import OtlpSender, OtlpSettings
+    from queue_metrics.outputs.prometheus import PrometheusOutput, PrometheusSettings
     from queue_metrics.outputs.statsd import StatsdSender, StatsdSettings
 
 LOGS = "logs"
 STATSD = "statsd"
 OTLP = "otlp"
-OUTPUT_NAMES = (LOGS, STATSD, OTLP)
+PROMETHEUS = "prometheus"
+OUTPUT_NAMES = (LOGS, STATSD, OTLP, PROMETHEUS)
 
 
 class OutputSettings(NamedTuple):
     logs: bool = True
     statsd: Optional[StatsdSettings] = None
     otlp: Optional[OtlpSettings] = None
+    prometheus: Optional[PrometheusSettings] = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], interval: float, prefix: str = "queue") -> "OutputSettings":
@@ -44,11 +48,17 @@ class OutputSettings(NamedTuple):
             from queue_metrics.outputs.otlp import OtlpSettings
 
             otlp = OtlpSettings.from_env(env, interval)
-        return cls(logs=LOGS in names, statsd=statsd, otlp=otlp)
+        prometheus: Optional[PrometheusSettings] = None
+        if PROMETHEUS in names:
+            from queue_metrics.outputs.prometheus import PrometheusSettings
+
+            prometheus = PrometheusSettings.from_env(env)
+        return cls(logs=LOGS in names, statsd=statsd, otlp=otlp, prometheus=prometheus)
 
     @property
     def names(self) -> Tuple[str, ...]:
-        return tuple(name for name, on in ((LOGS, self.logs), (STATSD, self.statsd), (OTLP, self.otlp)) if on)
+        chosen = ((LOGS, self.logs), (STATSD, self.statsd), (OTLP, self.otlp), (PROMETHEUS, self.prometheus))
+        return tuple(name for name, on in chosen if on)
 
     def describe(self) -> List[str]:
         """`name=value` lines for the `config` command: no header value, no URL password."""
@@ -58,6 +68,8 @@ class OutputSettings(NamedTuple):
         if self.otlp:
             lines.append(f"otlp={self.otlp.describe()}")
             lines.append(f"otlp_resource={','.join(f'{k}={v}' for k, v in self.otlp.resource)}")
+        if self.prometheus:
+            lines.append(f"prometheus={self.prometheus.describe()}")
         return lines
 
     def secrets(self) -> List[str]:
@@ -85,7 +97,11 @@ Sender = Union["StatsdSender", "OtlpSender"]
 
 
 class Outputs:
-    """The network outputs of one process; `logs` says whether the CLI prints the log lines."""
+    """The network outputs of one process; `logs` says whether the CLI prints the log lines.
+
+    The Prometheus endpoint starts listening here (ConfigError, one line, when it cannot), and
+    serves from its own thread until `close`. It drops nothing: `dropped` stays None with it alone.
+    """
 
     def __init__(
         self,
@@ -105,6 +121,11 @@ class Outputs:
             from queue_metrics.outputs.otlp import OtlpSender
 
             self.senders.append(OtlpSender(settings.otlp, prefix, err, clock))
+        self.prometheus: Optional[PrometheusOutput] = None
+        if settings.prometheus:
+            from queue_metrics.outputs.prometheus import PrometheusOutput
+
+            self.prometheus = PrometheusOutput(settings.prometheus, prefix, err)
 
     def take_dropped(self) -> Optional[int]:
         """Data points dropped since the last call; None when only the log lines are on."""
@@ -115,8 +136,15 @@ class Outputs:
     def send(self, report: TickReport, now: float, dropped: Optional[int]) -> None:
         for sender in self.senders:
             sender.send(report, now, dropped)
+        if self.prometheus is not None:
+            self.prometheus.send(report, now, dropped)
 
     def wait(self) -> None:
         """Let requests under way finish (each within its timeout), for a command that exits."""
         for sender in self.senders:
             sender.wait()
+
+    def close(self) -> None:
+        """Stop serving (the Prometheus endpoint's thread ends, its port is freed)."""
+        if self.prometheus is not None:
+            self.prometheus.close()

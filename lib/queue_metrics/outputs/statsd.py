@@ -35,7 +35,7 @@ from queue_metrics.outputs.format import (
     system_metric_name,
 )
 from queue_metrics.sample import COUNTER, UNIT_SECONDS, Figure, TickReport, name_prefix, sections
-from queue_metrics.setting_values import boolean
+from queue_metrics.setting_values import boolean, host_port
 
 DEFAULT_ADDRESS = "127.0.0.1:8125"
 # An Ethernet MTU (1,500) less IP and UDP headers, with room to spare: no datagram is fragmented.
@@ -63,17 +63,7 @@ class StatsdSettings(NamedTuple):
 
 def parse_address(text: str) -> Tuple[str, int]:
     """`host:port` or `[ipv6]:port`."""
-    variable = "QUEUE_METRICS_STATSD_ADDRESS"
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-        if not bracket:
-            port_text = ""
-    else:
-        host, _, port_text = text.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"{variable} must be host:port (e.g. 127.0.0.1:8125), got {text!r}")
-    return host, int(port_text)
+    return host_port(text, "QUEUE_METRICS_STATSD_ADDRESS", DEFAULT_ADDRESS)
 
 
 # --- the lines: pure functions ---------------------------------------------------------------
