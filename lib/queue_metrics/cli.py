@@ -15,6 +15,7 @@ from queue_metrics.datastores.redis.url import describe_redis_url
 from queue_metrics.runner import (
     NOTHING_READ,
     PROGRAM,
+    USAGE_ERROR,
     Output,
     Ticker,
     load_output_settings,
@@ -138,3 +139,68 @@ def demo(ticks: int, interval: float) -> None:
     except DemoError as error:
         output.err([str(error)])
         raise SystemExit(NOTHING_READ) from None
+
+
+@main.command()
+@click.option(
+    "--for",
+    "target",
+    type=click.Choice(["prometheus", "datadog", "grafana"]),
+    required=True,
+    help="Prometheus alerting rules (YAML), Datadog monitors (JSON) or a Grafana dashboard (JSON).",
+)
+@click.option(
+    "--latency",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Alert when the oldest job has waited longer (seconds).",
+)
+@click.option("--latency-for", default="5m", show_default=True, help="... for this long (e.g. 30s, 5m, 1h).")
+@click.option(
+    "--absent",
+    default="5m",
+    show_default=True,
+    help="Alert when no tick came for this long (the collector stopped or hangs).",
+)
+@click.option(
+    "--running-age", type=float, default=600.0, show_default=True, help="Alert when a job has run longer (seconds)."
+)
+@click.option(
+    "--due-age",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Alert when a due job has not entered its queue for longer (seconds).",
+)
+@click.option("--due-for", default="1m", show_default=True, help="... for this long (e.g. 30s, 5m, 1h).")
+@click.option(
+    "--no-consumer-for",
+    default="2m",
+    show_default=True,
+    help="Alert when a queue has jobs and no consumer for this long.",
+)
+@click.option("--errors-for", default="5m", show_default=True, help="Alert when every tick had errors for this long.")
+@click.option(
+    "--down-for", default="2m", show_default=True, help="Alert when the datastores could not be read for this long."
+)
+@click.option(
+    "--failed-window", default="15m", show_default=True, help="Alert when dead or failed jobs grew within this window."
+)
+@click.option("--failed-growth", type=float, default=0.0, show_default=True, help="... by more than this many jobs.")
+def alerts(target: str, **options: object) -> None:
+    """Print alert rules (Prometheus, Datadog) or a Grafana dashboard on our metric names.
+
+    The metric prefix is QUEUE_METRICS_PREFIX's.
+    """
+    from queue_metrics.alerts import Thresholds, render
+    from queue_metrics.errors import ConfigError
+
+    prefix = load_settings().prefix
+    output = Output()
+    try:
+        text = render(target, Thresholds(**options), prefix)  # type: ignore[arg-type]
+    except ConfigError as error:
+        output.err([str(error)], level="usage error")
+        raise SystemExit(USAGE_ERROR) from None
+    output.out(text.splitlines())
