@@ -6,15 +6,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator, List, NamedTuple
 
-from helpers.prometheus import READY_TIMEOUT_S, stop, tail, wait_ready
 from helpers.servers import free_port
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager")
@@ -23,6 +25,8 @@ ALERTMANAGER = shutil.which("prometheus-alertmanager")
 GROUP_WAIT = "1s"
 GROUP_INTERVAL = "1s"
 REPEAT_INTERVAL = "1h"
+# A loaded 2-core CI machine: Alertmanager reads its (empty) storage and config first.
+READY_TIMEOUT_S = 60.0
 
 
 class Notified(NamedTuple):
@@ -32,6 +36,7 @@ class Notified(NamedTuple):
     labels: dict
     annotations: dict
     received: float  # time.monotonic() at its arrival
+    starts_at: float  # unix time Prometheus says the alert started firing (its `startsAt`)
 
 
 class WebhookReceiver:
@@ -66,7 +71,13 @@ class WebhookReceiver:
         with self._lock:
             payloads = list(self.payloads)
         return [
-            Notified(alert["status"], alert["labels"], alert.get("annotations", {}), payload["_received"])
+            Notified(
+                alert["status"],
+                alert["labels"],
+                alert.get("annotations", {}),
+                payload["_received"],
+                unix_time(alert["startsAt"]),
+            )
             for payload in payloads
             for alert in payload["alerts"]
         ]
@@ -88,6 +99,13 @@ class WebhookReceiver:
         self.server.server_close()
 
 
+def unix_time(rfc3339: str) -> float:
+    """`2026-12-07T06:27:10.123456789Z` (Go's RFC 3339, nanoseconds, maybe an offset) as unix time."""
+    # Python reads at most microseconds: the digits after six are dropped.
+    text = re.sub(r"(\.\d{6})\d+", r"\1", rfc3339).replace("Z", "+00:00")
+    return datetime.fromisoformat(text).timestamp()
+
+
 def alertmanager_config(webhook_url: str) -> str:
     """alertmanager.yml as JSON (YAML's subset): one route, one webhook, resolved alerts too."""
     config = {
@@ -103,6 +121,38 @@ def alertmanager_config(webhook_url: str) -> str:
         ],
     }
     return json.dumps(config, indent=2)
+
+
+def tail(path: str, size: int = 3000) -> str:
+    with open(path, "rb") as handle:
+        return handle.read().decode(errors="replace")[-size:]
+
+
+def wait_ready(url: str, process: subprocess.Popen, log_path: str) -> None:
+    """Until GET {url}/-/ready answers 200; a process that died says why (its log)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"alertmanager exited {process.returncode}: {tail(log_path)}")
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"alertmanager not ready after {READY_TIMEOUT_S} s: {tail(log_path)}")
+        time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 class Alertmanager(NamedTuple):
@@ -139,7 +189,7 @@ def alertmanager_server(tmpdir) -> Iterator[Alertmanager]:
             )
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(url, process, log_path, READY_TIMEOUT_S)
+            wait_ready(url, process, log_path)
             yield Alertmanager(url, webhook)
         finally:
             stop(process)
