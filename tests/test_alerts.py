@@ -11,15 +11,18 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from datetime import timedelta
 from typing import Dict, List, NamedTuple, Tuple
 
 import pytest
 from rq import Queue
 
-from helpers.collect import make_collector, sidekiq
+from helpers.collect import sidekiq
 from helpers.process import queue_metrics, start
 from helpers.receivers import UdpListener
+from helpers.servers import free_port
 from helpers.workers import HELPERS, wait_for, worker_process
 from queue_metrics.alerts import (
     Thresholds,
@@ -34,7 +37,6 @@ from queue_metrics.alerts import (
     rules,
 )
 from queue_metrics.errors import ConfigError
-from queue_metrics.sample import COUNTER, UNIT_SECONDS, TickReport
 from test_statsd import parse
 
 PREFIXES = ("queue", "my-app.q")
@@ -476,45 +478,54 @@ def test_every_datadog_name_and_tag_is_one_our_statsd_output_sends(redis_url, cl
             assert set(keys) <= sent[name], (monitor["name"], name, keys, sent[name])
 
 
-# --- Prometheus names from real figures ---------------------------------------------------------
+# --- Prometheus names from a real scrape -------------------------------------------------------
 
 
-def contract_names(report: TickReport, prefix: str) -> set:
-    """The contract's names of a real tick's figures (unit `s`: _seconds, a counter: _total)."""
+def scraped_families(port: int, timeout: float = 60) -> set:
+    """The families a real `/metrics` declares, once a tick with counters (the second) is in."""
+    deadline = time.monotonic() + timeout
+    body = ""
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+                body = answer.read().decode("utf-8")
+        except (OSError, urllib.error.HTTPError):
+            body = ""
+        if "_total{" in body:
+            break
+        time.sleep(0.2)
+    assert "_total{" in body, body[:500]
+    # The text format declares a counter by its sample name (`..._total`).
+    return set(re.findall(r"^# TYPE (\S+) \S+$", body, re.M))
 
-    def family(name: str, unit: str, kind: str) -> str:
-        if unit == UNIT_SECONDS:
-            return f"{name}_seconds"
-        return f"{name}_total" if kind == COUNTER else name
 
-    p = prometheus_prefix(prefix)
-    names = {f"{p}_size"}
-    if any(sample.latency is not None for sample in report.samples):
-        names.add(f"{p}_latency_seconds")
-    for sample in report.samples:
-        names.update(f"{p}_{family(f.name, f.unit, f.kind)}" for f in sample.figures)
-    for system in report.systems:
-        names.update(f"{p}_{system.backend}_{family(f.name, f.unit, f.kind)}" for f in system.figures)
-    return names
-
-
-def test_the_contract_list_holds_the_names_of_real_figures(redis_url, client):
-    """`prometheus_names` (the rules' and dashboard's list) against the names the contract gives
-    the figures of a real tick of five systems (the second tick: counters come from it)."""
+def test_every_name_the_rules_and_dashboard_read_is_one_a_real_scrape_serves(redis_url, client):
+    """A real `run` with the prometheus output against real queues of four systems: every family
+    it serves is in `prometheus_names` (the rules' and dashboard's list), and every name a rule
+    or a panel reads is served."""
+    port = free_port()
+    env = {
+        "REDIS_URL": redis_url,
+        "QUEUE_METRICS_OUTPUTS": "prometheus",
+        "QUEUE_METRICS_PROMETHEUS_ADDRESS": f"127.0.0.1:{port}",
+        "QUEUE_METRICS_INTERVAL": "0.5",
+    }
     with rq_worker(redis_url, "default"):
         fill_every_system_with_figures(redis_url, client)
-        collector = make_collector(redis_url)
-        collector.tick()
-        report = collector.tick()
-    real = contract_names(report, "queue")
-    assert set(report.backends) >= {"sidekiq", "rq", "resque", "dramatiq"}
-    missing = real - prometheus_names("queue")
-    assert not missing, missing
-    # Each name a rule reads, but the collector's own, comes from a real figure.
+        process = start("run", env=env)
+        try:
+            served = scraped_families(port)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    assert not served - prometheus_names("queue"), served - prometheus_names("queue")
     used = set()
     for rule in rules(Thresholds(), "queue"):
         used |= set(re.findall(r"\bqueue_[a-z_]+\b", rule.expr))
-    assert {name for name in used if not name.startswith("queue_collector_")} <= real
+    for panel in grafana_dashboard(Thresholds(), "queue")["panels"]:
+        for target in panel["targets"]:
+            used |= set(re.findall(r"\bqueue_[a-z_]+\b", target["expr"]))
+    assert used <= served, used - served
 
 
 def test_the_cli_prints_what_render_makes():
