@@ -303,6 +303,57 @@ def test_counters_accumulate_over_ticks_and_survive_an_unread_datastore():
     assert 'queue_sidekiq_processed_total{system="sidekiq",datastore="redis"} 0' in exposition(families)
 
 
+def test_a_tick_that_failed_as_a_whole_keeps_every_total():
+    # What runner.Ticker.tick reports when a tick raised: no datastore section, nothing read.
+    failed = TickReport((), ("the tick failed unexpectedly (RuntimeError: x); trying again next tick",), (), 0.0, False)
+    totals: dict = {}
+    seen = []
+    for report, dropped in ((captured(5), 1), (failed, 2), (captured(3), 0)):
+        families, totals = families_of(report, "queue", NOW, dropped, totals)
+        values = {(name, tuple(labels.items())): value for name, labels, value in parse(exposition(families))}
+        seen.append(
+            (
+                values.get(("queue_sidekiq_processed_total", (("system", "sidekiq"), ("datastore", "redis")))),
+                values[("queue_collector_dropped_total", ())],
+                values[("queue_collector_up", ())],
+            )
+        )
+    # The failed tick shows no series, and the total goes on from 5 (no reset, no lost delta).
+    assert seen == [(5, 1, 1), (None, 3, 0), (8, 3, 1)]
+
+
+def test_a_figure_that_is_a_counter_here_and_a_gauge_there_makes_two_families():
+    report = TickReport(
+        (
+            QueueSample("rq", "a", 1, None, (Figure("moved", 2, kind=COUNTER),)),
+            QueueSample("sidekiq", "b", 1, None, (Figure("moved", 3),)),
+            QueueSample("rq", "c", 1, None, (Figure("moved", 4, kind=COUNTER),)),
+        ),
+        (),
+        ("rq", "sidekiq"),
+        0.0,
+        True,
+        datastores=(section("redis", 3, 0),),
+    )
+    families, _ = families_of(report, "queue", NOW, None, {})
+    text = exposition(families)
+    assert [(family.name, family.kind) for family in families if "moved" in family.name] == [
+        ("queue_moved", "counter"),
+        ("queue_moved", "gauge"),
+    ]
+    # Under each TYPE only lines of its own type.
+    current = None
+    for line in text.split("\n"):
+        if line.startswith("# TYPE "):
+            current = line.split()[2]
+        elif line and not line.startswith("#"):
+            assert SAMPLE.match(line)["name"] == current, (line, current)
+    assert 'queue_moved_total{system="rq",queue="c",datastore="redis"} 4' in text
+    assert 'queue_moved{system="sidekiq",queue="b",datastore="redis"} 3' in text
+    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
 def test_numbers_prefix_and_a_report_without_datastores():
     assert [number(v) for v in (3, 2.0, 0.25, 1e-05, float("nan"), float("inf"), -float("inf"), 1e20)] == [
         "3",
@@ -356,6 +407,9 @@ def test_content_negotiation_and_request_parsing():
     assert parse_request(b"GARBAGE") is None
     assert parse_request(b"GET / SPDY/3\r\n") is None
     assert parse_request(b"GET / HTTP/1.1\r\nno colon here") is None
+    # Lines that end in a bare LF (RFC 9112 2.2).
+    request = parse_request(b"GET /metrics HTTP/1.1\nConnection: close\nAccept-Encoding: gzip")
+    assert request is not None and request.path == "/metrics" and not request.keep_alive and request.gzip
 
 
 def test_settings_and_the_config_command():
@@ -528,6 +582,116 @@ def test_connections_beyond_the_cap_close_the_oldest_idle(server):
         for sock in idle:
             sock.close()
     assert KEEPALIVE_TIMEOUT > 60  # a scrape every minute keeps its connection
+
+
+def test_bare_lf_requests_and_empty_lines_before_a_request_are_answered(server):
+    server.publish(Bodies(gz(b"x 1\n")))
+    for request in (
+        b"GET /metrics HTTP/1.0\n\n",
+        b"GET /metrics HTTP/1.1\nHost: x\nConnection: close\n\n",
+        b"GET /metrics HTTP/1.1\r\nConnection: close\n\r\n",
+        b"\r\n\r\n\nGET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(request)
+            answer = read_all(sock)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nx 1\n"), (request, answer)
+    # Pipelined, with empty lines between: each answered.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\n\n\r\nGET /nope HTTP/1.1\nConnection: close\n\n")
+        answer = read_all(sock)
+    assert answer.count(b"HTTP/1.1 200 OK") == 1 and answer.count(b"HTTP/1.1 404 Not Found") == 1
+    assert server.errors == []
+
+
+def test_thousands_of_pipelined_requests_are_all_answered(server):
+    server.publish(Bodies(gz(b"x 1\n")))
+    count = 2000
+    requests = b"GET /x HTTP/1.1\r\n\r\n" * (count - 1) + b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        # Sent from another thread while this one reads: neither side's buffers fill up.
+        sender = threading.Thread(target=sock.sendall, args=(requests,))
+        sender.start()
+        try:
+            answer = read_all(sock)
+        finally:
+            sender.join()
+    assert answer.count(b"HTTP/1.1 404 Not Found\r\n") == count
+    assert server.errors == []
+
+
+def test_a_scrape_gets_in_when_every_connection_is_a_client_that_never_reads(server):
+    # A body larger than what a non-reading client's socket buffers take: 1,500 queues, 357 kB.
+    report = TickReport(
+        tuple(QueueSample("sidekiq", f"queue-{index:04d}-{'x' * 60}", index, 1.5) for index in range(1500)),
+        (),
+        ("sidekiq",),
+        0.0,
+        True,
+        datastores=(section("redis", 1500, 0),),
+    )
+    families, _ = families_of(report, "queue", NOW, None, {})
+    body = gzipped_exposition(families)
+    server.publish(Bodies(body))
+    stuck: List[socket.socket] = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+            # Small segments: the kernel grows a loopback send buffer by the segment size (64 kB
+            # by default), up to megabytes a connection; with these, a few dozen kB each.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", server.port))
+            stuck.append(sock)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")  # no Accept-Encoding: the inflated body
+            assert sock.recv(12, socket.MSG_WAITALL) == b"HTTP/1.1 200"  # answered; then never read
+        # Every connection is taken, each stuck writing its response.
+        connections = list(server._connections.values())
+        assert len(connections) == MAX_CONNECTIONS and all(c.writing for c in connections)
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        try:
+            connection.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+            answer = connection.getresponse()
+            assert answer.status == 200 and answer.read() == body
+        finally:
+            connection.close()
+        # The one that had been writing longest made room; the others still wait for their reader.
+        writing = {c.sock.getpeername() for c in list(server._connections.values()) if c.writing}
+        assert writing == {sock.getsockname() for sock in stuck[1:]}
+    finally:
+        for sock in stuck:
+            sock.close()
+    assert server.errors == []
+
+
+def test_the_server_outlives_an_error_line_that_cannot_be_written():
+    said: List[str] = []
+    fail_clock = threading.Event()
+
+    def err(lines) -> None:
+        said.extend(lines)
+        raise BrokenPipeError(32, "Broken pipe")  # stderr gone
+
+    def clock() -> float:
+        if fail_clock.is_set():
+            fail_clock.clear()
+            raise RuntimeError("a defect in the thread")
+        return time.monotonic()
+
+    server = PrometheusServer(PrometheusSettings("127.0.0.1", free_port()), err, clock)
+    try:
+        server.publish(Bodies(gz(b"x 1\n")))
+        fail_clock.set()
+        # A new connection wakes the thread, whose next step fails outside any one connection.
+        socket.create_connection(("127.0.0.1", server.port), timeout=10).close()
+        deadline = time.monotonic() + 10
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert said == ["prometheus: the /metrics server met RuntimeError: a defect in the thread"]
+        assert get(server.port)[:3:2] == (200, b"x 1\n")
+    finally:
+        server.close()
 
 
 # --- a real `run`, real jobs, a real Prometheus ----------------------------------------------------

@@ -15,6 +15,11 @@ tick"; here they are summed into a total since the process started, as Prometheu
 A scrape never waits for a tick and a tick never waits for a scrape: each tick renders the body
 (gzipped bytes) and swaps one reference; the server thread only sends bytes it is handed (and
 inflates them, once a tick, for a client that takes no gzip).
+
+The server is one thread with at most MAX_CONNECTIONS connections: when a new one comes and all
+are taken, the one idle longest makes room, else the one that has been writing longest (a scrape
+takes a millisecond to send, so only a client that does not read is that old): Prometheus' scrape
+always gets in.
 """
 
 from __future__ import annotations
@@ -158,12 +163,15 @@ class _FamilyBuilder:
 
     def __init__(self) -> None:
         self.specs: List[FigureSpec] = []
-        self.samples: Dict[str, bytearray] = {}
+        # Keyed by name and type: a figure that were a counter in one system and a gauge in another
+        # makes two families (`x_total` and `x`), never a counter's TYPE over a gauge's lines.
+        self.samples: Dict[Tuple[str, str], bytearray] = {}
 
     def add(self, spec: FigureSpec, labels: str, value: str) -> None:
-        found = self.samples.get(spec.name)
+        key = (spec.name, spec.kind)
+        found = self.samples.get(key)
         if found is None:
-            found = self.samples[spec.name] = bytearray()
+            found = self.samples[key] = bytearray()
             self.specs.append(spec)
         name = f"{spec.name}_total" if spec.kind == COUNTER_TYPE else spec.name
         line = f"{name}{{{labels}}} {value}\n" if labels else f"{name} {value}\n"
@@ -173,7 +181,7 @@ class _FamilyBuilder:
 
     def families(self) -> List[Family]:
         # The buffers themselves, not copies.
-        return [Family(*spec, self.samples[spec.name]) for spec in self.specs]
+        return [Family(*spec, self.samples[(spec.name, spec.kind)]) for spec in self.specs]
 
 
 def families_of(
@@ -183,7 +191,8 @@ def families_of(
 
     A counter series absent from this tick is forgotten (memory stays bounded when queues come
     and go; Prometheus reads a series that starts again from its new total as a reset), except
-    those of a datastore that could not be read this tick: they come back with it.
+    those of a datastore that could not be read this tick: they come back with it. A tick that
+    failed as a whole (no datastore section, not read) keeps every total.
     """
     p = metric_prefix(prefix)
     builder = _FamilyBuilder()
@@ -224,8 +233,9 @@ def families_of(
         for system in systems:
             labels = f'system="{escape_label(system.backend)}"{where}'
             add_figures(f"{p}_{NAME_UNSAFE.sub('_', system.backend)}", system.figures, labels, system.backend)
+    failed = not report.datastores and not report.redis_ok
     for key, total in totals.items():
-        if key not in new_totals and any(key[1].endswith(where) for where in unread):
+        if key not in new_totals and (failed or any(key[1].endswith(where) for where in unread)):
             new_totals[key] = total
     collector = f"{p}_collector"
     for name, unit, help_text, value in (
@@ -364,11 +374,18 @@ class Request(NamedTuple):
     gzip: bool = False
 
 
+LINE_END = re.compile(r"\r?\n")
+# The blank line that ends a request's head, and the empty lines a client may send before one.
+HEAD_END = re.compile(rb"\r?\n\r?\n")
+LEADING_EMPTY_LINES = re.compile(rb"(?:\r?\n)+")
+
+
 def parse_request(head: bytes) -> Optional[Request]:
     """The request line and headers (up to the blank line); None when malformed."""
     try:
         text = head.decode("latin-1")
-        request_line, *header_lines = text.split("\r\n")
+        # Lines end in CRLF, or a bare LF (RFC 9112 2.2 lets a server take one).
+        request_line, *header_lines = LINE_END.split(text)
         method, target, version = request_line.split(" ")
     except ValueError:
         return None
@@ -400,7 +417,7 @@ def response_head(status: int, content_type: str, length: int, keep_alive: bool,
 
 
 class _Connection:
-    __slots__ = ("sock", "inbuf", "chunks", "deadline", "idle_since", "keep_alive", "writing", "waiting")
+    __slots__ = ("sock", "inbuf", "chunks", "deadline", "since", "keep_alive", "writing", "waiting")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
@@ -408,7 +425,8 @@ class _Connection:
         # The response's pieces still to send: the head, then the body (a shared, never copied one).
         self.chunks: List[memoryview] = []
         self.deadline = now + REQUEST_TIMEOUT
-        self.idle_since = now
+        # Since when it has been idle (no response under way), or writing its response.
+        self.since = now
         self.keep_alive = True
         self.writing = False
         # True while kept alive between requests, with no byte of the next one yet.
@@ -525,21 +543,17 @@ class PrometheusServer:
                 time.sleep(0.1)
                 return
             sock.setblocking(False)
-            if len(self._connections) >= MAX_CONNECTIONS and not self._evict():
-                sock.close()  # every connection is busy sending: the newcomer waits for none
-                continue
+            if len(self._connections) >= MAX_CONNECTIONS:
+                self._evict()
             now = self._clock()
             connection = _Connection(sock, now)
             self._connections[sock] = connection
             self._selector.register(sock, selectors.EVENT_READ, connection)
 
-    def _evict(self) -> bool:
-        """Close the connection that has waited longest for a request; False if all are sending."""
-        idle = [c for c in self._connections.values() if not c.writing]
-        if not idle:
-            return False
-        self._drop(min(idle, key=lambda c: c.idle_since))
-        return True
+    def _evict(self) -> None:
+        """Make room: close the connection idle longest, else the one writing longest (a scrape's
+        response goes out in a millisecond: only a client that does not read is that old)."""
+        self._drop(min(self._connections.values(), key=lambda c: (c.writing, c.since)))
 
     def _read(self, connection: _Connection) -> None:
         try:
@@ -554,18 +568,25 @@ class PrometheusServer:
             connection.deadline = self._clock() + REQUEST_TIMEOUT
         connection.inbuf += data
         self._answer_buffered(connection)
+        if connection.writing:
+            self._write(connection)
 
     def _answer_buffered(self, connection: _Connection) -> None:
-        end = connection.inbuf.find(b"\r\n\r\n")
-        if end < 0:
+        """Starts the response to the request in `inbuf`, if one is there whole."""
+        # Empty lines before a request line are skipped (RFC 9112 2.2).
+        leading = LEADING_EMPTY_LINES.match(connection.inbuf)
+        if leading is not None:
+            del connection.inbuf[: leading.end()]
+        found = HEAD_END.search(connection.inbuf)
+        if found is None:
             if len(connection.inbuf) > MAX_HEADER_BYTES:
                 self._respond(connection, 431, b"request header too large\n", keep_alive=False)
             return
-        if end > MAX_HEADER_BYTES:
+        if found.start() > MAX_HEADER_BYTES:
             self._respond(connection, 431, b"request header too large\n", keep_alive=False)
             return
-        head = bytes(connection.inbuf[:end])
-        del connection.inbuf[: end + 4]
+        head = bytes(connection.inbuf[: found.start()])
+        del connection.inbuf[: found.end()]
         request = parse_request(head)
         if request is None:
             self._respond(connection, 400, b"bad request\n", keep_alive=False)
@@ -615,40 +636,45 @@ class PrometheusServer:
         extra: str = "",
         content_type: str = "text/plain; charset=utf-8",
     ) -> None:
+        """Sets the response up; the caller writes it (`_write`)."""
+        now = self._clock()
         connection.keep_alive = keep_alive
         connection.writing = True
-        connection.deadline = self._clock() + WRITE_TIMEOUT
+        connection.since = now
+        connection.deadline = now + WRITE_TIMEOUT
         head = response_head(status, content_type, len(body), keep_alive, extra)
         connection.chunks = [memoryview(head)] if head_only else [memoryview(head), memoryview(body)]
         self._selector.modify(connection.sock, selectors.EVENT_WRITE, connection)
-        self._write(connection)
 
     def _write(self, connection: _Connection) -> None:
-        while connection.chunks:
-            # Head and body in one call (gathered by the kernel, never copied): a head sent alone
-            # would wait for the client's delayed ACK before the body goes (40 ms on Linux).
-            try:
-                sent = connection.sock.sendmsg(connection.chunks)
-            except (BlockingIOError, InterruptedError):
+        """Sends what the socket takes; once a response is out, answers the next pipelined request
+        (a loop, not a call per request: thousands of them never run out of stack)."""
+        while connection.writing:
+            while connection.chunks:
+                # Head and body in one call (gathered by the kernel, never copied): a head sent
+                # alone would wait for the client's delayed ACK before the body (40 ms on Linux).
+                try:
+                    sent = connection.sock.sendmsg(connection.chunks)
+                except (BlockingIOError, InterruptedError):
+                    return
+                while connection.chunks and len(connection.chunks[0]) <= sent:
+                    sent -= len(connection.chunks.pop(0))
+                if connection.chunks and sent:
+                    connection.chunks[0] = connection.chunks[0][sent:]
+            # The whole response is sent.
+            if not connection.keep_alive:
+                self._drop(connection)
                 return
-            while connection.chunks and len(connection.chunks[0]) <= sent:
-                sent -= len(connection.chunks.pop(0))
-            if connection.chunks and sent:
-                connection.chunks[0] = connection.chunks[0][sent:]
-        # The whole response is sent.
-        if not connection.keep_alive:
-            self._drop(connection)
-            return
-        now = self._clock()
-        connection.writing = False
-        connection.idle_since = now
-        self._selector.modify(connection.sock, selectors.EVENT_READ, connection)
-        if connection.inbuf:  # a pipelined request already here
-            connection.deadline = now + REQUEST_TIMEOUT
-            self._answer_buffered(connection)
-        else:
-            connection.waiting = True
-            connection.deadline = now + KEEPALIVE_TIMEOUT
+            now = self._clock()
+            connection.writing = False
+            connection.since = now
+            self._selector.modify(connection.sock, selectors.EVENT_READ, connection)
+            if connection.inbuf:  # a pipelined request already here: its response, if whole
+                connection.deadline = now + REQUEST_TIMEOUT
+                self._answer_buffered(connection)
+            else:
+                connection.waiting = True
+                connection.deadline = now + KEEPALIVE_TIMEOUT
 
     def _drop(self, connection: _Connection) -> None:
         if self._connections.pop(connection.sock, None) is not None:
@@ -666,7 +692,10 @@ class PrometheusServer:
             return
         more = f" (and {self._errors_unsaid} more since the last such line)" if self._errors_unsaid else ""
         self._last_error_line, self._errors_unsaid = now, 0
-        self._err([f"prometheus: the /metrics server met {type(error).__name__}: {error}{more}"[:300]])
+        try:
+            self._err([f"prometheus: the /metrics server met {type(error).__name__}: {error}{more}"[:300]])
+        except Exception:  # noqa: BLE001 (stderr gone, EPIPE: nowhere to say it; the server goes on)
+            pass
 
 
 def _listen(settings: PrometheusSettings) -> socket.socket:
