@@ -26,20 +26,22 @@ from helpers.servers import free_port
 from helpers.workers import HELPERS, wait_for, worker_process
 from queue_metrics.alerts import (
     Thresholds,
+    absent_split,
     check_thresholds,
     datadog_monitors,
     datadog_prefix,
     grafana_dashboard,
     parse_duration,
     prometheus_names,
-    prometheus_prefix,
     render,
     rules,
 )
 from queue_metrics.errors import ConfigError
+from queue_metrics.outputs.prometheus import metric_prefix
 from test_statsd import parse
 
-PREFIXES = ("queue", "my-app.q")
+# `9app`: a name cannot begin with a digit, the endpoint serves `_9app_size` (the rules must read it).
+PREFIXES = ("queue", "my-app.q", "9app")
 CUSTOM = ("--latency", "10", "--latency-for", "2m", "--running-age", "120", "--due-age", "5", "--absent", "90s")
 
 
@@ -57,9 +59,10 @@ def promtool(*arguments: str) -> subprocess.CompletedProcess:
 
 
 def test_prefixes_as_each_tool_stores_the_names():
-    assert prometheus_prefix("queue") == "queue"
-    assert prometheus_prefix("my-app.q") == "my_app_q"
-    assert prometheus_prefix("a:b") == "a_b"
+    assert metric_prefix("queue") == "queue"
+    assert metric_prefix("my-app.q") == "my_app_q"
+    assert metric_prefix("a:b") == "a_b"
+    assert metric_prefix("9app") == "_9app"
     # Datadog keeps the dots of a DogStatsD name and makes any other odd character `_`.
     assert datadog_prefix("my-app.q") == "my_app.q"
     assert datadog_prefix("queue") == "queue"
@@ -78,6 +81,15 @@ def test_durations_and_thresholds_are_checked_with_the_options_name():
     with pytest.raises(ConfigError, match="^--latency must be a number >= 0, got nan"):
         check_thresholds(Thresholds(latency=float("nan")))
     assert check_thresholds(Thresholds()) == Thresholds()
+
+
+def test_the_absence_alert_waits_part_of_its_window():
+    """`for` + window = --absent: at most a minute of `for`, half of a short --absent."""
+    assert absent_split("5m") == ("1m", "4m")
+    assert absent_split("90s") == ("45s", "45s")
+    assert absent_split("10s") == ("5s", "5s")
+    assert absent_split("1h") == ("1m", "59m")
+    assert absent_split("1s") == ("0s", "1s")
 
 
 def test_a_bad_option_is_one_line_and_a_usage_error():
@@ -106,7 +118,7 @@ def test_the_alerts_module_is_not_loaded_by_the_loop():
 def test_every_name_in_every_rule_and_panel_is_in_the_contract():
     for prefix in PREFIXES:
         names = prometheus_names(prefix)
-        p = prometheus_prefix(prefix)
+        p = metric_prefix(prefix)
         exprs = [rule.expr for rule in rules(Thresholds(), prefix)]
         exprs += [
             target["expr"] for panel in grafana_dashboard(Thresholds(), prefix)["panels"] for target in panel["targets"]
@@ -163,7 +175,7 @@ def test_promtool_checks_the_rules_clean(tmp_path, prefix, options):
     assert f"SUCCESS: {len(rules(Thresholds(), prefix))} rules found" in result.stdout
     assert "WARNING" not in result.stdout + result.stderr
     text = path.read_text()
-    p = prometheus_prefix(prefix)
+    p = metric_prefix(prefix)
     assert f'expr: "{p}_latency_seconds > {10 if options else 30}"' in text
     assert f"for: {'2m' if options else '5m'}" in text
 
@@ -222,17 +234,30 @@ def scenarios(p: str) -> List[Scenario]:
             (Expected({}, 360),),
             "7m",  # 420 - 180 = 240
         ),
+        # Before its first scrape a fresh Prometheus has no sample: no alert (it waits 1m).
+        Scenario(
+            "QueueMetricsAbsent",
+            {sel(p, "collector_last_tick_timestamp_seconds"): "_ 60+60x4"},
+            "11m",  # the last sample at 5m: no sample in [6m, 10m] (pending), 1m later firing
+            (Expected({}, 1),),
+            "0m",
+        ),
         Scenario(
             "QueueDeadJobsGrowing",
             {
                 sel(p, "sidekiq_dead", **sidekiq_system): "0x5 1+1x20",
                 sel(p, "dead", system="dramatiq", queue="default", datastore="redis"): "3x30",
                 sel(p, "dead", system="dramatiq", queue="low", datastore="redis"): "0x5 1+1x20",
+                # Cleared by hand, then two new dead jobs: seen at once (delta() was negative).
+                sel(p, "dead", system="dramatiq", queue="high", datastore="redis"): "500x5 0 2x20",
+                # Some retried by hand: no new dead job.
+                sel(p, "dead", system="dramatiq", queue="mailers", datastore="redis"): "500x5 400x20",
             },
             "10m",
             (
-                Expected({"system": "dramatiq", "queue": "low", "datastore": "redis"}, 0),
-                Expected(sidekiq_system, 0),
+                Expected({"system": "dramatiq", "queue": "high", "datastore": "redis"}, 2),
+                Expected({"system": "dramatiq", "queue": "low", "datastore": "redis"}, 5),
+                Expected(sidekiq_system, 5),
             ),
             "4m",
         ),
@@ -241,16 +266,34 @@ def scenarios(p: str) -> List[Scenario]:
             {
                 sel(p, "failed", system="rq", queue="default", datastore="redis"): "0x5 1+1x20",
                 sel(p, "failed", system="bullmq", queue="emails", datastore="redis"): "4x30",
+                # Cleared by hand, then one new failure; another registry partly cleared.
+                sel(p, "failed", system="rq", queue="low", datastore="redis"): "500x5 0 1x20",
+                sel(p, "failed", system="bullmq", queue="reports", datastore="redis"): "500x5 400x20",
                 sel(p, "resque_failed", system="resque", datastore="redis"): "0x5 2+2x20",
-                sel(p, "sidekiq_failed_total", **sidekiq_system): "0x5 2+2x20",
-                sel(p, "sidekiq_failed_total", system="sidekiq", datastore="other"): "7x30",
             },
             "10m",
             (
-                Expected({"system": "resque", "datastore": "redis"}, 0),
-                Expected({"system": "rq", "queue": "default", "datastore": "redis"}, 0),
-                Expected(sidekiq_system, 0),
+                Expected({"system": "resque", "datastore": "redis"}, 10),
+                Expected({"system": "rq", "queue": "default", "datastore": "redis"}, 5),
+                Expected({"system": "rq", "queue": "low", "datastore": "redis"}, 1),
             ),
+            "4m",
+        ),
+        # Sidekiq's failed attempts over its processed ones: 1% (a retried failure a minute)
+        # stays quiet; 30 failures a minute out of 100 attempts fires.
+        Scenario(
+            "QueueFailureRatioHigh",
+            {
+                sel(p, "sidekiq_failed_total", **sidekiq_system): "0+1x30",
+                sel(p, "sidekiq_processed_total", **sidekiq_system): "0+100x30",
+                sel(p, "sidekiq_failed_total", system="sidekiq", datastore="other"): "0x5 30+30x20",
+                sel(p, "sidekiq_processed_total", system="sidekiq", datastore="other"): "0+100x30",
+                # No attempt at all (0/0): no alert.
+                sel(p, "sidekiq_failed_total", system="sidekiq", datastore="idle"): "0x30",
+                sel(p, "sidekiq_processed_total", system="sidekiq", datastore="idle"): "0x30",
+            },
+            "10m",  # 150 of 1000
+            (Expected({"system": "sidekiq", "datastore": "other"}, 0.15),),
             "4m",
         ),
         Scenario(
@@ -301,6 +344,7 @@ def expand(template: str, labels: Dict[str, str], value: float) -> str:
 
     text = re.sub(r"\{\{ with \$labels\.queue \}\}(.*?)\{\{ end \}\}", with_queue, template)
     text = text.replace('{{ $value | printf "%.0f" }}', f"{value:.0f}")
+    text = text.replace("{{ $value | humanizePercentage }}", f"{value * 100:.4g}%")
     return re.sub(r"\{\{ \$labels\.([a-z]+) \}\}", lambda match: labels.get(match[1], ""), text)
 
 
@@ -335,7 +379,7 @@ def run_unit_tests(tmp_path, rules_text: str, tests: List[dict]) -> subprocess.C
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 def test_promtool_unit_tests_each_rule_fires_and_stays_quiet(tmp_path, prefix):
-    p = prometheus_prefix(prefix)
+    p = metric_prefix(prefix)
     cases = scenarios(p)
     assert {case.rule for case in cases} == {rule.name for rule in rules(Thresholds(), prefix)}
     tests = [unit_test(case, prefix, Thresholds()) for case in cases]

@@ -9,7 +9,8 @@ and the dashboard's threshold never disagree:
   one object per request), on the DogStatsD names and tags of `outputs/statsd.py`;
 - `grafana_dashboard`: a dashboard JSON for a Prometheus data source (Dashboards > Import).
 
-The Prometheus names follow the naming contract of the Prometheus output (`prometheus_names`).
+The Prometheus names follow the naming contract of the Prometheus output (`prometheus_names`),
+with its very prefix function (`metric_prefix`: a digit-first prefix gets a leading `_`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 from typing import Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from queue_metrics.errors import ConfigError
+from queue_metrics.outputs.prometheus import metric_prefix
 
 PROMETHEUS = "prometheus"
 DATADOG = "datadog"
@@ -37,6 +39,10 @@ SECONDS_PER_UNIT = {"s": 1, "m": 60, "h": 3600}
 WINDOWS = ("--absent", "--failed-window")
 # Datadog's no-data window must be at least twice the monitor's window (here one minute).
 DATADOG_MIN_NO_DATA_MINUTES = 2
+# The absence alert waits this long (at most) before it fires, and its window is as much shorter
+# (the total stays --absent): a Prometheus that has just started, or just loaded the rules,
+# evaluates the rule before its first scrape; the wait lets that scrape come in.
+ABSENT_FOR_MAX_SECONDS = 60
 # Grafana dashboards' uid: at most 40 characters.
 DASHBOARD_UID_PREFIX = "queue-metrics-"
 # Tags every Datadog monitor carries, to find them (and delete them) together.
@@ -61,6 +67,7 @@ class Thresholds(NamedTuple):
     down_for: str = "2m"
     failed_window: str = "15m"
     failed_growth: float = 0.0
+    failed_ratio: float = 0.05
 
 
 class DatadogQuery(NamedTuple):
@@ -106,15 +113,23 @@ def check_thresholds(thresholds: Thresholds) -> Thresholds:
     return thresholds
 
 
-def prometheus_prefix(prefix: str) -> str:
-    """The contract's `p`: every character outside [a-zA-Z0-9_] made `_`."""
-    return re.sub(r"[^a-zA-Z0-9_]", "_", prefix)
-
-
 def datadog_prefix(prefix: str) -> str:
     """The prefix as Datadog stores our DogStatsD names: it turns any character other than
     letters, digits, `_` and `.` into `_` (`my-app.q` is queried as `my_app.q`)."""
     return re.sub(r"[^A-Za-z0-9_.]", "_", prefix)
+
+
+def duration_text(seconds: int) -> str:
+    """A Prometheus duration for a number of seconds: `4m`, `45s`."""
+    return f"{seconds // 60}m" if seconds % 60 == 0 and seconds else f"{seconds}s"
+
+
+def absent_split(absent: str) -> Tuple[str, str]:
+    """(`for`, window) of the absence alert: they add up to --absent. The `for` is half of a short
+    --absent (10s: 5s and 5s), at most ABSENT_FOR_MAX_SECONDS (5m: 1m and 4m)."""
+    total = parse_duration("--absent", absent)
+    wait = min(ABSENT_FOR_MAX_SECONDS, total // 2)
+    return duration_text(wait), duration_text(total - wait)
 
 
 def minutes(duration: str) -> int:
@@ -139,19 +154,33 @@ WHERE = '{{ $labels.system }}{{ with $labels.queue }} queue "{{ . }}"{{ end }} (
 DD_WHERE = '{{backend.name}} queue "{{queue.name}}" ({{datastore.name}})'
 DD_SYSTEM_WHERE = "{{backend.name}} ({{datastore.name}})"
 VALUE = '{{ $value | printf "%.0f" }}'
+PERCENT = "{{ $value | humanizePercentage }}"
+
+
+def growth_of(name: str, window: str, growth: str) -> str:
+    """A gauge of jobs that only grows but for a clearing or a trim (a failed registry, a dead
+    set): how far it is now above its lowest value in the window. That is at least the number of
+    jobs added since that lowest point, so it never fires without new jobs, and a set cleared by
+    hand (then new failures) shows the new jobs at once, where `delta()` (last minus first) went
+    negative and hid them for a whole window. A partial removal (some jobs retried) is no growth.
+    What no gauge can show: jobs added while as many are trimmed (a capped set at its cap, BullMQ's
+    removeOnFail), or added and removed within one scrape interval."""
+    return f"{name} - min_over_time({name}[{window}]) > {growth}"
 
 
 def rules(thresholds: Thresholds, prefix: str) -> Tuple[Rule, ...]:
     """The table: every rule, its Prometheus alert and its Datadog monitors, for a metric prefix
     (QUEUE_METRICS_PREFIX as set)."""
     t = thresholds
-    p = prometheus_prefix(prefix)
+    p = metric_prefix(prefix)
     d = datadog_prefix(prefix)
     latency, running_age, due_age = number(t.latency), number(t.running_age), number(t.due_age)
     growth = number(t.failed_growth)
     window = t.failed_window
     dd_window = f"last_{minutes(window)}m"
-    absent_seconds = parse_duration("--absent", t.absent)
+    absent_for, absent_window = absent_split(t.absent)
+    absent_window_seconds = parse_duration("--absent", absent_window)
+    ratio = number(t.failed_ratio)
     return (
         Rule(
             "QueueLatencyHigh",
@@ -175,9 +204,10 @@ def rules(thresholds: Thresholds, prefix: str) -> Tuple[Rule, ...]:
             # sample at all, which only `absent_over_time` sees), or the loop hangs while the
             # endpoint still answers with the last tick's figures (samples keep coming, with an
             # old tick time, which only the time since the last tick sees).
-            f"time() - {p}_collector_last_tick_timestamp_seconds > {absent_seconds}"
-            f" or absent_over_time({p}_collector_last_tick_timestamp_seconds[{t.absent}])",
-            "0s",
+            # Both wait `absent_for` (see ABSENT_FOR_MAX_SECONDS) and together take --absent.
+            f"time() - {p}_collector_last_tick_timestamp_seconds > {absent_window_seconds}"
+            f" or absent_over_time({p}_collector_last_tick_timestamp_seconds[{absent_window}])",
+            absent_for,
             CRITICAL,
             "queue-metrics sends no figures",
             f"No tick of the collector for {t.absent}: the collector stopped, hangs, or cannot be scraped. "
@@ -191,12 +221,13 @@ def rules(thresholds: Thresholds, prefix: str) -> Tuple[Rule, ...]:
         Rule(
             "QueueDeadJobsGrowing",
             # Gauges of jobs out of retries: Sidekiq's dead set (system-wide), Dramatiq's
-            # dead-letter set per queue. `delta`, not `increase`: a cleared set is no reset.
-            f"delta({p}_sidekiq_dead[{window}]) > {growth} or delta({p}_dead[{window}]) > {growth}",
+            # dead-letter set per queue (`growth_of` says why not `delta` nor `increase`).
+            f"{growth_of(f'{p}_sidekiq_dead', window, growth)} or {growth_of(f'{p}_dead', window, growth)}",
             "0s",
             WARNING,
             f"Dead jobs pile up in {WHERE}",
-            f"Jobs of {WHERE} ran out of retries in the last {window}: they will not run again unless retried by hand.",
+            f"{VALUE} jobs of {WHERE} ran out of retries in the last {window}: they will not run again unless "
+            "retried by hand.",
             (
                 DatadogQuery(
                     f"change(max({dd_window}),{dd_window}):max:{d}.sidekiq.dead{{*}} by {SYSTEM_TAGS} > {growth}",
@@ -213,14 +244,13 @@ def rules(thresholds: Thresholds, prefix: str) -> Tuple[Rule, ...]:
         ),
         Rule(
             "QueueFailedJobsGrowing",
-            # RQ's and BullMQ's failed registries per queue, Resque's failed list (gauges), and
-            # Sidekiq's failures (a counter: `increase` copes with a restart of the collector).
-            f"delta({p}_failed[{window}]) > {growth} or delta({p}_resque_failed[{window}]) > {growth}"
-            f" or increase({p}_sidekiq_failed_total[{window}]) > {growth}",
+            # RQ's and BullMQ's failed registries per queue, Resque's failed list: gauges of jobs
+            # that failed for good (`growth_of`). Sidekiq's failures are QueueFailureRatioHigh's.
+            f"{growth_of(f'{p}_failed', window, growth)} or {growth_of(f'{p}_resque_failed', window, growth)}",
             "0s",
             WARNING,
             f"Jobs fail in {WHERE}",
-            f"More than {growth} jobs of {WHERE} failed in the last {window}.",
+            f"{VALUE} more jobs of {WHERE} failed in the last {window}.",
             (
                 DatadogQuery(
                     f"change(max({dd_window}),{dd_window}):max:{d}.failed{{*}} by {QUEUE_TAGS} > {growth}",
@@ -232,13 +262,32 @@ def rules(thresholds: Thresholds, prefix: str) -> Tuple[Rule, ...]:
                     t.failed_growth,
                     "Resque",
                 ),
-                DatadogQuery(
-                    f"sum({dd_window}):sum:{d}.sidekiq.failed{{*}} by {SYSTEM_TAGS}.as_count() > {growth}",
-                    t.failed_growth,
-                    "Sidekiq",
-                ),
             ),
             f"More than {growth} jobs failed in the last {window}.",
+        ),
+        Rule(
+            "QueueFailureRatioHigh",
+            # Sidekiq counts every failed attempt, retries included, and `processed` counts every
+            # attempt (failed ones too). Many apps have a few retried failures all day (a flaky
+            # API, a deadlock retried): alerting on any failure is noise people learn to ignore,
+            # and a fixed count suits no volume. The share of attempts that failed does: 5% of
+            # them failing over 15 minutes is no longer the usual retry. No attempt (0/0) is no
+            # alert; counters (`increase`) cope with a restart of the collector.
+            f"increase({p}_sidekiq_failed_total[{window}]) / increase({p}_sidekiq_processed_total[{window}]) > {ratio}",
+            "0s",
+            WARNING,
+            f"Many jobs fail in {WHERE}",
+            f"{PERCENT} of the jobs {WHERE} ran in the last {window} failed (over {ratio}): "
+            "a broken deploy, or a service the jobs call is down.",
+            (
+                DatadogQuery(
+                    f"sum({dd_window}):sum:{d}.sidekiq.failed{{*}} by {SYSTEM_TAGS}.as_count() / "
+                    f"sum:{d}.sidekiq.processed{{*}} by {SYSTEM_TAGS}.as_count() > {ratio}",
+                    t.failed_ratio,
+                ),
+            ),
+            f"Over {ratio} of the jobs {DD_SYSTEM_WHERE} ran in the last {window} failed: "
+            "a broken deploy, or a service the jobs call is down.",
         ),
         Rule(
             "QueueDueJobsNotEnqueued",
@@ -368,11 +417,9 @@ COLLECTOR_NAMES = (
 
 
 def prometheus_names(prefix: str) -> FrozenSet[str]:
-    """Every metric family the Prometheus output sends, by the naming contract.
-
-    TODO(lead): compare with a real scrape once the Prometheus output lands (issue 28, part 1).
-    """
-    p = prometheus_prefix(prefix)
+    """Every metric family the Prometheus output sends, by the naming contract (a real scrape is
+    compared with it in tests/test_alerts.py)."""
+    p = metric_prefix(prefix)
     names = {f"{p}_size", f"{p}_latency_seconds"}
     names.update(f"{p}_{figure}" for figure in QUEUE_GAUGES)
     names.update(f"{p}_{figure}_seconds" for figure in QUEUE_SECONDS)
@@ -461,7 +508,7 @@ SYSTEM_LEGEND = "{{system}} ({{datastore}})"
 
 
 def panels(thresholds: Thresholds, prefix: str) -> Tuple[Panel, ...]:
-    p = prometheus_prefix(prefix)
+    p = metric_prefix(prefix)
     # `max by`: two collectors of the same app (two dynos) report the same queue once.
     by_queue = f"max by ({QUEUE_LABELS})"
     return (
@@ -500,7 +547,7 @@ GRID_COLUMNS = 24
 def grafana_dashboard(thresholds: Thresholds, prefix: str) -> Dict[str, object]:
     """A dashboard for Dashboards > Import: the data source is chosen there (`DS_PROMETHEUS`)
     and can be changed later (the `datasource` variable)."""
-    p = prometheus_prefix(prefix)
+    p = metric_prefix(prefix)
     datasource = {"type": "prometheus", "uid": "${datasource}"}
     items: List[Dict[str, object]] = []
     for index, panel in enumerate(panels(thresholds, prefix)):

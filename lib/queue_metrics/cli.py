@@ -234,6 +234,13 @@ def demo(ticks: int, interval: float) -> None:
     "--failed-window", default="15m", show_default=True, help="Alert when dead or failed jobs grew within this window."
 )
 @click.option("--failed-growth", type=float, default=0.0, show_default=True, help="... by more than this many jobs.")
+@click.option(
+    "--failed-ratio",
+    type=float,
+    default=0.05,
+    show_default=True,
+    help="Alert when more than this share of Sidekiq's jobs failed within --failed-window.",
+)
 def alerts(target: str, **options: object) -> None:
     """Print alert rules (Prometheus, Datadog) or a Grafana dashboard on our metric names.
 

@@ -85,6 +85,8 @@ class Family(NamedTuple):
 
 
 def metric_prefix(prefix: str) -> str:
+    """The naming contract's `p`: every character outside [a-zA-Z0-9_] made `_`, and a leading
+    `_` when it would begin with a digit. The one copy: `queue-metrics alerts` reads it too."""
     cleaned = NAME_UNSAFE.sub("_", prefix)
     # A name cannot begin with a digit.
     return f"_{cleaned}" if cleaned[:1].isdigit() else cleaned
