@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from rq import Queue
 
 from helpers.process import command_env
 from helpers.workers import HELPERS, wait_for, worker_process
+from queue_metrics.loop import StopRequested, StopSignals
 from queue_metrics.sample import DatastoreSection, Figure, QueueSample, TickReport
 from queue_metrics.watch import (
     ALTERNATE_SCREEN_OFF,
@@ -309,6 +311,48 @@ def test_plain_lines_one_per_queue():
     ]
 
 
+def test_without_keys_the_header_says_ctrl_c_quits():
+    history = history_of([rq("default", 1)])
+    assert screen(history, 80, 24, NOW)[1].text.endswith(" · q quits")
+    assert screen(history, 80, 24, NOW, Options(keys=False))[1].text.endswith(" · Ctrl-C quits")
+
+
+def test_a_datastore_not_read_this_tick_keeps_its_rows_marked_stale_and_their_trend():
+    sections = (
+        DatastoreSection("redis", "redis", "redis://a/0", "REDIS_URL", True, 1, 0, 0),
+        DatastoreSection("pink", "redis", "redis://b/0", "HEROKU_REDIS_PINK_URL", True, 1, 0, 0),
+    )
+    failed = (sections[0], sections[1]._replace(ok=False, queues=0))
+    history = History("two", 1.0)
+    for size in (1, 2):
+        history = record(history, report_of([rq("default", size), rq("low", 10 * size)], datastores=sections), NOW)
+    history = record(history, report_of([rq("default", 3)], ["pink: cannot connect"], datastores=failed), NOW)
+    assert [(t.datastore, t.sample.queue, t.sizes, t.stale) for t in history.queues] == [
+        ("redis", "default", (1, 2, 3), False),
+        ("pink", "low", (10, 20), True),
+    ]
+    rows = screen(history, 80, 24, NOW)[3:-1]
+    (stale,) = [row for row in rows if "pink/rq" in row.text]
+    assert words(stale)[:3] == ["pink/rq", "low", "20?"] and words(stale)[-1] == "stale"
+    assert stale.style == ATTENTION
+    # Read again: the trend goes on where it stopped, no longer stale.
+    history = record(history, report_of([rq("default", 4), rq("low", 30)], datastores=sections), NOW)
+    assert [(t.sizes, t.stale) for t in history.queues] == [((1, 2, 3, 4), False), ((10, 20, 30), False)]
+    # A tick that failed as a whole (no datastore in the report) keeps every row.
+    down = record(history, TickReport((), ("the tick failed",), (), 0.0, False), NOW)
+    assert [(t.sizes, t.stale) for t in down.queues] == [((1, 2, 3, 4), True), ((10, 20, 30), True)]
+
+
+def test_at_80_columns_the_why_column_starts_with_the_most_actionable_reason():
+    name = "orders-" + "x" * 19  # 26 characters
+    samples = [rq(name, 5, 400.0, consumers=0), rq(name[:-1] + "y", 5, 400.0, consumers=1)]
+    rows = screen(history_of(samples), 80, 24, NOW)[3:]
+    assert_fits(rows, 80, 24)
+    # "no worker" says what to do; the latency it causes comes after, cut when there is no room.
+    assert rows[0].text.endswith(" 0 no worker…") and rows[1].text.endswith(" 1 latency")
+    assert screen(history_of(samples), 200, 24, NOW)[3].text.endswith(" 0 no worker,latency")
+
+
 # --- the terminal, for real ---------------------------------------------------------------------
 
 
@@ -521,3 +565,124 @@ def test_on_a_pipe_sigterm_ends_it_with_status_0(redis_url, client):
     assert process.returncode == 0, err
     assert err == b""
     assert all(line.startswith(b"20") for line in out.splitlines())
+
+
+def test_a_second_signal_during_the_cleanup_still_restores_the_tty(monkeypatch):
+    """On a real pty: a Ctrl-C landing in Terminal.__exit__ (here: just as it closes its wake-up
+    pipe) neither skips the rest of the cleanup nor escapes from it."""
+    master, slave = pty.openpty()
+    stop = StopSignals()
+    stop.install()
+    real_close = os.close
+    closed: List[int] = []
+
+    def close_then_interrupt(fd: int) -> None:
+        real_close(fd)
+        closed.append(fd)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    try:
+        with open(slave, "w", closefd=False) as out, open(slave, "r", closefd=False) as inp:
+            before = termios.tcgetattr(slave)
+            with pytest.raises(StopRequested):  # the first Ctrl-C ends the view
+                with Terminal(inp, out) as terminal:
+                    wake = terminal._wake
+                    monkeypatch.setattr(os, "close", close_then_interrupt)
+                    raise StopRequested()
+            monkeypatch.undo()
+            after = termios.tcgetattr(slave)
+    finally:
+        monkeypatch.undo()
+        stop.restore()
+        os.close(master)
+        os.close(slave)
+    assert after == before
+    assert wake is not None and closed == list(wake)  # both ends of the pipe, nothing leaked
+
+
+def test_term_dumb_gets_plain_lines_on_a_terminal(redis_url, client):
+    """On a real pty with TERM=dumb (Emacs' shell): no cursor addressing, no alternate screen."""
+    Queue("default", connection=client).enqueue("rq_jobs.quick")
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "queue_metrics", "watch", "--interval", "0.5", "--ticks", "2"],
+            env=command_env(REDIS_URL=redis_url, PYTHONPATH=LIB, TERM="dumb", LANG="C.UTF-8"),
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+        )
+        os.close(slave)
+        slave = -1
+        written = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the process and its pty are gone
+                break
+            if not chunk:
+                break
+            written += chunk
+        assert process.wait(timeout=30) == 0, written
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert b"\x1b" not in written, written
+    lines = written.decode().splitlines()
+    assert len(lines) == 2 and all(re.match(r"\d{4}-\S+Z rq default size=1 latency=", line) for line in lines), lines
+
+
+def test_ctrl_z_gives_the_shell_its_screen_and_fg_brings_the_view_back_with_q_working(tmux, client):
+    Queue("default", connection=client).enqueue("rq_jobs.quick")
+    tmux.type(WATCH)
+    wait_for(lambda: row_size(tmux.capture(), "default") == 1, "the view", 60)
+    tmux.keys("C-z")
+    wait_for(
+        lambda: any("Stopped" in line for line in tmux.capture()) and shown(tmux)[-1] == Tmux.PROMPT.rstrip(),
+        "the shell's Stopped line and its prompt",
+    )
+    # On the normal screen, below the command line, with the cursor shown.
+    assert tmux.flag("alternate_on") == "0" and tmux.flag("cursor_flag") == "1"
+    assert shown(tmux)[0] == f"{Tmux.PROMPT}{WATCH}"
+    tmux.type("fg")
+    wait_for(lambda: tmux.flag("alternate_on") == "1", "the alternate screen again")
+    wait_for(lambda: row_size(tmux.capture(), "default") == 1, "the frame again")
+    assert tmux.flag("cursor_flag") == "0"
+    tmux.keys("q")  # no Enter: the keys are read one by one again
+    wait_for(lambda: tmux.flag("alternate_on") == "0" and shown(tmux)[-1] == Tmux.PROMPT.rstrip(), "the prompt")
+    tmux.type("echo status=$?")
+    wait_for(lambda: "status=0" in tmux.capture(), "the status line")
+    assert tmux.flag("cursor_flag") == "1"
+    assert termios_is_cooked(tmux)
+
+
+def test_with_stdin_not_a_terminal_ctrl_c_quits_and_keys_do_not_echo(tmux, client):
+    Queue("default", connection=client).enqueue("rq_jobs.quick")
+    tmux.type(f"{WATCH} < /dev/null")
+    wait_for(lambda: row_size(tmux.capture(), "default") == 1, "the view", 60)
+    assert tmux.capture()[1].rstrip().endswith(" · Ctrl-C quits")
+    # The pane's tty itself (stdout's): no echo, no line editing while the view runs.
+    modes = subprocess.run(
+        ["stty", "-F", tmux.flag("pane_tty"), "-a"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split()
+    assert "-echo" in modes and "-icanon" in modes
+    tmux.keys("C-c")
+    # The command line is longer than the pane: it wraps.
+    wait_for(lambda: shown(tmux)[-1] == Tmux.PROMPT.rstrip() and tmux.flag("alternate_on") == "0", "the prompt")
+    assert "".join(shown(tmux)[:-1]) == f"{Tmux.PROMPT}{WATCH} < /dev/null"
+    assert termios_is_cooked(tmux)
+
+
+def test_with_ticks_the_last_frame_stays_on_the_normal_screen(tmux, client):
+    Queue("default", connection=client).enqueue("rq_jobs.quick")
+    command = f"{WATCH} --ticks 2"
+    tmux.type(command)
+    wait_for(lambda: shown(tmux)[-1:] == [Tmux.PROMPT.rstrip()] and len(shown(tmux)) > 2, "the prompt again", 60)
+    assert tmux.flag("alternate_on") == "0"
+    lines = shown(tmux)
+    assert lines[0] == f"{Tmux.PROMPT}{command}"
+    assert lines[1].startswith("queue-metrics watch · redis (redis://127.0.0.1:")
+    assert "1 queues · 0 errors · q quits" in lines[2]
+    assert lines[3].split()[:2] == ["SYSTEM", "QUEUE"] and row_size(lines, "default") == 1
+    assert len(lines) == 6 and not any("\x1b" in line for line in lines)

@@ -100,7 +100,7 @@ def watch(interval: float, latency: float, ticks: Optional[int], ascii_only: boo
     """A live view of every queue: size, latency, trend; `q` or Ctrl-C quits.
 
     On a terminal the screen is redrawn in place every interval, the queues that need a look
-    first; otherwise a plain line per queue per reading.
+    first; otherwise (or with TERM=dumb) a plain line per queue per reading.
     """
     from queue_metrics.outputs import OutputSettings
     from queue_metrics.runner import describe_locations
@@ -121,7 +121,9 @@ def watch(interval: float, latency: float, ticks: Optional[int], ascii_only: boo
         ticks,
         Options(latency=latency, ascii=ascii_only or encoding != "utf8"),
         color,
-        terminal=sys.stdout.isatty(),
+        # TERM=dumb (Emacs' shell, a CI log) knows no cursor addressing nor alternate screen: plain
+        # lines there. An unset TERM is not taken as dumb: `heroku run` may not pass it on.
+        terminal=sys.stdout.isatty() and os.environ.get("TERM") != "dumb",
     )
 
 

@@ -78,6 +78,8 @@ class QueueTrend(NamedTuple):
     datastore: str
     sample: QueueSample
     sizes: Tuple[int, ...]
+    # True when its datastore could not be read this tick: the last reading, kept.
+    stale: bool = False
 
 
 class History(NamedTuple):
@@ -107,19 +109,27 @@ class Options(NamedTuple):
 
     latency: float = DEFAULT_LATENCY_THRESHOLD
     ascii: bool = False
+    # False when stdin is not a terminal: no key is read, only Ctrl-C quits.
+    keys: bool = True
 
 
 def record(
     history: History, report: TickReport, now: float, notices: Sequence[str] = (), keep: int = KEPT_TICKS
 ) -> History:
     """`history` after one more tick: queues in the report's order; a queue gone from the report
-    is gone from the screen (its sizes with it)."""
+    is gone from the screen (its sizes with it). A datastore that could not be read this tick
+    keeps its last rows and their sizes, marked stale: a one-tick blip does not wipe the trends."""
     before: Dict[Tuple[str, str, str], Tuple[int, ...]] = {
         (trend.datastore, trend.sample.backend, trend.sample.queue): trend.sizes for trend in history.queues
     }
     queues: List[QueueTrend] = []
     for section, samples, _ in sections(report):
         label = section.label if section is not None else ""
+        if not (section.ok if section is not None else report.redis_ok):
+            queues.extend(
+                trend._replace(stale=True) for trend in history.queues if section is None or trend.datastore == label
+            )
+            continue
         for sample in samples:
             sizes = before.get((label, sample.backend, sample.queue), ()) + (sample.size,)
             queues.append(QueueTrend(label, sample, sizes[-keep:]))
@@ -242,22 +252,25 @@ def figure_value(sample: QueueSample, name: str) -> Optional[float]:
 
 def attention(sample: QueueSample, latency_threshold: float) -> Tuple[str, ...]:
     """Why a row needs a look, in short words; empty when it needs none."""
+    # The most actionable first (a narrow WHY column cuts the end): nobody listening, then jobs
+    # stuck before or in the queue, then the latency they cause.
     reasons = []
-    if sample.latency is not None and sample.latency > latency_threshold:
-        reasons.append("latency")
     if sample.size > 0 and figure_value(sample, "consumers") == 0:
         reasons.append("no worker")
     if (figure_value(sample, "due_age") or 0) > DUE_AGE_LIMIT:
         reasons.append("due late")
     if (figure_value(sample, "running_age") or 0) > RUNNING_AGE_LIMIT:
         reasons.append("long job")
+    if sample.latency is not None and sample.latency > latency_threshold:
+        reasons.append("latency")
     return tuple(reasons)
 
 
 def ordered(queues: Sequence[QueueTrend], latency_threshold: float) -> List[Tuple[QueueTrend, Tuple[str, ...]]]:
     """Rows needing attention first (the longest latency first), then queues holding jobs, then
     empty ones; otherwise in the collector's order, so rows do not jump from frame to frame."""
-    rows = [(trend, attention(trend.sample, latency_threshold)) for trend in queues]
+    # A stale row says so first: its figures are the last ones read, not today's.
+    rows = [(trend, ("stale",) * trend.stale + attention(trend.sample, latency_threshold)) for trend in queues]
 
     def key(row: Tuple[QueueTrend, Tuple[str, ...]]) -> Tuple[int, float]:
         trend, reasons = row
@@ -336,7 +349,7 @@ def _row(trend: QueueTrend, reasons: Tuple[str, ...], shape: Layout, several: bo
     parts = [
         ("!" if reasons else " ") + " " + pad(_system_text(trend, several), shape.system, ascii=ascii),
         pad(display_name(sample.queue, ascii), shape.queue, ascii=ascii),
-        pad(format_size(sample.size), SIZE_WIDTH, right=True, ascii=ascii),
+        pad(format_size(sample.size) + ("?" if trend.stale else ""), SIZE_WIDTH, right=True, ascii=ascii),
         pad(format_latency(sample.latency), LATENCY_WIDTH, right=True, ascii=ascii),
     ]
     trend_text = (sparkline(trend.sizes, shape.spark, ascii) + " " if shape.spark else "") + trend_arrow(
@@ -386,7 +399,7 @@ def screen(history: History, width: int, height: int, now: float, options: Optio
         if now - history.read_at > 2 * history.interval + 1:
             # The tick is late (a datastore slow to answer): the figures shown are old.
             status.append(f"last read {now - history.read_at:.0f} s ago")
-    status.append("q quits")
+    status.append("q quits" if options.keys else "Ctrl-C quits")
     lines.append(Line(cut(dot.join(status), width, ascii), HEADER))
 
     # Error lines may quote a server's reply, which may hold anything: escaped as names are.
@@ -492,46 +505,85 @@ class KeptNotices(Output):
 
 class Terminal:
     """The tty while the view runs: keys read at once (cbreak), the alternate screen, the cursor
-    hidden; all of it restored on the way out, whatever ends the view."""
+    hidden; all of it restored on the way out, whatever ends the view, and around a Ctrl-Z."""
 
     def __init__(self, stdin: TextIO, stdout: TextIO) -> None:
         self.stdout = stdout
         self.out_fd = stdout.fileno()
         self.in_fd: Optional[int] = stdin.fileno() if stdin.isatty() else None
+        # The tty whose modes are set: stdin's, else stdout's (`watch < /dev/null`), so that keys
+        # typed at it are not echoed over the frame.
+        self._mode_fd = self.in_fd if self.in_fd is not None else self.out_fd
         self._saved: Optional[list] = None
         self._wake: Optional[Tuple[int, int]] = None
-        self._previous_winch: Any = None
+        self._previous: Dict[int, Any] = {}
 
     def __enter__(self) -> "Terminal":
         import termios
-        import tty
 
-        if self.in_fd is not None:
-            self._saved = termios.tcgetattr(self.in_fd)
-            # cbreak, not raw: Ctrl-C still sends SIGINT, and output still turns \n into \r\n.
-            tty.setcbreak(self.in_fd)
+        self._saved = termios.tcgetattr(self._mode_fd)
         # A resize wakes the wait for keys through a pipe: select() is retried after a signal.
         read_end, write_end = os.pipe()
         os.set_blocking(write_end, False)
         self._wake = (read_end, write_end)
-        self._previous_winch = signal.signal(signal.SIGWINCH, self._on_resize)
-        self.write(ALTERNATE_SCREEN_ON + CURSOR_HIDE)
+        self._previous = {
+            signal.SIGWINCH: signal.signal(signal.SIGWINCH, self._on_resize),
+            signal.SIGTSTP: signal.signal(signal.SIGTSTP, self._on_suspend),
+        }
+        self._take()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        # A second Ctrl-C or a SIGTERM now would raise StopRequested in the middle of this and
+        # leave the tty in cbreak: ignored until the terminal is given back (we are quitting).
+        quitting = {signum: signal.signal(signum, signal.SIG_IGN) for signum in StopSignals.SIGNALS}
         try:
-            self.write(RESET + CURSOR_SHOW + ALTERNATE_SCREEN_OFF)
+            for signum, handler in self._previous.items():
+                signal.signal(signum, handler)
+            try:
+                self._give_back()
+            finally:
+                if self._wake is not None:
+                    for fd in self._wake:
+                        os.close(fd)
+                    self._wake = None
         finally:
-            if self._previous_winch is not None:
-                signal.signal(signal.SIGWINCH, self._previous_winch)
-            if self._wake is not None:
-                for fd in self._wake:
-                    os.close(fd)
-                self._wake = None
-            if self._saved is not None and self.in_fd is not None:
-                import termios
+            for signum, handler in quitting.items():
+                signal.signal(signum, handler)
 
-                termios.tcsetattr(self.in_fd, termios.TCSADRAIN, self._saved)
+    def _take(self) -> None:
+        """The tty for the view: cbreak, the alternate screen, no cursor."""
+        import tty
+
+        # cbreak, not raw: Ctrl-C still sends SIGINT, Ctrl-Z SIGTSTP, and \n still becomes \r\n.
+        tty.setcbreak(self._mode_fd)
+        # os.write, not the stream: this also runs in a signal handler, maybe inside a write.
+        os.write(self.out_fd, (ALTERNATE_SCREEN_ON + CURSOR_HIDE).encode())
+
+    def _give_back(self) -> None:
+        """The tty as it was: the normal screen, the cursor, the saved modes (even if the write
+        fails: the terminal may be gone)."""
+        import termios
+
+        try:
+            os.write(self.out_fd, (RESET + CURSOR_SHOW + ALTERNATE_SCREEN_OFF).encode())
+        finally:
+            if self._saved is not None:
+                # Keys typed at a tty that was never read (stdin not a tty) are dropped, not
+                # left for the shell.
+                when = termios.TCSADRAIN if self.in_fd is not None else termios.TCSAFLUSH
+                termios.tcsetattr(self._mode_fd, when, self._saved)
+
+    def _on_suspend(self, signum: int, frame: object) -> None:
+        """Ctrl-Z: the shell gets its screen and modes back, the process stops as it would
+        without us; on `fg` the view takes the tty again and redraws at once."""
+        self._give_back()
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)
+        # Stopped here until SIGCONT (`fg`, `bg`); the shell may have changed the modes meanwhile.
+        signal.signal(signal.SIGTSTP, self._on_suspend)
+        self._take()
+        self._on_resize(signum, frame)
 
     def _on_resize(self, signum: int, frame: object) -> None:
         if self._wake is not None:
@@ -598,15 +650,19 @@ def watch_terminal(
     stop: StopSignals,
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
-) -> None:
-    """The live view until `q`, Ctrl-C, SIGTERM or `ticks` ticks; `terminal` already entered."""
+) -> List[Line]:
+    """The live view until `q`, Ctrl-C, SIGTERM or `ticks` ticks; `terminal` already entered.
+    Returns the last frame drawn (after `ticks` ticks)."""
     notices = KeptNotices(ticker.output)
     ticker.output = notices
+    options = options._replace(keys=terminal.in_fd is not None)
     state = {"history": History(where, interval)}
+    frame: List[Line] = []
 
     def draw() -> None:
         width, height = terminal.size()
-        text = frame_text(screen(state["history"], width, height, clock(), options), width, color)
+        frame[:] = screen(state["history"], width, height, clock(), options)
+        text = frame_text(frame, width, color)
         # Never half a frame: a signal cut into an escape sequence would leave the terminal confused.
         with stop.writing():
             terminal.write(text)
@@ -633,6 +689,7 @@ def watch_terminal(
 
     draw()
     _schedule(tick, lambda due: ticker.collector.idle(due, sleep=sleep), interval, ticks, monotonic)
+    return frame
 
 
 def watch_plain(
@@ -672,7 +729,12 @@ def run_watch(
     try:
         if terminal:
             with Terminal(stdin, stdout) as tty:
-                watch_terminal(ticker, tty, where, interval, ticks, options, color, stop)
+                last = watch_terminal(ticker, tty, where, interval, ticks, options, color, stop)
+            # `--ticks N` ran out: the last frame stays on the normal screen, where it can be read
+            # (the alternate screen is gone with the view).
+            with stop.writing():
+                stdout.write("".join(line.text.rstrip() + "\n" for line in last))
+                stdout.flush()
         else:
             watch_plain(ticker, ticker.output.out, interval, ticks, stop)
     except StopRequested:
