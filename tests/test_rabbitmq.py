@@ -68,6 +68,9 @@ def sizes(report: TickReport) -> Dict[str, int]:
 def celery_app(url: str) -> Celery:
     app = Celery("shop", broker=url)
     app.conf.task_create_missing_queues = True
+    # Each publish waits for the broker's confirm: a reading right after `publish` (on another
+    # connection) then sees every message (without it, the last one may still be on its way).
+    app.conf.broker_transport_options = {"confirm_publish": True}
     return app
 
 
