@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from queue_metrics.datastores.rabbitmq.latency import (
     REASON_NO_PUBLISH_COUNTER,
     REASON_NOT_DATED,
     REASON_PRIORITY,
+    Estimate,
     Latencies,
     PublishHistory,
     counters_of,
@@ -273,3 +275,20 @@ def test_within_the_history_step_plus_the_refresh_lag_once_exact(
             assert abs(estimate.seconds - truth) <= step + refresh_lag + thinned + 1e-6, (estimate, truth)
         else:
             assert estimate.seconds <= truth + 1e-6
+
+
+def test_a_ready_count_shown_late_beside_a_burst_is_corrected_at_the_next_reading():
+    """Seen in a loaded CI run: the queue's ready count, a refresh late, showed the backlog lower
+    than it was while the channels' publish count already held a second burst, so one reading
+    took a message of that burst for the oldest. The next reading's head lies before the point
+    that bracketed it: that point's predecessors must still be there to date it."""
+    history = PublishHistory()
+    assert history.observe(0.0, 0, 0) == Estimate(0.0, True)
+    # 300 published between t=1 and t=2; ready 300: the oldest is of t=1.
+    assert history.observe(5.0, 300, 300, [(1.0, 0), (2.0, 300)]).seconds == pytest.approx(4.0, abs=0.1)
+    # 150 more at t=9; the ready count shown (141) is stale, the true backlog is 400: too young once.
+    young = history.observe(10.0, 450, 141, [(8.0, 300), (9.0, 450)])
+    assert young.seconds < 2.0
+    # The next reading shows the true 254 ready: the oldest is number 216, of the first burst
+    # (between t=1 and t=2), waiting about 13.3 s at t=15 (dropping the points before t=8 gave 7).
+    assert history.observe(15.0, 470, 254, [(14.0, 470)]).seconds == pytest.approx(13.28, abs=0.1)

@@ -52,7 +52,9 @@ publishes are counted when routed, so a publish the queue did not accept (`x-max
 `reject-publish`) makes them too old until the queue is next seen empty.
 
 Memory: per queue at most MAX_POINTS points of two numbers; the history is kept only back to
-the point that brackets the oldest message. A queue whose oldest message stays put while
+the point that brackets the oldest message, and L (STALE_MARGIN) before it: a ready count shown
+late makes one reading's head too young, and the next reading must find the points before it. A
+queue whose oldest message stays put while
 publishers go on thins out its points where they are densest, so its step T grows to about
 2 x (the oldest message's wait) / MAX_POINTS: about 3 % of the wait past a minute or so at a
 1 s grid. The caller forgets queues not seen at a tick (`Latencies.end_tick`).
@@ -65,6 +67,10 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 # Points kept per queue; beyond this, the point in the densest stretch is dropped.
 MAX_POINTS = 64
+# Seconds of history kept before the point that brackets the oldest message: the refresh lag L
+# at the defaults (twice the 5 s statistics interval, plus the 1 s grid). A ready count that lags
+# the publish count moves the estimated head forward by at most what was published within L.
+STALE_MARGIN = 11.0
 
 # Why a queue gets no latency (said once per queue in doctor).
 REASON_PRIORITY = "a priority queue (x-max-priority) is not first in, first out: its latency cannot be estimated"
@@ -229,7 +235,7 @@ class PublishHistory:
             # Older than the history: from before the loop (a lower bound), or, after the queue
             # was seen empty, a publish counter older than the ready count (counted from there).
             return Estimate(max(0.0, at - self.times[0]), self.exact_from is not None)
-        index = self._bracket(head)
+        index = self._keep_from(self._bracket(head))
         if index > 0:
             del self.times[:index], self.counts[:index]
         if self.exact_from is None:
@@ -246,6 +252,17 @@ class PublishHistory:
             else:
                 break
         return index
+
+    def _keep_from(self, bracket: int) -> int:
+        """The first point to keep: the head's bracket, or an earlier one within STALE_MARGIN
+        before it. A ready count shown a refresh late (lower than it is, beside a publish count
+        that already holds a burst) puts the head too far forward; the next reading's head lies
+        before it, and the points in between must still be there to date it."""
+        times = self.times
+        keep = bracket
+        while keep > 0 and times[keep] > times[bracket] - STALE_MARGIN:
+            keep -= 1
+        return keep
 
     def _interpolate(self, head: float) -> float:
         times, counts = self.times, self.counts
