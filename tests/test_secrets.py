@@ -1,5 +1,5 @@
 """Passwords and names: a Redis user name is no secret and a name is never rewritten, while no
-output (log lines, JSON, table, StatsD, OTLP, `config`, `doctor`) nor stderr ever shows the
+output (log lines, JSON, table, StatsD, OTLP, Prometheus, `config`, `doctor`, `watch`, `alerts`) nor stderr ever shows the
 password, in error situations too. Real redis-servers with ACL users, as Redis Cloud and Upstash
 hand them out (`redis[s]://default:<password>@host:port`)."""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import urllib.request
 
 import pytest
 import redis
@@ -269,3 +270,51 @@ def test_a_plain_port_closed_for_other_reasons_gets_no_tls_hint(make_server):
     server.stop()
     result = queue_metrics("once", env={"REDIS_URL": f"redis://127.0.0.1:{port}/0"})
     assert "connection refused" in result.stderr and "TLS" not in result.stderr
+
+
+def scrape_of_a_run(env: dict) -> str:
+    """A `run` with the prometheus output: its first `/metrics` body, then its stdout and stderr."""
+    port = free_port()
+    process = start(
+        "run",
+        env={
+            **env,
+            "QUEUE_METRICS_INTERVAL": "0.3",
+            "QUEUE_METRICS_OUTPUTS": "logs,prometheus",
+            "QUEUE_METRICS_PROMETHEUS_ADDRESS": f"127.0.0.1:{port}",
+        },
+    )
+    body = ""
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not body:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+                    body = answer.read().decode()
+            except OSError:
+                time.sleep(0.1)
+    finally:
+        process.kill()
+        out, err = process.communicate()
+    assert body, (out + err).decode()
+    return body + (out + err).decode()
+
+
+def test_the_new_commands_and_the_prometheus_output_never_show_the_password(acl_server, make_server):
+    renamed = make_server(extra=["--rename-command", "AUTH", ""])
+    cases = {
+        "working": url_of(acl_server, "queue"),
+        "wrong password": url_of(acl_server, "queue", PASSWORD + "x"),
+        "AUTH quoted": url_of(renamed, "default"),
+    }
+    for case, url in cases.items():
+        env = {"REDISCLOUD_URL": url}
+        text = outputs_of(env, ("watch", "--ticks", "2", "--interval", "0.3"), ("alerts", "--for", "prometheus"))
+        text += scrape_of_a_run(env)
+        assert "Traceback" not in text, case
+        if case == "working":
+            # A queue named like the password is the user's own name: shown as it is, never masked.
+            assert f'queue_size{{system="sidekiq",queue="{PASSWORD}",datastore="rediscloud"}} 2' in text
+            assert f"sidekiq {PASSWORD} size=2" in text
+            text = text.replace(PASSWORD, "")
+        assert PASSWORD not in text, case
