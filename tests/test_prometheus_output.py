@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers.process import lines_of, queue_metrics, start
+from helpers.process import lines_of, queue_metrics, start, stop
 from helpers.producers import fill_three_systems, latency_within
 from helpers.prometheus import prometheus_server, query, target_metadata, targets, wait_for_query
 from helpers.servers import free_port
@@ -730,15 +730,6 @@ def first_body(port: int, timeout: float = 20) -> str:
 
 def by_labels(samples, name: str) -> Dict[Tuple[str, str], float]:
     return {(labels["system"], labels["queue"]): value for metric, labels, value in samples if metric == name}
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def test_a_real_run_serves_what_once_reads(redis_url):

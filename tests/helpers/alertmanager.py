@@ -12,11 +12,11 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Iterator, List, NamedTuple
 
+from helpers.process import log_tail, stop, wait_ready
 from helpers.servers import free_port
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager")
@@ -123,38 +123,6 @@ def alertmanager_config(webhook_url: str) -> str:
     return json.dumps(config, indent=2)
 
 
-def tail(path: str, size: int = 3000) -> str:
-    with open(path, "rb") as handle:
-        return handle.read().decode(errors="replace")[-size:]
-
-
-def wait_ready(url: str, process: subprocess.Popen, log_path: str) -> None:
-    """Until GET {url}/-/ready answers 200; a process that died says why (its log)."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"alertmanager exited {process.returncode}: {tail(log_path)}")
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"alertmanager not ready after {READY_TIMEOUT_S} s: {tail(log_path)}")
-        time.sleep(0.1)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 class Alertmanager(NamedTuple):
     url: str  # its base URL, for Prometheus's `alertmanager` and its API
     webhook: WebhookReceiver
@@ -189,12 +157,12 @@ def alertmanager_server(tmpdir) -> Iterator[Alertmanager]:
             )
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(url, process, log_path)
+            wait_ready("alertmanager", url, process, log_path, READY_TIMEOUT_S)
             yield Alertmanager(url, webhook)
         finally:
             stop(process)
             if process.returncode not in (0, -15):
-                print(tail(log_path))
+                print(log_tail(log_path))
     finally:
         webhook.close()
         shutil.rmtree(directory, ignore_errors=True)

@@ -12,6 +12,7 @@ import urllib.parse
 import urllib.request
 from typing import Iterator, List, Optional, Sequence
 
+from helpers.process import stop, wait_ready
 from helpers.servers import free_port
 
 SCRAPE_INTERVAL = "1s"
@@ -69,32 +70,11 @@ def prometheus_server(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(base, process, log.name)
+        wait_ready("prometheus", base, process, log.name, READY_TIMEOUT)
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
-
-
-def _wait_ready(base: str, process: subprocess.Popen, log_path: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            with open(log_path, "rb") as handle:
-                raise AssertionError(f"prometheus exited: {handle.read()[-2000:]!r}")
-        try:
-            with urllib.request.urlopen(f"{base}/-/ready", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("prometheus was not ready in time")
 
 
 def query(base: str, promql: str) -> List[dict]:
