@@ -1,7 +1,7 @@
 """Passwords and names: a Redis user name is no secret and a name is never rewritten, while no
 output (log lines, JSON, table, StatsD, OTLP, Prometheus, `config`, `doctor`, `watch`, `alerts`)
-nor stderr ever shows the password, in error situations too. Real redis-servers with ACL users, as Redis Cloud and Upstash
-hand them out (`redis[s]://default:<password>@host:port`)."""
+nor stderr ever shows the password, in error situations too. Real redis-servers with ACL users,
+as Redis Cloud and Upstash hand them out (`redis[s]://default:<password>@host:port`)."""
 
 from __future__ import annotations
 
