@@ -429,7 +429,9 @@ class Tmux:
 @pytest.fixture
 def tmux(redis_url) -> Iterator[Tmux]:
     assert shutil.which("tmux"), "tmux is needed (Debian package tmux)"
-    server = Tmux(command_env(REDIS_URL=redis_url, PYTHONPATH=LIB, LANG="C.UTF-8"))
+    server = Tmux(
+        command_env(REDIS_URL=redis_url, PYTHONPATH=LIB, LANG="C.UTF-8", QM=f"{sys.executable} -m queue_metrics")
+    )
     try:
         # sh takes no prompt from the environment: set one we know, on a cleared screen.
         server.type(f"PS1='{Tmux.PROMPT}'; clear")
@@ -439,7 +441,9 @@ def tmux(redis_url) -> Iterator[Tmux]:
         server.kill()
 
 
-WATCH = f"{sys.executable} -m queue_metrics watch --interval 1"
+# Typed into the pane's shell: short, so the command line fits in 80 columns wherever the
+# checkout (and its venv's python, in $QM) lies.
+WATCH = "$QM watch --interval 1"
 
 
 def row_size(screen_lines: List[str], queue: str) -> Optional[int]:
